@@ -1,0 +1,40 @@
+# Compute Ledger: `make demo` and `make test` do every install step they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := contracts/node_modules/.installed
+
+.PHONY: install demo test test-fast compile check-artifacts bench clean
+
+install: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (pinned in pyproject.toml)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $@
+
+$(STAMP_NPM): contracts/package.json contracts/package-lock.json
+	@echo "installing contract toolchain (npm ci in contracts/)"
+	@cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: install
+	@$(VENV)/bin/compute-ledger demo
+
+test: install
+	@bash .ci/test
+
+compile: install
+	@$(VENV)/bin/compute-ledger compile
+
+check-artifacts: install
+	@$(VENV)/bin/compute-ledger compile --check
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) contracts/node_modules .data
