@@ -1,0 +1,325 @@
+"""``compute-ledger attest ...``: the metering daemon of a GPU node.
+
+  keygen   write a new encrypted keystore for the node's attestor key (prints its address)
+  run      sample the GPUs, close windows, sign reports, spool them and send them to the bridge
+  status   spool depth, last acknowledged seq per lease, last error
+  gpus     the node's GPUs in registered order, with the keccak(UUID) hashes to register on-chain
+
+The keystore password comes from ``--password-file`` or an environment variable (default
+``$COMPUTE_LEDGER_ATTESTOR_PASSWORD``), never from a flag. Exit codes: 0 ok, 1 error, 2 usage or no NVIDIA
+driver (``--simulate`` runs without one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from ledger.protocol import gpu_uuid_hash
+
+from .errors import AttestorError, NoDriverError
+from .source import GpuSource
+
+log = logging.getLogger("attestor")
+
+DEFAULT_DATA_DIR = Path(".data/attestor")
+
+
+def _password_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password-file", type=Path, default=None, help="file whose first line is the keystore password")
+    p.add_argument(
+        "--password-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the password (default COMPUTE_LEDGER_ATTESTOR_PASSWORD)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compute-ledger attest", description="the metering daemon of a GPU node")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    k = sub.add_parser("keygen", help="write a new encrypted keystore and print its address")
+    k.add_argument("--keystore", type=Path, default=DEFAULT_DATA_DIR / "keystore.json")
+    _password_args(k)
+    k.add_argument("--kdf", choices=["scrypt", "pbkdf2"], default="scrypt")
+    k.add_argument("--kdf-iterations", type=int, default=None, help="pbkdf2 iterations (tests use few)")
+    k.add_argument("--force", action="store_true", help="overwrite an existing keystore")
+
+    r = sub.add_parser("run", help="meter the node's active leases")
+    r.add_argument("--config", type=Path, default=None, help="TOML or JSON config file (flags override it)")
+    r.add_argument("--node-id", type=int, default=None)
+    r.add_argument("--api", default=None, help="bridge URL, e.g. http://127.0.0.1:8000")
+    r.add_argument("--simulate", default=None, metavar="SPEC", help="simulated GPUs, e.g. 8xH100")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--profile", choices=["idle", "steady", "bursty"], default="steady")
+    r.add_argument("--data-dir", type=Path, default=None, help=f"spool and keystore (default {DEFAULT_DATA_DIR})")
+    r.add_argument("--keystore", type=Path, default=None)
+    _password_args(r)
+    r.add_argument("--chain-id", type=int, default=None)
+    r.add_argument("--escrow", default=None, help="LeaseEscrow address (asked from the bridge if absent)")
+    r.add_argument("--sample-period-ms", type=int, default=None, help="default 1000")
+    r.add_argument("--window-ms", type=int, default=None, help="default 60000")
+    r.add_argument("--lease-refresh-ms", type=int, default=None)
+    r.add_argument("--backoff-base-ms", type=int, default=500)
+    r.add_argument("--backoff-max-ms", type=int, default=60_000)
+    r.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics (off by default)")
+    r.add_argument("--metrics-addr", default="127.0.0.1")
+    r.add_argument("--clock-speed", type=int, default=1, help="run time N times faster (demos only)")
+    r.add_argument("--once", action="store_true", help="meter one window, send, exit (1 if unsent)")
+    r.add_argument("--once-timeout", type=float, default=10.0, help="seconds to try sending with --once")
+
+    s = sub.add_parser("status", help="spool depth, last acknowledged seq per lease, last error")
+    s.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("gpus", help="list the node's GPUs and their UUID hashes")
+    g.add_argument("--simulate", default=None, metavar="SPEC")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--config", type=Path, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    else:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at INFO
+    try:
+        if args.command == "keygen":
+            return _keygen(args)
+        if args.command == "run":
+            return _run(args, parser)
+        if args.command == "status":
+            return _status(args)
+        return _gpus(args)
+    except NoDriverError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except AttestorError as e:
+        print(f"compute-ledger attest {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .keys import create_keystore, read_password
+
+    password = read_password(args.password_file, args.password_env)
+    address = create_keystore(
+        args.keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force
+    )
+    print(address)
+    log.info("wrote keystore %s for attestor %s", args.keystore, address)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    path = Path(args.data_dir) / "spool.sqlite"
+    if not path.exists():
+        print(f"no spool at {path}", file=sys.stderr)
+        return 1
+    spool = Spool(path)
+    try:
+        st = spool.status()
+    finally:
+        spool.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "spoolDepth": st.depth,
+                    "lastError": st.last_error,
+                    "leases": [
+                        {
+                            "leaseId": x.lease_id,
+                            "lastSeq": x.last_seq,
+                            "lastAckedSeq": x.last_acked_seq,
+                            "unacked": x.unacked,
+                            "lastError": x.last_error,
+                        }
+                        for x in st.leases
+                    ],
+                }
+            )
+        )
+        return 0
+    print(f"spool depth: {st.depth}")
+    for x in st.leases:
+        err = f"  last error: {x.last_error}" if x.last_error else ""
+        print(
+            f"lease {x.lease_id}: last seq {x.last_seq}, last acknowledged seq {x.last_acked_seq},"
+            f" unacknowledged {x.unacked}{err}"
+        )
+    print(f"last error: {st.last_error or '-'}")
+    return 0
+
+
+def _open_source(simulate: str | None, seed: int, profile: str, gpus: Sequence[str] | None) -> GpuSource:
+    """The simulated source for ``--simulate``, else NVML (raises NoDriverError without a driver)."""
+    if simulate:
+        from .source import SimulatedSource
+
+        sim = SimulatedSource.from_spec(simulate, seed=seed, profile=profile)
+        if gpus is not None and list(gpus) != list(sim.uuids):
+            log.warning("--simulate ignores the configured GPU UUIDs (simulated UUIDs come from the seed)")
+        return sim
+    from .nvml import NvmlSource
+
+    src = NvmlSource(gpus)
+    if gpus is None:
+        log.warning("no GPU list configured: using NVML's enumeration order; it must match the registered order")
+    return src
+
+
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``data_dir/attestor.lock`` for the process's life (released even on SIGKILL)."""
+    import fcntl
+
+    from .errors import ConfigError
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / "attestor.lock", "ab")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"another attestor is running on {data_dir}") from None
+    return f
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config) if args.config else None
+    src = _open_source(args.simulate, args.seed, "idle", None if cfg is None else cfg.gpus)
+    try:
+        for i, (u, name) in enumerate(zip(src.uuids, src.model_names, strict=True)):
+            print(f"{i}\t{u}\t0x{gpu_uuid_hash(u).hex()}\t{name}")
+    finally:
+        src.close()
+    return 0
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from .bridge import BridgeClient, BridgeLeases, LeaseProvider, ReportSink, StaticLeases, SubmitOutcome
+    from .clock import Clock, ScaledClock, SystemClock
+    from .config import FileConfig, load_config
+    from .daemon import Attestor, Backoff
+    from .errors import ConfigError
+    from .keys import load_signer, read_password
+    from .meter import ReportBuilder, SamplingPolicy
+    from .metrics import Metrics
+    from .spool import Spool, SpooledReport
+
+    cfg = load_config(args.config) if args.config else FileConfig()
+    node_id = args.node_id if args.node_id is not None else cfg.node_id
+    if node_id is None:
+        parser.error("--node-id is required (or node_id in --config)")
+    api = args.api or cfg.api
+    if not api and not cfg.leases:
+        parser.error("nothing to meter: give --api (the bridge) or static leases in --config")
+    data_dir = args.data_dir or cfg.data_dir or DEFAULT_DATA_DIR
+    keystore = args.keystore or cfg.keystore or data_dir / "keystore.json"
+    policy = SamplingPolicy(
+        sample_period_ms=args.sample_period_ms or cfg.sample_period_ms or 1_000,
+        window_ms=args.window_ms or cfg.window_ms or 60_000,
+    )
+    # The GPU source first: a machine without a driver says so before anything else is asked for.
+    source = _open_source(args.simulate, args.seed, args.profile, cfg.gpus)
+    try:
+        signer = load_signer(keystore, read_password(args.password_file, args.password_env))
+        log.info("attestor %s for node %d", signer.address, node_id)
+
+        chain_id = args.chain_id if args.chain_id is not None else cfg.chain_id
+        escrow = args.escrow or cfg.escrow
+        if chain_id is None or escrow is None:
+            if not api:
+                raise ConfigError("the EIP-712 domain is unknown: give --chain-id and --escrow")
+            probe = BridgeClient(api)
+            try:
+                chain_id, escrow = probe.domain()
+            finally:
+                probe.close()
+
+        clock: Clock = SystemClock() if args.clock_speed == 1 else ScaledClock(args.clock_speed)
+        metrics: Metrics | None = None
+        if args.metrics_port is not None:
+            metrics = Metrics(CollectorRegistry(), source.uuids, source.model_names)
+            port = metrics.serve(args.metrics_port, args.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", args.metrics_addr, port)
+
+        leases: LeaseProvider
+        if api:
+            leases = BridgeLeases(BridgeClient(api), node_id)
+        else:
+            leases = StaticLeases(cfg.leases)
+
+        class _NoBridge:
+            def submit(self, node_id: int, item: SpooledReport) -> SubmitOutcome:
+                return SubmitOutcome(False, 0, error="no bridge configured (--api); report kept in the spool")
+
+        def sink_factory() -> ReportSink:
+            return BridgeClient(api) if api else _NoBridge()
+
+        builder = ReportBuilder(
+            signer,
+            chain_id,
+            escrow,
+            policy,
+            driver_version=source.driver_version,
+            nvml_version=source.nvml_version,
+            simulated=source.simulated,
+        )
+        lock = _lock_data_dir(Path(data_dir))  # one daemon per spool: two would fork the hash chain
+        spool = Spool(Path(data_dir) / "spool.sqlite")
+        attestor = Attestor(
+            node_id=node_id,
+            source=source,
+            builder=builder,
+            spool=spool,
+            leases=leases,
+            sink_factory=sink_factory,
+            clock=clock,
+            metrics=metrics,
+            backoff=Backoff(args.backoff_base_ms, args.backoff_max_ms),
+            lease_refresh_ms=args.lease_refresh_ms,
+        )
+        stop = threading.Event()
+
+        def _stop(*_: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            return attestor.run(stop, once=args.once, once_timeout_s=args.once_timeout)
+        finally:
+            attestor.close()
+            spool.close()
+            lock.close()
+            if metrics:
+                metrics.stop()
+    finally:
+        source.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
