@@ -5,10 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := contracts/node_modules/.installed
+# slither pins a web3 major different from the product's, so it lives in its own environment.
+TOOLS_VENV := .venv-tools
+STAMP_TOOLS := $(TOOLS_VENV)/.installed
+SLITHER_VERSION := 0.11.6
 
 .PHONY: install demo test test-fast compile check-artifacts bench clean
 
-install: $(STAMP_PY) $(STAMP_NPM)
+install: $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +23,12 @@ $(STAMP_PY): pyproject.toml
 $(STAMP_NPM): contracts/package.json contracts/package-lock.json
 	@echo "installing contract toolchain (npm ci in contracts/)"
 	@cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(STAMP_TOOLS):
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@echo "installing slither-analyzer $(SLITHER_VERSION) into $(TOOLS_VENV)"
+	@$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "slither-analyzer==$(SLITHER_VERSION)"
 	@touch $@
 
 demo: install
@@ -37,4 +47,4 @@ bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) contracts/node_modules .data
+	rm -rf $(VENV) $(TOOLS_VENV) contracts/node_modules contracts/out contracts/cache .data

@@ -26,16 +26,18 @@ from eth_utils import keccak, to_checksum_address
 try:  # coincurve recovers ~2x faster than through eth_keys' wrappers; the auditor recovers every report
     import coincurve as _coincurve
 except ImportError:  # pragma: no cover - coincurve is a pinned dependency
-    _coincurve = None
+    _coincurve = None  # type: ignore[assignment]
 
 try:  # safe-pysha3 hashes ~10x faster than eth_utils' keccak wrapper; Merkle trees hash thousands of nodes
-    from sha3 import keccak_256 as _keccak_256
+    from sha3 import keccak_256 as _keccak_256  # type: ignore[import-untyped]
 
     def _keccak(data: bytes) -> bytes:
-        return _keccak_256(data).digest()
+        return _keccak_256(data).digest()  # type: ignore[no-any-return]
 
 except ImportError:  # pragma: no cover - same digests, slower
-    _keccak = keccak
+
+    def _keccak(data: bytes) -> bytes:
+        return keccak(data)
 
 DOMAIN_NAME = "ComputeLedger"
 DOMAIN_VERSION = "1"
@@ -342,6 +344,7 @@ SAMPLE_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Sample))
 # abi.encode of static uints of at most 64 bits: one 32-byte big-endian word each (24 zero bytes + 8).
 _SAMPLE_WORDS = struct.Struct(">" + "24xQ" * len(SAMPLE_LEAF_TYPES))
 _SAMPLE_LIMITS: tuple[int, ...] = tuple(1 << _UINT_BITS[t] for t in SAMPLE_LEAF_TYPES)
+assert SAMPLE_LEAF_TYPES == ("uint16", "uint64", "uint16", "uint16", "uint32", "uint64", "uint32", "uint32")
 
 
 def sample_leaf(sample: Sample) -> bytes:
@@ -350,9 +353,11 @@ def sample_leaf(sample: Sample) -> bytes:
     Raises :class:`ProtocolError` when a field does not fit its type.
     """
     values = sample.values()
-    for v, limit in zip(values, _SAMPLE_LIMITS):
-        if not 0 <= v < limit:
-            raise ProtocolError(f"sample field {v!r} does not fit its type")
+    g, ts, gu, mu, p, e, mem, f = values
+    # One test for the leaf types (u16, u64, u16, u16, u32, u64, u32, u32); a negative value shifts to -1.
+    if (g | gu | mu) >> 16 or (p | mem | f) >> 32 or (ts | e) >> 64:
+        bad = next(v for v, limit in zip(values, _SAMPLE_LIMITS) if not 0 <= v < limit)
+        raise ProtocolError(f"sample field {bad!r} does not fit its type")
     return _keccak(_keccak(_SAMPLE_WORDS.pack(*values)))
 
 
@@ -405,7 +410,15 @@ def samples_root(samples: Sequence[Sample]) -> bytes:
     """Merkle root of a window's samples; ZERO_HASH for a window without samples."""
     if not samples:
         return ZERO_HASH
-    return MerkleTree.of_samples(samples).root
+    # MerkleTree's layout without the proof index: leaves sorted, reversed at the end of the array.
+    ordered = sorted(sample_leaf(s) for s in samples)
+    n = len(ordered)
+    tree = [b""] * (n - 1) + ordered[::-1]
+    k = _keccak
+    for i in range(n - 2, -1, -1):
+        a, b = tree[2 * i + 1], tree[2 * i + 2]
+        tree[i] = k(a + b) if a < b else k(b + a)
+    return tree[0]
 
 
 def verify_proof(root: bytes, leaf: bytes, proof: Sequence[bytes]) -> bool:

@@ -1,0 +1,528 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
+import {IReputation} from "./interfaces/IReputation.sol";
+import {ILeaseEscrow} from "./interfaces/ILeaseEscrow.sol";
+import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+
+/// @title LeaseEscrow
+/// @notice Escrow of GPU leases, settled on metering reports signed (EIP-712) by the node's attestor.
+/// @dev Money rules: pull payments only (`withdraw`), every external entry point is nonReentrant, and
+/// for each token: balance = Σ escrow not yet charged + Σ fee held + Σ pending charges + Σ withdrawable.
+/// A lease can never be charged beyond its escrow: a report's cumulative billable time is bounded by
+/// gpuCount × (windowEnd − start) and windowEnd by the lease end, so the total charge is bounded by
+/// price × gpuCount × durationS, the escrow itself; reaching it makes the lease Exhausted.
+///
+/// IMPORTANT: fee-on-transfer (and rebasing) ERC-20 tokens are NOT supported: openLease and topUp compare
+/// the balance before and after the transfer and revert with LeaseEscrowFeeOnTransferToken if less arrived.
+///
+/// NOTE: earnings of a lease are held for `challengePeriod` after the lease's LAST settlement (the clock
+/// restarts at each settlement); a dispute freezes everything pending. A buyer may close an Active lease at
+/// any time: reports not yet settled by then are not paid, so the relayer settles the latest report first.
+///
+/// Hot-path storage per lease: one slot of immutable-ish terms (read), the gpu set hash (read), one slot
+/// of checkpoint state (seq, three cumulative counters, last window end, settlement time) and one slot
+/// with the last report hash (both written, never back to zero once the lease is active).
+contract LeaseEscrow is LeaseEscrowBase {
+    using SafeERC20 for IERC20;
+
+    address private immutable _extension;
+
+    constructor(
+        address admin,
+        ICapacityRegistry registry_,
+        IReputation reputation_,
+        address treasury_,
+        uint32 challengePeriodSeconds,
+        uint16 baseFeeBps,
+        address extension_
+    ) LeaseEscrowBase(registry_, reputation_) {
+        if (admin == address(0) || treasury_ == address(0) || baseFeeBps > 10_000) revert LeaseEscrowBadConfig();
+        if (extension_ == address(0)) revert LeaseEscrowBadConfig();
+        _extension = extension_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _treasury = treasury_;
+        _fees = FeeConfig({
+            baseFeeBps: baseFeeBps,
+            discountedFeeBps: baseFeeBps,
+            discountMinScoreBps: 10_000,
+            discountMinCompleted: type(uint32).max,
+            slashBps: 5_000,
+            challengePeriod: challengePeriodSeconds
+        });
+        emit TreasurySet(treasury_);
+        emit ChallengePeriodSet(challengePeriodSeconds);
+        emit FeeConfigSet(baseFeeBps, baseFeeBps, 10_000, type(uint32).max);
+        emit SlashBpsSet(5_000);
+    }
+
+    /// @dev ETH arrives only with openLease/topUp or from the registry when a stake is slashed.
+    receive() external payable {
+        if (msg.sender != address(_registry)) revert LeaseEscrowUnexpectedEth(msg.sender);
+    }
+
+    /// @dev Every function not implemented here (disputes, payouts release, rating, admin, views) runs in
+    /// LeaseEscrowExtension by DELEGATECALL, on this contract's storage.
+    fallback() external payable {
+        address ext = _extension;
+        assembly ("memory-safe") {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), ext, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
+        }
+    }
+
+    function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
+        return interfaceId == type(ILeaseEscrow).interfaceId || super.supportsInterface(interfaceId);
+    }
+
+    /// @notice The extension contract the fallback delegates to.
+    function extension() external view returns (address) {
+        return _extension;
+    }
+
+    // --- leases -------------------------------------------------------------------------------------
+
+    /// @notice See ILeaseEscrow.
+    function openLease(uint256 offerId, address holder, uint32 durationS, uint64 startBy, uint256 maxTotal)
+        external
+        payable
+        nonReentrant
+        whenNotPaused
+        returns (uint256 leaseId)
+    {
+        ICapacityRegistry.Offer memory o = _registry.offer(offerId);
+        {
+            uint256 live = _liveLease[offerId];
+            if (live != 0) revert LeaseEscrowOfferBusy(offerId, live);
+        }
+        if (durationS == 0) revert LeaseEscrowBadDuration(durationS);
+        if (startBy <= block.timestamp || startBy < o.validFrom || uint256(startBy) + durationS > o.validUntil) {
+            revert LeaseEscrowBadStartBy(startBy, o.validFrom, o.validUntil);
+        }
+        if (!_syncNode(o.nodeId)) revert LeaseEscrowNodeInactive(o.nodeId);
+        {
+            uint256 score = _reputation.scoreOf(msg.sender);
+            if (score < o.minBuyerScoreBps) revert LeaseEscrowBuyerScoreTooLow(msg.sender, score, o.minBuyerScoreBps);
+        }
+        uint16 feeBps = feeBpsFor(o.provider);
+        // Resale hook: a lease's price is fixed per lease (stored in its terms) and comes from here, so a later
+        // resale market only has to return a holder's own ask for its rights instead of the offer price.
+        uint256 price = _leasePrice(o, holder);
+        uint256 escrowed = price * o.gpuCount * durationS;
+        if (escrowed > type(uint128).max) revert LeaseEscrowAmountTooLarge(escrowed);
+        uint256 fee = (escrowed * feeBps) / 10_000;
+        if (escrowed + fee > maxTotal) revert LeaseEscrowTotalAboveMax(escrowed + fee, maxTotal);
+
+        leaseId = ++_leaseCount;
+        _terms[leaseId] = uint256(o.nodeId) | (uint256(durationS) << 80) | (uint256(o.gpuCount) << 112)
+            | (uint256(uint8(o.billingMode)) << 128) | (uint256(uint8(LeaseStatus.Open)) << 136)
+            | (price << 144) | (uint256(feeBps) << 240);
+        _gpuSet[leaseId] = o.gpuSetHash;
+        _info[leaseId] = LeaseInfo({buyer: msg.sender, startBy: uint40(startBy), feesSettled: false});
+        _parties[leaseId] = LeaseParties({holder: holder, offerId: uint64(offerId)});
+        _accounts[leaseId] = LeaseAccounts({provider: o.provider, token: o.token});
+        _liveLease[offerId] = leaseId;
+
+        _registry.lockRights(holder, offerId, uint256(o.gpuCount) * durationS);
+        _pull(o.token, escrowed + fee);
+        emit LeaseOpened(leaseId, offerId, msg.sender, holder, durationS, startBy, escrowed, fee, feeBps);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function activateLease(uint256 leaseId) external nonReentrant whenNotPaused {
+        uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
+        LeaseAccounts memory acc = _accounts[leaseId];
+        uint256 nodeId = terms & _M32;
+        if (
+            msg.sender != acc.provider && msg.sender != _registry.provider(acc.provider).payout
+                && msg.sender != address(uint160(_nodeCache[nodeId]))
+        ) revert LeaseEscrowNotProviderSide(leaseId, msg.sender);
+        uint256 validFrom = _registry.offer(_parties[leaseId].offerId).validFrom;
+        if (block.timestamp < validFrom) revert LeaseEscrowOfferNotStarted(leaseId, validFrom);
+        uint256 startBy = _info[leaseId].startBy;
+        if (block.timestamp > startBy) revert LeaseEscrowStartByPassed(leaseId, startBy);
+
+        uint256 startMs = block.timestamp * 1000;
+        _terms[leaseId] = _withStatus(terms | (startMs << 32), LeaseStatus.Active);
+        _ckpt[leaseId] = (startMs << 176) | (block.timestamp << 224);
+        _lastHash[leaseId] = _NO_REPORT;
+        uint256 endMs = startMs + ((terms >> 80) & _M32) * 1000;
+        emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
+    }
+
+    /// @notice See ILeaseEscrow.
+    function settle(PackedReport calldata report, Signature calldata signature) external nonReentrant whenNotPaused {
+        _settleOne(report, signature, true);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function settleBatch(PackedReport[] calldata reports, Signature[] calldata signatures)
+        external
+        nonReentrant
+        whenNotPaused
+        returns (uint256 settled)
+    {
+        uint256 n = reports.length;
+        if (n != signatures.length) revert LeaseEscrowLengthMismatch(n, signatures.length);
+        for (uint256 i; i < n; ++i) {
+            if (_settleOne(reports[i], signatures[i], false)) ++settled;
+        }
+    }
+
+    /// @notice See ILeaseEscrow.
+    function topUp(uint256 leaseId, uint256 amount) external payable nonReentrant whenNotPaused {
+        uint256 terms = _terms[leaseId];
+        LeaseStatus st = _status(terms);
+        if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
+            if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+            revert LeaseEscrowBadStatus(leaseId, st);
+        }
+        if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
+        uint256 gpus = (terms >> 112) & _M16;
+        uint256 unit = ((terms >> 144) & _M96) * gpus;
+        if (amount == 0 || amount % unit != 0) revert LeaseEscrowTopUpNotWholeSeconds(amount, unit);
+        uint256 oldDuration = (terms >> 80) & _M32;
+        uint256 newDuration = oldDuration + amount / unit;
+        if (newDuration > type(uint32).max) revert LeaseEscrowBadDuration(newDuration);
+        LeaseParties memory pt = _parties[leaseId];
+        {
+            uint256 validUntil = _registry.offer(pt.offerId).validUntil;
+            uint256 startS = st == LeaseStatus.Active ? ((terms >> 32) & _M48) / 1000 : _info[leaseId].startBy;
+            if (startS + newDuration > validUntil) revert LeaseEscrowBeyondOffer(leaseId, startS + newDuration, validUntil);
+        }
+        uint256 feeBps = terms >> 240;
+        uint256 oldEscrow = unit * oldDuration;
+        uint256 newEscrow = unit * newDuration;
+        if (newEscrow > type(uint128).max) revert LeaseEscrowAmountTooLarge(newEscrow);
+        uint256 fee = (newEscrow * feeBps) / 10_000 - (oldEscrow * feeBps) / 10_000;
+        _terms[leaseId] = (terms & ~(_M32 << 80)) | (newDuration << 80);
+        _registry.lockRights(pt.holder, pt.offerId, gpus * (newDuration - oldDuration));
+        _pull(_accounts[leaseId].token, amount + fee);
+        emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
+    }
+
+    /// @notice See ILeaseEscrow.
+    function closeLease(uint256 leaseId) external nonReentrant {
+        uint256 terms = _terms[leaseId];
+        LeaseStatus st = _status(terms);
+        if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
+            if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+            revert LeaseEscrowBadStatus(leaseId, st);
+        }
+        if (msg.sender != _info[leaseId].buyer) {
+            uint256 endMs = ((terms >> 32) & _M48) + ((terms >> 80) & _M32) * 1000;
+            if (st == LeaseStatus.Open || block.timestamp * 1000 < endMs) revert LeaseEscrowNotEnded(leaseId, endMs);
+        }
+        (uint256 charged, uint256 refund, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Closed);
+        emit LeaseClosed(leaseId, msg.sender, charged, refund, burned, released);
+        _trySettleFees(leaseId);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function expireLease(uint256 leaseId) external nonReentrant {
+        uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
+        uint256 startBy = _info[leaseId].startBy;
+        if (block.timestamp <= startBy) revert LeaseEscrowStartByNotPassed(leaseId, startBy);
+        (, uint256 refund,,) = _finalize(leaseId, terms, LeaseStatus.Expired);
+        emit LeaseExpired(leaseId, refund);
+        _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
+        _trySettleFees(leaseId);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function withdraw(address token) external nonReentrant returns (uint256 amount) {
+        amount = _withdrawable[msg.sender][token];
+        if (amount == 0) revert LeaseEscrowNothingToWithdraw(msg.sender, token);
+        _withdrawable[msg.sender][token] = 0;
+        if (token == address(0)) {
+            (bool ok,) = msg.sender.call{value: amount}("");
+            if (!ok) revert LeaseEscrowTransferFailed(msg.sender, token, amount);
+        } else {
+            IERC20(token).safeTransfer(msg.sender, amount);
+        }
+        emit Withdrawn(msg.sender, token, amount);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function syncNode(uint256 nodeId) external {
+        _syncNode(nodeId);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function withdrawable(address account, address token) external view returns (uint256) {
+        return _withdrawable[account][token];
+    }
+
+    /// @notice See ILeaseEscrow.
+    function liveLeaseOf(uint256 offerId) external view returns (uint256) {
+        return _liveLease[offerId];
+    }
+
+    /// @notice See ILeaseEscrow.
+    function leaseCount() external view returns (uint256) {
+        return _leaseCount;
+    }
+
+    // --- internal: settlement -----------------------------------------------------------------------
+
+    /// @dev Every DESIGN check, cheapest first; signature last. strict: revert with the custom error;
+    /// otherwise emit CheckpointSkipped(reason = that error's selector) and return false.
+    function _settleOne(PackedReport calldata p, Signature calldata sig, bool strict) private returns (bool) {
+        uint256 w0 = p.w0;
+        uint256 leaseId = w0 >> 192;
+        uint64 seq = uint64(w0 >> 128);
+        uint256 terms = _terms[leaseId];
+        uint256 ck = _ckpt[leaseId];
+        bytes4 err = _checkLease(p, leaseId, seq, terms, ck, strict);
+        if (err == 0) err = _checkCounters(p, leaseId, terms, ck, strict);
+        if (err != 0) return _skip(leaseId, seq, err);
+        bytes32 h = _packedStructHash(p);
+        err = _checkSigner(h, sig, leaseId, terms, strict);
+        if (err != 0) return _skip(leaseId, seq, err);
+        _apply(p, leaseId, seq, terms, ck, h);
+        return true;
+    }
+
+    function _skip(uint256 leaseId, uint64 seq, bytes4 reason) private returns (bool) {
+        emit CheckpointSkipped(leaseId, seq, reason);
+        return false;
+    }
+
+    function _checkLease(PackedReport calldata p, uint256 leaseId, uint64 seq, uint256 terms, uint256 ck, bool strict)
+        private
+        view
+        returns (bytes4)
+    {
+        LeaseStatus st = _status(terms);
+        if (st != LeaseStatus.Active) {
+            if (strict) revert LeaseEscrowBadStatus(leaseId, st);
+            return LeaseEscrowBadStatus.selector;
+        }
+        if (p.w2 & _M32 != 0) {
+            if (strict) revert LeaseEscrowMalformedReport(leaseId, seq);
+            return LeaseEscrowMalformedReport.selector;
+        }
+        uint64 lastSeq = uint64(ck & _M32);
+        if (seq <= lastSeq) {
+            if (strict) revert LeaseEscrowStaleReport(leaseId, seq, lastSeq);
+            return LeaseEscrowStaleReport.selector;
+        }
+        if (seq > _M32) {
+            if (strict) revert LeaseEscrowCounterOverflow(leaseId, 3, seq);
+            return LeaseEscrowCounterOverflow.selector;
+        }
+        if (seq == lastSeq + 1) {
+            bytes32 expected = _lastHash[leaseId];
+            if (expected == _NO_REPORT) expected = 0;
+            if (p.prevReportHash != expected) {
+                if (strict) revert LeaseEscrowBrokenChain(leaseId, seq, p.prevReportHash, expected);
+                return LeaseEscrowBrokenChain.selector;
+            }
+        }
+        {
+            bytes32 gset = _gpuSet[leaseId];
+            if (p.gpuSetHash != gset) {
+                if (strict) revert LeaseEscrowWrongGpuSet(leaseId, p.gpuSetHash, gset);
+                return LeaseEscrowWrongGpuSet.selector;
+            }
+        }
+        uint64 ws = uint64(p.w0 >> 64);
+        uint64 we = uint64(p.w0);
+        {
+            uint64 notBefore = uint64((ck >> 176) & _M48);
+            if (ws < notBefore || we <= ws) {
+                if (strict) revert LeaseEscrowBadWindow(leaseId, ws, we, notBefore);
+                return LeaseEscrowBadWindow.selector;
+            }
+        }
+        uint64 endMs = uint64(((terms >> 32) & _M48) + ((terms >> 80) & _M32) * 1000);
+        if (we > endMs) {
+            if (strict) revert LeaseEscrowWindowOutsideLease(leaseId, we, endMs);
+            return LeaseEscrowWindowOutsideLease.selector;
+        }
+        if (we > block.timestamp * 1000) {
+            if (strict) revert LeaseEscrowWindowInFuture(leaseId, we, block.timestamp * 1000);
+            return LeaseEscrowWindowInFuture.selector;
+        }
+        return 0;
+    }
+
+    function _checkCounters(PackedReport calldata p, uint256 leaseId, uint256 terms, uint256 ck, bool strict)
+        private
+        view
+        returns (bytes4)
+    {
+        uint64 cumBusy = uint64(p.w1);
+        uint64 cumEnergy = uint64(p.w2 >> 192);
+        uint64 cumAlloc = uint64(p.w2 >> 128);
+        {
+            (uint8 c, uint64 v) = cumBusy > _M48 ? (0, cumBusy) : cumAlloc > _M48 ? (1, cumAlloc) : (2, cumEnergy);
+            if (v > _M48) {
+                if (strict) revert LeaseEscrowCounterOverflow(leaseId, c, v);
+                return LeaseEscrowCounterOverflow.selector;
+            }
+        }
+        {
+            uint64 lastBusy = uint64((ck >> 32) & _M48);
+            uint64 lastAlloc = uint64((ck >> 80) & _M48);
+            uint64 lastEnergy = uint64((ck >> 128) & _M48);
+            (bool down, uint8 c, uint64 v, uint64 last) = cumBusy < lastBusy
+                ? (true, 0, cumBusy, lastBusy)
+                : cumAlloc < lastAlloc ? (true, 1, cumAlloc, lastAlloc) : (cumEnergy < lastEnergy, 2, cumEnergy, lastEnergy);
+            if (down) {
+                if (strict) revert LeaseEscrowCounterDecreased(leaseId, c, v, last);
+                return LeaseEscrowCounterDecreased.selector;
+            }
+        }
+        return _checkCaps(p, leaseId, terms, strict);
+    }
+
+    /// @dev Busy and allocated GPU time within gpuCount × elapsed; energy within power cap × that (+ margin).
+    function _checkCaps(PackedReport calldata p, uint256 leaseId, uint256 terms, bool strict)
+        private
+        view
+        returns (bytes4)
+    {
+        uint256 cap = ((terms >> 112) & _M16) * (uint64(p.w0) - ((terms >> 32) & _M48));
+        uint64 cumBusy = uint64(p.w1);
+        uint64 cumAlloc = uint64(p.w2 >> 128);
+        if (cumBusy > cap || cumAlloc > cap) {
+            (uint8 c, uint64 v) = cumBusy > cap ? (0, cumBusy) : (1, cumAlloc);
+            if (strict) revert LeaseEscrowTimeAboveCapacity(leaseId, c, v, cap);
+            return LeaseEscrowTimeAboveCapacity.selector;
+        }
+        // mW × ms = µJ; / 1000 → mJ; times (1 + margin)
+        cap = (((_nodeCache[terms & _M32] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
+        uint64 cumEnergy = uint64(p.w2 >> 192);
+        if (cumEnergy > cap) {
+            if (strict) revert LeaseEscrowEnergyAboveCap(leaseId, cumEnergy, cap);
+            return LeaseEscrowEnergyAboveCap.selector;
+        }
+        return 0;
+    }
+
+    function _checkSigner(bytes32 structHash, Signature calldata sig, uint256 leaseId, uint256 terms, bool strict)
+        private
+        view
+        returns (bytes4)
+    {
+        (address signer, ECDSA.RecoverError e,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), sig.v, sig.r, sig.s);
+        if (e != ECDSA.RecoverError.NoError) {
+            if (e == ECDSA.RecoverError.InvalidSignatureS) {
+                if (strict) revert LeaseEscrowMalleableSignature(leaseId, sig.s);
+                return LeaseEscrowMalleableSignature.selector;
+            }
+            if (strict) revert LeaseEscrowInvalidSignature(leaseId);
+            return LeaseEscrowInvalidSignature.selector;
+        }
+        address attestor = address(uint160(_nodeCache[terms & _M32]));
+        if (signer != attestor) {
+            if (strict) revert LeaseEscrowWrongSigner(leaseId, signer, attestor);
+            return LeaseEscrowWrongSigner.selector;
+        }
+        return 0;
+    }
+
+    function _apply(PackedReport calldata p, uint256 leaseId, uint64 seq, uint256 terms, uint256 ck, bytes32 h) private {
+        uint256 newBill;
+        {
+            uint256 w2 = p.w2;
+            uint256 cumBusy = uint64(p.w1);
+            uint256 cumAlloc = uint64(w2 >> 128);
+            _ckpt[leaseId] = uint256(seq) | (cumBusy << 32) | (cumAlloc << 80) | (uint256(uint64(w2 >> 192)) << 128)
+                | (uint256(uint64(p.w0)) << 176) | (block.timestamp << 224);
+            _lastHash[leaseId] = h;
+            newBill = (terms >> 128) & 0xff == 0 ? cumAlloc : cumBusy;
+        }
+        uint256 oldBill = (terms >> 128) & 0xff == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
+        uint256 price = (terms >> 144) & _M96;
+        emit CheckpointSettled(
+            leaseId, seq, h, uint64(newBill - oldBill), (price * newBill) / 1000 - (price * oldBill) / 1000, p.samplesRoot
+        );
+        // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
+        if (newBill >= ((terms >> 112) & _M16) * ((terms >> 80) & _M32) * 1000) {
+            emit LeaseExhausted(leaseId, (price * newBill) / 1000);
+            _finalize(leaseId, terms, LeaseStatus.Exhausted);
+            _trySettleFees(leaseId);
+        }
+    }
+
+    // --- internal: lease end and money ---------------------------------------------------------------
+
+    /// @dev Ends an Open or Active lease: refunds uncharged escrow, burns used rights, returns the rest.
+    function _finalize(uint256 leaseId, uint256 terms, LeaseStatus to)
+        private
+        returns (uint256 charged, uint256 refund, uint256 burned, uint256 released)
+    {
+        uint256 gpus = (terms >> 112) & _M16;
+        uint256 duration = (terms >> 80) & _M32;
+        uint256 escrowed = ((terms >> 144) & _M96) * gpus * duration;
+        LeaseParties memory pt = _parties[leaseId];
+        LeaseAccounts memory acc = _accounts[leaseId];
+        _terms[leaseId] = _withStatus(terms, to);
+        delete _liveLease[pt.offerId];
+        if (_status(terms) == LeaseStatus.Active) (charged, burned) = _endActive(leaseId, terms, acc.provider);
+        refund = escrowed - charged;
+        released = gpus * duration - burned;
+        if (burned != 0) _registry.burnLocked(pt.offerId, burned);
+        if (released != 0) _registry.releaseRights(pt.holder, pt.offerId, released);
+        if (refund != 0) _credit(_info[leaseId].buyer, acc.token, refund);
+    }
+
+    /// @dev Used rights (GPU-seconds the lease ran) and provider outcome of an Active lease that ends now.
+    function _endActive(uint256 leaseId, uint256 terms, address providerAccount)
+        private
+        returns (uint256 charged, uint256 burned)
+    {
+        uint256 ck = _ckpt[leaseId];
+        uint256 startMs = (terms >> 32) & _M48;
+        uint256 endMs = startMs + ((terms >> 80) & _M32) * 1000;
+        uint256 nowMs = block.timestamp * 1000;
+        burned = ((terms >> 112) & _M16) * (((nowMs < endMs ? nowMs : endMs) - startMs) / 1000);
+        charged = _charged(terms, ck);
+        uint256 leaseMs = burned * 1000;
+        if (leaseMs != 0) {
+            uint256 attested = (ck >> 80) & _M48;
+            _reputation.recordUptime(providerAccount, attested < leaseMs ? attested : leaseMs, leaseMs);
+        }
+        // Only a lease that delivered billable time counts as completed (no free reputation farming).
+        if (charged != 0) _reputation.recordOutcome(providerAccount, IReputation.Outcome.Completed);
+    }
+
+    function _pull(address token, uint256 amount) private {
+        if (token == address(0)) {
+            if (msg.value != amount) revert LeaseEscrowWrongValue(amount, msg.value);
+            return;
+        }
+        if (msg.value != 0) revert LeaseEscrowWrongValue(0, msg.value);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(token).balanceOf(address(this)) - before;
+        if (received != amount) revert LeaseEscrowFeeOnTransferToken(token, amount, received);
+    }
+
+    /// @dev Price per GPU-second a lease on `o` pays to `holder`: today the offer's price (resale: the
+    /// holder's ask, bounded to 96 bits like offer prices).
+    function _leasePrice(ICapacityRegistry.Offer memory o, address holder) private pure returns (uint256) {
+        holder;
+        return o.pricePerGpuSecond;
+    }
+
+    /// @dev Copies a node's attestor and power cap from the registry; returns whether the node is active.
+    function _syncNode(uint256 nodeId) private returns (bool active) {
+        (address attestor, uint32 maxPower, bool isActive) = _registry.nodeAttestor(nodeId);
+        uint256 packed = uint256(uint160(attestor)) | (uint256(maxPower) << 160);
+        if (_nodeCache[nodeId] != packed) {
+            _nodeCache[nodeId] = packed;
+            emit NodeSynced(nodeId, attestor, maxPower);
+        }
+        return isActive;
+    }
+}

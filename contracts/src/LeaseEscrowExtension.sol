@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
+import {IReputation} from "./interfaces/IReputation.sol";
+import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+
+/// @title LeaseEscrowExtension
+/// @notice The colder half of LeaseEscrow: disputes, release of earnings, rating, admin and views. It is
+/// only ever executed by DELEGATECALL from LeaseEscrow (its fallback), on LeaseEscrow's storage; calling it
+/// directly acts on its own empty storage and is useless. The split keeps each contract under the
+/// EIP-170 code size limit.
+/// @dev Deploy with the same registry and reputation as the LeaseEscrow that points to it.
+contract LeaseEscrowExtension is LeaseEscrowBase {
+    constructor(ICapacityRegistry registry_, IReputation reputation_) LeaseEscrowBase(registry_, reputation_) {}
+
+    // --- admin --------------------------------------------------------------------------------------
+
+    /// @notice Fee rate, and the discounted rate for providers scoring at least `discountMinScoreBps` with
+    /// at least `discountMinCompleted` completed leases. Admin only.
+    function setFeeConfig(uint16 baseFeeBps, uint16 discountedFeeBps, uint16 discountMinScoreBps, uint32 discountMinCompleted)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (baseFeeBps > 10_000 || discountedFeeBps > baseFeeBps || discountMinScoreBps > 10_000) {
+            revert LeaseEscrowBadConfig();
+        }
+        FeeConfig storage f = _fees;
+        f.baseFeeBps = baseFeeBps;
+        f.discountedFeeBps = discountedFeeBps;
+        f.discountMinScoreBps = discountMinScoreBps;
+        f.discountMinCompleted = discountMinCompleted;
+        emit FeeConfigSet(baseFeeBps, discountedFeeBps, discountMinScoreBps, discountMinCompleted);
+    }
+
+    /// @notice Challenge period in seconds. Admin only.
+    function setChallengePeriod(uint32 seconds_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _fees.challengePeriod = seconds_;
+        emit ChallengePeriodSet(seconds_);
+    }
+
+    /// @notice Share of a disputed amount slashed from the provider's stake on provider fault. Admin only.
+    function setSlashBps(uint16 slashBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (slashBps > 10_000) revert LeaseEscrowBadConfig();
+        _fees.slashBps = slashBps;
+        emit SlashBpsSet(slashBps);
+    }
+
+    /// @notice Fee recipient. Admin only.
+    function setTreasury(address treasury_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (treasury_ == address(0)) revert LeaseEscrowBadConfig();
+        _treasury = treasury_;
+        emit TreasurySet(treasury_);
+    }
+
+    /// @notice Stop new leases, top-ups, activations and settlements. Withdrawals stay open.
+    function pause() external onlyRole(PAUSER_ROLE) {
+        _pause();
+    }
+
+    function unpause() external onlyRole(PAUSER_ROLE) {
+        _unpause();
+    }
+
+    // --- disputes and payouts -----------------------------------------------------------------------
+
+    /// @notice See ILeaseEscrow.
+    function dispute(uint256 leaseId) external nonReentrant {
+        uint256 terms = _terms[leaseId];
+        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
+        LeaseMoney storage m = _money[leaseId];
+        if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
+        uint256 ck = _ckpt[leaseId];
+        uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
+        if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
+        uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
+        if (block.timestamp >= endsAt) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
+        m.frozen = uint128(pending);
+        emit DisputeOpened(leaseId, msg.sender, pending);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault)
+        external
+        nonReentrant
+        onlyRole(ARBITER_ROLE)
+    {
+        if (buyerShareBps > 10_000) revert LeaseEscrowBadBps(buyerShareBps);
+        LeaseMoney storage m = _money[leaseId];
+        uint256 frozen = m.frozen;
+        if (frozen == 0) revert LeaseEscrowNoDispute(leaseId);
+        uint256 buyerShare = (frozen * buyerShareBps) / 10_000;
+        uint256 providerShare = frozen - buyerShare;
+        m.frozen = 0;
+        m.released += uint128(providerShare);
+        _refunded[leaseId] += buyerShare;
+        address buyer = _info[leaseId].buyer;
+        LeaseAccounts memory acc = _accounts[leaseId];
+        _credit(buyer, acc.token, buyerShare);
+        if (providerShare != 0) _credit(_parties[leaseId].holder, acc.token, providerShare);
+
+        uint256 slashed;
+        if (providerFault) {
+            uint256 want = (frozen * _fees.slashBps) / 10_000;
+            if (want != 0) {
+                slashed = _registry.slash(acc.provider, acc.token, want, address(this));
+                _credit(buyer, acc.token, slashed);
+            }
+        }
+        emit DisputeResolved(leaseId, buyerShare, providerShare, slashed, providerFault);
+        bool buyerWon = buyerShare * 2 > frozen;
+        _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
+        _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
+        _trySettleFees(leaseId);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function releaseEarnings(uint256 leaseId) external nonReentrant {
+        uint256 terms = _terms[leaseId];
+        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        LeaseMoney storage m = _money[leaseId];
+        if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
+        uint256 ck = _ckpt[leaseId];
+        uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
+        if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
+        uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
+        if (block.timestamp < endsAt) revert LeaseEscrowInChallengePeriod(leaseId, endsAt);
+        m.released += uint128(pending);
+        address holder = _parties[leaseId].holder;
+        _credit(holder, _accounts[leaseId].token, pending);
+        emit EarningsReleased(leaseId, holder, pending);
+        _trySettleFees(leaseId);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function rate(uint256 leaseId, uint8 stars) external nonReentrant {
+        uint256 terms = _terms[leaseId];
+        LeaseStatus st = _status(terms);
+        if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
+        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || (terms >> 32) & _M48 == 0) {
+            revert LeaseEscrowNotRateable(leaseId, st);
+        }
+        _reputation.recordRating(leaseId, msg.sender, _accounts[leaseId].provider, stars);
+    }
+
+    // --- views --------------------------------------------------------------------------------------
+
+    /// @notice See ILeaseEscrow.
+    function lease(uint256 leaseId) external view returns (LeaseView memory v) {
+        uint256 terms = _terms[leaseId];
+        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        LeaseInfo memory info = _info[leaseId];
+        LeaseParties memory pt = _parties[leaseId];
+        LeaseAccounts memory acc = _accounts[leaseId];
+        v.offerId = pt.offerId;
+        v.nodeId = terms & _M32;
+        v.buyer = info.buyer;
+        v.holder = pt.holder;
+        v.provider = acc.provider;
+        v.token = acc.token;
+        v.status = _status(terms);
+        v.billingMode = uint8(terms >> 128);
+        v.gpuCount = uint16(terms >> 112);
+        v.pricePerGpuSecond = (terms >> 144) & _M96;
+        v.feeBps = uint16(terms >> 240);
+        v.durationS = uint32(terms >> 80);
+        v.startBy = info.startBy;
+        v.startMs = uint64((terms >> 32) & _M48);
+        v.endMs = v.startMs == 0 ? 0 : v.startMs + uint64(v.durationS) * 1000;
+        v.gpuSetHash = _gpuSet[leaseId];
+        v.escrowed = v.pricePerGpuSecond * v.gpuCount * v.durationS;
+        v.feeHeld = (v.escrowed * v.feeBps) / 10_000;
+        v.feesSettled = info.feesSettled;
+    }
+
+    /// @notice See ILeaseEscrow.
+    function checkpoint(uint256 leaseId) external view returns (CheckpointView memory v) {
+        uint256 terms = _terms[leaseId];
+        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        uint256 ck = _ckpt[leaseId];
+        LeaseMoney memory m = _money[leaseId];
+        v.lastSeq = uint64(ck & _M32);
+        bytes32 h = _lastHash[leaseId];
+        v.lastReportHash = h == _NO_REPORT ? bytes32(0) : h;
+        v.cumBusyMs = uint64((ck >> 32) & _M48);
+        v.cumAllocatedMs = uint64((ck >> 80) & _M48);
+        v.cumEnergyMj = uint64((ck >> 128) & _M48);
+        v.lastWindowEndMs = uint64((ck >> 176) & _M48);
+        v.lastSettledAt = uint64(ck >> 224);
+        v.charged = _charged(terms, ck);
+        v.paid = m.released;
+        v.refunded = _refunded[leaseId];
+        v.frozen = m.frozen;
+        v.pending = v.charged - v.refunded - v.paid;
+        uint256 escrowed = ((terms >> 144) & _M96) * ((terms >> 112) & _M16) * ((terms >> 80) & _M32);
+        v.remaining = escrowed - v.charged;
+    }
+
+    /// @notice The fee configuration.
+    function feeConfig() external view returns (FeeConfig memory) {
+        return _fees;
+    }
+
+    function challengePeriod() external view returns (uint32) {
+        return _fees.challengePeriod;
+    }
+
+    function treasury() external view returns (address) {
+        return _treasury;
+    }
+
+    function registry() external view returns (address) {
+        return address(_registry);
+    }
+
+    function reputation() external view returns (address) {
+        return address(_reputation);
+    }
+
+    /// @notice The escrow's copy of a node's attestor and power cap.
+    function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu) {
+        uint256 c = _nodeCache[nodeId];
+        return (address(uint160(c)), uint32(c >> 160));
+    }
+
+    /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, this contract).
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    /// @notice See ILeaseEscrow.
+    function hashReport(MeteringReport calldata r) public pure returns (bytes32) {
+        bytes memory a = abi.encode(
+            REPORT_TYPEHASH, r.leaseId, r.seq, r.prevReportHash, r.windowStartMs, r.windowEndMs, r.gpuSetHash, r.busyMs
+        );
+        bytes memory b = abi.encode(
+            r.energyMj, r.allocatedMs, r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, r.maxMemUsedMiB, r.sampleCount
+        );
+        return keccak256(bytes.concat(a, b, abi.encode(r.samplesRoot, r.flags, r.configHash)));
+    }
+
+    /// @notice See ILeaseEscrow.
+    function reportDigest(MeteringReport calldata r) external view returns (bytes32) {
+        return _hashTypedDataV4(hashReport(r));
+    }
+
+    /// @notice See ILeaseEscrow.
+    function packedReportDigest(PackedReport calldata p) external view returns (bytes32) {
+        return _hashTypedDataV4(_packedStructHash(p));
+    }
+}

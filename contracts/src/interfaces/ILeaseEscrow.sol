@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title ILeaseEscrowTypes
+/// @notice Types, errors and events of the escrow. Leases of offered GPU capacity: escrow, settlement of signed metering checkpoints, disputes,
+/// pull payments.
+/// @dev Lease life: Open (escrowed, rights locked) → Active (started by the provider side) → Closed
+/// (buyer, or anyone after the end) | Exhausted (escrow fully charged) ; Open → Expired (not started by
+/// `startBy`: full refund, NoShow for the provider) or Closed (buyer cancels before start).
+///
+/// Packed report calldata (`PackedReport`), big-endian bit ranges of each word:
+///  - w0 = leaseId[255:192] | seq[191:128] | windowStartMs[127:64] | windowEndMs[63:0]
+///  - w1 = busyMs[255:192] | energyMj[191:128] | allocatedMs[127:64] | cumBusyMs[63:0]
+///  - w2 = cumEnergyMj[255:192] | cumAllocatedMs[191:128] | maxMemUsedMiB[127:96] | sampleCount[95:64]
+///         | flags[63:32] | zero[31:0]
+///  - prevReportHash, gpuSetHash, samplesRoot, configHash as bytes32.
+/// The contract unpacks these into the protocol's `MeteringReport` (ledger/protocol.py REPORT_TYPE_STRING)
+/// and hashes that: the attestor signs the full EIP-712 struct, never the packing. Storage bounds: lease
+/// ids and seq fit 32 bits on-chain, cumulative counters 48 bits (larger values are rejected).
+interface ILeaseEscrowTypes {
+    /// @notice Lease states. None = no such lease.
+    enum LeaseStatus {
+        None,
+        Open,
+        Active,
+        Closed,
+        Expired,
+        Exhausted
+    }
+
+    /// @notice The protocol's metering report, field for field (used by the digest views).
+    struct MeteringReport {
+        uint256 leaseId;
+        uint64 seq;
+        bytes32 prevReportHash;
+        uint64 windowStartMs;
+        uint64 windowEndMs;
+        bytes32 gpuSetHash;
+        uint64 busyMs;
+        uint64 energyMj;
+        uint64 allocatedMs;
+        uint64 cumBusyMs;
+        uint64 cumEnergyMj;
+        uint64 cumAllocatedMs;
+        uint32 maxMemUsedMiB;
+        uint32 sampleCount;
+        bytes32 samplesRoot;
+        uint32 flags;
+        bytes32 configHash;
+    }
+
+    /// @notice A report packed for cheap calldata (layout in the interface header).
+    struct PackedReport {
+        uint256 w0;
+        uint256 w1;
+        uint256 w2;
+        bytes32 prevReportHash;
+        bytes32 gpuSetHash;
+        bytes32 samplesRoot;
+        bytes32 configHash;
+    }
+
+    /// @notice A secp256k1 signature (v = 27 or 28, low s).
+    struct Signature {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+    }
+
+    /// @notice Everything about a lease.
+    /// @param offerId offer (ERC-1155 id of the rights it locked)
+    /// @param nodeId node of the offer
+    /// @param buyer who opened it and receives refunds
+    /// @param holder whose rights it locked and who earns the charges
+    /// @param provider provider account of the offer (reputation subject)
+    /// @param token payment token (address(0) = ETH)
+    /// @param status state
+    /// @param billingMode 0 reserved, 1 metered
+    /// @param gpuCount GPUs
+    /// @param pricePerGpuSecond price
+    /// @param feeBps platform fee rate fixed at opening
+    /// @param durationS lease length in seconds (grows with top-ups)
+    /// @param startBy unix s deadline for activation
+    /// @param startMs activation time (unix ms, 0 while Open)
+    /// @param endMs startMs + durationS × 1000 (0 while Open)
+    /// @param gpuSetHash the GPUs reports must be about
+    /// @param escrowed price × gpuCount × durationS
+    /// @param feeHeld fee escrowed on top
+    /// @param feesSettled whether the fee was split between treasury and buyer
+    struct LeaseView {
+        uint256 offerId;
+        uint256 nodeId;
+        address buyer;
+        address holder;
+        address provider;
+        address token;
+        LeaseStatus status;
+        uint8 billingMode;
+        uint16 gpuCount;
+        uint256 pricePerGpuSecond;
+        uint16 feeBps;
+        uint32 durationS;
+        uint64 startBy;
+        uint64 startMs;
+        uint64 endMs;
+        bytes32 gpuSetHash;
+        uint256 escrowed;
+        uint256 feeHeld;
+        bool feesSettled;
+    }
+
+    /// @notice Settlement state of a lease.
+    /// @param lastSeq seq of the last settled report (0: none)
+    /// @param lastReportHash struct hash of the last settled report (zero: none)
+    /// @param cumBusyMs last settled cumulative busy GPU-ms
+    /// @param cumEnergyMj last settled cumulative energy
+    /// @param cumAllocatedMs last settled cumulative allocated GPU-ms
+    /// @param lastWindowEndMs end of the last settled window (lease start before any)
+    /// @param lastSettledAt unix s of the last settlement (the challenge clock)
+    /// @param charged total charged to escrow = price × cum billable / 1000
+    /// @param paid released to the holder (after challenge or by the arbiter)
+    /// @param pending charged, not released, not refunded
+    /// @param frozen part of pending under dispute
+    /// @param refunded charges returned to the buyer by dispute resolution
+    /// @param remaining escrow not yet charged
+    struct CheckpointView {
+        uint64 lastSeq;
+        bytes32 lastReportHash;
+        uint64 cumBusyMs;
+        uint64 cumEnergyMj;
+        uint64 cumAllocatedMs;
+        uint64 lastWindowEndMs;
+        uint64 lastSettledAt;
+        uint256 charged;
+        uint256 paid;
+        uint256 pending;
+        uint256 frozen;
+        uint256 refunded;
+        uint256 remaining;
+    }
+
+    // --- errors: leases ----------------------------------------------------------------------------
+
+    /// @notice No such lease.
+    error LeaseEscrowUnknownLease(uint256 leaseId);
+    /// @notice The lease is not in a state that allows this.
+    error LeaseEscrowBadStatus(uint256 leaseId, LeaseStatus status);
+    /// @notice Another lease on this offer is Open or Active (one offer = one set of GPUs).
+    error LeaseEscrowOfferBusy(uint256 offerId, uint256 liveLeaseId);
+    /// @notice The offer's node is deactivated.
+    error LeaseEscrowNodeInactive(uint256 nodeId);
+    /// @notice Duration is zero or too long.
+    error LeaseEscrowBadDuration(uint256 durationS);
+    /// @notice startBy is in the past, before the offer starts, or the lease would end after the offer.
+    error LeaseEscrowBadStartBy(uint256 startBy, uint256 validFrom, uint256 validUntil);
+    /// @notice The buyer's reputation is below the offer's minimum.
+    error LeaseEscrowBuyerScoreTooLow(address buyer, uint256 score, uint256 minimum);
+    /// @notice The total (escrow + fee) exceeds the buyer's maximum.
+    error LeaseEscrowTotalAboveMax(uint256 total, uint256 maxTotal);
+    /// @notice msg.value is not the amount due (or is non-zero for an ERC-20 lease).
+    error LeaseEscrowWrongValue(uint256 expected, uint256 received);
+    /// @notice Fewer tokens arrived than were sent: fee-on-transfer tokens are rejected.
+    error LeaseEscrowFeeOnTransferToken(address token, uint256 expected, uint256 received);
+    /// @notice An amount does not fit the escrow's accounting (128 bits).
+    error LeaseEscrowAmountTooLarge(uint256 amount);
+    /// @notice Only the lease's buyer may do this.
+    error LeaseEscrowNotBuyer(uint256 leaseId, address caller);
+    /// @notice Only the provider, its payout address or the node's attestor may activate.
+    error LeaseEscrowNotProviderSide(uint256 leaseId, address caller);
+    /// @notice The offer's validity has not begun.
+    error LeaseEscrowOfferNotStarted(uint256 leaseId, uint256 validFrom);
+    /// @notice The activation deadline passed.
+    error LeaseEscrowStartByPassed(uint256 leaseId, uint256 startBy);
+    /// @notice The lease cannot expire before its activation deadline.
+    error LeaseEscrowStartByNotPassed(uint256 leaseId, uint256 startBy);
+    /// @notice Only the buyer may close before the end.
+    error LeaseEscrowNotEnded(uint256 leaseId, uint256 endMs);
+    /// @notice A top-up must buy whole seconds: a multiple of price × gpuCount.
+    error LeaseEscrowTopUpNotWholeSeconds(uint256 amount, uint256 unit);
+    /// @notice The extended lease would end after the offer's validity.
+    error LeaseEscrowBeyondOffer(uint256 leaseId, uint256 endS, uint256 validUntil);
+
+    // --- errors: settlement ------------------------------------------------------------------------
+
+    /// @notice Reserved bits of the packed report are set.
+    error LeaseEscrowMalformedReport(uint256 leaseId, uint64 seq);
+    /// @notice The signature does not recover (bad v, r, s or length).
+    error LeaseEscrowInvalidSignature(uint256 leaseId);
+    /// @notice The signature's s is in the upper half of the curve order (malleable).
+    error LeaseEscrowMalleableSignature(uint256 leaseId, bytes32 s);
+    /// @notice The report was not signed by the node's attestor.
+    error LeaseEscrowWrongSigner(uint256 leaseId, address signer, address attestor);
+    /// @notice seq is not above the last settled seq (replay or older report).
+    error LeaseEscrowStaleReport(uint256 leaseId, uint64 seq, uint64 lastSeq);
+    /// @notice The consecutive report's prevReportHash is not the last settled report's hash.
+    error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);
+    /// @notice The report is about other GPUs than the lease's.
+    error LeaseEscrowWrongGpuSet(uint256 leaseId, bytes32 gpuSetHash, bytes32 expected);
+    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
+    error LeaseEscrowBadWindow(uint256 leaseId, uint64 windowStartMs, uint64 windowEndMs, uint64 notBeforeMs);
+    /// @notice The window ends after the lease.
+    error LeaseEscrowWindowOutsideLease(uint256 leaseId, uint64 windowEndMs, uint64 leaseEndMs);
+    /// @notice The window ends in the future.
+    error LeaseEscrowWindowInFuture(uint256 leaseId, uint64 windowEndMs, uint256 nowMs);
+    /// @notice A cumulative counter (0 busy, 1 allocated, 2 energy) went down.
+    error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);
+    /// @notice A cumulative counter does not fit storage (48 bits) or seq does not fit 32 bits.
+    error LeaseEscrowCounterOverflow(uint256 leaseId, uint8 counter, uint64 value);
+    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
+    error LeaseEscrowTimeAboveCapacity(uint256 leaseId, uint8 counter, uint64 value, uint256 cap);
+    /// @notice Cumulative energy exceeds the node's power cap × GPUs × elapsed time (+ margin).
+    error LeaseEscrowEnergyAboveCap(uint256 leaseId, uint64 value, uint256 cap);
+    /// @notice reports and signatures differ in length.
+    error LeaseEscrowLengthMismatch(uint256 reports, uint256 signatures);
+
+    // --- errors: money -----------------------------------------------------------------------------
+
+    /// @notice No charge is within its challenge period (or nothing is pending).
+    error LeaseEscrowChallengePeriodOver(uint256 leaseId, uint256 endedAt);
+    /// @notice Nothing pending to dispute.
+    error LeaseEscrowNothingToDispute(uint256 leaseId);
+    /// @notice A dispute is already open on this lease.
+    error LeaseEscrowAlreadyDisputed(uint256 leaseId);
+    /// @notice No open dispute on this lease.
+    error LeaseEscrowNoDispute(uint256 leaseId);
+    /// @notice Basis points above 10000.
+    error LeaseEscrowBadBps(uint256 bps);
+    /// @notice Earnings are still inside their challenge period.
+    error LeaseEscrowInChallengePeriod(uint256 leaseId, uint256 endsAt);
+    /// @notice Earnings are frozen by an open dispute.
+    error LeaseEscrowDisputeOpen(uint256 leaseId);
+    /// @notice Nothing to release.
+    error LeaseEscrowNothingToRelease(uint256 leaseId);
+    /// @notice Nothing to withdraw.
+    error LeaseEscrowNothingToWithdraw(address account, address token);
+    /// @notice The payout transfer failed (the receiver reverted).
+    error LeaseEscrowTransferFailed(address to, address token, uint256 amount);
+    /// @notice Only a Closed or Exhausted lease that ran may be rated.
+    error LeaseEscrowNotRateable(uint256 leaseId, LeaseStatus status);
+    /// @notice ETH may only be sent with openLease/topUp or by the registry (slashing).
+    error LeaseEscrowUnexpectedEth(address sender);
+    /// @notice A configuration value is out of range or an address is zero.
+    error LeaseEscrowBadConfig();
+
+    // --- events ------------------------------------------------------------------------------------
+
+    /// @notice A lease was opened and paid for.
+    /// @param leaseId lease
+    /// @param offerId offer
+    /// @param buyer buyer
+    /// @param holder holder whose rights were locked
+    /// @param durationS seconds
+    /// @param startBy activation deadline (unix s)
+    /// @param escrowed price × gpuCount × durationS
+    /// @param fee platform fee escrowed on top
+    /// @param feeBps fee rate
+    event LeaseOpened(
+        uint256 indexed leaseId,
+        uint256 indexed offerId,
+        address indexed buyer,
+        address holder,
+        uint32 durationS,
+        uint64 startBy,
+        uint256 escrowed,
+        uint256 fee,
+        uint16 feeBps
+    );
+    /// @notice The provider side started the lease.
+    /// @param leaseId lease
+    /// @param startMs unix ms
+    /// @param endMs unix ms
+    event LeaseActivated(uint256 indexed leaseId, uint64 startMs, uint64 endMs);
+    /// @notice A checkpoint (the report with this seq) was settled.
+    /// @param leaseId lease
+    /// @param seq report seq
+    /// @param reportHash EIP-712 struct hash of the report
+    /// @param billableDelta billable GPU-ms since the previous settled report
+    /// @param charged amount charged for it (pending for the challenge period)
+    /// @param samplesRoot Merkle root of the report's raw samples
+    event CheckpointSettled(
+        uint256 indexed leaseId, uint64 seq, bytes32 reportHash, uint64 billableDelta, uint256 charged, bytes32 samplesRoot
+    );
+    /// @notice settleBatch skipped a report.
+    /// @param leaseId lease (as packed in the report)
+    /// @param seq seq (as packed)
+    /// @param reason selector of the custom error `settle` would have reverted with
+    event CheckpointSkipped(uint256 indexed leaseId, uint64 seq, bytes4 reason);
+    /// @notice The escrow is fully charged: the lease ended.
+    /// @param leaseId lease
+    /// @param charged total charged
+    event LeaseExhausted(uint256 indexed leaseId, uint256 charged);
+    /// @notice The lease was closed.
+    /// @param leaseId lease
+    /// @param closedBy caller
+    /// @param charged total charged
+    /// @param refund escrow credited back to the buyer (fee share follows in FeesSettled)
+    /// @param rightsBurned GPU-seconds used
+    /// @param rightsReleased GPU-seconds returned to the holder
+    event LeaseClosed(
+        uint256 indexed leaseId, address closedBy, uint256 charged, uint256 refund, uint256 rightsBurned, uint256 rightsReleased
+    );
+    /// @notice An Open lease passed its deadline without starting: full refund.
+    /// @param leaseId lease
+    /// @param refund escrow credited back (fee follows in FeesSettled)
+    event LeaseExpired(uint256 indexed leaseId, uint256 refund);
+    /// @notice The buyer extended the lease.
+    /// @param leaseId lease
+    /// @param amount escrow added
+    /// @param fee fee added
+    /// @param durationS new duration
+    event ToppedUp(uint256 indexed leaseId, uint256 amount, uint256 fee, uint32 durationS);
+    /// @notice The buyer disputed the pending charges.
+    /// @param leaseId lease
+    /// @param buyer buyer
+    /// @param amount frozen amount
+    event DisputeOpened(uint256 indexed leaseId, address indexed buyer, uint256 amount);
+    /// @notice The arbiter resolved a dispute.
+    /// @param leaseId lease
+    /// @param buyerShare refunded to the buyer
+    /// @param providerShare released to the holder
+    /// @param slashed stake moved to the buyer
+    /// @param providerFault whether the provider was at fault
+    event DisputeResolved(
+        uint256 indexed leaseId, uint256 buyerShare, uint256 providerShare, uint256 slashed, bool providerFault
+    );
+    /// @notice Charges past their challenge period became withdrawable by the holder.
+    /// @param leaseId lease
+    /// @param holder holder credited
+    /// @param amount amount
+    event EarningsReleased(uint256 indexed leaseId, address indexed holder, uint256 amount);
+    /// @notice The fee of a finished lease was split: treasury gets the fee on what the holder earned.
+    /// @param leaseId lease
+    /// @param treasuryFee to the treasury
+    /// @param buyerRefund back to the buyer
+    event FeesSettled(uint256 indexed leaseId, uint256 treasuryFee, uint256 buyerRefund);
+    /// @notice A pull payment was made.
+    /// @param account payee
+    /// @param token token
+    /// @param amount amount
+    event Withdrawn(address indexed account, address indexed token, uint256 amount);
+    /// @notice The escrow's copy of a node's attestor and power cap was refreshed.
+    /// @param nodeId node
+    /// @param attestor attestor
+    /// @param maxPowerMwPerGpu power cap
+    event NodeSynced(uint256 indexed nodeId, address attestor, uint32 maxPowerMwPerGpu);
+    /// @notice Fee configuration changed.
+    event FeeConfigSet(uint16 baseFeeBps, uint16 discountedFeeBps, uint16 discountMinScoreBps, uint32 discountMinCompleted);
+    /// @notice Challenge period changed.
+    event ChallengePeriodSet(uint32 seconds_);
+    /// @notice Treasury changed.
+    event TreasurySet(address treasury);
+    /// @notice Slash rate (of the disputed amount, on provider fault) changed.
+    event SlashBpsSet(uint16 slashBps);
+
+}
+
+/// @title ILeaseEscrow
+/// @notice The escrow's functions (LeaseEscrow, with LeaseEscrowExtension behind its fallback).
+interface ILeaseEscrow is ILeaseEscrowTypes {
+
+    /// @notice Open a lease on `offerId`, locking gpuCount × durationS rights of `holder` and escrowing
+    /// price × gpuCount × durationS plus the fee (ETH in msg.value, or pulled ERC-20).
+    /// @return leaseId the new lease id (ids start at 1)
+    function openLease(uint256 offerId, address holder, uint32 durationS, uint64 startBy, uint256 maxTotal)
+        external
+        payable
+        returns (uint256 leaseId);
+    /// @notice Start an Open lease (provider, its payout address or the node's attestor).
+    function activateLease(uint256 leaseId) external;
+    /// @notice Settle one report; reverts with the failing check's custom error.
+    function settle(PackedReport calldata report, Signature calldata signature) external;
+    /// @notice Settle many reports; a failing one is skipped with CheckpointSkipped.
+    /// @return settled how many were settled
+    function settleBatch(PackedReport[] calldata reports, Signature[] calldata signatures)
+        external
+        returns (uint256 settled);
+    /// @notice Extend the lease by amount / (price × gpuCount) seconds (buyer; Open or Active).
+    function topUp(uint256 leaseId, uint256 amount) external payable;
+    /// @notice Close: buyer any time, anyone after the end. Refunds what was not charged.
+    function closeLease(uint256 leaseId) external;
+    /// @notice Expire an Open lease past startBy (anyone): full refund, NoShow for the provider.
+    function expireLease(uint256 leaseId) external;
+    /// @notice Buyer freezes everything pending, within the challenge period of the last settlement.
+    function dispute(uint256 leaseId) external;
+    /// @notice Arbiter splits the frozen amount; on provider fault slashes stake to the buyer.
+    function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault) external;
+    /// @notice Move pending charges to the holder once the challenge period of the last settlement passed.
+    function releaseEarnings(uint256 leaseId) external;
+    /// @notice Pull everything the caller may withdraw in `token` (open while paused).
+    function withdraw(address token) external returns (uint256 amount);
+    /// @notice Buyer rates the provider 1..5 once per Closed or Exhausted lease.
+    function rate(uint256 leaseId, uint8 stars) external;
+    /// @notice Refresh the escrow's copy of a node's attestor (the registry calls it on rotation).
+    function syncNode(uint256 nodeId) external;
+
+    function lease(uint256 leaseId) external view returns (LeaseView memory);
+    function checkpoint(uint256 leaseId) external view returns (CheckpointView memory);
+    function withdrawable(address account, address token) external view returns (uint256);
+    function feeBpsFor(address provider) external view returns (uint16);
+    function liveLeaseOf(uint256 offerId) external view returns (uint256);
+    function leaseCount() external view returns (uint256);
+    /// @notice EIP-712 struct hash of a report (also its link in the hash chain).
+    function hashReport(MeteringReport calldata report) external view returns (bytes32);
+    /// @notice EIP-712 digest of a report, as the attestor signs it.
+    function reportDigest(MeteringReport calldata report) external view returns (bytes32);
+    /// @notice EIP-712 digest of a packed report (the path settle uses).
+    function packedReportDigest(PackedReport calldata report) external view returns (bytes32);
+}

@@ -1,0 +1,160 @@
+"""Integration: reports the attestor signs are accepted on-chain by LeaseEscrow.settle (memory chain)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from attestor.bridge import LeaseInfo, StaticLeases, SubmitOutcome
+from attestor.daemon import Attestor
+from attestor.keys import Signer
+from attestor.meter import ReportBuilder, SamplingPolicy
+from attestor.source import SimulatedSource
+from attestor.spool import Spool, SpooledReport
+from ledger.protocol import MeteringReport, ReportFlag, Sample, gpu_uuid_hash, report_struct_hash
+
+chain_mod = pytest.importorskip("ledger.chain")
+client_mod = pytest.importorskip("ledger.client")
+deploy_mod = pytest.importorskip("ledger.deploy")
+audit = pytest.importorskip("ledger.audit")
+
+ETH = "0x0000000000000000000000000000000000000000"
+
+
+class ChainClock:
+    """Wall time that starts at a chosen ms and advances only when the loop waits."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def wall_ms(self) -> int:
+        return self.ms
+
+    def monotonic(self) -> float:
+        return self.ms / 1000
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.ms += max(1, round(seconds * 1000))
+        return event.is_set()
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.items: list[SpooledReport] = []
+
+    def submit(self, node_id: int, item: SpooledReport) -> SubmitOutcome:
+        self.items.append(item)
+        return SubmitOutcome(True, 201)
+
+
+def test_attestor_reports_settle_on_chain(tmp_path: Path) -> None:
+    chain = chain_mod.connect("memory")
+    try:
+        admin, provider, buyer = chain.accounts[0], chain.accounts[1], chain.accounts[2]
+        dep = deploy_mod.deploy_suite(chain, admin=admin, challenge_period_s=60)
+        client = client_mod.LedgerClient(chain.w3, dep)
+        src = SimulatedSource.from_spec("4xH100", seed=11, profile="steady")
+        signer = Signer(b"\x2a" * 32)
+
+        client.register_provider(provider, provider, "ipfs://provider")
+        node_id = client.register_node(
+            provider,
+            signer.address,
+            b"H100".ljust(32, b"\x00"),
+            [gpu_uuid_hash(u) for u in src.uuids],
+            src.model.vram_mib,
+            src.model.limit_mw,
+            b"eu-west\x00",
+        ).id
+        now_s = chain.w3.eth.get_block("latest")["timestamp"]
+        offer_id = client.publish_offer(
+            provider, node_id, 0b0110, 10**9, ETH, client_mod.BillingMode.RESERVED, now_s, now_s + 86_400
+        ).id
+        lease_id = client.open_lease(buyer, offer_id, provider, 3_600, now_s + 600).id
+        client.activate_lease(provider, lease_id)
+        lease = client.lease(lease_id)
+
+        clock = ChainClock(lease.start_ms + 300)
+        rx = Collect()
+        builder = ReportBuilder(
+            signer,
+            chain.chain_id,
+            dep.escrow,
+            SamplingPolicy(1_000, 10_000),
+            driver_version="simulated",
+            nvml_version="simulated",
+            simulated=True,
+        )
+        attestor = Attestor(
+            node_id=node_id,
+            source=src,
+            builder=builder,
+            spool=Spool(tmp_path / "spool.sqlite"),
+            leases=StaticLeases(
+                [LeaseInfo(lease_id, (1, 2), lease.start_ms, lease.end_ms, "Active", lease.gpu_set_hash)]
+            ),
+            sink_factory=lambda: rx,
+            clock=clock,
+        )
+        assert attestor.run(threading.Event(), once=True) == 0
+        clock.ms += 1_000
+        assert attestor.run(threading.Event(), once=True) == 0
+        reports = [MeteringReport.from_json(i.report) for i in rx.items]
+        assert [r.seq for r in reports] == [1, 2]
+        assert not any(r.flags & (ReportFlag.SAMPLE_GAP | ReportFlag.CLOCK_ADJUSTED) for r in reports)
+        chain.time_travel(reports[-1].windowEndMs // 1000 + 2)
+
+        res = client.settle(admin, reports[0], bytes.fromhex(rx.items[0].signature[2:]))
+        ev = res.event("CheckpointSettled").args
+        assert (ev["leaseId"], ev["seq"]) == (lease_id, 1)
+        assert bytes(ev["reportHash"]) == report_struct_hash(reports[0])
+        assert bytes(ev["samplesRoot"]) == reports[0].samplesRoot
+        res = client.settle(admin, reports[1], bytes.fromhex(rx.items[1].signature[2:]))
+        assert res.event("CheckpointSettled").args["seq"] == 2
+        cp = client.checkpoint(lease_id)
+        assert cp.last_seq == 2 and cp.last_report_hash == report_struct_hash(reports[1])
+        assert cp.cum_allocated_ms == reports[1].cumAllocatedMs and cp.cum_busy_ms == reports[1].cumBusyMs
+        assert cp.charged == 10**9 * reports[1].cumAllocatedMs // 1_000
+
+        # The independent auditor, given the same public data, finds nothing wrong (rules and physics).
+        settled = [
+            audit.Settlement(
+                seq=int(e.args["seq"]),
+                reportHash=bytes(e.args["reportHash"]),
+                billableDelta=int(e.args["billableDelta"]),
+                charged=int(e.args["charged"]),
+                samplesRoot=bytes(e.args["samplesRoot"]),
+                order=(k, 0),
+            )
+            for k, e in enumerate(client.events("CheckpointSettled"))
+        ]
+        terms = audit.LeaseTerms(
+            leaseId=lease_id,
+            chainId=chain.chain_id,
+            escrow=dep.escrow,
+            attestors=(audit.AttestorPeriod(signer.address),),
+            gpuSetHash=lease.gpu_set_hash,
+            gpuCount=2,
+            startMs=lease.start_ms,
+            endMs=lease.end_ms,
+            pricePerGpuSecond=10**9,
+            billingMode=audit.BillingMode.RESERVED,
+            maxPowerMwPerGpu=src.model.limit_mw,
+            samplePeriodMs=1_000,
+            gpuIndices=(1, 2),
+        )
+        signed = tuple(
+            audit.SignedReport(
+                MeteringReport.from_json(i.report),
+                bytes.fromhex(i.signature[2:]),
+                tuple(Sample.from_values(v) for v in i.samples),
+            )
+            for i in rx.items
+        )
+        verdict = audit.verify_lease(audit.AuditInput(terms, signed, tuple(settled)))
+        assert verdict.ok, [(r.check, r.report_seq, r.detail) for r in verdict.failures]
+        assert verdict.reports == 2 and verdict.settlements == 2 and verdict.samples == 2 * 2 * 11
+    finally:
+        chain.close()

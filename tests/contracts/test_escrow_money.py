@@ -1,0 +1,257 @@
+"""LeaseEscrow money paths: challenge period, disputes, release, slashing, reentrancy, hostile receivers,
+rights that cannot be sold twice, and conservation of funds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.client import ETH, BillingMode, LeaseStatus
+from ledger.deploy import ARBITER_ROLE
+from ledger.errors import decode_exception, decode_revert_data, error_selector
+
+from .conftest import CHALLENGE_S, FEE_BPS, PRICE, World, expect_revert
+
+
+def _settled(world: World, windows: int = 2, duration_s: int = 3600):  # type: ignore[no-untyped-def]
+    lease = world.open_active(duration_s=duration_s)
+    m = world.meter(lease)
+    world.advance_to_ms(lease.start_ms + windows * 60_000)
+    reports, sigs = [], []
+    for _ in range(windows):
+        r, s = m.next()
+        reports.append(r)
+        sigs.append(s)
+    world.cl.settle_batch(world.relayer, reports, sigs)
+    return lease, m, PRICE * reports[-1].cumAllocatedMs // 1000
+
+
+def _escrow_eth_owed(world: World, accounts: list[str]) -> int:
+    return sum(world.cl.withdrawable(a) for a in accounts)
+
+
+def test_release_after_challenge_period_credits_holder(world: World) -> None:
+    lease, _, charged = _settled(world)
+    settled_at = world.cl.checkpoint(lease.lease_id).last_settled_at
+    e = expect_revert("LeaseEscrowInChallengePeriod", world.cl.release_earnings, world.relayer, lease.lease_id)
+    assert e.error_args == (lease.lease_id, settled_at + CHALLENGE_S)
+    world.chain.time_travel(settled_at + CHALLENGE_S)
+    res = world.cl.release_earnings(world.relayer, lease.lease_id)
+    assert res.event("EarningsReleased").args == {"leaseId": lease.lease_id, "holder": world.provider, "amount": charged}
+    assert not res.named("FeesSettled")  # the lease is still active
+    cp = world.cl.checkpoint(lease.lease_id)
+    assert (cp.paid, cp.pending) == (charged, 0)
+    assert world.cl.withdrawable(world.provider) == charged
+    expect_revert("LeaseEscrowNothingToRelease", world.cl.release_earnings, world.relayer, lease.lease_id)
+
+
+def test_dispute_freezes_pending_and_blocks_release(world: World) -> None:
+    lease, _, charged = _settled(world)
+    e = expect_revert("LeaseEscrowNotBuyer", world.cl.dispute, world.provider, lease.lease_id)
+    assert e.error_args == (lease.lease_id, world.provider)
+    res = world.cl.dispute(world.buyer, lease.lease_id)
+    assert res.event("DisputeOpened").args == {"leaseId": lease.lease_id, "buyer": world.buyer, "amount": charged}
+    assert world.cl.checkpoint(lease.lease_id).frozen == charged
+    expect_revert("LeaseEscrowAlreadyDisputed", world.cl.dispute, world.buyer, lease.lease_id)
+    world.chain.increase_time(CHALLENGE_S + 1)
+    expect_revert("LeaseEscrowDisputeOpen", world.cl.release_earnings, world.relayer, lease.lease_id)
+
+
+def test_dispute_after_challenge_period_rejected(world: World) -> None:
+    lease, _, _ = _settled(world)
+    settled_at = world.cl.checkpoint(lease.lease_id).last_settled_at
+    world.chain.time_travel(settled_at + CHALLENGE_S)
+    e = expect_revert("LeaseEscrowChallengePeriodOver", world.cl.dispute, world.buyer, lease.lease_id)
+    assert e.error_args == (lease.lease_id, settled_at + CHALLENGE_S)
+
+
+def test_dispute_rejects_nothing_pending(world: World) -> None:
+    lease = world.open_active()
+    e = expect_revert("LeaseEscrowNothingToDispute", world.cl.dispute, world.buyer, lease.lease_id)
+    assert e.error_args == (lease.lease_id,)
+    expect_revert("LeaseEscrowUnknownLease", world.cl.dispute, world.buyer, 999)
+
+
+def test_resolve_dispute_splits_slashes_and_records_reputation(world: World) -> None:
+    lease, _, charged = _settled(world)
+    world.cl.dispute(world.buyer, lease.lease_id)
+    e = expect_revert("AccessControlUnauthorizedAccount", world.cl.resolve_dispute, world.buyer, lease.lease_id, 10_000, True)
+    assert e.error_args == (world.buyer, ARBITER_ROLE)
+    expect_revert("LeaseEscrowBadBps", world.cl.resolve_dispute, world.arbiter, lease.lease_id, 10_001, True)
+    stake_before = world.cl.stake_of(world.provider, ETH).bonded
+    res = world.cl.resolve_dispute(world.arbiter, lease.lease_id, 7_000, True)
+    buyer_share = charged * 7_000 // 10_000
+    provider_share = charged - buyer_share
+    slashed = charged * 5_000 // 10_000
+    assert res.event("DisputeResolved").args == {
+        "leaseId": lease.lease_id,
+        "buyerShare": buyer_share,
+        "providerShare": provider_share,
+        "slashed": slashed,
+        "providerFault": True,
+    }
+    assert res.event("Slashed").args == {"provider": world.provider, "token": ETH, "amount": slashed, "to": world.dep.escrow}
+    assert world.cl.stake_of(world.provider, ETH).bonded == stake_before - slashed
+    assert world.cl.withdrawable(world.buyer) == buyer_share + slashed
+    assert world.cl.withdrawable(world.provider) == provider_share
+    cp = world.cl.checkpoint(lease.lease_id)
+    assert (cp.frozen, cp.refunded, cp.paid, cp.pending) == (0, buyer_share, provider_share, 0)
+    assert world.cl.counts_of(world.provider).disputes_lost == 1
+    assert world.cl.counts_of(world.buyer).disputes_won == 1
+    expect_revert("LeaseEscrowNoDispute", world.cl.resolve_dispute, world.arbiter, lease.lease_id, 0, False)
+
+
+def test_resolve_dispute_for_provider_records_buyer_loss(world: World) -> None:
+    lease, _, charged = _settled(world)
+    world.cl.dispute(world.buyer, lease.lease_id)
+    res = world.cl.resolve_dispute(world.arbiter, lease.lease_id, 0, False)
+    assert res.event("DisputeResolved").args["providerShare"] == charged
+    assert world.cl.withdrawable(world.provider) == charged
+    assert world.cl.counts_of(world.buyer).disputes_lost == 1
+    assert world.cl.counts_of(world.provider).disputes_won == 1
+
+
+def test_dispute_refund_on_closed_lease_conserves_funds(world: World) -> None:
+    lease, _, charged = _settled(world)
+    world.cl.close_lease(world.buyer, lease.lease_id)
+    world.cl.dispute(world.buyer, lease.lease_id)
+    res = world.cl.resolve_dispute(world.arbiter, lease.lease_id, 10_000, False)
+    # everything charged went back: the treasury earns nothing, the buyer gets the whole fee back
+    assert res.event("FeesSettled").args == {"leaseId": lease.lease_id, "treasuryFee": 0, "buyerRefund": lease.fee_held}
+    assert world.cl.withdrawable(world.buyer) == lease.escrowed + lease.fee_held
+    owed = _escrow_eth_owed(world, [world.buyer, world.provider, world.treasury])
+    assert world.w3.eth.get_balance(world.dep.escrow) == owed
+    assert world.cl.lease(lease.lease_id).fees_settled
+
+
+def test_payment_never_exceeds_escrow_even_with_top_up(world: World) -> None:
+    lease = world.open_active(duration_s=60)
+    world.cl.top_up(world.buyer, lease.lease_id, PRICE * 2 * 60)
+    m = world.meter(world.cl.lease(lease.lease_id))
+    world.advance_to_ms(lease.start_ms + 120_000)
+    r1, s1 = m.next(120_000)
+    res = world.cl.settle(world.relayer, r1, s1)
+    assert res.event("LeaseExhausted").args["charged"] == PRICE * 2 * 120
+    cp = world.cl.checkpoint(lease.lease_id)
+    assert cp.charged == world.cl.lease(lease.lease_id).escrowed and cp.remaining == 0
+
+
+def test_rights_cannot_be_sold_twice(world: World) -> None:
+    minted = world.cl.rights_of(world.offer_reserved).minted
+    world.cl.transfer_rights(world.provider, world.buyer2, world.offer_reserved, minted - 100)
+    e = expect_revert(
+        "CapacityRegistryInsufficientRights",
+        world.cl.open_lease, world.buyer, world.offer_reserved, world.provider, 51, world.chain.now() + 60,
+    )
+    assert e.error_args == (world.provider, world.offer_reserved, 102, 100)
+    lid = world.cl.open_lease(world.buyer, world.offer_reserved, world.provider, 50, world.chain.now() + 600).id
+    # the same GPUs cannot be leased again while this lease lives, whoever holds rights
+    expect_revert(
+        "LeaseEscrowOfferBusy", world.cl.open_lease, world.buyer2, world.offer_reserved, world.buyer2, 10, world.chain.now() + 60
+    )
+    r = world.cl.rights_of(world.offer_reserved)
+    held = world.cl.rights_balance(world.provider, world.offer_reserved) + world.cl.rights_balance(world.buyer2, world.offer_reserved)
+    assert r.minted == held + r.locked + r.burned and r.locked == 100
+    world.cl.close_lease(world.buyer, lid)
+    assert world.cl.rights_balance(world.provider, world.offer_reserved) == 100
+
+
+# --- hostile tokens and receivers -------------------------------------------------------------------
+
+
+def _token_offer(world: World, token_addr: str) -> int:
+    now = world.chain.now()
+    return world.cl.publish_offer(world.provider2, world.node2, 0b10, 1_000, token_addr, BillingMode.RESERVED, now, now + 86_400).id
+
+
+def test_reentrant_token_cannot_reenter_open_or_withdraw(world: World) -> None:
+    tok = world.deploy("ReentrantToken")
+    world.send(tok.functions.mint(world.buyer, 10**12), world.admin)
+    oid = _token_offer(world, tok.address)
+    payload = world.cl.escrow.encode_abi("withdraw", args=[tok.address])
+    world.send(tok.functions.arm(world.dep.escrow, payload), world.admin)
+    world.cl.erc20_approve(world.buyer, tok.address, world.dep.escrow, 10**12)
+    lid = world.cl.open_lease(world.buyer, oid, world.provider2, 100, world.chain.now() + 60, approve=False).id
+    assert tok.functions.attempts().call() == 1
+    assert tok.functions.lastReentrySucceeded().call() is False
+    assert bytes(tok.functions.lastReentryData().call()) == error_selector("ReentrancyGuardReentrantCall")
+    world.cl.close_lease(world.buyer, lid)
+    owed = world.cl.withdrawable(world.buyer, tok.address)
+    world.send(tok.functions.arm(world.dep.escrow, payload), world.admin)
+    before = tok.functions.balanceOf(world.buyer).call()
+    world.cl.withdraw(world.buyer, tok.address)
+    assert tok.functions.lastReentrySucceeded().call() is False
+    assert tok.functions.balanceOf(world.buyer).call() == before + owed
+    assert tok.functions.balanceOf(world.dep.escrow).call() == 0
+
+
+def _actor_call(world: World, actor: Any, data: str, value: int = 0, sender: str | None = None) -> Any:
+    return world.send(actor.functions.execute(world.dep.escrow, data, value), sender or world.buyer, value)
+
+
+def _actor_lease(world: World, actor: Any) -> int:
+    q = world.cl.quote_lease(world.offer_reserved, 100)
+    data = world.cl.escrow.encode_abi(
+        "openLease", args=[world.offer_reserved, world.provider, 100, world.chain.now() + 600, q.total]
+    )
+    _actor_call(world, actor, data, q.total)
+    lid = world.cl.lease_count()
+    _actor_call(world, actor, world.cl.escrow.encode_abi("closeLease", args=[lid]))
+    return lid
+
+
+def test_reentrant_receiver_cannot_withdraw_twice(world: World) -> None:
+    actor = world.deploy("ReentrantReceiver")
+    _actor_lease(world, actor)
+    owed = world.cl.withdrawable(actor.address)
+    assert owed > 0
+    withdraw = world.cl.escrow.encode_abi("withdraw", args=[ETH])
+    world.send(actor.functions.arm(world.dep.escrow, withdraw), world.buyer)
+    escrow_before = world.w3.eth.get_balance(world.dep.escrow)
+    _actor_call(world, actor, withdraw)
+    assert actor.functions.attempts().call() == 1
+    assert actor.functions.lastReentrySucceeded().call() is False
+    assert bytes(actor.functions.lastReentryData().call()) == error_selector("ReentrancyGuardReentrantCall")
+    assert world.w3.eth.get_balance(world.dep.escrow) == escrow_before - owed
+    assert world.w3.eth.get_balance(actor.address) == owed
+    assert world.cl.withdrawable(actor.address) == 0
+
+
+def test_reverting_receiver_blocks_only_itself(world: World) -> None:
+    actor = world.deploy("RevertingReceiver")
+    _actor_lease(world, actor)
+    owed = world.cl.withdrawable(actor.address)
+    with_data = world.cl.escrow.encode_abi("withdraw", args=[ETH])
+    e = expect_revert("ActorCallFailed", _actor_call, world, actor, with_data)
+    inner = decode_revert_data(e.error_args[0])
+    assert (inner.name, inner.error_args) == ("LeaseEscrowTransferFailed", (actor.address, ETH, owed))
+    assert world.cl.withdrawable(actor.address) == owed  # still owed, nothing lost
+    # everyone else is unaffected
+    lid = world.cl.open_lease(world.buyer2, world.offer_metered, world.provider, 60, world.chain.now() + 600).id
+    world.cl.close_lease(world.buyer2, lid)
+    world.cl.withdraw(world.buyer2, ETH)
+    assert world.cl.withdrawable(world.buyer2) == 0
+
+
+def test_escrow_rejects_stray_eth(world: World) -> None:
+    tx = {"from": world.buyer, "to": world.dep.escrow, "value": 1}
+    try:
+        world.w3.eth.call(tx)  # type: ignore[arg-type]
+    except Exception as exc:  # the backend's own revert form, decoded in one place
+        rev = decode_exception(exc)
+    else:
+        raise AssertionError("plain ETH transfer to the escrow did not revert")
+    assert rev is not None and (rev.name, rev.error_args) == ("LeaseEscrowUnexpectedEth", (world.buyer,))
+
+
+def test_full_life_conserves_funds_and_pays_fees(world: World) -> None:
+    lease, m, charged = _settled(world, windows=3)
+    world.cl.close_lease(world.buyer, lease.lease_id)
+    world.chain.increase_time(CHALLENGE_S + 1)
+    world.cl.release_earnings(world.relayer, lease.lease_id)
+    parties = [world.buyer, world.provider, world.treasury]
+    assert world.w3.eth.get_balance(world.dep.escrow) == _escrow_eth_owed(world, parties)
+    assert world.cl.withdrawable(world.treasury) == charged * FEE_BPS // 10_000
+    for p in parties:
+        world.cl.withdraw(p, ETH)
+    assert world.w3.eth.get_balance(world.dep.escrow) == 0
+    assert world.cl.lease(lease.lease_id).status == LeaseStatus.CLOSED
