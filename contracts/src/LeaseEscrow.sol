@@ -24,7 +24,8 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// restarts at each settlement); a dispute freezes everything pending. A buyer may close an Active lease at
 /// any time: reports not yet settled by then are not paid, so the relayer settles the latest report first.
 ///
-/// Hot-path storage per lease: one slot of immutable-ish terms (read), the gpu set hash (read), one slot
+/// Hot-path storage per lease: one slot of immutable-ish terms (read; it carries a fingerprint of the gpu set
+/// hash, so the full hash is not read), one slot
 /// of checkpoint state (seq, three cumulative counters, last window end, settlement time) and one slot
 /// with the last report hash (both written, never back to zero once the lease is active).
 contract LeaseEscrow is LeaseEscrowBase {
@@ -121,11 +122,11 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (escrowed + fee > maxTotal) revert LeaseEscrowTotalAboveMax(escrowed + fee, maxTotal);
 
         leaseId = ++_leaseCount;
-        _terms[leaseId] = uint256(o.nodeId) | (uint256(durationS) << 80) | (uint256(o.gpuCount) << 112)
-            | (uint256(uint8(o.billingMode)) << 128) | (uint256(uint8(LeaseStatus.Open)) << 136)
-            | (price << 144) | (uint256(feeBps) << 240);
+        _terms[leaseId] = uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
+            | (uint256(uint8(o.billingMode)) << 112) | (uint256(uint8(LeaseStatus.Open)) << 116) | (price << 120)
+            | _gpuSetFp(o.gpuSetHash);
         _gpuSet[leaseId] = o.gpuSetHash;
-        _info[leaseId] = LeaseInfo({buyer: msg.sender, startBy: uint40(startBy), feesSettled: false});
+        _info[leaseId] = LeaseInfo({buyer: msg.sender, startBy: uint40(startBy), feesSettled: false, feeBps: feeBps});
         _parties[leaseId] = LeaseParties({holder: holder, offerId: uint64(offerId)});
         _accounts[leaseId] = LeaseAccounts({provider: o.provider, token: o.token});
         _liveLease[offerId] = leaseId;
@@ -139,7 +140,7 @@ contract LeaseEscrow is LeaseEscrowBase {
     function activateLease(uint256 leaseId) external nonReentrant whenNotPaused {
         uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
         LeaseAccounts memory acc = _accounts[leaseId];
-        uint256 nodeId = terms & _M32;
+        uint256 nodeId = _tNode(terms);
         if (
             msg.sender != acc.provider && msg.sender != _registry.provider(acc.provider).payout
                 && msg.sender != address(uint160(_nodeCache[nodeId]))
@@ -150,10 +151,10 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (block.timestamp > startBy) revert LeaseEscrowStartByPassed(leaseId, startBy);
 
         uint256 startMs = block.timestamp * 1000;
-        _terms[leaseId] = _withStatus(terms | (startMs << 32), LeaseStatus.Active);
+        _terms[leaseId] = _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active);
         _ckpt[leaseId] = (startMs << 176) | (block.timestamp << 224);
         _lastHash[leaseId] = _NO_REPORT;
-        uint256 endMs = startMs + ((terms >> 80) & _M32) * 1000;
+        uint256 endMs = startMs + _tDuration(terms) * 1000;
         emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
     }
 
@@ -185,24 +186,24 @@ contract LeaseEscrow is LeaseEscrowBase {
             revert LeaseEscrowBadStatus(leaseId, st);
         }
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        uint256 gpus = (terms >> 112) & _M16;
-        uint256 unit = ((terms >> 144) & _M96) * gpus;
+        uint256 gpus = _tGpus(terms);
+        uint256 unit = _tPrice(terms) * gpus;
         if (amount == 0 || amount % unit != 0) revert LeaseEscrowTopUpNotWholeSeconds(amount, unit);
-        uint256 oldDuration = (terms >> 80) & _M32;
+        uint256 oldDuration = _tDuration(terms);
         uint256 newDuration = oldDuration + amount / unit;
         if (newDuration > type(uint32).max) revert LeaseEscrowBadDuration(newDuration);
         LeaseParties memory pt = _parties[leaseId];
         {
             uint256 validUntil = _registry.offer(pt.offerId).validUntil;
-            uint256 startS = st == LeaseStatus.Active ? ((terms >> 32) & _M48) / 1000 : _info[leaseId].startBy;
+            uint256 startS = st == LeaseStatus.Active ? (terms >> 32) & _M32 : _info[leaseId].startBy;
             if (startS + newDuration > validUntil) revert LeaseEscrowBeyondOffer(leaseId, startS + newDuration, validUntil);
         }
-        uint256 feeBps = terms >> 240;
+        uint256 feeBps = _info[leaseId].feeBps;
         uint256 oldEscrow = unit * oldDuration;
         uint256 newEscrow = unit * newDuration;
         if (newEscrow > type(uint128).max) revert LeaseEscrowAmountTooLarge(newEscrow);
         uint256 fee = (newEscrow * feeBps) / 10_000 - (oldEscrow * feeBps) / 10_000;
-        _terms[leaseId] = (terms & ~(_M32 << 80)) | (newDuration << 80);
+        _terms[leaseId] = (terms & ~(_M32 << 64)) | (newDuration << 64);
         _registry.lockRights(pt.holder, pt.offerId, gpus * (newDuration - oldDuration));
         _pull(_accounts[leaseId].token, amount + fee);
         emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
@@ -217,7 +218,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             revert LeaseEscrowBadStatus(leaseId, st);
         }
         if (msg.sender != _info[leaseId].buyer) {
-            uint256 endMs = ((terms >> 32) & _M48) + ((terms >> 80) & _M32) * 1000;
+            uint256 endMs = _tStartMs(terms) + _tDuration(terms) * 1000;
             if (st == LeaseStatus.Open || block.timestamp * 1000 < endMs) revert LeaseEscrowNotEnded(leaseId, endMs);
         }
         (uint256 charged, uint256 refund, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Closed);
@@ -327,9 +328,8 @@ contract LeaseEscrow is LeaseEscrowBase {
             }
         }
         {
-            bytes32 gset = _gpuSet[leaseId];
-            if (p.gpuSetHash != gset) {
-                if (strict) revert LeaseEscrowWrongGpuSet(leaseId, p.gpuSetHash, gset);
+            if (_gpuSetFp(p.gpuSetHash) != (terms >> 216) << 216) {
+                if (strict) revert LeaseEscrowWrongGpuSet(leaseId, p.gpuSetHash, _gpuSet[leaseId]);
                 return LeaseEscrowWrongGpuSet.selector;
             }
         }
@@ -342,7 +342,7 @@ contract LeaseEscrow is LeaseEscrowBase {
                 return LeaseEscrowBadWindow.selector;
             }
         }
-        uint64 endMs = uint64(((terms >> 32) & _M48) + ((terms >> 80) & _M32) * 1000);
+        uint64 endMs = uint64(_tStartMs(terms) + _tDuration(terms) * 1000);
         if (we > endMs) {
             if (strict) revert LeaseEscrowWindowOutsideLease(leaseId, we, endMs);
             return LeaseEscrowWindowOutsideLease.selector;
@@ -390,7 +390,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         view
         returns (bytes4)
     {
-        uint256 cap = ((terms >> 112) & _M16) * (uint64(p.w0) - ((terms >> 32) & _M48));
+        uint256 cap = _tGpus(terms) * (uint64(p.w0) - _tStartMs(terms));
         uint64 cumBusy = uint64(p.w1);
         uint64 cumAlloc = uint64(p.w2 >> 128);
         if (cumBusy > cap || cumAlloc > cap) {
@@ -399,7 +399,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             return LeaseEscrowTimeAboveCapacity.selector;
         }
         // mW × ms = µJ; / 1000 → mJ; times (1 + margin)
-        cap = (((_nodeCache[terms & _M32] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
+        cap = (((_nodeCache[_tNode(terms)] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
         uint64 cumEnergy = uint64(p.w2 >> 192);
         if (cumEnergy > cap) {
             if (strict) revert LeaseEscrowEnergyAboveCap(leaseId, cumEnergy, cap);
@@ -422,7 +422,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             if (strict) revert LeaseEscrowInvalidSignature(leaseId);
             return LeaseEscrowInvalidSignature.selector;
         }
-        address attestor = address(uint160(_nodeCache[terms & _M32]));
+        address attestor = address(uint160(_nodeCache[_tNode(terms)]));
         if (signer != attestor) {
             if (strict) revert LeaseEscrowWrongSigner(leaseId, signer, attestor);
             return LeaseEscrowWrongSigner.selector;
@@ -439,15 +439,15 @@ contract LeaseEscrow is LeaseEscrowBase {
             _ckpt[leaseId] = uint256(seq) | (cumBusy << 32) | (cumAlloc << 80) | (uint256(uint64(w2 >> 192)) << 128)
                 | (uint256(uint64(p.w0)) << 176) | (block.timestamp << 224);
             _lastHash[leaseId] = h;
-            newBill = (terms >> 128) & 0xff == 0 ? cumAlloc : cumBusy;
+            newBill = _tMode(terms) == 0 ? cumAlloc : cumBusy;
         }
-        uint256 oldBill = (terms >> 128) & 0xff == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
-        uint256 price = (terms >> 144) & _M96;
+        uint256 oldBill = _tMode(terms) == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
+        uint256 price = _tPrice(terms);
         emit CheckpointSettled(
             leaseId, seq, h, uint64(newBill - oldBill), (price * newBill) / 1000 - (price * oldBill) / 1000, p.samplesRoot
         );
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
-        if (newBill >= ((terms >> 112) & _M16) * ((terms >> 80) & _M32) * 1000) {
+        if (newBill >= _tGpus(terms) * _tDuration(terms) * 1000) {
             emit LeaseExhausted(leaseId, (price * newBill) / 1000);
             _finalize(leaseId, terms, LeaseStatus.Exhausted);
             _trySettleFees(leaseId);
@@ -461,9 +461,9 @@ contract LeaseEscrow is LeaseEscrowBase {
         private
         returns (uint256 charged, uint256 refund, uint256 burned, uint256 released)
     {
-        uint256 gpus = (terms >> 112) & _M16;
-        uint256 duration = (terms >> 80) & _M32;
-        uint256 escrowed = ((terms >> 144) & _M96) * gpus * duration;
+        uint256 gpus = _tGpus(terms);
+        uint256 duration = _tDuration(terms);
+        uint256 escrowed = _tPrice(terms) * gpus * duration;
         LeaseParties memory pt = _parties[leaseId];
         LeaseAccounts memory acc = _accounts[leaseId];
         _terms[leaseId] = _withStatus(terms, to);
@@ -482,10 +482,10 @@ contract LeaseEscrow is LeaseEscrowBase {
         returns (uint256 charged, uint256 burned)
     {
         uint256 ck = _ckpt[leaseId];
-        uint256 startMs = (terms >> 32) & _M48;
-        uint256 endMs = startMs + ((terms >> 80) & _M32) * 1000;
+        uint256 startMs = _tStartMs(terms);
+        uint256 endMs = startMs + _tDuration(terms) * 1000;
         uint256 nowMs = block.timestamp * 1000;
-        burned = ((terms >> 112) & _M16) * (((nowMs < endMs ? nowMs : endMs) - startMs) / 1000);
+        burned = _tGpus(terms) * (((nowMs < endMs ? nowMs : endMs) - startMs) / 1000);
         charged = _charged(terms, ck);
         uint256 leaseMs = burned * 1000;
         if (leaseMs != 0) {

@@ -36,8 +36,13 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     // No report hash settled yet (a struct hash equal to 1 is infeasible); keeps the slot non-zero.
     bytes32 internal constant _NO_REPORT = bytes32(uint256(1));
 
-    // _terms: nodeId[31:0] startMs[79:32] durationS[111:80] gpuCount[127:112] mode[135:128]
-    //         status[143:136] price[239:144] feeBps[255:240]
+    // _terms: nodeId[31:0] startS[63:32] durationS[95:64] gpuCount[111:96] mode[115:112] status[119:116]
+    //         price[215:120] gpuSetFp[255:216]   (startS = activation unix s, 0 while Open)
+    //   gpuSetFp = top 40 bits of keccak256(gpuSetHash): settlement checks a report's gpuSetHash against it
+    //   without reading the full hash (_gpuSet, kept for views). Only the node's attestor can sign a report,
+    //   so the check guards against an attestor metering the wrong GPUs (a random mismatch passes with
+    //   probability 2^-40); forging a different bytes32 with the same fingerprint costs a 2^40 search and
+    //   gains nothing (the auditor compares the full hash, `lease(id).gpuSetHash`, off-chain).
     // _ckpt:  seq[31:0] cumBusy[79:32] cumAlloc[127:80] cumEnergy[175:128] lastWindowEndMs[223:176]
     //         settledAt[255:224]
     // _nodeCache: attestor[159:0] maxPowerMwPerGpu[191:160]
@@ -45,6 +50,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         address buyer;
         uint40 startBy;
         bool feesSettled;
+        uint16 feeBps;
     }
 
     struct LeaseParties {
@@ -138,8 +144,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         LeaseMoney memory m = _money[leaseId];
         if (m.frozen != 0 || _charged(terms, _ckpt[leaseId]) != _refunded[leaseId] + m.released) return;
         info.feesSettled = true;
-        uint256 feeBps = terms >> 240;
-        uint256 escrowed = ((terms >> 144) & _M96) * ((terms >> 112) & _M16) * ((terms >> 80) & _M32);
+        uint256 feeBps = info.feeBps;
+        uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
         uint256 held = (escrowed * feeBps) / 10_000;
         uint256 toTreasury = (uint256(m.released) * feeBps) / 10_000;
         address token = _accounts[leaseId].token;
@@ -149,8 +155,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     }
 
     function _charged(uint256 terms, uint256 ck) internal pure returns (uint256) {
-        uint256 bill = (terms >> 128) & 0xff == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
-        return (((terms >> 144) & _M96) * bill) / 1000;
+        uint256 bill = _tMode(terms) == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
+        return (_tPrice(terms) * bill) / 1000;
     }
 
     function _credit(address account, address token, uint256 amount) internal {
@@ -167,11 +173,45 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     }
 
     function _status(uint256 terms) internal pure returns (LeaseStatus) {
-        return LeaseStatus((terms >> 136) & 0xff);
+        return LeaseStatus((terms >> 116) & 0xf);
     }
 
     function _withStatus(uint256 terms, LeaseStatus st) internal pure returns (uint256) {
-        return (terms & ~(uint256(0xff) << 136)) | (uint256(uint8(st)) << 136);
+        return (terms & ~(uint256(0xf) << 116)) | (uint256(uint8(st)) << 116);
+    }
+
+    function _tNode(uint256 terms) internal pure returns (uint256) {
+        return terms & _M32;
+    }
+
+    /// @dev Activation time in unix ms (0 while Open).
+    function _tStartMs(uint256 terms) internal pure returns (uint256) {
+        return ((terms >> 32) & _M32) * 1000;
+    }
+
+    function _tDuration(uint256 terms) internal pure returns (uint256) {
+        return (terms >> 64) & _M32;
+    }
+
+    function _tGpus(uint256 terms) internal pure returns (uint256) {
+        return (terms >> 96) & _M16;
+    }
+
+    /// @dev Billing mode: 0 reserved (bills allocated time), 1 metered (bills busy time).
+    function _tMode(uint256 terms) internal pure returns (uint256) {
+        return (terms >> 112) & 0xf;
+    }
+
+    function _tPrice(uint256 terms) internal pure returns (uint256) {
+        return (terms >> 120) & _M96;
+    }
+
+    /// @dev Top 40 bits of keccak256(gpuSetHash), aligned as stored in the terms ([255:216]).
+    function _gpuSetFp(bytes32 gpuSetHash) internal pure returns (uint256 fp) {
+        assembly ("memory-safe") {
+            mstore(0, gpuSetHash)
+            fp := shl(216, shr(216, keccak256(0, 0x20)))
+        }
     }
 
     /// @notice See ILeaseEscrow.

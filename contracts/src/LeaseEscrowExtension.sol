@@ -139,7 +139,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         LeaseStatus st = _status(terms);
         if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || (terms >> 32) & _M48 == 0) {
+        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || (terms >> 32) & _M32 == 0) {
             revert LeaseEscrowNotRateable(leaseId, st);
         }
         _reputation.recordRating(leaseId, msg.sender, _accounts[leaseId].provider, stars);
@@ -155,19 +155,19 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         LeaseParties memory pt = _parties[leaseId];
         LeaseAccounts memory acc = _accounts[leaseId];
         v.offerId = pt.offerId;
-        v.nodeId = terms & _M32;
+        v.nodeId = _tNode(terms);
         v.buyer = info.buyer;
         v.holder = pt.holder;
         v.provider = acc.provider;
         v.token = acc.token;
         v.status = _status(terms);
-        v.billingMode = uint8(terms >> 128);
-        v.gpuCount = uint16(terms >> 112);
-        v.pricePerGpuSecond = (terms >> 144) & _M96;
-        v.feeBps = uint16(terms >> 240);
-        v.durationS = uint32(terms >> 80);
+        v.billingMode = uint8(_tMode(terms));
+        v.gpuCount = uint16(_tGpus(terms));
+        v.pricePerGpuSecond = _tPrice(terms);
+        v.feeBps = info.feeBps;
+        v.durationS = uint32(_tDuration(terms));
         v.startBy = info.startBy;
-        v.startMs = uint64((terms >> 32) & _M48);
+        v.startMs = uint64(_tStartMs(terms));
         v.endMs = v.startMs == 0 ? 0 : v.startMs + uint64(v.durationS) * 1000;
         v.gpuSetHash = _gpuSet[leaseId];
         v.escrowed = v.pricePerGpuSecond * v.gpuCount * v.durationS;
@@ -194,7 +194,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         v.refunded = _refunded[leaseId];
         v.frozen = m.frozen;
         v.pending = v.charged - v.refunded - v.paid;
-        uint256 escrowed = ((terms >> 144) & _M96) * ((terms >> 112) & _M16) * ((terms >> 80) & _M32);
+        uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
         v.remaining = escrowed - v.charged;
     }
 
