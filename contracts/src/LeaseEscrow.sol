@@ -160,7 +160,7 @@ contract LeaseEscrow is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function settle(PackedReport calldata report, Signature calldata signature) external nonReentrant whenNotPaused {
-        _settleOne(report, signature, true);
+        if (!_fastSettle(report, signature)) _settleOne(report, signature, true);
     }
 
     /// @notice See ILeaseEscrow.
@@ -173,7 +173,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 n = reports.length;
         if (n != signatures.length) revert LeaseEscrowLengthMismatch(n, signatures.length);
         for (uint256 i; i < n; ++i) {
-            if (_settleOne(reports[i], signatures[i], false)) ++settled;
+            if (_fastSettle(reports[i], signatures[i]) || _settleOne(reports[i], signatures[i], false)) ++settled;
         }
     }
 
@@ -272,6 +272,120 @@ contract LeaseEscrow is LeaseEscrowBase {
     }
 
     // --- internal: settlement -----------------------------------------------------------------------
+
+    /// @dev Gas fast path of settlement: the same checks as `_settleOne` (all must pass) on stack values in
+    /// one pass, then the checkpoint write and CheckpointSettled. Returns false, having changed nothing, when
+    /// any check fails or the report would exhaust the lease: the caller then runs `_settleOne`, which
+    /// re-checks in order and reverts / skips with the precise error (or finalizes the exhausted lease). So
+    /// this path can only accept what `_settleOne` accepts, with the same effects.
+    function _fastSettle(PackedReport calldata p, Signature calldata sig) private returns (bool ok) {
+        bytes32 h = _packedStructHash(p);
+        bytes32 digest = _hashTypedDataV4(h);
+        assembly ("memory-safe") {
+            // slot of mapping(uint256 => ...) at `base` for `key`
+            function mslot(key, base) -> sl {
+                mstore(0, key)
+                mstore(0x20, base)
+                sl := keccak256(0, 0x40)
+            }
+            for {} 1 {} {
+                let leaseId := shr(192, calldataload(p))
+                let terms := sload(mslot(leaseId, _terms.slot))
+                // Active
+                if iszero(eq(and(shr(116, terms), 0xf), 2)) { break }
+                let ck := sload(mslot(leaseId, _ckpt.slot))
+                let newCk := shl(224, timestamp())
+                let cap := 0
+                let node := 0
+                {
+                    // lastSeq < seq < 2^32; hash chain when consecutive; flags word clean
+                    let seq := and(shr(128, calldataload(p)), 0xffffffffffffffff)
+                    let lastSeq := and(ck, 0xffffffff)
+                    if iszero(gt(seq, lastSeq)) { break }
+                    if gt(seq, 0xffffffff) { break }
+                    if and(calldataload(add(p, 0x40)), 0xffffffff) { break }
+                    if eq(seq, add(lastSeq, 1)) {
+                        let expected := sload(mslot(leaseId, _lastHash.slot))
+                        if eq(expected, 1) { expected := 0 }
+                        if iszero(eq(calldataload(add(p, 0x60)), expected)) { break }
+                    }
+                    newCk := or(newCk, seq)
+                }
+                // gpu set fingerprint: top 40 bits of keccak(gpuSetHash)
+                mstore(0, calldataload(add(p, 0x80)))
+                if iszero(eq(shr(216, keccak256(0, 0x20)), shr(216, terms))) { break }
+                {
+                    // last window end <= start < end <= lease end; end <= now
+                    let w0 := calldataload(p)
+                    let we := and(w0, 0xffffffffffffffff)
+                    let startMs := mul(and(shr(32, terms), 0xffffffff), 1000)
+                    if lt(and(shr(64, w0), 0xffffffffffffffff), and(shr(176, ck), 0xffffffffffff)) { break }
+                    if iszero(gt(we, and(shr(64, w0), 0xffffffffffffffff))) { break }
+                    if gt(we, add(startMs, mul(and(shr(64, terms), 0xffffffff), 1000))) { break }
+                    if gt(we, mul(timestamp(), 1000)) { break }
+                    if lt(we, startMs) { break }
+                    cap := mul(and(shr(96, terms), 0xffff), sub(we, startMs))
+                    newCk := or(newCk, shl(176, we))
+                }
+                {
+                    // counters: 48 bits, never decreasing, busy/allocated within gpuCount x elapsed
+                    let w2 := calldataload(add(p, 0x40))
+                    let cumBusy := and(calldataload(add(p, 0x20)), 0xffffffffffffffff)
+                    let cumEnergy := shr(192, w2)
+                    let cumAlloc := and(shr(128, w2), 0xffffffffffffffff)
+                    if gt(or(or(cumBusy, cumEnergy), cumAlloc), 0xffffffffffff) { break }
+                    if lt(cumBusy, and(shr(32, ck), 0xffffffffffff)) { break }
+                    if lt(cumAlloc, and(shr(80, ck), 0xffffffffffff)) { break }
+                    if lt(cumEnergy, and(shr(128, ck), 0xffffffffffff)) { break }
+                    if or(gt(cumBusy, cap), gt(cumAlloc, cap)) { break }
+                    newCk := or(newCk, or(or(shl(32, cumBusy), shl(80, cumAlloc)), shl(128, cumEnergy)))
+                }
+                // energy within power cap x GPU time (+ ENERGY_MARGIN_BPS): mW x ms = uJ, / 1000 -> mJ
+                node := sload(mslot(and(terms, 0xffffffff), _nodeCache.slot))
+                if gt(shr(128, and(newCk, shl(128, 0xffffffffffff))), div(mul(mul(and(shr(160, node), 0xffffffff), cap), 10500), 10000000)) {
+                    break
+                }
+                let fm := mload(0x40)
+                {
+                    // signature: v 27/28, low s, recovers to the node's attestor (non-zero)
+                    let v := calldataload(add(sig, 0x40))
+                    if iszero(or(eq(v, 27), eq(v, 28))) { break }
+                    if gt(calldataload(add(sig, 0x20)), 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0) {
+                        break
+                    }
+                    mstore(fm, digest)
+                    mstore(add(fm, 0x20), v)
+                    mstore(add(fm, 0x40), calldataload(sig))
+                    mstore(add(fm, 0x60), calldataload(add(sig, 0x20)))
+                    mstore(0, 0)
+                    if iszero(staticcall(gas(), 1, fm, 0x80, 0, 0x20)) { break }
+                    if iszero(mload(0)) { break }
+                    if iszero(eq(mload(0), and(node, 0xffffffffffffffffffffffffffffffffffffffff))) { break }
+                }
+                // billable: mode 0 reserved = allocated time, 1 metered = busy time
+                let shift := 32
+                if iszero(and(shr(112, terms), 0xf)) { shift := 80 }
+                let newBill := and(shr(shift, newCk), 0xffffffffffff)
+                let oldBill := and(shr(shift, ck), 0xffffffffffff)
+                // exhausting the escrow: the full path finalizes the lease
+                if iszero(lt(newBill, mul(mul(and(shr(96, terms), 0xffff), and(shr(64, terms), 0xffffffff)), 1000))) {
+                    break
+                }
+                sstore(mslot(leaseId, _ckpt.slot), newCk)
+                sstore(mslot(leaseId, _lastHash.slot), h)
+                let price := and(shr(120, terms), 0xffffffffffffffffffffffff)
+                mstore(fm, and(newCk, 0xffffffff))
+                mstore(add(fm, 0x20), h)
+                mstore(add(fm, 0x40), sub(newBill, oldBill))
+                mstore(add(fm, 0x60), sub(div(mul(price, newBill), 1000), div(mul(price, oldBill), 1000)))
+                mstore(add(fm, 0x80), calldataload(add(p, 0xa0)))
+                // CheckpointSettled(uint256 indexed,uint64,bytes32,uint64,uint256,bytes32)
+                log2(fm, 0xa0, 0xbb3983757c0017ae2951a95e9d11e3d77d7e50c4e814711fb792db407f1649be, leaseId)
+                ok := 1
+                break
+            }
+        }
+    }
 
     /// @dev Every DESIGN check, cheapest first; signature last. strict: revert with the custom error;
     /// otherwise emit CheckpointSkipped(reason = that error's selector) and return false.

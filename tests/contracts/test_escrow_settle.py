@@ -203,6 +203,29 @@ def test_settle_rejects_wrong_gpu_set(world: World) -> None:
     assert e.error_args == (lease.lease_id, other, lease.gpu_set_hash)
 
 
+def test_settle_rejects_gpu_set_sharing_the_stored_fingerprint_bits(world: World) -> None:
+    # The terms slot keeps the top 40 bits of keccak(gpuSetHash), not of the hash itself: a value that
+    # only copies the hash's leading bits is rejected, with the full expected hash in the error.
+    lease, m = _active(world)
+    near = lease.gpu_set_hash[:5] + bytes(27)
+    r = m.build(gpuSetHash=near)
+    e = expect_revert("LeaseEscrowWrongGpuSet", world.cl.settle, world.relayer, r, m.sign(r))
+    assert e.error_args == (lease.lease_id, near, lease.gpu_set_hash)
+
+
+def test_settle_batch_rejected_report_writes_nothing_before_a_good_one(world: World) -> None:
+    lease, m = _active(world)
+    bad = m.build(gpuSetHash=gpu_set_hash(world.uuids[:1]))
+    good, sig = m.next()
+    res = world.cl.settle_batch(world.relayer, [bad, good], [m.sign(bad), sig])
+    assert [(e.args["leaseId"], e.args["seq"], e.args["reason"]) for e in res.named("CheckpointSkipped")] == [
+        (lease.lease_id, 1, error_selector("LeaseEscrowWrongGpuSet")),
+    ]
+    assert [e.args["reportHash"] for e in res.named("CheckpointSettled")] == [report_struct_hash(good)]
+    cp = world.cl.checkpoint(lease.lease_id)
+    assert (cp.last_seq, cp.last_report_hash, cp.cum_allocated_ms) == (1, report_struct_hash(good), good.cumAllocatedMs)
+
+
 def test_settle_rejects_counter_overflow(world: World) -> None:
     lease, m = _active(world)
     r = m.build(seq=2**32)
