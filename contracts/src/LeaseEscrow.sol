@@ -24,10 +24,12 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// restarts at each settlement); a dispute freezes everything pending. A buyer may close an Active lease at
 /// any time: reports not yet settled by then are not paid, so the relayer settles the latest report first.
 ///
-/// Hot-path storage per lease: one slot of immutable-ish terms (read; it carries a fingerprint of the gpu set
-/// hash, so the full hash is not read), one slot
-/// of checkpoint state (seq, three cumulative counters, last window end, settlement time) and one slot
-/// with the last report hash (both written, never back to zero once the lease is active).
+/// Hot-path storage per lease: one slot of immutable-ish terms (read; it carries a 40-bit fingerprint of the
+/// gpu set hash, so the full hash is not read), one slot of checkpoint state (seq, three cumulative counters,
+/// last window end, settlement time) and one slot with the last report hash (both written, never back to zero
+/// once the lease is active). Settlement first runs `_fastSettle` (every check in one assembly pass); any
+/// rejection, and the exhausting report, fall back to the checked Solidity path `_settleOne`, which reports the
+/// precise error, so settlement accepts exactly the reports the checked path accepts.
 contract LeaseEscrow is LeaseEscrowBase {
     using SafeERC20 for IERC20;
 
