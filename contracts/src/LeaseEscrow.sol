@@ -124,7 +124,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (escrowed + fee > maxTotal) revert LeaseEscrowTotalAboveMax(escrowed + fee, maxTotal);
 
         leaseId = ++_leaseCount;
-        _terms[leaseId] = uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
+        _ls[leaseId].terms = uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
             | (uint256(uint8(o.billingMode)) << 112) | (uint256(uint8(LeaseStatus.Open)) << 116) | (price << 120)
             | _gpuSetFp(o.gpuSetHash);
         _gpuSet[leaseId] = o.gpuSetHash;
@@ -153,9 +153,9 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (block.timestamp > startBy) revert LeaseEscrowStartByPassed(leaseId, startBy);
 
         uint256 startMs = block.timestamp * 1000;
-        _terms[leaseId] = _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active);
-        _ckpt[leaseId] = (startMs << 176) | (block.timestamp << 224);
-        _lastHash[leaseId] = _NO_REPORT;
+        _ls[leaseId].terms = _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active);
+        _ls[leaseId].ckpt = (startMs << 176) | (block.timestamp << 224);
+        _ls[leaseId].lastHash = _NO_REPORT;
         uint256 endMs = startMs + _tDuration(terms) * 1000;
         emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
     }
@@ -181,7 +181,7 @@ contract LeaseEscrow is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function topUp(uint256 leaseId, uint256 amount) external payable nonReentrant whenNotPaused {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         LeaseStatus st = _status(terms);
         if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
             if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
@@ -205,7 +205,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 newEscrow = unit * newDuration;
         if (newEscrow > type(uint128).max) revert LeaseEscrowAmountTooLarge(newEscrow);
         uint256 fee = (newEscrow * feeBps) / 10_000 - (oldEscrow * feeBps) / 10_000;
-        _terms[leaseId] = (terms & ~(_M32 << 64)) | (newDuration << 64);
+        _ls[leaseId].terms = (terms & ~(_M32 << 64)) | (newDuration << 64);
         _registry.lockRights(pt.holder, pt.offerId, gpus * (newDuration - oldDuration));
         _pull(_accounts[leaseId].token, amount + fee);
         emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
@@ -213,7 +213,7 @@ contract LeaseEscrow is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function closeLease(uint256 leaseId) external nonReentrant {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         LeaseStatus st = _status(terms);
         if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
             if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
@@ -291,11 +291,12 @@ contract LeaseEscrow is LeaseEscrowBase {
                 sl := keccak256(0, 0x40)
             }
             for {} 1 {} {
-                let leaseId := shr(192, calldataload(p))
-                let terms := sload(mslot(leaseId, _terms.slot))
+                // _ls[leaseId]: terms, ckpt, lastHash in consecutive slots
+                let ls := mslot(shr(192, calldataload(p)), _ls.slot)
+                let terms := sload(ls)
                 // Active
                 if iszero(eq(and(shr(116, terms), 0xf), 2)) { break }
-                let ck := sload(mslot(leaseId, _ckpt.slot))
+                let ck := sload(add(ls, 1))
                 let newCk := shl(224, timestamp())
                 let cap := 0
                 let node := 0
@@ -307,7 +308,7 @@ contract LeaseEscrow is LeaseEscrowBase {
                     if gt(seq, 0xffffffff) { break }
                     if and(calldataload(add(p, 0x40)), 0xffffffff) { break }
                     if eq(seq, add(lastSeq, 1)) {
-                        let expected := sload(mslot(leaseId, _lastHash.slot))
+                        let expected := sload(add(ls, 2))
                         if eq(expected, 1) { expected := 0 }
                         if iszero(eq(calldataload(add(p, 0x60)), expected)) { break }
                     }
@@ -373,8 +374,8 @@ contract LeaseEscrow is LeaseEscrowBase {
                 if iszero(lt(newBill, mul(mul(and(shr(96, terms), 0xffff), and(shr(64, terms), 0xffffffff)), 1000))) {
                     break
                 }
-                sstore(mslot(leaseId, _ckpt.slot), newCk)
-                sstore(mslot(leaseId, _lastHash.slot), h)
+                sstore(add(ls, 1), newCk)
+                sstore(add(ls, 2), h)
                 let price := and(shr(120, terms), 0xffffffffffffffffffffffff)
                 mstore(fm, and(newCk, 0xffffffff))
                 mstore(add(fm, 0x20), h)
@@ -382,7 +383,7 @@ contract LeaseEscrow is LeaseEscrowBase {
                 mstore(add(fm, 0x60), sub(div(mul(price, newBill), 1000), div(mul(price, oldBill), 1000)))
                 mstore(add(fm, 0x80), calldataload(add(p, 0xa0)))
                 // CheckpointSettled(uint256 indexed,uint64,bytes32,uint64,uint256,bytes32)
-                log2(fm, 0xa0, 0xbb3983757c0017ae2951a95e9d11e3d77d7e50c4e814711fb792db407f1649be, leaseId)
+                log2(fm, 0xa0, 0xbb3983757c0017ae2951a95e9d11e3d77d7e50c4e814711fb792db407f1649be, shr(192, calldataload(p)))
                 ok := 1
                 break
             }
@@ -395,8 +396,8 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 w0 = p.w0;
         uint256 leaseId = w0 >> 192;
         uint64 seq = uint64(w0 >> 128);
-        uint256 terms = _terms[leaseId];
-        uint256 ck = _ckpt[leaseId];
+        uint256 terms = _ls[leaseId].terms;
+        uint256 ck = _ls[leaseId].ckpt;
         bytes4 err = _checkLease(p, leaseId, seq, terms, ck, strict);
         if (err == 0) err = _checkCounters(p, leaseId, terms, ck, strict);
         if (err != 0) return _skip(leaseId, seq, err);
@@ -436,7 +437,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             return LeaseEscrowCounterOverflow.selector;
         }
         if (seq == lastSeq + 1) {
-            bytes32 expected = _lastHash[leaseId];
+            bytes32 expected = _ls[leaseId].lastHash;
             if (expected == _NO_REPORT) expected = 0;
             if (p.prevReportHash != expected) {
                 if (strict) revert LeaseEscrowBrokenChain(leaseId, seq, p.prevReportHash, expected);
@@ -552,9 +553,9 @@ contract LeaseEscrow is LeaseEscrowBase {
             uint256 w2 = p.w2;
             uint256 cumBusy = uint64(p.w1);
             uint256 cumAlloc = uint64(w2 >> 128);
-            _ckpt[leaseId] = uint256(seq) | (cumBusy << 32) | (cumAlloc << 80) | (uint256(uint64(w2 >> 192)) << 128)
+            _ls[leaseId].ckpt = uint256(seq) | (cumBusy << 32) | (cumAlloc << 80) | (uint256(uint64(w2 >> 192)) << 128)
                 | (uint256(uint64(p.w0)) << 176) | (block.timestamp << 224);
-            _lastHash[leaseId] = h;
+            _ls[leaseId].lastHash = h;
             newBill = _tMode(terms) == 0 ? cumAlloc : cumBusy;
         }
         uint256 oldBill = _tMode(terms) == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
@@ -582,7 +583,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 escrowed = _tPrice(terms) * gpus * duration;
         LeaseParties memory pt = _parties[leaseId];
         LeaseAccounts memory acc = _accounts[leaseId];
-        _terms[leaseId] = _withStatus(terms, to);
+        _ls[leaseId].terms = _withStatus(terms, to);
         delete _liveLease[pt.offerId];
         if (_status(terms) == LeaseStatus.Active) (charged, burned) = _endActive(leaseId, terms, acc.provider);
         refund = escrowed - charged;
@@ -597,7 +598,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         private
         returns (uint256 charged, uint256 burned)
     {
-        uint256 ck = _ckpt[leaseId];
+        uint256 ck = _ls[leaseId].ckpt;
         uint256 startMs = _tStartMs(terms);
         uint256 endMs = startMs + _tDuration(terms) * 1000;
         uint256 nowMs = block.timestamp * 1000;

@@ -36,16 +36,23 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     // No report hash settled yet (a struct hash equal to 1 is infeasible); keeps the slot non-zero.
     bytes32 internal constant _NO_REPORT = bytes32(uint256(1));
 
-    // _terms: nodeId[31:0] startS[63:32] durationS[95:64] gpuCount[111:96] mode[115:112] status[119:116]
+    // _ls[id].terms: nodeId[31:0] startS[63:32] durationS[95:64] gpuCount[111:96] mode[115:112] status[119:116]
     //         price[215:120] gpuSetFp[255:216]   (startS = activation unix s, 0 while Open)
     //   gpuSetFp = top 40 bits of keccak256(gpuSetHash): settlement checks a report's gpuSetHash against it
     //   without reading the full hash (_gpuSet, kept for views). Only the node's attestor can sign a report,
     //   so the check guards against an attestor metering the wrong GPUs (a random mismatch passes with
     //   probability 2^-40); forging a different bytes32 with the same fingerprint costs a 2^40 search and
     //   gains nothing (the auditor compares the full hash, `lease(id).gpuSetHash`, off-chain).
-    // _ckpt:  seq[31:0] cumBusy[79:32] cumAlloc[127:80] cumEnergy[175:128] lastWindowEndMs[223:176]
+    // _ls[id].ckpt:  seq[31:0] cumBusy[79:32] cumAlloc[127:80] cumEnergy[175:128] lastWindowEndMs[223:176]
     //         settledAt[255:224]
     // _nodeCache: attestor[159:0] maxPowerMwPerGpu[191:160]
+    /// @dev The settlement hot path of a lease, in consecutive slots (one mapping lookup for all three).
+    struct LeaseSlots {
+        uint256 terms;
+        uint256 ckpt;
+        bytes32 lastHash;
+    }
+
     struct LeaseInfo {
         address buyer;
         uint40 startBy;
@@ -80,9 +87,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     ICapacityRegistry internal immutable _registry;
     IReputation internal immutable _reputation;
 
-    mapping(uint256 leaseId => uint256) internal _terms;
-    mapping(uint256 leaseId => uint256) internal _ckpt;
-    mapping(uint256 leaseId => bytes32) internal _lastHash;
+    mapping(uint256 leaseId => LeaseSlots) internal _ls;
     mapping(uint256 leaseId => bytes32) internal _gpuSet;
     mapping(uint256 leaseId => LeaseInfo) internal _info;
     mapping(uint256 leaseId => LeaseParties) internal _parties;
@@ -136,13 +141,13 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     /// @dev Once a finished lease has nothing pending or frozen: treasury gets the fee on what the holder
     /// earned, the buyer the rest of the fee it escrowed.
     function _trySettleFees(uint256 leaseId) internal {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         LeaseStatus st = _status(terms);
         if (st != LeaseStatus.Closed && st != LeaseStatus.Expired && st != LeaseStatus.Exhausted) return;
         LeaseInfo storage info = _info[leaseId];
         if (info.feesSettled) return;
         LeaseMoney memory m = _money[leaseId];
-        if (m.frozen != 0 || _charged(terms, _ckpt[leaseId]) != _refunded[leaseId] + m.released) return;
+        if (m.frozen != 0 || _charged(terms, _ls[leaseId].ckpt) != _refunded[leaseId] + m.released) return;
         info.feesSettled = true;
         uint256 feeBps = info.feeBps;
         uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
@@ -164,7 +169,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     }
 
     function _requireStatus(uint256 leaseId, LeaseStatus want) internal view returns (uint256 terms) {
-        terms = _terms[leaseId];
+        terms = _ls[leaseId].terms;
         LeaseStatus st = _status(terms);
         if (st != want) {
             if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);

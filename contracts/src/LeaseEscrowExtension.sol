@@ -66,12 +66,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function dispute(uint256 leaseId) external nonReentrant {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
-        uint256 ck = _ckpt[leaseId];
+        uint256 ck = _ls[leaseId].ckpt;
         uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
         uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
@@ -117,11 +117,11 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function releaseEarnings(uint256 leaseId) external nonReentrant {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
-        uint256 ck = _ckpt[leaseId];
+        uint256 ck = _ls[leaseId].ckpt;
         uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
         uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
@@ -135,7 +135,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function rate(uint256 leaseId, uint8 stars) external nonReentrant {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         LeaseStatus st = _status(terms);
         if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
@@ -149,7 +149,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function lease(uint256 leaseId) external view returns (LeaseView memory v) {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         LeaseInfo memory info = _info[leaseId];
         LeaseParties memory pt = _parties[leaseId];
@@ -177,12 +177,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function checkpoint(uint256 leaseId) external view returns (CheckpointView memory v) {
-        uint256 terms = _terms[leaseId];
+        uint256 terms = _ls[leaseId].terms;
         if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
-        uint256 ck = _ckpt[leaseId];
+        uint256 ck = _ls[leaseId].ckpt;
         LeaseMoney memory m = _money[leaseId];
         v.lastSeq = uint64(ck & _M32);
-        bytes32 h = _lastHash[leaseId];
+        bytes32 h = _ls[leaseId].lastHash;
         v.lastReportHash = h == _NO_REPORT ? bytes32(0) : h;
         v.cumBusyMs = uint64((ck >> 32) & _M48);
         v.cumAllocatedMs = uint64((ck >> 80) & _M48);
