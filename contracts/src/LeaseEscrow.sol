@@ -118,6 +118,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         // Resale hook: a lease's price is fixed per lease (stored in its terms) and comes from here, so a later
         // resale market only has to return a holder's own ask for its rights instead of the offer price.
         uint256 price = _leasePrice(o, holder);
+        if (price > _M96) revert LeaseEscrowAmountTooLarge(price); // 96-bit price field of the terms slot
         uint256 escrowed = price * o.gpuCount * durationS;
         if (escrowed > type(uint128).max) revert LeaseEscrowAmountTooLarge(escrowed);
         uint256 fee = (escrowed * feeBps) / 10_000;
