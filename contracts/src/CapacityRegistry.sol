@@ -124,18 +124,17 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         uint256 locked = _providers[msg.sender].lockedRights;
         if (locked != 0) revert CapacityRegistryOpenLeases(msg.sender, locked);
         s.unbonding = 0;
-        _pay(token, msg.sender, amount);
+        _payCaller(token, amount);
         emit StakeWithdrawn(msg.sender, token, amount);
     }
 
     /// @inheritdoc ICapacityRegistry
-    function slash(address providerAccount, address token, uint256 amount, address to)
+    function slash(address providerAccount, address token, uint256 amount)
         external
         onlyRole(ESCROW_ROLE)
         nonReentrant
         returns (uint256 taken)
     {
-        if (to == address(0)) revert CapacityRegistryZeroAddress();
         Stake storage s = _stakes[providerAccount][token];
         uint256 fromBonded = amount < s.bonded ? amount : s.bonded;
         s.bonded -= fromBonded;
@@ -143,8 +142,8 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         uint256 fromUnbonding = rest < s.unbonding ? rest : s.unbonding;
         s.unbonding -= fromUnbonding;
         taken = fromBonded + fromUnbonding;
-        if (taken != 0) _pay(token, to, taken);
-        emit Slashed(providerAccount, token, taken, to);
+        if (taken != 0) _payCaller(token, taken);
+        emit Slashed(providerAccount, token, taken, msg.sender);
     }
 
     // --- nodes --------------------------------------------------------------------------------------
@@ -227,17 +226,21 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
             revert CapacityRegistryBadWindow(validFrom, validUntil);
         }
         if (minBuyerScoreBps > 10_000) revert CapacityRegistryBadMinScore(minBuyerScoreBps);
-        Offer memory o;
-        o.provider = msg.sender;
-        o.nodeId = uint64(nodeId);
-        o.gpuMask = gpuMask;
-        o.pricePerGpuSecond = uint128(pricePerGpuSecond);
-        o.token = token;
-        o.billingMode = billingMode;
-        o.validFrom = uint40(validFrom);
-        o.validUntil = uint40(validUntil);
-        o.minBuyerScoreBps = minBuyerScoreBps;
-        o.termsHash = termsHash;
+        // gpuCount and gpuSetHash are derived from the node's GPUs in _publish
+        Offer memory o = Offer({
+            provider: msg.sender,
+            nodeId: uint64(nodeId),
+            gpuMask: gpuMask,
+            gpuCount: 0,
+            pricePerGpuSecond: uint128(pricePerGpuSecond),
+            token: token,
+            billingMode: billingMode,
+            validFrom: uint40(validFrom),
+            validUntil: uint40(validUntil),
+            minBuyerScoreBps: minBuyerScoreBps,
+            gpuSetHash: bytes32(0),
+            termsHash: termsHash
+        });
         return _publish(o);
     }
 
@@ -422,12 +425,16 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         _update(from, to, ids, values);
     }
 
-    function _pay(address token, address to, uint256 amount) private {
+    /// @dev Pays `amount` of `token` to msg.sender, the only destination: the provider withdrawing its own
+    /// unbonded stake (withdrawStake) or the ESCROW_ROLE escrow taking a slashed stake (slash).
+    function _payCaller(address token, uint256 amount) private {
         if (token == address(0)) {
-            (bool ok,) = to.call{value: amount}("");
-            if (!ok) revert CapacityRegistryTransferFailed(to, amount);
+            // not arbitrary: msg.sender is withdrawStake's provider (own stake) or slash's ESCROW_ROLE caller
+            // slither-disable-next-line arbitrary-send-eth
+            (bool ok,) = msg.sender.call{value: amount}("");
+            if (!ok) revert CapacityRegistryTransferFailed(msg.sender, amount);
         } else {
-            IERC20(token).safeTransfer(to, amount);
+            IERC20(token).safeTransfer(msg.sender, amount);
         }
     }
 }

@@ -135,7 +135,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         _liveLease[offerId] = leaseId;
 
         _registry.lockRights(holder, offerId, uint256(o.gpuCount) * durationS);
-        _pull(o.token, escrowed + fee);
+        _pull(o.token, escrowed + fee, msg.value);
         emit LeaseOpened(leaseId, offerId, msg.sender, holder, durationS, startBy, escrowed, fee, feeBps);
     }
 
@@ -208,7 +208,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 fee = (newEscrow * feeBps) / 10_000 - (oldEscrow * feeBps) / 10_000;
         _ls[leaseId].terms = (terms & ~(_M32 << 64)) | (newDuration << 64);
         _registry.lockRights(pt.holder, pt.offerId, gpus * (newDuration - oldDuration));
-        _pull(_accounts[leaseId].token, amount + fee);
+        _pull(_accounts[leaseId].token, amount + fee, msg.value);
         emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
     }
 
@@ -227,6 +227,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         (uint256 charged, uint256 refund, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Closed);
         emit LeaseClosed(leaseId, msg.sender, charged, refund, burned, released);
         _trySettleFees(leaseId);
+        _endInteractions(leaseId, terms, charged, burned, released);
     }
 
     /// @notice See ILeaseEscrow.
@@ -234,10 +235,11 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
         uint256 startBy = _info[leaseId].startBy;
         if (block.timestamp <= startBy) revert LeaseEscrowStartByNotPassed(leaseId, startBy);
-        (, uint256 refund,,) = _finalize(leaseId, terms, LeaseStatus.Expired);
+        (, uint256 refund,, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Expired);
         emit LeaseExpired(leaseId, refund);
-        _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
         _trySettleFees(leaseId);
+        _endInteractions(leaseId, terms, 0, 0, released);
+        _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
     }
 
     /// @notice See ILeaseEscrow.
@@ -531,10 +533,12 @@ contract LeaseEscrow is LeaseEscrowBase {
         view
         returns (bytes4)
     {
-        (address signer, ECDSA.RecoverError e,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), sig.v, sig.r, sig.s);
+        (address signer, ECDSA.RecoverError e, bytes32 errArg) =
+            ECDSA.tryRecover(_hashTypedDataV4(structHash), sig.v, sig.r, sig.s);
         if (e != ECDSA.RecoverError.NoError) {
             if (e == ECDSA.RecoverError.InvalidSignatureS) {
-                if (strict) revert LeaseEscrowMalleableSignature(leaseId, sig.s);
+                // errArg is the offending s
+                if (strict) revert LeaseEscrowMalleableSignature(leaseId, errArg);
                 return LeaseEscrowMalleableSignature.selector;
             }
             if (strict) revert LeaseEscrowInvalidSignature(leaseId);
@@ -567,59 +571,65 @@ contract LeaseEscrow is LeaseEscrowBase {
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
         if (newBill >= _tGpus(terms) * _tDuration(terms) * 1000) {
             emit LeaseExhausted(leaseId, (price * newBill) / 1000);
-            _finalize(leaseId, terms, LeaseStatus.Exhausted);
+            (uint256 charged,, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Exhausted);
             _trySettleFees(leaseId);
+            _endInteractions(leaseId, terms, charged, burned, released);
         }
     }
 
     // --- internal: lease end and money ---------------------------------------------------------------
 
-    /// @dev Ends an Open or Active lease: refunds uncharged escrow, burns used rights, returns the rest.
+    /// @dev Ends an Open or Active lease, effects only (checks-effects-interactions): sets the final status,
+    /// frees the offer and credits the uncharged escrow to the buyer. Every caller then emits its event, runs
+    /// `_trySettleFees` and finally `_endInteractions` (rights and reputation), so no state is written after
+    /// an external call.
     function _finalize(uint256 leaseId, uint256 terms, LeaseStatus to)
         private
         returns (uint256 charged, uint256 refund, uint256 burned, uint256 released)
     {
         uint256 gpus = _tGpus(terms);
         uint256 duration = _tDuration(terms);
-        uint256 escrowed = _tPrice(terms) * gpus * duration;
-        LeaseParties memory pt = _parties[leaseId];
-        LeaseAccounts memory acc = _accounts[leaseId];
         _ls[leaseId].terms = _withStatus(terms, to);
-        delete _liveLease[pt.offerId];
-        if (_status(terms) == LeaseStatus.Active) (charged, burned) = _endActive(leaseId, terms, acc.provider);
-        refund = escrowed - charged;
+        delete _liveLease[_parties[leaseId].offerId];
+        if (_status(terms) == LeaseStatus.Active) {
+            charged = _charged(terms, _ls[leaseId].ckpt);
+            // used rights: GPU-seconds the lease ran (activation and now are whole block seconds)
+            uint256 startS = (terms >> 32) & _M32;
+            uint256 endS = startS + duration;
+            burned = gpus * ((block.timestamp < endS ? block.timestamp : endS) - startS);
+        }
+        refund = _tPrice(terms) * gpus * duration - charged;
         released = gpus * duration - burned;
-        if (burned != 0) _registry.burnLocked(pt.offerId, burned);
-        if (released != 0) _registry.releaseRights(pt.holder, pt.offerId, released);
-        if (refund != 0) _credit(_info[leaseId].buyer, acc.token, refund);
+        if (refund != 0) _credit(_info[leaseId].buyer, _accounts[leaseId].token, refund);
     }
 
-    /// @dev Used rights (GPU-seconds the lease ran) and provider outcome of an Active lease that ends now.
-    function _endActive(uint256 leaseId, uint256 terms, address providerAccount)
+    /// @dev Interactions of a lease `_finalize` ended (`terms` as before it): burns the used rights, returns
+    /// the rest to the holder and, for a lease that was Active, records the provider's uptime and (only if
+    /// it delivered billable time: no free reputation farming) a completed lease. Writes no escrow state.
+    function _endInteractions(uint256 leaseId, uint256 terms, uint256 charged, uint256 burned, uint256 released)
         private
-        returns (uint256 charged, uint256 burned)
     {
-        uint256 ck = _ls[leaseId].ckpt;
-        uint256 startMs = _tStartMs(terms);
-        uint256 endMs = startMs + _tDuration(terms) * 1000;
-        uint256 nowMs = block.timestamp * 1000;
-        burned = _tGpus(terms) * (((nowMs < endMs ? nowMs : endMs) - startMs) / 1000);
-        charged = _charged(terms, ck);
+        LeaseParties memory pt = _parties[leaseId];
+        if (burned != 0) _registry.burnLocked(pt.offerId, burned);
+        if (released != 0) _registry.releaseRights(pt.holder, pt.offerId, released);
+        if (_status(terms) != LeaseStatus.Active) return;
+        address providerAccount = _accounts[leaseId].provider;
         uint256 leaseMs = burned * 1000;
         if (leaseMs != 0) {
-            uint256 attested = (ck >> 80) & _M48;
+            uint256 attested = (_ls[leaseId].ckpt >> 80) & _M48;
             _reputation.recordUptime(providerAccount, attested < leaseMs ? attested : leaseMs, leaseMs);
         }
-        // Only a lease that delivered billable time counts as completed (no free reputation farming).
         if (charged != 0) _reputation.recordOutcome(providerAccount, IReputation.Outcome.Completed);
     }
 
-    function _pull(address token, uint256 amount) private {
+    /// @dev Takes `amount` from the caller: `value` is the msg.value of the payable entry point (openLease,
+    /// topUp), passed in so this helper never reads msg.value itself.
+    function _pull(address token, uint256 amount, uint256 value) private {
         if (token == address(0)) {
-            if (msg.value != amount) revert LeaseEscrowWrongValue(amount, msg.value);
+            if (value != amount) revert LeaseEscrowWrongValue(amount, value);
             return;
         }
-        if (msg.value != 0) revert LeaseEscrowWrongValue(0, msg.value);
+        if (value != 0) revert LeaseEscrowWrongValue(0, value);
         uint256 before = IERC20(token).balanceOf(address(this));
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = IERC20(token).balanceOf(address(this)) - before;

@@ -87,6 +87,11 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     ICapacityRegistry internal immutable _registry;
     IReputation internal immutable _reputation;
 
+    // NOTE: add state only here, never in LeaseEscrow or LeaseEscrowExtension (the two must keep this one
+    // layout; tests/contracts/test_storage_layout.py compares them).
+    // Written by LeaseEscrow; LeaseEscrowExtension runs on the same storage by DELEGATECALL (slither sees the
+    // extension alone, which never writes them).
+    // slither-disable-start uninitialized-state
     mapping(uint256 leaseId => LeaseSlots) internal _ls;
     mapping(uint256 leaseId => bytes32) internal _gpuSet;
     mapping(uint256 leaseId => LeaseInfo) internal _info;
@@ -95,6 +100,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     mapping(uint256 leaseId => LeaseMoney) internal _money;
     mapping(uint256 leaseId => uint256) internal _refunded;
     mapping(uint256 nodeId => uint256) internal _nodeCache;
+    // slither-disable-end uninitialized-state
     mapping(uint256 offerId => uint256 leaseId) internal _liveLease;
     mapping(address account => mapping(address token => uint256)) internal _withdrawable;
     uint256 internal _leaseCount;

@@ -100,16 +100,19 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         _credit(buyer, acc.token, buyerShare);
         if (providerShare != 0) _credit(_parties[leaseId].holder, acc.token, providerShare);
 
-        uint256 slashed;
+        uint256 slashed = 0;
         if (providerFault) {
             uint256 want = (frozen * _fees.slashBps) / 10_000;
             if (want != 0) {
-                slashed = _registry.slash(acc.provider, acc.token, want, address(this));
+                // the registry pays the slashed stake to its caller, this escrow (we run by DELEGATECALL)
+                slashed = _registry.slash(acc.provider, acc.token, want);
                 _credit(buyer, acc.token, slashed);
             }
         }
         emit DisputeResolved(leaseId, buyerShare, providerShare, slashed, providerFault);
-        bool buyerWon = buyerShare * 2 > frozen;
+        // Outcome follows the ruling, not the rounded amount: more than half to the buyer is a buyer win;
+        // an even split counts for the provider.
+        bool buyerWon = buyerShareBps > 5_000;
         _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
         _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
         _trySettleFees(leaseId);

@@ -110,6 +110,38 @@ def test_resolve_dispute_for_provider_records_buyer_loss(world: World) -> None:
     assert world.cl.counts_of(world.provider).disputes_won == 1
 
 
+def _tiny_dispute(world: World, charged_units: int):  # type: ignore[no-untyped-def]
+    """A token lease (1 GPU, 1 unit per GPU-ms) charged ``charged_units`` and disputed by the buyer."""
+    lease = world.open_active(offer_id=world.offer_token)
+    m = world.meter(lease)
+    world.advance_to_ms(lease.start_ms + 60_000)
+    r, sig = m.next(power_mw=50_000, allocatedMs=charged_units, cumAllocatedMs=charged_units)
+    world.cl.settle(world.relayer, r, sig)
+    world.cl.dispute(world.buyer, lease.lease_id)
+    assert world.cl.checkpoint(lease.lease_id).frozen == charged_units
+    return lease
+
+
+def test_resolve_dispute_outcome_follows_ruling_not_rounded_share(world: World) -> None:
+    lease = _tiny_dispute(world, 3)
+    res = world.cl.resolve_dispute(world.arbiter, lease.lease_id, 5_001, False)
+    # 3 × 5001 / 10000 rounds down to 1 (less than half of 3), yet the arbiter ruled for the buyer
+    args = res.event("DisputeResolved").args
+    assert (args["buyerShare"], args["providerShare"]) == (1, 2)
+    assert world.cl.counts_of(world.buyer).disputes_won == 1
+    assert world.cl.counts_of(world.provider2).disputes_lost == 1
+    assert world.cl.counts_of(world.provider2).disputes_won == 0
+
+
+def test_resolve_dispute_even_split_counts_for_provider(world: World) -> None:
+    lease = _tiny_dispute(world, 3)
+    res = world.cl.resolve_dispute(world.arbiter, lease.lease_id, 5_000, False)
+    assert res.event("DisputeResolved").args["buyerShare"] == 1
+    assert world.cl.counts_of(world.provider2).disputes_won == 1
+    assert world.cl.counts_of(world.buyer).disputes_lost == 1
+    assert world.cl.counts_of(world.buyer).disputes_won == 0
+
+
 def test_dispute_refund_on_closed_lease_conserves_funds(world: World) -> None:
     lease, _, charged = _settled(world)
     world.cl.close_lease(world.buyer, lease.lease_id)

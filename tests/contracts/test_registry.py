@@ -208,7 +208,7 @@ def test_rights_functions_only_escrow_role(world: World) -> None:
         world.cl.registry.functions.lockRights(world.provider, world.offer_reserved, 1),
         world.cl.registry.functions.releaseRights(world.provider, world.offer_reserved, 1),
         world.cl.registry.functions.burnLocked(world.offer_reserved, 1),
-        world.cl.registry.functions.slash(world.provider, ETH, 1, world.buyer),
+        world.cl.registry.functions.slash(world.provider, ETH, 1),
     ]
     for fn in fns:
         e = expect_revert("AccessControlUnauthorizedAccount", world.send, fn, world.provider)

@@ -167,7 +167,7 @@ interface ICapacityRegistry {
     /// @param provider provider account
     /// @param token token
     /// @param amount amount taken
-    /// @param to recipient
+    /// @param to recipient: the caller of `slash` (the escrow, which credits the buyer)
     event Slashed(address indexed provider, address indexed token, uint256 amount, address to);
     /// @notice A node registered.
     /// @param nodeId new node id
@@ -244,9 +244,10 @@ interface ICapacityRegistry {
     /// @notice Withdraw the unbonding stake after the delay, only while no lease holds the provider's rights.
     function withdrawStake(address token) external;
 
-    /// @notice Take up to `amount` from a provider's stake (bonded first, then unbonding). Only ESCROW_ROLE.
+    /// @notice Take up to `amount` from a provider's stake (bonded first, then unbonding) and pay it to the
+    /// caller (the escrow, which credits the buyer). Only ESCROW_ROLE.
     /// @return taken the amount actually taken (capped by the stake)
-    function slash(address provider, address token, uint256 amount, address to) external returns (uint256 taken);
+    function slash(address provider, address token, uint256 amount) external returns (uint256 taken);
 
     // --- nodes --------------------------------------------------------------------------------------
 

@@ -382,7 +382,9 @@ interface ILeaseEscrow is ILeaseEscrowTypes {
     function expireLease(uint256 leaseId) external;
     /// @notice Buyer freezes everything pending, within the challenge period of the last settlement.
     function dispute(uint256 leaseId) external;
-    /// @notice Arbiter splits the frozen amount; on provider fault slashes stake to the buyer.
+    /// @notice Arbiter splits the frozen amount; on provider fault slashes stake to the buyer. Reputation follows
+    /// the ruling: buyerShareBps > 5000 is a buyer win (provider DisputeLost), otherwise (an even split
+    /// included) a provider win.
     function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault) external;
     /// @notice Move pending charges to the holder once the challenge period of the last settlement passed.
     function releaseEarnings(uint256 leaseId) external;
