@@ -1,0 +1,210 @@
+"""``create_app()``: the bridge's FastAPI application factory.
+
+The lifespan connects the chain backend (or takes the caller's ``chain`` and ``deployment``, e.g. the
+demo's in-process memory chain), deploys or loads the contracts, opens and migrates the store, and runs
+the indexer and the settlement relayer in background threads until shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import ApiError
+from .settings import Settings
+
+log = logging.getLogger("api")
+
+Message = MutableMapping[str, Any]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    chain: Any = None,
+    deployment: Any = None,
+) -> FastAPI:
+    """Build the app. ``chain``/``deployment`` (a ``ledger.chain.Chain`` and ``ledger.deploy.Deployment``)
+    share an existing chain with the caller; the app then never closes that chain."""
+    settings = settings or Settings()
+    settings.check_secret()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from .services import Services
+
+        services = Services.start(settings, chain=chain, deployment=deployment)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(
+        title="Compute Ledger bridge",
+        version="0.1.0",
+        description="HTTP bridge to the Compute Ledger contracts: providers, offers, leases, metering, audit.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    _install_error_handlers(app)
+    from .routers import ALL_ROUTERS, faucet
+
+    for router in ALL_ROUTERS:
+        app.include_router(router)
+    if settings.chain_backend in ("memory", "anvil"):
+        app.include_router(faucet.router)
+    from .routers.offers import OffersFastPath
+
+    app.add_middleware(OffersFastPath)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    _plain_optional_parameters(app)
+    return app
+
+
+def _plain_optional_parameters(app: FastAPI) -> None:
+    """Optional query/header parameters are documented as their type, not ``anyOf [type, null]``: on the
+    wire an absent parameter is the only "null", and a literal ``null`` string is not a value we accept."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = original()
+        for path in doc.get("paths", {}).values():
+            for op in path.values():
+                for param in op.get("parameters", []) if isinstance(op, dict) else []:
+                    sch = param.get("schema", {})
+                    variants = sch.get("anyOf")
+                    if isinstance(variants, list):
+                        rest = [v for v in variants if v.get("type") != "null"]
+                        if len(rest) == 1 and len(rest) < len(variants):
+                            merged = {k: v for k, v in sch.items() if k != "anyOf"}
+                            merged.update(rest[0])
+                            param["schema"] = merged
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc) or None
+        msg = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
+        details = {"errors": [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors[:20]]}
+        return JSONResponse(
+            status_code=422,
+            content=ApiError(422, "validation_error", msg, field=field, details=details).body(),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(status_code=exc.status_code, content=ApiError(exc.status_code, code, str(exc.detail)).body())
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies above ``max_bytes`` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _too_large(send, self.max_bytes)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = JSONResponse(
+        status_code=413, content=ApiError(413, "body_too_large", f"request body above {limit} bytes").body()
+    )
+    await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
+    await send({"type": "http.response.body", "body": body.body})
+
+
+class MetricsMiddleware:
+    """Counts requests and latency per route template (not per raw path: ids would explode the labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            services = getattr(scope.get("app").state, "services", None) if scope.get("app") else None
+            if services is not None:
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                services.metrics.requests.labels(scope["method"], path, str(status)).inc()
+                services.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+

@@ -1,0 +1,123 @@
+"""Errors of the bridge: one base exception, one JSON shape, contract reverts mapped to statuses.
+
+Every error response is ``{"detail": {"code": ..., "message": ..., "field": ..., "details": ...}}`` (the
+shape of FastAPI's ``HTTPException(detail={...})``, which the attestor's client reads).
+Contract custom errors arrive already decoded by ``ledger.errors`` (``ContractRevert(name, args)``); this
+module only chooses the HTTP status from the error's name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ApiError(Exception):
+    """Base of the bridge's errors: an HTTP status, a machine-readable code and a human message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            err["field"] = self.field
+        if self.details:
+            err["details"] = self.details
+        return {"detail": err}
+
+
+class NotFound(ApiError, LookupError):
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__(404, f"unknown_{what}", f"{what} {ident} does not exist", details={"what": what, "id": str(ident)})
+
+
+class Forbidden(ApiError, PermissionError):
+    def __init__(self, message: str, code: str = "forbidden") -> None:
+        super().__init__(403, code, message)
+
+
+class Unauthorized(ApiError):
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(401, "unauthorized", message)
+
+
+class Conflict(ApiError):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(409, code, message, details=details)
+
+
+class Invalid(ApiError, ValueError):
+    def __init__(self, message: str, field: str | None = None, code: str = "invalid") -> None:
+        super().__init__(422, code, message, field=field)
+
+
+class ChainUnavailable(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "chain_unavailable", message)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable error code")
+    message: str = Field(description="what went wrong, for humans")
+    field: str | None = Field(default=None, description="the request field at fault (validation errors)")
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: ErrorDetail
+
+
+# name fragments of contract custom errors -> HTTP status (the first match wins, checked in order)
+_REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
+    (re.compile(p), s, c)
+    for p, s, c in (
+        (r"Unauthorized|NotBuyer|NotProvider|NotOwner|NotNodeOwner|NotLeaseBuyer|NotLeaseProvider|NotProviderSide|BuyerScoreTooLow|NotEnded|AccessControl|NotHolder|NotAttestor|NotArbiter|NotPayout|Forbidden|OnlyBuyer|OnlyProvider|CallerNot|WrongCaller|NotAuthori[sz]ed|SelfRating|BuyerIsProvider", 403, "forbidden"),
+        (r"Unknown|NotFound|Nonexistent|DoesNotExist|NoSuch", 404, "not_found"),
+        (r"InsufficientBalance|InsufficientFunds|InsufficientEscrow|InsufficientPayment|InsufficientRights|Insufficient", 402, "insufficient_funds"),
+        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
+    )
+)
+
+
+def revert_status(name: str) -> tuple[int, str]:
+    """HTTP status and code for a contract custom error's name (422 for a rejected argument)."""
+    for pattern, status, code in _REVERT_STATUS:
+        if pattern.search(name):
+            return status, code
+    return 422, "rejected_by_contract"
+
+
+# Statuses every route may answer; declared on every route so the OpenAPI document is true.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    402: {"model": ErrorResponse, "description": "not enough funds (value, gas, escrow or capacity rights)"},
+    403: {"model": ErrorResponse, "description": "the caller may not do this"},
+    404: {"model": ErrorResponse, "description": "unknown id"},
+    409: {"model": ErrorResponse, "description": "the state does not allow it (closed lease, key reuse, ...)"},
+    413: {"model": ErrorResponse, "description": "request body too large"},
+    422: {"model": ErrorResponse, "description": "invalid request: the field is named"},
+    503: {"model": ErrorResponse, "description": "the chain is unreachable"},
+}
+MONEY_RESPONSES: dict[int | str, dict[str, Any]] = dict(COMMON_RESPONSES)
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: COMMON_RESPONSES[404],
+    413: COMMON_RESPONSES[413],
+    422: COMMON_RESPONSES[422],
+    503: COMMON_RESPONSES[503],
+}

@@ -1,0 +1,234 @@
+"""The bridge's one door to the chain: simulate, build, sign-and-send, wait, decode.
+
+Contract bindings, event decoding and revert decoding are ``ledger.client`` / ``ledger.errors``; this module
+only orders the steps for an HTTP request and turns a decoded revert into an :class:`ApiError`. Chain access
+is serialized by one lock (eth-tester is not thread-safe, and one lock also keeps per-sender nonces simple).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+
+from ledger.chain import Chain
+from ledger.errors import decode_exception
+
+from .errors import ApiError, ChainUnavailable, revert_status
+from .keys import sign_transaction
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    contract: str
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    tx_hash: str
+    block_number: int
+    status: int
+    gas_used: int
+    events: list[DecodedEvent] = field(default_factory=list)
+
+
+def jsonable(value: Any) -> Any:
+    """Event/struct values to JSON: bytes as 0x-hex, ints above 2**53 as decimal strings."""
+    if isinstance(value, (bytes, bytearray, HexBytes)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**53) < value < 2**53 else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+class Gateway:
+    """Sends the transactions of managed accounts and of the relayer; relays wallet-signed ones."""
+
+    def __init__(self, chain: Chain, client: Any, receipt_timeout_s: float = 60.0) -> None:
+        self.chain = chain
+        self.w3: Web3 = chain.w3
+        self.client = client
+        self.lock = threading.RLock()
+        self.receipt_timeout_s = receipt_timeout_s
+        self.chain_id = int(self.w3.eth.chain_id)
+        self._poll = 0.002 if chain.backend in ("memory", "anvil") else 0.5
+
+    # --- decoding (delegated to ledger) -------------------------------------------------------------
+
+    def revert_error(self, exc: BaseException) -> ApiError | None:
+        """An ApiError for a contract revert, or None when ``exc`` is not a revert."""
+        rev = decode_exception(exc)
+        if rev is None:
+            return None
+        status, code = revert_status(rev.name)
+        return ApiError(
+            status,
+            code,
+            f"the contract refused: {rev.name}",
+            details={"error": rev.name, "args": jsonable(rev.kwargs)},
+        )
+
+    def decode_logs(self, logs: list[Any]) -> list[DecodedEvent]:
+        """The suite's events among ``logs`` (decoded by ``ledger.client``), with their block hash."""
+        block_hashes = {
+            (bytes(log["transactionHash"]), int(log["logIndex"])): "0x" + bytes(log["blockHash"]).hex() for log in logs
+        }
+        names = {
+            self.client.registry.address: "registry",
+            self.client.escrow.address: "escrow",
+            self.client.reputation.address: "reputation",
+        }
+        return [
+            DecodedEvent(
+                contract=names.get(e.address, e.address),
+                name=e.name,
+                args=dict(e.args),
+                block_number=e.block_number,
+                block_hash=block_hashes[(bytes(e.tx_hash), e.log_index)],
+                tx_hash="0x" + bytes(e.tx_hash).hex(),
+                log_index=e.log_index,
+            )
+            for e in self.client.decode_logs(logs)
+        ]
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def read(self, fn: ContractFunction) -> Any:
+        return self.view(fn.call)
+
+    def view(self, read: Callable[[], T]) -> T:
+        """Run a chain read (e.g. a ``LedgerClient`` view) under the lock; reverts become ApiError."""
+        with self.lock:
+            try:
+                return read()
+            except ApiError:
+                raise
+            except Exception as e:
+                api = self.revert_error(e)
+                if api is not None:
+                    raise api from e
+                raise _unavailable(e) from e
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def simulate(self, fn: ContractFunction, sender: str, value: int = 0) -> None:
+        """eth_call the action as ``sender``: a revert becomes an ApiError and nothing is sent."""
+        try:
+            fn.call({"from": sender, "value": value})
+        except Exception as e:
+            api = self.revert_error(e)
+            if api is not None:
+                raise api from e
+            raise _unavailable(e) from e
+
+    def build(self, fn: ContractFunction, sender: str, value: int = 0, nonce: int | None = None) -> dict[str, Any]:
+        """An unsigned transaction (gas estimated, nonce and fees filled) for ``sender`` to sign."""
+        with self.lock:
+            try:
+                # calldata encoded once (large batches make web3's encoder the slow part)
+                call: dict[str, Any] = {
+                    "from": sender,
+                    "to": fn.address,
+                    "data": fn._encode_transaction_data(),
+                    "value": value,
+                }
+                # estimating executes the call: a revert surfaces here with its data, nothing is sent
+                gas = int(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+                tx: dict[str, Any] = {
+                    **call,
+                    "gas": gas + gas // 5 + 20_000,
+                    "nonce": nonce if nonce is not None else self.w3.eth.get_transaction_count(sender, "pending"),
+                    "chainId": self.chain_id,
+                    **self._fees(),
+                }
+            except Exception as e:
+                api = self.revert_error(e)
+                if api is not None:
+                    raise api from e
+                raise _unavailable(e) from e
+            return tx
+
+    def transact(self, account: LocalAccount, fn: ContractFunction, value: int = 0) -> TxOutcome:
+        """Simulate, sign with ``account``, send and wait for the receipt; a revert raises ApiError."""
+        with self.lock:
+            tx = self.build(fn, account.address, value)
+            raw, _ = sign_transaction(account, tx)
+            return self.send_raw(raw)
+
+    def send_raw(self, raw: bytes) -> TxOutcome:
+        with self.lock:
+            try:
+                h = self.w3.eth.send_raw_transaction(raw)
+            except Exception as e:
+                api = self.revert_error(e)
+                if api is not None:
+                    raise api from e
+                raise ApiError(422, "tx_rejected", f"the node refused the transaction: {e}") from e
+            return self.wait(h)
+
+    def wait(self, tx_hash: Any) -> TxOutcome:
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.receipt_timeout_s, poll_latency=self._poll
+            )
+        except Exception as e:
+            raise ChainUnavailable(f"no receipt for {HexBytes(tx_hash).hex()}: {e}") from e
+        return self.outcome(receipt)
+
+    def outcome(self, receipt: Any) -> TxOutcome:
+        return TxOutcome(
+            tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            block_number=int(receipt["blockNumber"]),
+            status=int(receipt["status"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=self.decode_logs(list(receipt["logs"])),
+        )
+
+    def send_eth(self, sender: LocalAccount, to: str, value: int) -> TxOutcome:
+        with self.lock:
+            tx = {
+                "to": Web3.to_checksum_address(to),
+                "value": value,
+                "gas": 21_000,
+                "nonce": self.w3.eth.get_transaction_count(sender.address, "pending"),
+                "chainId": self.chain_id,
+                **self._fees(),
+            }
+            raw, _ = sign_transaction(sender, tx)
+            return self.send_raw(raw)
+
+    def _fees(self) -> dict[str, int]:
+        block = self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas", 0) or 0)
+        if base:
+            tip = 10**9
+            return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        return {"gasPrice": max(int(self.w3.eth.gas_price), 1)}
+
+
+def _unavailable(e: BaseException) -> ApiError:
+    text = str(e)
+    if "afford" in text or "insufficient funds" in text.lower():
+        return ApiError(402, "insufficient_funds", "the sender cannot pay for this transaction (value + gas)")
+    return ChainUnavailable(f"chain call failed: {type(e).__name__}: {text[:300]}")
+

@@ -1,0 +1,1 @@
+"""Alembic migrations of the bridge's store."""

@@ -1,0 +1,24 @@
+"""Run the alembic migrations programmatically (the bridge does it at start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def alembic_config() -> Config:
+    cfg = Config(str(HERE.parent / "alembic.ini"))
+    cfg.set_main_option("script_location", str(HERE))
+    return cfg
+
+
+def upgrade_head(engine: Engine) -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,22 @@
+"""One router per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import accounts, audit, balances, faucet, health, leases, metering, nodes, offers, providers, tx
+
+ALL_ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    accounts.router,
+    providers.router,
+    nodes.router,
+    offers.router,
+    leases.router,
+    metering.router,
+    balances.router,
+    audit.router,
+    tx.router,
+)
+
+__all__ = ["ALL_ROUTERS", "faucet"]

@@ -1,0 +1,59 @@
+"""Balances (withdrawable earnings and refunds) and pull withdrawals; reputation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from .. import chainview
+from ..actions import act
+from ..deps import CallerDep, IdempotencyKey, ServicesDep
+from ..errors import MONEY_RESPONSES, READ_RESPONSES
+from ..idempotency import fingerprint, run_idempotent
+from ..schemas import ETH, ActionOut, Address, Strict
+
+router = APIRouter(tags=["balances"])
+
+
+class BalanceOut(BaseModel):
+    address: str
+    token: str
+    withdrawableWei: str
+    walletBalanceWei: str
+
+
+class WithdrawIn(Strict):
+    token: Address = ETH
+
+
+class ReputationOut(BaseModel):
+    address: str
+    scoreBps: int
+    counts: dict[str, Any]
+
+
+@router.get("/v1/balances/{address}", response_model=BalanceOut, responses=READ_RESPONSES)
+def balance(address: Address, svc: ServicesDep, token: Annotated[Address, Query()] = ETH) -> BalanceOut:
+    """What ``address`` may withdraw from the escrow in ``token``, and its ETH wallet balance."""
+    w = chainview.withdrawable(svc.gateway, address, token)
+    with svc.gateway.lock:
+        wallet = int(svc.chain.w3.eth.get_balance(address))  # type: ignore[arg-type]
+    return BalanceOut(address=address, token=token, withdrawableWei=str(w), walletBalanceWei=str(wallet))
+
+
+@router.post("/v1/withdraw", response_model=ActionOut, responses=MONEY_RESPONSES)
+def withdraw(body: WithdrawIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None) -> Response:
+    """Pull everything the caller may withdraw in ``token`` (earnings, refunds)."""
+    fn = svc.client.escrow.functions.withdraw(body.token)
+    return run_idempotent(
+        svc.store, caller.address, idempotency_key, fingerprint("POST", "/v1/withdraw", body), lambda: act(svc, caller, fn)
+    )
+
+
+@router.get("/v1/reputation/{address}", response_model=ReputationOut, responses=READ_RESPONSES, tags=["reputation"])
+def reputation(address: Address, svc: ServicesDep) -> ReputationOut:
+    """Beta-model score in basis points with the counts it comes from."""
+    return ReputationOut(**chainview.reputation(svc.gateway, address))

@@ -1,0 +1,69 @@
+"""Bridge settings, read from the environment (prefix ``LEDGER_API_``) or passed in by the caller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Everything the bridge needs to start.
+
+    Units: seconds for cadences, wei for money thresholds. ``server_secret`` encrypts managed accounts'
+    keys at rest; the server refuses to start with the default one outside the memory backend.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_API_", extra="ignore")
+
+    chain_backend: Literal["memory", "anvil", "rpc"] = "memory"
+    rpc_url: str | None = None
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite in the data directory (or in memory)"
+    )
+    data_dir: Path | None = None
+    deployment_file: Path | None = Field(
+        default=None, description="deployment record (JSON); default <data_dir>/deployment.json"
+    )
+    relayer_keystore: Path | None = Field(default=None, description="encrypted keystore JSON of the relayer key")
+    relayer_keystore_password: SecretStr | None = None
+    relayer_private_key: SecretStr | None = Field(default=None, description="hex key; dev use only")
+    server_secret: SecretStr = SecretStr(DEFAULT_SECRET)
+    confirmations: int = Field(default=0, ge=0, le=1000)
+    indexer_poll_s: float = Field(default=0.5, gt=0)
+    indexer_chunk_blocks: int = Field(default=2000, ge=1)
+    settle_every_s: float = Field(default=300.0, gt=0, description="settle each lease at least this often")
+    settle_threshold_wei: int = Field(default=10**16, ge=0, description="settle early past this unsettled value")
+    relayer_tick_s: float = Field(default=1.0, gt=0)
+    relayer_batch_max: int = Field(default=100, ge=1, le=1000)
+    relayer_tx_timeout_s: float = Field(default=60.0, gt=0)
+    background: bool = Field(default=True, description="run the indexer and relayer loops in the background")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_samples_per_report: int = Field(default=100_000, ge=1)
+    faucet_wei: int = Field(default=10**20, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.chain_backend == "rpc" and not self.rpc_url:
+            raise ValueError("rpc_url is required for the rpc backend")
+        return self
+
+    def check_secret(self) -> None:
+        """Raise ValueError when the default secret would protect keys on a persistent chain."""
+        if self.chain_backend != "memory" and self.server_secret.get_secret_value() == DEFAULT_SECRET:
+            raise ValueError("refusing to start with the default server secret outside the memory backend")
+        if len(self.server_secret.get_secret_value()) < 16:
+            raise ValueError("server_secret must be at least 16 characters")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if self.data_dir is not None:
+            return f"sqlite:///{(self.data_dir / 'bridge.sqlite3').as_posix()}"
+        return "sqlite://"

@@ -1,0 +1,112 @@
+"""Test helpers: an attestor that signs real reports from synthetic samples, and HTTP shortcuts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account import Account
+from fastapi.testclient import TestClient
+
+from ledger.metering import aggregate_window
+from ledger.protocol import (
+    ZERO_HASH,
+    MeteringReport,
+    ReportFlag,
+    Sample,
+    config_hash,
+    report_digest,
+    report_struct_hash,
+    samples_root,
+    sign_digest,
+)
+
+PERIOD_MS = 1000
+CONFIG = config_hash("test", "550.0", "12.0", {"period_ms": PERIOD_MS})
+
+
+@dataclass
+class SigningAttestor:
+    """Signs a lease's reports in seq order with cumulative counters, like the daemon does."""
+
+    key: bytes
+    chain_id: int
+    escrow: str
+    lease_id: int
+    gpu_indices: list[int]
+    gpu_set_hash: bytes
+    lease_start_ms: int
+    seq: int = 0
+    prev: bytes = ZERO_HASH
+    cum: dict[str, int] = field(default_factory=lambda: {"busy": 0, "alloc": 0, "energy": 0})
+    last_end_ms: int = 0
+    energy_counter: int = 1_000_000
+    baseline: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(Account.from_key(self.key).address)
+
+    def next_report(self, window_ms: int = 60_000, util_bps: int = 8000, power_mw: int = 300_000) -> tuple[MeteringReport, bytes, list[Sample]]:
+        start = max(self.last_end_ms, self.lease_start_ms)
+        end = start + window_ms
+        samples: list[Sample] = []
+        for ts in range(start + PERIOD_MS, end + 1, PERIOD_MS):
+            self.energy_counter += power_mw * PERIOD_MS // 1000
+            for g in self.gpu_indices:
+                samples.append(Sample(g, ts, util_bps, 3000, power_mw, self.energy_counter, 1024, int(ReportFlag.SIMULATED)))
+        fig = aggregate_window(samples, start, end, PERIOD_MS, lease_start_ms=self.lease_start_ms,
+                               energy_baseline=self.baseline, gpu_indices=self.gpu_indices)
+        self.baseline = dict(fig.energy_baseline)
+        self.cum["busy"] += fig.busyMs
+        self.cum["alloc"] += fig.allocatedMs
+        self.cum["energy"] += fig.energyMj
+        self.seq += 1
+        report = MeteringReport(
+            leaseId=self.lease_id,
+            seq=self.seq,
+            prevReportHash=self.prev,
+            windowStartMs=start,
+            windowEndMs=end,
+            gpuSetHash=self.gpu_set_hash,
+            busyMs=fig.busyMs,
+            energyMj=fig.energyMj,
+            allocatedMs=fig.allocatedMs,
+            cumBusyMs=self.cum["busy"],
+            cumEnergyMj=self.cum["energy"],
+            cumAllocatedMs=self.cum["alloc"],
+            maxMemUsedMiB=fig.maxMemUsedMiB,
+            sampleCount=len(samples),
+            samplesRoot=samples_root(samples),
+            flags=fig.flags,
+            configHash=CONFIG,
+        )
+        sig = sign_digest(report_digest(report, self.chain_id, self.escrow), self.key)
+        self.prev = report_struct_hash(report)
+        self.last_end_ms = end
+        return report, sig, samples
+
+
+def submission(node_id: int, report: MeteringReport, sig: bytes, samples: list[Sample]) -> dict[str, Any]:
+    return {
+        "nodeId": node_id,
+        "report": report.to_json(),
+        "signature": "0x" + sig.hex(),
+        "samples": [s.to_list() for s in samples],
+    }
+
+
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def ok(resp: Any, status: int = 200) -> Any:
+    assert resp.status_code == status, f"{resp.status_code}: {resp.text}"
+    return resp.json()
+
+
+def new_account(client: TestClient, *roles: str, fund_wei: int = 10**20) -> tuple[str, str]:
+    body = ok(client.post("/v1/accounts", json={"roles": list(roles)}), 201)
+    if fund_wei:
+        ok(client.post("/v1/faucet", json={"address": body["address"], "amountWei": fund_wei}))
+    return body["address"], body["apiKey"]
