@@ -1,0 +1,525 @@
+"""Where an audit's input comes from: the bridge's HTTP API, or the chain itself plus a samples archive.
+
+Both build the same :class:`ledger.audit.AuditInput`; the core never knows which one it was handed. The
+wire formats are written down in the team's AUDIT_API.md: lease JSON (terms, money, settlements), report
+entries (report JSON, signature, samples) and the JSON-lines samples archive (one report entry per line).
+
+* :class:`ApiSource` trusts the bridge for nothing it cannot check: it reads terms, events and reports from
+  the API and the auditor re-verifies them. It can ask for spot-check proofs instead of every sample.
+* :class:`ChainSource` reads terms, attestor keys and money events from the contracts' events (through a
+  :class:`LeaseReader`, e.g. :class:`ChainLeaseReader` over ``ledger.client``) and reports + samples from an
+  :class:`ArchiveSource`, so an auditor need not trust the bridge at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
+
+import httpx
+
+from .audit import (
+    AttestorPeriod,
+    AuditError,
+    AuditInput,
+    BillingMode,
+    LeaseMoney,
+    LeaseTerms,
+    SampleProof,
+    Settlement,
+    SignedReport,
+    TopUp,
+    pick_spot_indices,
+)
+from .base import LedgerError
+from .protocol import MeteringReport, ProtocolError, Sample, hex_to_bytes32, report_struct_hash
+
+if TYPE_CHECKING:  # the chain reader imports web3 only when it is used
+    from .client import LedgerClient
+
+
+class AuditSourceError(AuditError):
+    """A source answered something that is not the documented format, or could not be reached."""
+
+
+class AuditSource(Protocol):
+    def lease_ids(self) -> list[int]:
+        """Every lease this source can audit."""
+        ...
+
+    def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
+        """Everything the auditor needs for one lease; raises :class:`AuditSourceError`."""
+        ...
+
+
+# --- wire parsing (shared by every source) -------------------------------------------------------------
+
+
+def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    v = data.get(key, default)
+    if isinstance(v, str) and v.isdigit():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise AuditSourceError(f"{key} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
+    return None if data.get(key) is None else _int(data, key)
+
+
+def _bytes(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise AuditSourceError(f"{name} must be 0x-hex")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError as e:
+        raise AuditSourceError(f"{name} is not hex") from e
+
+
+def _b32(value: Any, name: str) -> bytes:
+    try:
+        return hex_to_bytes32(value, name)
+    except ProtocolError as e:
+        raise AuditSourceError(str(e)) from e
+
+
+def _billing(value: Any) -> BillingMode:
+    if isinstance(value, str) and not value.isdigit():
+        try:
+            return BillingMode[value.upper()]
+        except KeyError as e:
+            raise AuditSourceError(f"unknown billingMode {value!r}") from e
+    try:
+        return BillingMode(int(value))
+    except (TypeError, ValueError) as e:
+        raise AuditSourceError(f"unknown billingMode {value!r}") from e
+
+
+def _order(d: Mapping[str, Any]) -> tuple[int, int]:
+    return (_int(d, "block", 0), _int(d, "logIndex", 0))
+
+
+def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
+    """Lease terms from the lease JSON of AUDIT_API.md §1."""
+    try:
+        attestors = tuple(
+            AttestorPeriod(str(a["address"]), _int(a, "fromMs", 0), _opt_int(a, "untilMs")) for a in d["attestors"]
+        )
+        gpu_indices = d.get("gpuIndices")
+        return LeaseTerms(
+            leaseId=_int(d, "leaseId"),
+            chainId=_int(d, "chainId"),
+            escrow=str(d["escrow"]),
+            attestors=attestors,
+            gpuSetHash=_b32(d["gpuSetHash"], "gpuSetHash"),
+            gpuCount=_int(d, "gpuCount"),
+            startMs=_int(d, "startMs"),
+            endMs=_int(d, "endMs"),
+            pricePerGpuSecond=_int(d, "pricePerGpuSecond"),
+            billingMode=_billing(d.get("billingMode")),
+            maxPowerMwPerGpu=_int(d, "maxPowerMwPerGpu"),
+            samplePeriodMs=_int(d, "samplePeriodMs", 1000),
+            gpuIndices=None if gpu_indices is None else tuple(int(i) for i in gpu_indices),
+            token=d.get("token"),
+        )
+    except (KeyError, TypeError) as e:
+        raise AuditSourceError(f"lease JSON lacks {e}") from e
+
+
+def settlements_from_json(items: Iterable[Mapping[str, Any]]) -> tuple[Settlement, ...]:
+    out = []
+    for s in items:
+        root = s.get("samplesRoot")
+        out.append(
+            Settlement(
+                seq=_int(s, "seq"),
+                reportHash=_b32(s.get("reportHash"), "reportHash"),
+                billableDelta=_int(s, "billableDelta"),
+                charged=_int(s, "charged"),
+                samplesRoot=None if root is None else _b32(root, "samplesRoot"),
+                order=_order(s),
+                txHash=s.get("txHash"),
+            )
+        )
+    return tuple(out)
+
+
+def money_from_json(m: Mapping[str, Any] | None) -> LeaseMoney | None:
+    if m is None:
+        return None
+    return LeaseMoney(
+        escrow=_int(m, "escrow"),
+        fee=_int(m, "fee", 0),
+        topUps=tuple(TopUp(_int(t, "amount"), _int(t, "fee", 0), _order(t)) for t in m.get("topUps", ())),
+        closed=bool(m.get("closed", False)),
+        refund=_int(m, "refund", 0),
+        closedCharged=_opt_int(m, "closedCharged"),
+        feeKept=_opt_int(m, "feeKept"),
+        feeRefund=_int(m, "feeRefund", 0),
+    )
+
+
+def sample_from_json(values: Any) -> Sample:
+    if not isinstance(values, list):
+        raise AuditSourceError("a sample must be a list of 8 integers")
+    try:
+        return Sample.from_values(values)
+    except ProtocolError as e:
+        raise AuditSourceError(str(e)) from e
+
+
+def report_from_json(entry: Mapping[str, Any]) -> SignedReport:
+    """A report entry (AUDIT_API.md §2 / an archive line) → :class:`SignedReport`."""
+    try:
+        report = MeteringReport.from_json(entry["report"])
+    except KeyError as e:
+        raise AuditSourceError("report entry lacks 'report'") from e
+    except ProtocolError as e:
+        raise AuditSourceError(f"malformed report: {e}") from e
+    raw = entry.get("samples")
+    samples = None if raw is None else tuple(sample_from_json(v) for v in raw)
+    return SignedReport(report, _bytes(entry.get("signature"), "signature"), samples)
+
+
+def report_to_json(sr: SignedReport, node_id: int | None = None) -> dict[str, Any]:
+    """The inverse of :func:`report_from_json`: one archive line / one element of the reports list."""
+    out: dict[str, Any] = {
+        "report": sr.report.to_json(),
+        "signature": "0x" + sr.signature.hex(),
+        "reportHash": "0x" + report_struct_hash(sr.report).hex(),
+    }
+    if node_id is not None:
+        out["nodeId"] = node_id
+    if sr.samples is not None:
+        out["samples"] = [s.to_list() for s in sr.samples]
+    return out
+
+
+def proof_from_json(d: Mapping[str, Any]) -> SampleProof:
+    return SampleProof(
+        index=_int(d, "index"),
+        sample=sample_from_json(d.get("sample")),
+        proof=tuple(_b32(p, "proof") for p in d.get("proof", ())),
+    )
+
+
+# --- the bridge's API ------------------------------------------------------------------------------------
+
+
+class ApiSource:
+    """Reads a lease from the bridge (AUDIT_API.md). ``client`` may be any ``httpx.Client`` (tests pass one
+    bound to an in-process app); otherwise one is made for ``base_url``."""
+
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        client: httpx.Client | None = None,
+        timeout_s: float = 30.0,
+        page_size: int = 500,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client if client is not None else httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._owns_client = client is None
+        self._page = page_size
+        self._rng = rng
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> "ApiSource":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        try:
+            resp = self._client.get(path, params=params)
+        except httpx.HTTPError as e:
+            raise AuditSourceError(f"GET {path}: {e}") from e
+        if resp.status_code != 200:
+            raise AuditSourceError(f"GET {path}: HTTP {resp.status_code} {resp.text[:200]}")
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise AuditSourceError(f"GET {path}: not JSON") from e
+
+    def lease_ids(self) -> list[int]:
+        out: list[int] = []
+        cursor: Any = None
+        while True:
+            params = {"limit": self._page} if cursor is None else {"limit": self._page, "cursor": cursor}
+            page = self._get("/v1/audit/leases", params)
+            out += [_int(x, "leaseId") for x in page.get("leases", [])]
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                return out
+
+    def reports(self, lease_id: int, *, samples: bool = True) -> list[SignedReport]:
+        out: list[SignedReport] = []
+        from_seq: int | None = 1
+        while from_seq is not None:
+            page = self._get(
+                f"/v1/leases/{lease_id}/reports",
+                {"fromSeq": from_seq, "limit": self._page, "samples": "true" if samples else "false"},
+            )
+            out += [report_from_json(e) for e in page.get("reports", [])]
+            nxt = page.get("nextFromSeq")
+            from_seq = None if nxt is None else int(nxt)
+        return out
+
+    def proof(self, lease_id: int, seq: int, index: int) -> SampleProof:
+        return proof_from_json(self._get(f"/v1/leases/{lease_id}/reports/{seq}/samples/{index}/proof"))
+
+    def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
+        lease = self._get(f"/v1/leases/{lease_id}")
+        terms = terms_from_json(lease)
+        if spot_check_k is None:
+            reports = self.reports(lease_id)
+        else:
+            reports = []
+            for sr in self.reports(lease_id, samples=False):
+                idx = pick_spot_indices(sr.report.sampleCount, spot_check_k, self._rng)
+                proofs = tuple(self.proof(lease_id, sr.report.seq, i) for i in idx)
+                reports.append(SignedReport(sr.report, sr.signature, None, proofs))
+        return AuditInput(
+            terms,
+            tuple(reports),
+            settlements_from_json(lease.get("settlements", ())),
+            money_from_json(lease.get("money")),
+        )
+
+
+# --- the samples archive ---------------------------------------------------------------------------------
+
+
+def write_archive(out: Path | IO[str], entries: Iterable[SignedReport | Mapping[str, Any]]) -> int:
+    """Write report entries as JSON lines (AUDIT_API.md §5); returns the number of lines."""
+    n = 0
+    fh: IO[str]
+    close = False
+    if isinstance(out, Path):
+        fh = out.open("w", encoding="utf-8")
+        close = True
+    else:
+        fh = out
+    try:
+        for e in entries:
+            line = report_to_json(e) if isinstance(e, SignedReport) else dict(e)
+            fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+            n += 1
+    finally:
+        if close:
+            fh.close()
+    return n
+
+
+class ArchiveSource:
+    """Reports and samples from a JSON-lines archive, grouped by lease in file order."""
+
+    def __init__(self, path: Path) -> None:
+        self._by_lease: dict[int, list[SignedReport]] = {}
+        try:
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        sr = report_from_json(json.loads(line))
+                    except (ValueError, AuditSourceError) as e:
+                        raise AuditSourceError(f"{path.name}:{lineno}: {e}") from e
+                    self._by_lease.setdefault(sr.report.leaseId, []).append(sr)
+        except OSError as e:
+            raise AuditSourceError(f"cannot read archive {path}: {e}") from e
+
+    def lease_ids(self) -> list[int]:
+        return sorted(self._by_lease)
+
+    def reports(self, lease_id: int) -> list[SignedReport]:
+        return list(self._by_lease.get(lease_id, ()))
+
+    def __iter__(self) -> Iterator[SignedReport]:
+        for rs in self._by_lease.values():
+            yield from rs
+
+
+# --- the chain, directly ---------------------------------------------------------------------------------
+
+
+class LeaseReader(Protocol):
+    """Terms, settlements and money of a lease, read from the chain."""
+
+    def lease_ids(self) -> list[int]: ...
+
+    def lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]: ...
+
+
+class ChainSource:
+    """The chain (through a :class:`LeaseReader`) for terms and money, an archive for reports + samples.
+
+    With a spot check the archive's full samples are still used (they are local: nothing is saved by
+    proving fewer), so ``spot_check_k`` is ignored here.
+    """
+
+    def __init__(self, reader: LeaseReader, archive: ArchiveSource) -> None:
+        self._reader = reader
+        self._archive = archive
+
+    def lease_ids(self) -> list[int]:
+        return sorted(set(self._reader.lease_ids()))
+
+    def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
+        terms, settlements, money = self._reader.lease(lease_id)
+        return AuditInput(terms, tuple(self._archive.reports(lease_id)), settlements, money)
+
+
+
+class ChainLeaseReader:
+    """Terms, attestor keys over time, checkpoints and money of leases, read from the contracts alone.
+
+    Views (``lease``, ``offer``, ``node``) give the terms; the registry's NodeRegistered / AttestorRotated
+    events give which key was the node's attestor when (block timestamps); the escrow's events give the
+    checkpoints and the money. Events are read once per reader (the whole suite from its deployment
+    block) and grouped. ``client`` is a ``ledger.client.LedgerClient``.
+    """
+
+    _FINISHED = {"CLOSED", "EXPIRED", "EXHAUSTED"}
+
+    def __init__(self, client: "LedgerClient", *, sample_period_ms: int = 1000) -> None:
+        self._client = client
+        self._period = sample_period_ms
+        self._by_lease: dict[int, list[Any]] | None = None
+        self._by_node: dict[int, list[Any]] = {}
+        self._block_ms: dict[int, int] = {}
+
+    @classmethod
+    def connect(cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = 1000) -> "ChainLeaseReader":
+        """A reader over JSON-RPC for the deployment recorded in ``deployment`` (``ledger.deploy`` JSON)."""
+        from .chain import connect
+        from .client import LedgerClient
+        from .deploy import Deployment
+
+        try:
+            dep = Deployment.load(deployment)
+            chain = connect("rpc", rpc_url=rpc_url)
+        except LedgerError as e:
+            raise AuditSourceError(str(e)) from e
+        if chain.chain_id != dep.chain_id:
+            raise AuditSourceError(f"{rpc_url} is chain {chain.chain_id}, the deployment is on chain {dep.chain_id}")
+        return cls(LedgerClient(chain.w3, dep), sample_period_ms=sample_period_ms)
+
+    def _events(self) -> dict[int, list[Any]]:
+        if self._by_lease is None:
+            by_lease: dict[int, list[Any]] = {}
+            for ev in self._client.events():
+                if "leaseId" in ev.args and ev.address == self._client.deployment.escrow:
+                    by_lease.setdefault(int(ev.args["leaseId"]), []).append(ev)
+                elif ev.name in ("NodeRegistered", "AttestorRotated"):
+                    self._by_node.setdefault(int(ev.args["nodeId"]), []).append(ev)
+            self._by_lease = by_lease
+        return self._by_lease
+
+    def _time_ms(self, block: int) -> int:
+        if block not in self._block_ms:
+            self._block_ms[block] = int(self._client.w3.eth.get_block(block)["timestamp"]) * 1000
+        return self._block_ms[block]
+
+    def attestors(self, node_id: int) -> tuple[AttestorPeriod, ...]:
+        """The node's attestor keys with their validity (the first one from the start of time)."""
+        self._events()
+        periods: list[AttestorPeriod] = []
+        for ev in sorted(self._by_node.get(node_id, []), key=lambda e: (e.block_number, e.log_index)):
+            if ev.name == "NodeRegistered":
+                periods = [AttestorPeriod(str(ev.args["attestor"]), 0, None)]
+            elif periods:
+                t = self._time_ms(ev.block_number)
+                last = periods[-1]
+                periods[-1] = AttestorPeriod(last.address, last.fromMs, t)
+                periods.append(AttestorPeriod(str(ev.args["newAttestor"]), t, None))
+        return tuple(periods)
+
+    def lease_ids(self) -> list[int]:
+        try:
+            return list(range(1, int(self._client.lease_count()) + 1))
+        except (LedgerError, OSError) as e:
+            raise AuditSourceError(f"cannot count leases: {e}") from e
+
+    def lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]:
+        try:
+            return self._lease(lease_id)
+        except (LedgerError, OSError) as e:  # reverts (ledger.errors) and transport errors (requests: OSError)
+            if isinstance(e, AuditSourceError):
+                raise
+            raise AuditSourceError(f"lease {lease_id}: {e}") from e
+
+    def _lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]:
+        c = self._client
+        info = c.lease(lease_id)
+        if info.status.name == "NONE":
+            raise AuditSourceError(f"lease {lease_id} does not exist on chain {c.chain_id}")
+        offer = c.offer(info.offer_id)
+        node = c.node(info.node_id)
+        terms = LeaseTerms(
+            leaseId=lease_id,
+            chainId=int(c.chain_id),
+            escrow=c.deployment.escrow,
+            attestors=self.attestors(info.node_id),
+            gpuSetHash=info.gpu_set_hash,
+            gpuCount=info.gpu_count,
+            startMs=info.start_ms,
+            endMs=info.end_ms,
+            pricePerGpuSecond=info.price_per_gpu_second,
+            billingMode=BillingMode(int(info.billing_mode)),
+            maxPowerMwPerGpu=node.max_power_mw_per_gpu,
+            samplePeriodMs=self._period,
+            gpuIndices=tuple(i for i in range(offer.gpu_mask.bit_length()) if offer.gpu_mask >> i & 1),
+            token=info.token,
+        )
+        events = sorted(self._events().get(lease_id, []), key=lambda e: (e.block_number, e.log_index))
+        settlements: list[Settlement] = []
+        escrow = fee = refund = fee_refund = 0
+        top_ups: list[TopUp] = []
+        closed_charged: int | None = None
+        fee_kept: int | None = None
+        for ev in events:
+            a, order = ev.args, (ev.block_number, ev.log_index)
+            if ev.name == "CheckpointSettled":
+                settlements.append(
+                    Settlement(
+                        seq=int(a["seq"]),
+                        reportHash=bytes(a["reportHash"]),
+                        billableDelta=int(a["billableDelta"]),
+                        charged=int(a["charged"]),
+                        samplesRoot=bytes(a["samplesRoot"]),
+                        order=order,
+                        txHash="0x" + bytes(ev.tx_hash).hex(),
+                    )
+                )
+            elif ev.name == "LeaseOpened":
+                escrow, fee = int(a["escrowed"]), int(a["fee"])
+            elif ev.name == "ToppedUp":
+                top_ups.append(TopUp(int(a["amount"]), int(a["fee"]), order))
+            elif ev.name in ("LeaseClosed", "LeaseExpired"):
+                refund = int(a["refund"])
+                if "charged" in a:
+                    closed_charged = int(a["charged"])
+            elif ev.name == "LeaseExhausted":
+                closed_charged = int(a["charged"])
+            elif ev.name == "FeesSettled":
+                fee_kept, fee_refund = int(a["treasuryFee"]), int(a["buyerRefund"])
+        money = LeaseMoney(
+            escrow=escrow,
+            fee=fee,
+            topUps=tuple(top_ups),
+            closed=info.status.name in self._FINISHED,
+            refund=refund,
+            closedCharged=closed_charged,
+            feeKept=fee_kept,
+            feeRefund=fee_refund,
+        )
+        return terms, tuple(settlements), money

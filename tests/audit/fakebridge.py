@@ -1,0 +1,123 @@
+"""A minimal bridge serving AUDIT_API.md from fixture leases, to test the auditor's API source and CLI.
+
+It implements the documented wire format only (not the real bridge's store); requests are counted so
+tests can assert the traffic a spot check causes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+
+from ledger.audit import AuditInput
+from ledger.audit_sources import report_to_json
+from ledger.protocol import MerkleTree, sample_leaf
+
+
+def lease_json(inp: AuditInput) -> dict[str, Any]:
+    t = inp.terms
+    out: dict[str, Any] = {
+        "leaseId": t.leaseId,
+        "chainId": t.chainId,
+        "escrow": t.escrow,
+        "state": "Closed" if inp.money is not None and inp.money.closed else "Active",
+        "nodeId": 1,
+        "token": t.token,
+        "gpuIndices": list(t.gpuIndices or ()),
+        "gpuCount": t.gpuCount,
+        "gpuSetHash": "0x" + t.gpuSetHash.hex(),
+        "startMs": t.startMs,
+        "endMs": t.endMs,
+        "pricePerGpuSecond": str(t.pricePerGpuSecond),  # a decimal string: amounts may exceed 2^53
+        "billingMode": t.billingMode.name.lower(),
+        "maxPowerMwPerGpu": t.maxPowerMwPerGpu,
+        "samplePeriodMs": t.samplePeriodMs,
+        "attestors": [{"address": a.address, "fromMs": a.fromMs, "untilMs": a.untilMs} for a in t.attestors],
+        "settlements": [
+            {
+                "seq": s.seq,
+                "reportHash": "0x" + s.reportHash.hex(),
+                "billableDelta": s.billableDelta,
+                "charged": s.charged,
+                "samplesRoot": None if s.samplesRoot is None else "0x" + s.samplesRoot.hex(),
+                "block": s.order[0],
+                "logIndex": s.order[1],
+                "txHash": s.txHash,
+            }
+            for s in inp.settlements
+        ],
+    }
+    m = inp.money
+    if m is not None:
+        out["money"] = {
+            "escrow": m.escrow,
+            "fee": m.fee,
+            "topUps": [
+                {"amount": u.amount, "fee": u.fee, "block": u.order[0], "logIndex": u.order[1]} for u in m.topUps
+            ],
+            "closed": m.closed,
+            "refund": m.refund,
+            "closedCharged": m.closedCharged,
+            "feeKept": m.feeKept,
+            "feeRefund": m.feeRefund,
+        }
+    return out
+
+
+def create_fake_bridge(leases: dict[int, AuditInput]) -> tuple[FastAPI, Counter[str]]:
+    app = FastAPI()
+    hits: Counter[str] = Counter()
+
+    def _lease(lease_id: int) -> AuditInput:
+        if lease_id not in leases:
+            raise HTTPException(404, detail={"code": "unknown_lease", "message": f"no lease {lease_id}"})
+        return leases[lease_id]
+
+    @app.get("/v1/audit/leases")
+    def audit_leases(limit: int = 500, cursor: int | None = None) -> dict[str, Any]:
+        hits["leases"] += 1
+        ids = [i for i in sorted(leases) if cursor is None or i > cursor]  # cursor: the lease to start after
+        page = ids[:limit]
+        nxt = page[-1] if len(ids) > limit else None
+        return {
+            "leases": [{"leaseId": i, "reports": len(leases[i].reports)} for i in page],
+            "nextCursor": nxt,
+        }
+
+    @app.get("/v1/leases/{lease_id}")
+    def lease(lease_id: int) -> dict[str, Any]:
+        hits["lease"] += 1
+        return lease_json(_lease(lease_id))
+
+    @app.get("/v1/leases/{lease_id}/reports")
+    def reports(lease_id: int, fromSeq: int = 1, limit: int = 500, samples: bool = True) -> dict[str, Any]:
+        hits["reports"] += 1
+        rs = [sr for sr in _lease(lease_id).reports if sr.report.seq >= fromSeq]
+        page = rs[:limit]
+        entries = []
+        for sr in page:
+            e = report_to_json(sr, node_id=1)
+            if not samples:
+                e.pop("samples", None)
+            entries.append(e)
+        return {"reports": entries, "nextFromSeq": rs[limit].report.seq if len(rs) > limit else None}
+
+    @app.get("/v1/leases/{lease_id}/reports/{seq}/samples/{index}/proof")
+    def proof(lease_id: int, seq: int, index: int) -> dict[str, Any]:
+        hits["proof"] += 1
+        sr = next((r for r in _lease(lease_id).reports if r.report.seq == seq), None)
+        if sr is None or sr.samples is None or not 0 <= index < len(sr.samples):
+            raise HTTPException(404, detail={"code": "unknown_sample", "message": "no such sample"})
+        leaf = sample_leaf(sr.samples[index])
+        tree = MerkleTree.of_samples(sr.samples)
+        return {
+            "index": index,
+            "sample": sr.samples[index].to_list(),
+            "leaf": "0x" + leaf.hex(),
+            "proof": ["0x" + p.hex() for p in tree.proof(leaf)],
+            "root": "0x" + tree.root.hex(),
+        }
+
+    return app, hits

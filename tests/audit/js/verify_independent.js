@@ -1,0 +1,36 @@
+// Third-party check of our metering protocol with the ecosystem's standard tools (issue 6):
+// ethers.verifyTypedData recovers the signer of each EIP-712 report, @openzeppelin/merkle-tree rebuilds
+// each samples root and verifies (and issues) Merkle proofs. Reads one JSON object on stdin, writes one.
+// Run with NODE_PATH pointing at contracts/node_modules.
+"use strict";
+const { verifyTypedData, TypedDataEncoder } = require("ethers");
+const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
+
+const SAMPLE_TYPES = ["uint16", "uint64", "uint16", "uint16", "uint32", "uint64", "uint32", "uint32"];
+
+function main(input) {
+  const types = { MeteringReport: input.reportFields.map(([name, type]) => ({ name, type })) };
+  const out = { signers: [], structHashes: [], roots: [], proofsValid: [], jsProofs: [] };
+  for (const r of input.reports) {
+    out.signers.push(verifyTypedData(input.domain, types, r.report, r.signature));
+    out.structHashes.push(TypedDataEncoder.from(types).hash(r.report));
+  }
+  for (const w of input.windows) {
+    const values = w.samples.map((s) => s.map((v) => BigInt(v).toString()));
+    const tree = StandardMerkleTree.of(values, SAMPLE_TYPES);
+    out.roots.push(tree.root);
+    out.proofsValid.push(
+      w.proofs.map((p) => StandardMerkleTree.verify(w.root, SAMPLE_TYPES, p.sample.map(String), p.proof)),
+    );
+    // proofs issued by the standard library, for our verifier to accept
+    out.jsProofs.push(w.askIndices.map((i) => ({ index: i, proof: tree.getProof(i) })));
+  }
+  return out;
+}
+
+let raw = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (c) => (raw += c));
+process.stdin.on("end", () => {
+  process.stdout.write(JSON.stringify(main(JSON.parse(raw))));
+});
