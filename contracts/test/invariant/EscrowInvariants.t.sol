@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {TestBase} from "../base/TestBase.sol";
+import {console} from "../base/Console.sol";
+import {EscrowHandler} from "./EscrowHandler.sol";
+import {CapacityRegistry} from "../../src/CapacityRegistry.sol";
+import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
+import {ILeaseEscrow, ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
+import {MockERC20} from "../../src/test/MockERC20.sol";
+
+/// @notice Money and rights invariants of the escrow under random sequences of handler actions (open,
+/// activate, settle valid and corrupted reports, top-up, close, expire, dispute, resolve, release,
+/// withdraw, time travel). Checked after every call.
+contract EscrowInvariantsTest is TestBase {
+    EscrowHandler internal handler;
+    CapacityRegistry internal registry;
+    ILeaseEscrow internal escrow;
+    MockERC20 internal token;
+
+    function setUp() public {
+        handler = new EscrowHandler();
+        (address r, address e, address t,) = handler.suite();
+        registry = CapacityRegistry(r);
+        escrow = ILeaseEscrow(e);
+        token = MockERC20(t);
+        targetContract(address(handler));
+    }
+
+    // --- invariants ----------------------------------------------------------------------------------
+
+    /// @dev balance = Σ uncharged escrow of live leases + Σ fee held and not yet split + Σ pending
+    /// (charged, neither released nor refunded; includes frozen) + Σ withdrawable, for ETH and the token.
+    function invariant_conservation() public view {
+        _checkConservation(address(0));
+        _checkConservation(address(token));
+    }
+
+    /// @dev What the escrow holds is exactly what entered (payments, slashed stake) minus what was withdrawn.
+    function invariant_ghostFlow() public view {
+        assertEq(address(escrow).balance, handler.ghostIn(address(0)) - handler.ghostOut(address(0)), "eth flow");
+        assertEq(
+            token.balanceOf(address(escrow)),
+            handler.ghostIn(address(token)) - handler.ghostOut(address(token)),
+            "token flow"
+        );
+    }
+
+    /// @dev The registry holds exactly the provider's stakes (bonded + unbonding) in each token.
+    function invariant_stakes() public view {
+        address p = handler.stakeHolder();
+        ICapacityRegistry.Stake memory se = registry.stakeOf(p, address(0));
+        ICapacityRegistry.Stake memory st = registry.stakeOf(p, address(token));
+        assertEq(address(registry).balance, se.bonded + se.unbonding, "eth stake");
+        assertEq(token.balanceOf(address(registry)), st.bonded + st.unbonding, "token stake");
+    }
+
+    /// @dev Per offer: minted = held + locked + burned, and locked = the live lease's gpuCount × durationS.
+    function invariant_rights() public view {
+        uint256[4] memory offerIds = handler.offerIds();
+        address[] memory actors = handler.actors();
+        for (uint256 i; i < 4; ++i) {
+            (uint256 minted, uint256 locked, uint256 burned) = registry.rightsOf(offerIds[i]);
+            uint256 held;
+            for (uint256 j; j < actors.length; ++j) {
+                held += registry.balanceOf(actors[j], offerIds[i]);
+            }
+            assertEq(minted, held + locked + burned, "minted = held + locked + burned");
+            assertEq(registry.balanceOf(address(registry), offerIds[i]), locked, "locked sits in the registry");
+            uint256 live = escrow.liveLeaseOf(offerIds[i]);
+            uint256 want;
+            if (live != 0) {
+                ILeaseEscrowTypes.LeaseView memory l = escrow.lease(live);
+                want = uint256(l.gpuCount) * l.durationS;
+            }
+            assertEq(locked, want, "locked = live lease rights");
+        }
+    }
+
+    /// @dev Nobody is paid beyond escrow: charged <= escrowed, paid + refunded + pending = charged,
+    /// frozen <= pending, and a finished lease holds no uncharged escrow.
+    function invariant_neverBeyondEscrow() public view {
+        uint256[] memory ids = handler.leaseIds();
+        for (uint256 i; i < ids.length; ++i) {
+            ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
+            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(ids[i]);
+            assertLe(c.charged, l.escrowed, "charged <= escrowed");
+            assertEq(c.paid + c.refunded + c.pending, c.charged, "paid + refunded + pending = charged");
+            assertLe(c.frozen, c.pending, "frozen <= pending");
+            assertEq(c.remaining, l.escrowed - c.charged, "remaining = escrowed - charged");
+            assertEq(l.escrowed, l.pricePerGpuSecond * l.gpuCount * l.durationS, "escrow = price x gpus x duration");
+            if (l.status == ILeaseEscrowTypes.LeaseStatus.Exhausted) assertEq(c.charged, l.escrowed, "exhausted");
+            if (l.status == ILeaseEscrowTypes.LeaseStatus.Open || l.status == ILeaseEscrowTypes.LeaseStatus.Expired) {
+                assertEq(c.charged, 0, "never-started lease charged");
+            }
+        }
+    }
+
+    /// @dev Every valid report settles with charge = price × Δbillable / 1000, every corrupted one is
+    /// rejected, both digest paths agree, and withdrawals pay exactly what was due.
+    function invariant_settlementChecks() public view {
+        assertEq(handler.ghostInvalidAccepted(), 0, "corrupted report accepted");
+        assertEq(handler.ghostValidRejected(), 0, "valid report rejected");
+        assertEq(handler.ghostChargeMismatch(), 0, "charge != price x delta / 1000");
+        assertEq(handler.ghostDigestMismatch(), 0, "packed digest != struct digest");
+        assertEq(handler.ghostWithdrawMismatch(), 0, "withdraw paid != withdrawable");
+    }
+
+    /// @dev Run statistics (forge test -vv): how far each sequence got.
+    function afterInvariant() public view {
+        string[11] memory names = [
+            "openLease", "activateLease", "settle", "settle.rejected", "topUp", "closeLease", "expireLease",
+            "dispute", "resolveDispute", "releaseEarnings", "withdraw"
+        ];
+        for (uint256 i; i < names.length; ++i) {
+            console.log(names[i], handler.calls(bytes32(bytes(names[i]))));
+        }
+    }
+
+    // --- a scripted run through the handler: proves the actions reach the escrow ----------------------
+
+    function test_handlerScriptedRunKeepsInvariants() public {
+        handler.openLease(0, 0, 3600, 60, false); // ETH reserved, holder = provider
+        handler.openLease(1, 2, 1800, 60, true); // token reserved, holder = reseller
+        handler.openLease(2, 3, 600, 1, false); // token metered, left to expire
+        handler.activateLease(0, false);
+        handler.activateLease(1, true);
+        handler.warp(600);
+        for (uint8 k; k < 12; ++k) {
+            handler.settle(k % 2, 300_000 + k, 1e9, 1e9, 1e9, k);
+            handler.warp(30);
+        }
+        handler.topUp(0, 120);
+        handler.dispute(0);
+        handler.resolveDispute(0, 6_000, true);
+        handler.warp(3 hours);
+        handler.expireLease(2);
+        handler.closeLease(0, 0);
+        handler.closeLease(1, 2);
+        handler.releaseEarnings(0, true);
+        handler.releaseEarnings(1, true);
+        for (uint256 a; a < 7; ++a) {
+            handler.withdraw(a, false);
+            handler.withdraw(a, true);
+        }
+        assertEq(handler.calls("openLease"), 3, "opened");
+        assertEq(handler.calls("activateLease"), 2, "activated");
+        assertGe(handler.calls("settle"), 4, "settled");
+        assertGe(handler.calls("settle.rejected"), 5, "rejected");
+        assertEq(handler.calls("expireLease"), 1, "expired");
+        assertGe(handler.calls("withdraw"), 3, "withdrawals");
+        invariant_conservation();
+        invariant_ghostFlow();
+        invariant_stakes();
+        invariant_rights();
+        invariant_neverBeyondEscrow();
+        invariant_settlementChecks();
+    }
+
+    // --- internal ------------------------------------------------------------------------------------
+
+    function _checkConservation(address tok) internal view {
+        uint256[] memory ids = handler.leaseIds();
+        uint256 owed;
+        for (uint256 i; i < ids.length; ++i) {
+            ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
+            if (l.token != tok) continue;
+            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(ids[i]);
+            bool live = l.status == ILeaseEscrowTypes.LeaseStatus.Open || l.status == ILeaseEscrowTypes.LeaseStatus.Active;
+            if (live) owed += l.escrowed - c.charged;
+            if (!l.feesSettled) owed += l.feeHeld;
+            owed += c.pending;
+        }
+        address[] memory actors = handler.actors();
+        for (uint256 j; j < actors.length; ++j) {
+            owed += escrow.withdrawable(actors[j], tok);
+        }
+        uint256 bal = tok == address(0) ? address(escrow).balance : token.balanceOf(address(escrow));
+        assertEq(bal, owed, tok == address(0) ? "eth conservation" : "token conservation");
+    }
+}
