@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from web3.contract.contract import ContractFunction
 
 from .deps import Caller
-from .errors import Forbidden
+from .errors import ApiError, Forbidden
 from .gateway import DecodedEvent, TxOutcome, jsonable
-from .schemas import ActionOut, EventOut, UnsignedTx
+from .schemas import ETH, ActionOut, EventOut, UnsignedTx
 
 if TYPE_CHECKING:
     from .services import Services
@@ -62,14 +62,44 @@ def act(
 ) -> ActionOut:
     """Managed caller: simulate, sign, send, wait, index. Wallet caller: the unsigned transaction.
     Auditor-only accounts read; they never write (403)."""
-    if caller.managed and not (caller.roles - {"auditor"}):
-        raise Forbidden("auditor accounts are read-only", code="missing_role")
+    ensure_writer(caller)
     if caller.account is None:
         tx = svc.gateway.build(fn, caller.address, value)
         return ActionOut(status="unsigned", unsignedTx=unsigned_out(tx))
     outcome = svc.gateway.transact(caller.account, fn, value)
     svc.after_write()
     return outcome_out(outcome)
+
+
+def ensure_writer(caller: Caller) -> None:
+    if caller.managed and not (caller.roles - {"auditor"}):
+        raise Forbidden("auditor accounts are read-only", code="missing_role")
+
+
+def act_paying(svc: "Services", caller: Caller, fn: ContractFunction, token: str, spender: str, amount: int) -> ActionOut:
+    """:func:`act` for a call that pays ``amount`` of ``token`` to ``spender`` (the escrow or the registry):
+    ETH goes as the transaction's value. An ERC-20 is pulled by the contract: for a managed account the
+    bridge first approves ``spender`` for exactly ``amount`` (nothing when the allowance already is exactly
+    that: a retry whose approval was mined), then sends the call; if the contract refuses the call, the
+    approval is set back to 0. A wallet user without the allowance gets 409 ``approval_required`` with the
+    unsigned approve (:class:`api.tokens.ApprovalRequired`); with it, the unsigned call."""
+    from .tokens import approve_exact, prepare_pull
+
+    if token == ETH:
+        return act(svc, caller, fn, amount)
+    ensure_writer(caller)
+    current = prepare_pull(svc, caller, fn, token, spender, amount)
+    if caller.account is None:
+        return act(svc, caller, fn)
+    approvals = approve_exact(svc, caller.account, token, spender, amount, current)
+    try:
+        out = act(svc, caller, fn)
+    except ApiError as e:
+        if approvals and e.status < 500:  # refused, nothing pulled: do not leave the approval standing
+            approve_exact(svc, caller.account, token, spender, 0, amount)
+        raise
+    out.result["approveTxHashes"] = [o.tx_hash for o in approvals]
+    return out
 
 
 def unsigned_out(tx: dict[str, Any]) -> UnsignedTx:

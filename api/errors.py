@@ -15,7 +15,11 @@ from pydantic import BaseModel, Field
 
 
 class ApiError(Exception):
-    """Base of the bridge's errors: an HTTP status, a machine-readable code and a human message."""
+    """Base of the bridge's errors: an HTTP status, a machine-readable code and a human message.
+    ``replayable``: a 4xx is stored under an Idempotency-Key and answered again to a retry, unless False
+    (a refusal the caller can lift, e.g. a missing ERC-20 approval)."""
+
+    replayable = True
 
     def __init__(
         self,

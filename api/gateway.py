@@ -133,13 +133,14 @@ class Gateway:
 
     def simulate(self, fn: ContractFunction, sender: str, value: int = 0) -> None:
         """eth_call the action as ``sender``: a revert becomes an ApiError and nothing is sent."""
-        try:
-            fn.call({"from": sender, "value": value})
-        except Exception as e:
-            api = self.revert_error(e)
-            if api is not None:
-                raise api from e
-            raise _unavailable(e) from e
+        with self.lock:
+            try:
+                fn.call({"from": sender, "value": value})
+            except Exception as e:
+                api = self.revert_error(e)
+                if api is not None:
+                    raise api from e
+                raise _unavailable(e) from e
 
     def build(self, fn: ContractFunction, sender: str, value: int = 0, nonce: int | None = None) -> dict[str, Any]:
         """An unsigned transaction (gas estimated, nonce and fees filled) for ``sender`` to sign."""

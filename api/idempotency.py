@@ -2,7 +2,8 @@
 
 The first request with a key inserts a ``pending`` record (the primary key makes a concurrent twin fail
 and answer 409); the outcome (2xx or 4xx) is stored and replayed byte for byte. A 5xx or an unexpected
-error deletes the record so that the client may retry. The same key with a different body is refused
+error (or a refusal the caller can lift, ``ApiError.replayable`` False) deletes the record so that the client
+may retry. The same key with a different body is refused
 (422 ``idempotency_key_reused``).
 """
 
@@ -38,7 +39,7 @@ def run_idempotent(
 ) -> Response:
     """Run ``action`` once per (principal, key); without a key, just run it."""
     if key is None:
-        return _json(status_code, action().model_dump(mode="json"))
+        return _json(status_code, action().model_dump(mode="json", by_alias=True))
     if not key or len(key) > MAX_KEY_LEN or not all("!" <= c <= "~" for c in key):
         raise Invalid(f"Idempotency-Key must be 1..{MAX_KEY_LEN} printable characters", field="Idempotency-Key")
     try:
@@ -64,7 +65,7 @@ def run_idempotent(
     try:
         result = action()
     except ApiError as e:
-        if e.status >= 500:
+        if e.status >= 500 or not e.replayable:
             _forget(store, principal, key)
         else:
             _finish(store, principal, key, e.status, e.body())
@@ -72,7 +73,7 @@ def run_idempotent(
     except BaseException:
         _forget(store, principal, key)
         raise
-    body = result.model_dump(mode="json")
+    body = result.model_dump(mode="json", by_alias=True)
     _finish(store, principal, key, status_code, body)
     return _json(status_code, body)
 

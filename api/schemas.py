@@ -97,6 +97,7 @@ class AccountOut(BaseModel):
 class FaucetIn(Strict):
     address: Address
     amountWei: Uint256 | None = Field(default=None, description="default: the configured faucet amount")
+    token: Address = Field(default=ETH, description="ETH (zero address) or the dev token (GET /v1/tokens)")
 
 
 class RawTxIn(Strict):

@@ -44,6 +44,7 @@ class Services:
     relayer: Any = None
     report_writer: Any = None
     domain_separator: bytes = b""
+    dev_token: str | None = None  # the test ERC-20 deployed on memory/anvil (api.tokens)
     owns_chain: bool = False
     tmp_dir: Path | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -99,6 +100,10 @@ class Services:
             )
             svc.report_writer = ReportWriter(store)
             svc.domain_separator = domain_separator(gateway.chain_id, client.escrow.address)
+            if settings.dev_token:
+                from .tokens import ensure_dev_token
+
+                svc.dev_token = ensure_dev_token(svc)
             svc.indexer = Indexer(svc)
             svc.relayer = Relayer(svc)
             svc.indexer.sync_once()

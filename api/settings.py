@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_samples_per_report: int = Field(default=100_000, ge=1)
     faucet_wei: int = Field(default=10**20, ge=0)
+    dev_token: bool = Field(default=True, description="memory/anvil: deploy a test ERC-20 the faucet mints")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

@@ -202,6 +202,18 @@ class LeaseRow(Base):
     data: Mapped[str] = mapped_column(Text)
 
 
+class TokenRow(Base):
+    """An ERC-20 the bridge deployed on a dev chain (memory/anvil): the faucet mints it."""
+
+    __tablename__ = "tokens"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(16))
+    decimals: Mapped[int] = mapped_column(Integer)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class Store:
     """Engine and sessions. SQLite gets WAL, a busy timeout and foreign keys on every connection."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import accounts, audit, balances, faucet, health, leases, metering, nodes, offers, providers, tx
+from . import accounts, audit, balances, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -16,6 +16,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     metering.router,
     balances.router,
     audit.router,
+    tokens.router,
     tx.router,
 )
 

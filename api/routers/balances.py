@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .. import chainview
 from ..actions import act
@@ -14,15 +14,17 @@ from ..deps import CallerDep, IdempotencyKey, ServicesDep
 from ..errors import MONEY_RESPONSES, READ_RESPONSES
 from ..idempotency import fingerprint, run_idempotent
 from ..schemas import ETH, ActionOut, Address, Strict
+from ..tokens import balance_of
 
 router = APIRouter(tags=["balances"])
 
 
 class BalanceOut(BaseModel):
     address: str
-    token: str
-    withdrawableWei: str
-    walletBalanceWei: str
+    token: str = Field(description="zero address: ETH, else the ERC-20")
+    withdrawableWei: str = Field(description="pullable from the escrow in this token (POST /v1/withdraw)")
+    walletBalanceWei: str = Field(description="the address's own balance of this token")
+    ethBalanceWei: str = Field(description="the address's ETH balance (gas)")
 
 
 class WithdrawIn(Strict):
@@ -37,16 +39,19 @@ class ReputationOut(BaseModel):
 
 @router.get("/v1/balances/{address}", response_model=BalanceOut, responses=READ_RESPONSES)
 def balance(address: Address, svc: ServicesDep, token: Annotated[Address, Query()] = ETH) -> BalanceOut:
-    """What ``address`` may withdraw from the escrow in ``token``, and its ETH wallet balance."""
+    """What ``address`` may withdraw from the escrow in ``token`` (ETH by default, or an ERC-20), its wallet
+    balance of that token, and its ETH balance."""
     w = chainview.withdrawable(svc.gateway, address, token)
-    with svc.gateway.lock:
-        wallet = int(svc.chain.w3.eth.get_balance(address))  # type: ignore[arg-type]
-    return BalanceOut(address=address, token=token, withdrawableWei=str(w), walletBalanceWei=str(wallet))
+    eth = balance_of(svc, ETH, address)
+    wallet = eth if token == ETH else balance_of(svc, token, address)
+    return BalanceOut(address=address, token=token, withdrawableWei=str(w), walletBalanceWei=str(wallet),
+                      ethBalanceWei=str(eth))
 
 
 @router.post("/v1/withdraw", response_model=ActionOut, responses=MONEY_RESPONSES)
 def withdraw(body: WithdrawIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None) -> Response:
-    """Pull everything the caller may withdraw in ``token`` (earnings, refunds)."""
+    """Pull everything the caller may withdraw in ``token`` (earnings, refunds; ETH by default): one token per
+    call."""
     fn = svc.client.escrow.functions.withdraw(body.token)
     return run_idempotent(
         svc.store, caller.address, idempotency_key, fingerprint("POST", "/v1/withdraw", body), lambda: act(svc, caller, fn)

@@ -14,13 +14,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from .. import chainview
-from ..actions import act
+from ..actions import act, act_paying
 from ..deps import Caller, CallerDep, IdempotencyKey, ServicesDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES, ApiError
 from ..idempotency import fingerprint, run_idempotent
 from ..indexer import events_of
-from ..schemas import ETH, ActionOut, Address, Strict
-from ..store import LeaseRow, NodeRow, OfferRow
+from ..schemas import ActionOut, Address, Strict
+from ..samples import unpack_samples
+from ..store import LeaseRow, NodeRow, OfferRow, Report, SampleSet
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])
 
@@ -86,6 +87,12 @@ class LeaseOut(BaseModel):
     money: dict[str, Any]
     settlements: list[dict[str, Any]]
     checkpoint: dict[str, Any]
+    samplePeriodMs: int | None = Field(
+        default=None,
+        description="sampling period observed in the attested samples of the latest accepted report (median "
+        "interval between one GPU's consecutive samples); null before a report with two samples of a GPU. "
+        "The attestor's configured period is not on-chain: it is only committed inside configHash.",
+    )
 
 
 def _buyer_lease(svc: Any, caller: Caller, lease_id: int) -> dict[str, Any]:
@@ -97,8 +104,12 @@ def _buyer_lease(svc: Any, caller: Caller, lease_id: int) -> dict[str, Any]:
 
 @router.post("", response_model=ActionOut, responses=MONEY_RESPONSES)
 def open_lease(body: LeaseIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None) -> Response:
-    """Open a lease: escrow price × gpuCount × durationS plus the fee. ``result.leaseId`` is the new id.
-    Send an ``Idempotency-Key``: a retried request escrows once."""
+    """Open a lease: escrow price × gpuCount × durationS plus the fee, in the offer's token. ``result.leaseId``
+    is the new id. Send an ``Idempotency-Key``: a retried request escrows once. ERC-20 offers: a managed
+    account's approval of the escrow (exactly ``totalWei``) is sent first (``result.approveTxHashes``); a
+    wallet user without that allowance gets 409 ``approval_required`` with the unsigned approve in
+    ``detail.details.unsignedTx``: sign and submit it (``POST /v1/tx``), then repeat this request (same
+    Idempotency-Key) for the unsigned openLease."""
     caller.require("buyer")
 
     def action() -> ActionOut:
@@ -112,10 +123,9 @@ def open_lease(body: LeaseIn, caller: CallerDep, svc: ServicesDep, idempotency_k
             start_by = max(svc.chain.now(), offer["validFrom"]) + DEFAULT_START_WINDOW_S
             start_by = min(start_by, offer["validUntil"] - body.durationS)
         max_total = total if body.maxTotalWei is None else body.maxTotalWei
-        value = total if offer["token"] == ETH else 0
         fn = svc.client.escrow.functions.openLease(body.offerId, holder, body.durationS, start_by, max_total)
-        out = act(svc, caller, fn, value)
-        out.result.update({"escrowWei": str(escrow), "feeWei": str(fee), "totalWei": str(total)})
+        out = act_paying(svc, caller, fn, offer["token"], svc.client.escrow.address, total)
+        out.result.update({"escrowWei": str(escrow), "feeWei": str(fee), "totalWei": str(total), "token": offer["token"]})
         return out
 
     return run_idempotent(svc.store, caller.address, idempotency_key, fingerprint("POST", "/v1/leases", body), action)
@@ -224,7 +234,33 @@ def lease_document(svc: Any, lease_id: int) -> LeaseOut:
         money={k: (str(x) if isinstance(x, int) and not isinstance(x, bool) else x) for k, x in money.items()},
         settlements=settlements,
         checkpoint={k: str(x) if isinstance(x, int) else x for k, x in v["checkpoint"].items()},
+        samplePeriodMs=observed_sample_period_ms(svc, lease_id),
     )
+
+
+def observed_sample_period_ms(svc: Any, lease_id: int) -> int | None:
+    """Median interval between consecutive samples of the same GPU in the lease's latest accepted report."""
+    with svc.store.session() as s:
+        root = s.scalar(
+            select(Report.samples_root)
+            .where(Report.lease_id == lease_id, Report.status != "rejected")
+            .order_by(Report.seq.desc())
+            .limit(1)
+        )
+        sample_set = s.get(SampleSet, root) if root is not None else None
+    if sample_set is None:
+        return None
+    last: dict[int, int] = {}
+    gaps: list[int] = []
+    for smp in sorted(unpack_samples(sample_set.data), key=lambda x: (x.gpuIndex, x.tsMs)):
+        prev = last.get(smp.gpuIndex)
+        if prev is not None and smp.tsMs > prev:
+            gaps.append(smp.tsMs - prev)
+        last[smp.gpuIndex] = smp.tsMs
+    if not gaps:
+        return None
+    gaps.sort()
+    return gaps[(len(gaps) - 1) // 2]
 
 
 @router.get("/{leaseId}", response_model=LeaseOut, responses=READ_RESPONSES)
@@ -246,7 +282,8 @@ def activate_lease(leaseId: LeaseId, caller: CallerDep, svc: ServicesDep) -> Act
 def top_up(
     leaseId: LeaseId, body: TopUpIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    """Extend the lease by amountWei / (price × gpuCount) seconds; the fee on it is added."""
+    """Extend the lease by amountWei / (price × gpuCount) seconds; the fee on it is added. ERC-20 leases:
+    approved like ``POST /v1/leases`` (amountWei + feeWei)."""
     caller.require("buyer")
 
     def action() -> ActionOut:
@@ -255,9 +292,9 @@ def top_up(
         old = unit * lease["durationS"]
         new = old + body.amountWei
         fee = new * lease["feeBps"] // 10_000 - old * lease["feeBps"] // 10_000
-        value = body.amountWei + fee if lease["token"] == ETH else 0
-        out = act(svc, caller, svc.client.escrow.functions.topUp(leaseId, body.amountWei), value)
-        out.result.update({"feeWei": str(fee)})
+        fn = svc.client.escrow.functions.topUp(leaseId, body.amountWei)
+        out = act_paying(svc, caller, fn, lease["token"], svc.client.escrow.address, body.amountWei + fee)
+        out.result.update({"feeWei": str(fee), "totalWei": str(body.amountWei + fee), "token": lease["token"]})
         return out
 
     return run_idempotent(

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from .. import chainview
-from ..actions import act
+from ..actions import act, act_paying
 from ..deps import CallerDep, IdempotencyKey, ServicesDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES, NotFound
 from ..idempotency import fingerprint, run_idempotent
@@ -53,13 +53,14 @@ def register_provider(body: ProviderIn, caller: CallerDep, svc: ServicesDep) -> 
 
 @router.post("/stake", response_model=ActionOut, responses=MONEY_RESPONSES)
 def stake(body: StakeIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None) -> Response:
-    """Add stake (ETH when token is the zero address). Idempotent with ``Idempotency-Key``."""
+    """Add stake (ETH when token is the zero address). Idempotent with ``Idempotency-Key``. An ERC-20 is
+    approved to the registry first for a managed account, or answered 409 ``approval_required`` to a wallet
+    (as for leases)."""
     caller.require("provider")
-    value = body.amountWei if body.token == ETH else 0
     fn = svc.client.registry.functions.stake(body.token, body.amountWei)
     return run_idempotent(
         svc.store, caller.address, idempotency_key, fingerprint("POST", "/v1/providers/stake", body),
-        lambda: act(svc, caller, fn, value),
+        lambda: act_paying(svc, caller, fn, body.token, svc.client.registry.address, body.amountWei),
     )
 
 

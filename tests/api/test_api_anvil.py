@@ -42,6 +42,19 @@ def test_api_full_flow_on_anvil(anvil_chain: tuple[Chain, Deployment], tmp_path:
         chain.revert(snap)
 
 
+def test_api_erc20_flow_on_anvil(anvil_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
+    from test_api_erc20 import run_erc20_flow
+
+    chain, dep = anvil_chain
+    snap = chain.snapshot()
+    try:
+        settings = bridge_settings(tmp_path, chain_backend="anvil", server_secret=SECRET)
+        with TestClient(create_app(settings, chain=chain, deployment=dep)) as client:
+            run_erc20_flow(client)
+    finally:
+        chain.revert(snap)
+
+
 def test_indexer_rewinds_reorg_on_anvil(anvil_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
     run_reorg(*anvil_chain, tmp_path, chain_backend="anvil", server_secret=SECRET)
 

@@ -19,8 +19,16 @@ def services(client: TestClient) -> Any:
     return client.app.state.services  # type: ignore[attr-defined]
 
 
-def setup_provider(client: TestClient, uuids: list[str], price: int, region: str = "eu-west", model: str = "NVIDIA H100") -> dict[str, Any]:
-    """A provider with one node and one offer on all its GPUs; returns ids, keys and the attestor key."""
+def setup_provider(
+    client: TestClient,
+    uuids: list[str],
+    price: int,
+    region: str = "eu-west",
+    model: str = "NVIDIA H100",
+    token: str | None = None,
+) -> dict[str, Any]:
+    """A provider with one node and one offer on all its GPUs (priced in ``token``, default ETH); returns
+    ids, keys and the attestor key."""
     chain = services(client).chain
     addr, key = new_account(client, "provider")
     ok(client.post("/v1/providers", json={"metadataURI": "https://example.invalid/p"}, headers=auth(key)))
@@ -50,6 +58,7 @@ def setup_provider(client: TestClient, uuids: list[str], price: int, region: str
                 "pricePerGpuSecondWei": price,
                 "validFrom": now,
                 "validUntil": now + 2 * 86_400,
+                **({"token": token} if token is not None else {}),
             },
             headers=auth(key),
         )
