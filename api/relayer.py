@@ -42,6 +42,18 @@ log = logging.getLogger("api.relayer")
 UNRESOLVED = ("signed", "sent")
 
 
+# Upper bound of settleBatch gas: bench/gas.py measures ~25k per checkpoint (~51k for the first checkpoint of
+# a lease in a transaction, ~190k when a report exhausts a lease and ends it); the limit covers the worst case
+# of every report ending its lease, so the simulation and the transaction never run out of gas; it is capped
+# at 90% of the block gas limit (a batch that would need more fails its simulation and is settled one by one).
+SETTLE_BATCH_BASE_GAS = 100_000
+SETTLE_BATCH_GAS_PER_REPORT = 250_000
+
+
+def settle_batch_gas_limit(n_reports: int) -> int:
+    return SETTLE_BATCH_BASE_GAS + SETTLE_BATCH_GAS_PER_REPORT * n_reports
+
+
 class RelayerCrash(RuntimeError):
     """Raised at a stage named by ``Relayer.crash_at``: tests use it to stop the relayer mid-queue."""
 
@@ -154,7 +166,9 @@ class Relayer:
         fn = client.escrow.functions.settleBatch(packed, sigs)
         with gw.lock:
             try:
-                tx = gw.build(fn, self.account.address)
+                block_limit = int(gw.w3.eth.get_block("latest")["gasLimit"])
+                limit = min(settle_batch_gas_limit(len(reports)), block_limit * 9 // 10)
+                tx = gw.build(fn, self.account.address, gas_limit=limit)
             except ApiError as e:
                 log.warning("settleBatch would fail (%s): settling one by one", e.message)
                 if len(reports) == 1:
