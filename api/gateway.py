@@ -8,8 +8,10 @@ is serialized by one lock (eth-tester is not thread-safe, and one lock also keep
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
@@ -22,6 +24,23 @@ from ledger.errors import decode_exception
 
 from .errors import ApiError, ChainUnavailable, revert_status
 from .keys import sign_transaction
+
+# Transactions broadcast by the current request whose receipt was not seen (see ``unconfirmed_broadcasts``).
+_UNCONFIRMED: ContextVar[list[str] | None] = ContextVar("unconfirmed_broadcasts", default=None)
+
+
+@contextmanager
+def unconfirmed_broadcasts() -> Iterator[list[str]]:
+    """Collect the hashes of transactions this request broadcast but never saw mined.
+
+    After a failure they decide whether a retry may run the action again: if one of them may still be
+    mined, running again could escrow twice, so the idempotency layer refuses instead."""
+    hashes: list[str] = []
+    token = _UNCONFIRMED.set(hashes)
+    try:
+        yield hashes
+    finally:
+        _UNCONFIRMED.reset(token)
 
 T = TypeVar("T")
 
@@ -201,7 +220,14 @@ class Gateway:
                 if api is not None:
                     raise api from e
                 raise ApiError(422, "tx_rejected", f"the node refused the transaction: {e}") from e
-            return self.wait(h)
+            pending = _UNCONFIRMED.get()
+            tx_hash = "0x" + bytes(h).hex()
+            if pending is not None:
+                pending.append(tx_hash)
+            outcome = self.wait(h)  # raises ChainUnavailable when no receipt comes: the hash stays pending
+            if pending is not None:
+                pending.remove(tx_hash)
+            return outcome
 
     def wait(self, tx_hash: Any) -> TxOutcome:
         try:

@@ -1,5 +1,9 @@
 """Idempotency-Key handling for POSTs that move money: a retried request answers the first result.
 
+A failure after a transaction was broadcast but before its receipt was seen keeps the record as ``sent``
+with the transaction hashes: the transaction may still be mined, so a retry answers 409
+``idempotency_tx_unconfirmed`` instead of escrowing again.
+
 The first request with a key inserts a ``pending`` record (the primary key makes a concurrent twin fail
 and answer 409); the outcome (2xx or 4xx) is stored and replayed byte for byte. A 5xx or an unexpected
 error (or a refusal the caller can lift, ``ApiError.replayable`` False) deletes the record so that the client
@@ -19,6 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from .errors import ApiError, Conflict, Invalid
+from .gateway import unconfirmed_broadcasts
 from .store import IdempotencyRecord, Store, now_ms
 
 MAX_KEY_LEN = 128
@@ -57,22 +62,36 @@ def run_idempotent(
         if rec.request_hash != request_hash:
             raise Invalid("this Idempotency-Key was used with a different request", field="Idempotency-Key",
                           code="idempotency_key_reused")
+        if rec.state == "sent":
+            hashes = json.loads(rec.body or b"[]")
+            raise Conflict(
+                "idempotency_tx_unconfirmed",
+                "the first request with this Idempotency-Key broadcast a transaction whose outcome is unknown; "
+                "it is not run again (it could pay twice): check the transaction, or use a new key",
+                details={"txHashes": hashes},
+            )
         if rec.state != "done" or rec.status_code is None or rec.body is None:
             raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
         resp = Response(content=rec.body, status_code=rec.status_code, media_type="application/json")
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
-    try:
-        result = action()
-    except ApiError as e:
-        if e.status >= 500 or not e.replayable:
-            _forget(store, principal, key)
-        else:
-            _finish(store, principal, key, e.status, e.body())
-        raise
-    except BaseException:
-        _forget(store, principal, key)
-        raise
+    with unconfirmed_broadcasts() as unconfirmed:
+        try:
+            result = action()
+        except ApiError as e:
+            if unconfirmed:
+                _mark_sent(store, principal, key, unconfirmed)
+            elif e.status >= 500 or not e.replayable:
+                _forget(store, principal, key)
+            else:
+                _finish(store, principal, key, e.status, e.body())
+            raise
+        except BaseException:
+            if unconfirmed:
+                _mark_sent(store, principal, key, unconfirmed)
+            else:
+                _forget(store, principal, key)
+            raise
     body = result.model_dump(mode="json", by_alias=True)
     _finish(store, principal, key, status_code, body)
     return _json(status_code, body)
@@ -89,6 +108,15 @@ def _finish(store: Store, principal: str, key: str, status: int, body: Any) -> N
             rec.state = "done"
             rec.status_code = status
             rec.body = json.dumps(body, separators=(",", ":")).encode()
+
+
+def _mark_sent(store: Store, principal: str, key: str, tx_hashes: list[str]) -> None:
+    """Keep the key: a transaction went out and may still be mined, so a retry must not run again."""
+    with store.write() as s:
+        rec = s.get(IdempotencyRecord, (principal, key))
+        if rec is not None:
+            rec.state = "sent"
+            rec.body = json.dumps(tx_hashes).encode()
 
 
 def _forget(store: Store, principal: str, key: str) -> None:

@@ -76,7 +76,7 @@ class IdempotencyRecord(Base):
     principal: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(66))
-    state: Mapped[str] = mapped_column(String(16))  # pending | done
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | sent (tx broadcast, outcome unknown)
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)

@@ -130,6 +130,51 @@ def test_open_lease_same_idempotency_key_escrows_once(bridge: TestClient) -> Non
 
 
 
+def test_open_lease_retry_after_receipt_timeout_does_not_escrow_twice(bridge: TestClient, monkeypatch: Any) -> None:
+    """The openLease transaction went out but its receipt never came (node slow, connection lost): it may
+    still be mined, so a retry with the same key must not run the action again."""
+    from api.errors import ChainUnavailable
+
+    client = bridge
+    svc = services(client)
+    prov = setup_provider(client, ["GPU-idem-to-1"], PRICE)
+    buyer, key = new_account(client, "buyer")
+    headers = {**auth(key), "Idempotency-Key": "lease-timeout"}
+    body = {"offerId": prov["offerId"], "durationS": HOUR}
+    real_wait = svc.gateway.wait
+    seen: list[str] = []
+
+    def lost_receipt(tx_hash: Any) -> Any:
+        seen.append("0x" + bytes(tx_hash).hex())
+        raise ChainUnavailable("no receipt (simulated timeout)")
+
+    monkeypatch.setattr(svc.gateway, "wait", lost_receipt)
+    first = client.post("/v1/leases", json=body, headers=headers)
+    assert first.status_code == 503
+    monkeypatch.setattr(svc.gateway, "wait", real_wait)
+    assert len(svc.client.events("LeaseOpened")) == 1  # the chain did mine it
+    retry = client.post("/v1/leases", json=body, headers=headers)
+    assert retry.status_code == 409
+    detail = retry.json()["detail"]
+    assert detail["code"] == "idempotency_tx_unconfirmed"
+    assert detail["details"]["txHashes"] == seen
+    assert len(svc.client.events("LeaseOpened")) == 1  # escrowed once
+    # a failure before anything was broadcast still lets the client retry with the same key
+    h2 = {**auth(key), "Idempotency-Key": "lease-retryable"}
+    real_build = svc.gateway.build
+
+    def node_down(*a: Any, **k: Any) -> Any:
+        raise ChainUnavailable("node down (simulated)")
+
+    other = setup_provider(client, ["GPU-idem-to-2"], PRICE)
+    monkeypatch.setattr(svc.gateway, "build", node_down)
+    body2 = {"offerId": other["offerId"], "durationS": HOUR}
+    assert client.post("/v1/leases", json=body2, headers=h2).status_code == 503
+    monkeypatch.setattr(svc.gateway, "build", real_build)
+    assert client.post("/v1/leases", json=body2, headers=h2).status_code == 200
+    assert len(svc.client.events("LeaseOpened")) == 2
+
+
 def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -> None:
     client = bridge
     svc = services(client)
