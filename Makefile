@@ -10,7 +10,7 @@ TOOLS_VENV := .venv-tools
 STAMP_TOOLS := $(TOOLS_VENV)/.installed
 SLITHER_VERSION := 0.11.6
 
-.PHONY: install demo test test-fast compile check-artifacts bench clean
+.PHONY: install demo test compile check-artifacts bench clean
 
 install: $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
@@ -25,7 +25,7 @@ $(STAMP_NPM): contracts/package.json contracts/package-lock.json
 	@cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(STAMP_TOOLS):
+$(STAMP_TOOLS): Makefile
 	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
 	@echo "installing slither-analyzer $(SLITHER_VERSION) into $(TOOLS_VENV)"
 	@$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "slither-analyzer==$(SLITHER_VERSION)"

@@ -101,9 +101,10 @@ _REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
 
 def revert_status(name: str) -> tuple[int, str]:
     """HTTP status and code for a contract custom error's name (422 for a rejected argument)."""
-    for pattern, status, code in _REVERT_STATUS:
-        if pattern.search(name):
-            return status, code
+    if name != "Unknown":  # "Unknown" is a revert without error data (ledger.errors), not "not found"
+        for pattern, status, code in _REVERT_STATUS:
+            if pattern.search(name):
+                return status, code
     return 422, "rejected_by_contract"
 
 

@@ -132,9 +132,6 @@ class Gateway:
 
     # --- reads ----------------------------------------------------------------------------------------
 
-    def read(self, fn: ContractFunction) -> Any:
-        return self.view(fn.call)
-
     def view(self, read: Callable[[], T]) -> T:
         """Run a chain read (e.g. a ``LedgerClient`` view) under the lock; reverts become ApiError."""
         with self.lock:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from web3.exceptions import BlockNotFound
 
 from . import chainview
 from .errors import ApiError
@@ -154,7 +155,6 @@ class Indexer:
     # --- reorgs ---------------------------------------------------------------------------------------
 
     def _check_reorg(self) -> None:
-        gw = self.svc.gateway
         with self.svc.store.session() as s:
             cp = s.get(Checkpoint, CHECKPOINT)
         if cp is None:
@@ -180,7 +180,6 @@ class Indexer:
             s.execute(delete(IndexedBlock).where(IndexedBlock.number > fork))
             s.merge(Checkpoint(name=CHECKPOINT, block_number=fork, block_hash=fork_hash or ""))
         self.svc.metrics.reorgs.inc()
-        del gw
         if touched:
             self._refresh(touched)
 
@@ -189,7 +188,9 @@ class Indexer:
         with gw.lock:
             try:
                 return _hex(gw.w3.eth.get_block(number)["hash"])
-            except Exception:
+            except BlockNotFound:
+                # Only a block the chain no longer has is a fork. Any other failure (node down, timeout)
+                # propagates: taking it for a reorg would rewind and delete the whole index.
                 return None
 
     # --- projections ----------------------------------------------------------------------------------

@@ -239,8 +239,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data_dir = args.data_dir or cfg.data_dir or DEFAULT_DATA_DIR
     keystore = args.keystore or cfg.keystore or data_dir / "keystore.json"
     policy = SamplingPolicy(
-        sample_period_ms=args.sample_period_ms or cfg.sample_period_ms or 1_000,
-        window_ms=args.window_ms or cfg.window_ms or 60_000,
+        sample_period_ms=_first_set(args.sample_period_ms, cfg.sample_period_ms, 1_000),
+        window_ms=_first_set(args.window_ms, cfg.window_ms, 60_000),
     )
     # The GPU source first: a machine without a driver says so before anything else is asked for.
     source = _open_source(args.simulate, args.seed, args.profile, cfg.gpus)
@@ -319,6 +319,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 metrics.stop()
     finally:
         source.close()
+
+
+def _first_set(*values: int | None) -> int:
+    """The first value given (0 counts as given, so SamplingPolicy can refuse it)."""
+    return next(v for v in values if v is not None)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ from ledger.protocol import (
     MeteringReport,
     Sample,
     config_hash,
+    domain_separator,
     gpu_set_hash,
     gpu_uuid_hash,
-    report_digest,
     report_struct_hash,
     samples_root,
+    typed_data_digest,
 )
 
 from . import __version__
@@ -116,8 +117,10 @@ class ReportBuilder:
         simulated: bool,
     ) -> None:
         self._signer = signer
-        self._chain_id = chain_id
-        self._escrow = escrow
+        try:  # the EIP-712 domain is fixed for a node: computed (and the escrow address checked) once
+            self._domain = domain_separator(chain_id, escrow)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"escrow {escrow!r} is not an address") from e
         self.policy = policy
         self.config_hash = config_hash(__version__, driver_version, nvml_version, policy.as_dict(simulated))
 
@@ -163,7 +166,7 @@ class ReportBuilder:
             configHash=self.config_hash,
         )
         h = report_struct_hash(report)
-        sig = self._signer.sign(report_digest(report, self._chain_id, self._escrow))
+        sig = self._signer.sign(typed_data_digest(self._domain, h))
         new_state = LeaseState(
             lease_id=lease.lease_id,
             seq=report.seq,

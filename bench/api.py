@@ -40,7 +40,7 @@ from api.services import Services  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from bridge_helpers import SigningAttestor, submission  # noqa: E402
 from eth_account import Account  # noqa: E402
-from ledger.chain import connect  # noqa: E402
+from ledger.chain import connect, free_port  # noqa: E402
 from ledger.deploy import deploy_suite  # noqa: E402
 from ledger.protocol import gpu_set_hash, gpu_uuid_hash  # noqa: E402
 
@@ -57,14 +57,6 @@ OFFER_QUERIES = [
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ok(resp: httpx.Response, status: int = 200) -> Any:

@@ -160,7 +160,8 @@ def _connect_memory() -> Chain:
     return Chain(w3=w3, backend="memory", accounts=accounts, private_keys=keys, _tester=tester)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers this project starts)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -192,7 +193,7 @@ def _start_anvil(data_dir: Path | None, port: int | None, timeout_s: float) -> C
     binary = ANVIL_BIN if ANVIL_BIN.exists() else (Path(p) if (p := shutil.which("anvil")) else None)
     if binary is None:
         raise ChainError("anvil binary not found: run `make install` (npm ci in contracts/)")
-    port = port or _free_port()
+    port = port or free_port()
     cmd = [
         str(binary),
         "--host", "127.0.0.1",

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -96,12 +94,6 @@ def _ok(resp: httpx.Response, what: str, status: tuple[int, ...] = (200, 201)) -
     return resp.json()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _eth(wei: int) -> str:
     return f"{wei / 10**18:.6f} ETH"
 
@@ -138,6 +130,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
     from attestor.daemon import Attestor
     from attestor.keys import Signer
     from attestor.meter import ReportBuilder, SamplingPolicy
+    from attestor.spool import Spool
     from attestor.source import SimulatedSource
     from eth_account import Account
     from pydantic import SecretStr
@@ -145,7 +138,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
     from .audit_cli import format_table, run as audit_run
     from .audit_report import render_html
     from .audit_sources import ApiSource
-    from .chain import connect
+    from .chain import connect, free_port
     from .deploy import deploy_suite
 
     summary = Summary()
@@ -167,7 +160,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
             server_secret=SecretStr("demo-only-secret-" + chain.accounts[2]),
         )
         app = create_app(settings, chain=chain, deployment=deployment)
-        port = _free_port()
+        port = free_port()
         with _Server(app, port):
             base = f"http://127.0.0.1:{port}"
             http = httpx.Client(base_url=base, timeout=60)
@@ -271,8 +264,6 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
                 nvml_version=source.nvml_version,
                 simulated=source.simulated,
             )
-            from attestor.spool import Spool
-
             spool_dir = out_dir / "attestor"
             spool_dir.mkdir(parents=True, exist_ok=True)
             att = Attestor(
@@ -290,7 +281,6 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
                 f"(1 s samples) in a few seconds; chain time moved along",
                 file=sys.stderr,
             )
-            settled_before = 0
             for w in range(1, windows + 1):
                 for _ in range(policy.window_ms // policy.sample_period_ms):
                     clock.advance(policy.sample_period_ms)
@@ -303,7 +293,6 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
                     n = services.relayer.flush()
                     if n:
                         summary.batches += 1
-                    settled_before += n
                     summary.checkpoints += n
                     cps = [_ok(http.get(f"/v1/leases/{x['id']}"), "get lease")["checkpoint"] for x in leases]
                     print(
@@ -315,7 +304,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
                 raise DemoError(f"{att.sender.depth()} report(s) were not acknowledged by the bridge")
             att.close()
             _step(5, f"attestor signed and submitted {summary.reports} reports; bridge acknowledged all")
-            _step(6, f"relayer settled {settled_before} checkpoint(s) in {summary.batches} settleBatch transaction(s)")
+            _step(6, f"relayer settled {summary.checkpoints} checkpoint(s) in {summary.batches} settleBatch transaction(s)")
 
             # --- close, release, withdraw, rate ----------------------------------------------------
             for x in leases:
@@ -358,7 +347,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
             summary.report_path = str(out_dir / "audit.html")
             with ApiSource(base) as src:
                 audits = audit_run(src, ids)
-            for audit_input, verdict in audits:
+            for _, verdict in audits:
                 print(format_table(verdict), file=sys.stderr)
             Path(summary.report_path).write_text(render_html(audits))
             all_ok = all(v.ok for _, v in audits)

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from eth_utils import keccak, to_checksum_address
 
 from .base import LedgerError
+from .chain import save_json
 from .compiler import load_artifact
 
 ESCROW_ROLE = keccak(text="ESCROW_ROLE")
@@ -122,10 +123,7 @@ class Deployment:
 
     def save(self, path: Path) -> None:
         """Write the record as JSON (atomically)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        save_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":

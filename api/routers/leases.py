@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from .. import chainview
 from ..actions import act, act_paying
 from ..deps import Caller, CallerDep, IdempotencyKey, ServicesDep
-from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES, ApiError
+from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES, ApiError, Invalid
 from ..idempotency import fingerprint, run_idempotent
 from ..indexer import events_of
 from ..schemas import ActionOut, Address, Strict
@@ -122,6 +122,8 @@ def open_lease(body: LeaseIn, caller: CallerDep, svc: ServicesDep, idempotency_k
         if start_by is None:
             start_by = max(svc.chain.now(), offer["validFrom"]) + DEFAULT_START_WINDOW_S
             start_by = min(start_by, offer["validUntil"] - body.durationS)
+            if start_by < 0:
+                raise Invalid("durationS reaches beyond the offer's validUntil", field="durationS")
         max_total = total if body.maxTotalWei is None else body.maxTotalWei
         fn = svc.client.escrow.functions.openLease(body.offerId, holder, body.durationS, start_by, max_total)
         out = act_paying(svc, caller, fn, offer["token"], svc.client.escrow.address, total)

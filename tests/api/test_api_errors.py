@@ -137,3 +137,51 @@ def test_health_and_metrics_report_state(bridge: TestClient) -> None:
     text = bridge.get("/metrics").text
     assert 'ledger_api_requests_total{method="GET",route="/v1/health",status="200"} 1.0' in text
     assert "ledger_api_indexed_block" in text
+
+
+def test_open_lease_duration_beyond_offer_window_is_422_naming_the_field(bridge: TestClient) -> None:
+    client = bridge
+    prov = setup_provider(client, ["GPU-long-1"], PRICE)
+    _, key = new_account(client, "buyer")
+    r = client.post("/v1/leases", json={"offerId": prov["offerId"], "durationS": 3_000_000_000}, headers=auth(key))
+    assert r.status_code == 422
+    assert r.json()["detail"]["field"] == "durationS"
+
+
+def test_revert_without_error_data_is_not_reported_as_not_found() -> None:
+    from api.errors import revert_status
+
+    assert revert_status("Unknown") == (422, "rejected_by_contract")
+    assert revert_status("LeaseEscrowUnknownLease") == (404, "not_found")
+
+
+def test_indexer_rpc_outage_is_not_taken_for_a_reorg(bridge: TestClient, monkeypatch: object) -> None:
+    """A node that fails to answer for a moment must not make the indexer rewind and drop its events."""
+    import pytest
+
+    client = bridge
+    svc = services(client)
+    setup_provider(client, ["GPU-outage-1"], PRICE)
+    svc.indexer.sync_once()
+    from api.store import ChainEvent
+    from sqlalchemy import func, select
+
+    with svc.store.session() as s:
+        before = s.scalar(select(func.count()).select_from(ChainEvent))
+    assert before and before > 0
+    reorgs = svc.metrics.reorgs._value.get()
+    w3 = svc.gateway.w3
+
+    def down(*_: object, **__: object) -> object:
+        raise ConnectionError("node unreachable (simulated)")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(w3.eth, "get_block", down)
+    try:
+        with pytest.raises(ConnectionError):
+            svc.indexer._check_reorg()
+    finally:
+        mp.undo()
+    with svc.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChainEvent)) == before
+    assert svc.metrics.reorgs._value.get() == reorgs

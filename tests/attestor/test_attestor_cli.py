@@ -156,3 +156,42 @@ def test_cli_refuses_second_daemon_on_same_data_dir(tmp_path: Path) -> None:
     finally:
         held.close()
     cli._lock_data_dir(tmp_path).close()  # free again once the holder is gone
+
+
+def _static_run_args(tmp_path: Path, escrow: str) -> list[str]:
+    create_keystore(tmp_path / "ks.json", "pw", kdf="pbkdf2", iterations=2)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "chain_id": 1,
+                "escrow": escrow,
+                "leases": [{"lease_id": 1, "gpu_indices": [0], "start_ms": 0, "end_ms": 1}],
+            }
+        )
+    )
+    return [
+        "run", "--node-id", "1", "--config", str(cfg), "--simulate", "1xH100",
+        "--data-dir", str(tmp_path / "d"), "--keystore", str(tmp_path / "ks.json"),
+        "--once", "--once-timeout", "0", "--window-ms", "1000", "--sample-period-ms", "500",
+    ]
+
+
+def test_cli_run_bad_escrow_address_is_one_line_before_metering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COMPUTE_LEDGER_ATTESTOR_PASSWORD", "pw")
+    assert cli.main(_static_run_args(tmp_path, "nothex")) == 1
+    err = capsys.readouterr().err
+    assert "escrow 'nothex' is not an address" in err
+    assert "Traceback" not in err
+
+
+def test_cli_run_zero_sample_period_is_refused_not_defaulted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COMPUTE_LEDGER_ATTESTOR_PASSWORD", "pw")
+    args = _static_run_args(tmp_path, "0x5FbDB2315678afecb367f032d315f642f64180aa")
+    args[args.index("--sample-period-ms") + 1] = "0"
+    assert cli.main(args) != 0
+    assert "sample period" in capsys.readouterr().err

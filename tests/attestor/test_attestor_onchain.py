@@ -15,10 +15,10 @@ from attestor.source import SimulatedSource
 from attestor.spool import Spool, SpooledReport
 from ledger.protocol import MeteringReport, ReportFlag, Sample, gpu_uuid_hash, report_struct_hash
 
-chain_mod = pytest.importorskip("ledger.chain")
-client_mod = pytest.importorskip("ledger.client")
-deploy_mod = pytest.importorskip("ledger.deploy")
-audit = pytest.importorskip("ledger.audit")
+import ledger.audit as audit
+import ledger.chain as chain_mod
+import ledger.client as client_mod
+import ledger.deploy as deploy_mod
 
 ETH = "0x0000000000000000000000000000000000000000"
 

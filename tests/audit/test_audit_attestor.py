@@ -8,8 +8,6 @@ import dataclasses
 
 import pytest
 
-pytest.importorskip("attestor.meter", reason="the attestor is not in this build")
-
 from attestor.keys import Signer  # noqa: E402
 from attestor.meter import LeaseSpec, LeaseState, ReportBuilder, SamplingPolicy  # noqa: E402
 from attestor.sampler import Sampler, samples_for  # noqa: E402

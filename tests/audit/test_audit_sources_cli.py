@@ -6,7 +6,6 @@ import dataclasses
 import io
 import json
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ import uvicorn
 from ledger.audit import AuditInput, LeaseMoney, LeaseTerms, Settlement, verify_lease
 from ledger.audit_cli import ProgressBar, format_table, main
 from ledger.audit_sources import ApiSource, ArchiveSource, AuditSourceError, ChainSource, write_archive
+from ledger.chain import free_port
 from tests.audit.fakebridge import create_fake_bridge
 from tests.audit.fakegpu import make_lease
 
@@ -34,18 +34,11 @@ def leases() -> dict[int, AuditInput]:
     return {42: good, 43: bad}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(leases: dict[int, AuditInput]) -> Iterator[tuple[str, Counter[str]]]:
     """The fake bridge over real HTTP on 127.0.0.1, with its request counter."""
     app, hits = create_fake_bridge(leases)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -215,7 +208,7 @@ def test_audit_cli_html_report_is_self_contained(bridge_url: str, tmp_path: Path
 
 
 def test_audit_cli_unreachable_api_exits_three(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["lease", "1", "--api", f"http://127.0.0.1:{_free_port()}", "--quiet"])
+    rc = main(["lease", "1", "--api", f"http://127.0.0.1:{free_port()}", "--quiet"])
     assert rc == 3
     assert "compute-ledger audit: GET /v1/leases/1" in capsys.readouterr().err
 
@@ -223,7 +216,7 @@ def test_audit_cli_unreachable_api_exits_three(capsys: pytest.CaptureFixture[str
 def test_audit_cli_unreadable_chain_source_exits_three(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     archive = tmp_path / "archive.jsonl"
     archive.write_text("", encoding="utf-8")
-    argv = ["all", "--rpc", f"http://127.0.0.1:{_free_port()}", "--deployment", str(tmp_path / "missing.json")]
+    argv = ["all", "--rpc", f"http://127.0.0.1:{free_port()}", "--deployment", str(tmp_path / "missing.json")]
     rc = main(argv + ["--archive", str(archive), "--quiet"])
     assert rc == 3
     assert "cannot read deployment record missing.json" in capsys.readouterr().err
