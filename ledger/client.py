@@ -26,8 +26,14 @@ token's smallest unit; times are unix seconds unless the name says ``_ms``. A re
 :class:`ledger.errors.ContractRevert` with the custom error's name and arguments (decoded in
 ``ledger.errors``). Token ``ETH`` (the zero address) means native ETH.
 
-Reports are sent packed (``pack_report``: three uint256 words + four bytes32); the contract re-derives the
-protocol's EIP-712 struct from them, so the attestor signs ``ledger.protocol.report_digest`` unchanged.
+Reports are sent as settlement entries (``ledger.settlement.encode_entry``) carrying the lease's state
+(terms, checkpoint, last report hash) that the escrow checks against its one-slot commitment; the contract
+re-derives the protocol's EIP-712 struct, so the attestor signs ``ledger.protocol.report_digest`` unchanged.
+The client finds each lease's state itself (:meth:`LedgerClient.lease_state`): from the ``leaseTerms`` view
+and the ``CheckpointsSettled`` records, which it follows incrementally.
+
+``CheckpointsSettled(bytes records)`` is decoded as one ``CheckpointSettled`` event per record (same log
+index, ``args["recordIndex"]`` its position; args from ``SettlementRecord.as_args``).
 """
 
 from __future__ import annotations
@@ -45,10 +51,17 @@ from .compiler import load_artifact
 from .deploy import Deployment, escrow_abi
 from .errors import ContractRevert, TransactionReverted, decode_exception
 from .protocol import MeteringReport, ProtocolError
+from .settlement import (
+    LeaseState,
+    commitment,
+    decode_records,
+    encode_entries,
+    encode_entry,
+    initial_ckpt,
+)
 
 ETH = "0x0000000000000000000000000000000000000000"
 ZERO_HASH = b"\x00" * 32
-_U64 = (1 << 64) - 1
 
 
 class ClientError(LedgerError):
@@ -246,40 +259,6 @@ class FeeConfig:
 # --- packing ---------------------------------------------------------------------------------------
 
 
-def pack_report(report: MeteringReport) -> tuple[int, int, int, bytes, bytes, bytes, bytes]:
-    """The ``PackedReport`` calldata of a report (layout documented in ILeaseEscrow.sol)."""
-    if report.leaseId > _U64:
-        raise ProtocolError(f"leaseId {report.leaseId} does not fit the packed 64-bit field")
-    w0 = (report.leaseId << 192) | (report.seq << 128) | (report.windowStartMs << 64) | report.windowEndMs
-    w1 = (report.busyMs << 192) | (report.energyMj << 128) | (report.allocatedMs << 64) | report.cumBusyMs
-    w2 = (
-        (report.cumEnergyMj << 192)
-        | (report.cumAllocatedMs << 128)
-        | (report.maxMemUsedMiB << 96)
-        | (report.sampleCount << 64)
-        | (report.flags << 32)
-    )
-    return (
-        w0,
-        w1,
-        w2,
-        bytes(report.prevReportHash),
-        bytes(report.gpuSetHash),
-        bytes(report.samplesRoot),
-        bytes(report.configHash),
-    )
-
-
-def split_signature(signature: bytes) -> tuple[bytes, bytes, int]:
-    """(r, s, v) of a 65-byte ``r || s || v`` signature (v 27/28 or 0/1)."""
-    if len(signature) != 65:
-        raise ProtocolError(f"signature must be 65 bytes, got {len(signature)}")
-    v = signature[64]
-    if v < 27:
-        v += 27
-    return bytes(signature[:32]), bytes(signature[32:64]), v
-
-
 def report_tuple(report: MeteringReport) -> tuple[Any, ...]:
     """The full ``MeteringReport`` struct as the ABI tuple (for the digest views)."""
     return tuple(bytes(v) if isinstance(v, (bytes, bytearray)) else v for v in report.values())
@@ -405,6 +384,10 @@ class LedgerClient:
         self.escrow = w3.eth.contract(address=deployment.escrow, abi=escrow_abi())
         self._erc20_abi = load_artifact("MockERC20")["abi"] if _has_artifact("MockERC20") else _MIN_ERC20_ABI
         self._topics: dict[bytes, tuple[Any, str]] = {}
+        # lease id -> (ckpt, last report hash) of its last CheckpointsSettled record; logs scanned up to
+        # _state_block (see lease_state)
+        self._settled: dict[int, tuple[int, bytes]] = {}
+        self._state_block = deployment.block - 1
         for contract in (self.registry, self.escrow, self.reputation):
             for item in contract.abi:
                 if item.get("type") == "event" and not item.get("anonymous"):
@@ -422,11 +405,13 @@ class LedgerClient:
         return self._result(receipt)
 
     def _result(self, receipt: Any) -> TxResult:
+        events = tuple(self.decode_logs(receipt["logs"]))
+        self._note_settlements(events)
         return TxResult(
             tx_hash=bytes(receipt["transactionHash"]),
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
-            events=tuple(self.decode_logs(receipt["logs"])),
+            events=events,
         )
 
     def _call(self, fn: Any, sender: str | None = None) -> Any:
@@ -446,6 +431,19 @@ class LedgerClient:
             if to_checksum_address(log["address"]) != contract.address:
                 continue
             data = contract.events[name]().process_log(log)
+            if name == "CheckpointsSettled":
+                for i, rec in enumerate(decode_records(bytes(data["args"]["records"]))):
+                    out.append(
+                        Event(
+                            name="CheckpointSettled",
+                            address=to_checksum_address(log["address"]),
+                            args={**rec.as_args(), "recordIndex": i},
+                            block_number=int(log["blockNumber"]),
+                            tx_hash=bytes(log["transactionHash"]),
+                            log_index=int(log["logIndex"]),
+                        )
+                    )
+                continue
             out.append(
                 Event(
                     name=name,
@@ -478,12 +476,61 @@ class LedgerClient:
         }.get(contract or "", [self.deployment.registry, self.deployment.escrow, self.deployment.reputation])
         flt: dict[str, Any] = {"fromBlock": start, "toBlock": to_block, "address": addrs}
         if name is not None:
-            topics = [t for t, (_, n) in self._topics.items() if n == name]
+            wanted = "CheckpointsSettled" if name == "CheckpointSettled" else name
+            topics = [t for t, (_, n) in self._topics.items() if n == wanted]
             if not topics:
                 raise ClientError(f"unknown event {name}")
             flt["topics"] = [["0x" + t.hex() for t in topics]]
         logs = self.w3.eth.get_logs(flt)  # type: ignore[arg-type]
         return self.decode_logs(logs)
+
+    # --- lease state (the escrow's one-slot commitment) -------------------------------------------------
+
+    def _note_settlements(self, events: Iterable[Event]) -> None:
+        for e in events:
+            if e.name == "CheckpointSettled":
+                self._settled[int(e.args["leaseId"])] = (int(e.args["ckpt"]), bytes(e.args["reportHash"]))
+
+    def _scan_settlements(self, from_block: int) -> None:
+        latest = int(self.w3.eth.block_number)
+        if from_block > latest:
+            return
+        self._note_settlements(self.events("CheckpointSettled", from_block=from_block, to_block=latest))
+        self._state_block = latest
+
+    def lease_states(self, lease_ids: Sequence[int]) -> dict[int, LeaseState]:
+        """The state each lease's calls must carry, checked against the escrow's ``stateHash``.
+
+        Raises :class:`ClientError` for an unknown lease, or if the events cannot explain the commitment.
+        """
+        ids = list(dict.fromkeys(int(i) for i in lease_ids))
+        if not ids:
+            return {}
+        terms_list, hashes = self._call(self.escrow.functions.leaseTerms(ids))
+        out: dict[int, LeaseState] = {}
+        for attempt in range(3):
+            missing = []
+            for lid, terms, want in zip(ids, terms_list, hashes):
+                if lid in out:
+                    continue
+                if bytes(want) == ZERO_HASH:
+                    raise ClientError(f"no lease {lid}")
+                ck, last = self._settled.get(lid, (initial_ckpt(int(terms)), ZERO_HASH))
+                if commitment(int(terms), ck, last) == bytes(want):
+                    out[lid] = LeaseState(lid, int(terms), ck, last)
+                else:
+                    missing.append(lid)
+            if not missing:
+                return out
+            if attempt == 0:
+                self._scan_settlements(self._state_block + 1)  # new settlements since the last look
+            else:
+                self._settled.clear()  # a reorg dropped what we saw: rebuild from the deployment block
+                self._scan_settlements(self.deployment.block)
+        raise ClientError(f"lease state of {missing} does not match the escrow's commitment")
+
+    def lease_state(self, lease_id: int) -> LeaseState:
+        return self.lease_states([lease_id])[int(lease_id)]
 
     # --- ERC-20 helpers -------------------------------------------------------------------------------
 
@@ -734,10 +781,18 @@ class LedgerClient:
     def activate_lease(self, sender: str, lease_id: int) -> TxResult:
         return self._send(self.escrow.functions.activateLease(lease_id), sender)
 
-    def settle(self, sender: str, report: MeteringReport, signature: bytes, *, gas: int | None = None) -> TxResult:
+    def settle(
+        self,
+        sender: str,
+        report: MeteringReport,
+        signature: bytes,
+        *,
+        state: LeaseState | None = None,
+        gas: int | None = None,
+    ) -> TxResult:
         """Settle one signed report (reverts with the failing check's error)."""
-        fn = self.escrow.functions.settle(pack_report(report), split_signature(signature))
-        return self._send(fn, sender, gas=gas)
+        st = state or self.lease_state(report.leaseId)
+        return self._send(self.escrow.functions.settle(encode_entry(report, signature, st)), sender, gas=gas)
 
     def settle_batch(
         self,
@@ -745,15 +800,20 @@ class LedgerClient:
         reports: Sequence[MeteringReport],
         signatures: Sequence[bytes],
         *,
+        states: Mapping[int, LeaseState] | None = None,
         gas: int | None = None,
     ) -> TxResult:
-        """Settle many reports in one transaction; bad ones emit CheckpointSkipped instead of reverting."""
+        """Settle many reports in one transaction; bad ones emit CheckpointSkipped instead of reverting.
+
+        ``states`` (by lease id) saves the look-up; several reports of one lease need the state after
+        the previous one, so give each lease at most one report per batch.
+        """
         if len(reports) != len(signatures):
             raise ClientError("reports and signatures differ in length")
-        fn = self.escrow.functions.settleBatch(
-            [pack_report(r) for r in reports], [split_signature(s) for s in signatures]
-        )
-        return self._send(fn, sender, gas=gas)
+        if states is None:
+            states = self.lease_states([r.leaseId for r in reports])
+        data = encode_entries((r, s, states[r.leaseId]) for r, s in zip(reports, signatures))
+        return self._send(self.escrow.functions.settleBatch(data), sender, gas=gas)
 
     def top_up(self, sender: str, lease_id: int, amount: int, *, approve: bool = True) -> TxResult:
         """Extend a lease by amount / (price × gpuCount) seconds; pays amount plus its fee."""
@@ -762,7 +822,8 @@ class LedgerClient:
         old = unit * ls.duration_s
         new = old + amount
         fee = new * ls.fee_bps // 10_000 - old * ls.fee_bps // 10_000
-        fn = self.escrow.functions.topUp(lease_id, amount)
+        st = self.lease_state(lease_id)
+        fn = self.escrow.functions.topUp(lease_id, amount, st.ckpt, st.last_hash)
         if to_checksum_address(ls.token) == ETH:
             return self._send(fn, sender, value=amount + fee)
         if approve:
@@ -770,19 +831,24 @@ class LedgerClient:
         return self._send(fn, sender)
 
     def close_lease(self, sender: str, lease_id: int) -> TxResult:
-        return self._send(self.escrow.functions.closeLease(lease_id), sender)
+        st = self.lease_state(lease_id)
+        return self._send(self.escrow.functions.closeLease(lease_id, st.ckpt, st.last_hash), sender)
 
     def expire_lease(self, sender: str, lease_id: int) -> TxResult:
         return self._send(self.escrow.functions.expireLease(lease_id), sender)
 
     def dispute(self, sender: str, lease_id: int) -> TxResult:
-        return self._send(self.escrow.functions.dispute(lease_id), sender)
+        st = self.lease_state(lease_id)
+        return self._send(self.escrow.functions.dispute(lease_id, st.ckpt, st.last_hash), sender)
 
     def resolve_dispute(self, sender: str, lease_id: int, buyer_share_bps: int, provider_fault: bool) -> TxResult:
-        return self._send(self.escrow.functions.resolveDispute(lease_id, buyer_share_bps, provider_fault), sender)
+        st = self.lease_state(lease_id)
+        fn = self.escrow.functions.resolveDispute(lease_id, buyer_share_bps, provider_fault, st.ckpt, st.last_hash)
+        return self._send(fn, sender)
 
     def release_earnings(self, sender: str, lease_id: int) -> TxResult:
-        return self._send(self.escrow.functions.releaseEarnings(lease_id), sender)
+        st = self.lease_state(lease_id)
+        return self._send(self.escrow.functions.releaseEarnings(lease_id, st.ckpt, st.last_hash), sender)
 
     def withdraw(self, sender: str, token: str = ETH) -> TxResult:
         return self._send(self.escrow.functions.withdraw(to_checksum_address(token)), sender)
@@ -846,7 +912,8 @@ class LedgerClient:
         )
 
     def checkpoint(self, lease_id: int) -> CheckpointInfo:
-        v = self._call(self.escrow.functions.checkpoint(lease_id))
+        st = self.lease_state(lease_id)
+        v = self._call(self.escrow.functions.checkpoint(lease_id, st.ckpt, st.last_hash))
         return CheckpointInfo(
             last_seq=int(v[0]),
             last_report_hash=bytes(v[1]),
@@ -904,9 +971,14 @@ class LedgerClient:
         """The contract's EIP-712 digest of ``report`` (what the attestor signs)."""
         return bytes(self._call(self.escrow.functions.reportDigest(report_tuple(report))))
 
-    def packed_report_digest(self, report: MeteringReport) -> bytes:
-        """The digest the settle path computes from the packed calldata."""
-        return bytes(self._call(self.escrow.functions.packedReportDigest(pack_report(report))))
+    def entry_digest(self, report: MeteringReport) -> bytes:
+        """The digest the settle path computes from a settlement entry of ``report``."""
+        entry = encode_entry(report, bytes(65), LeaseState(report.leaseId, 0, 0, report.prevReportHash))
+        return bytes(self._call(self.escrow.functions.entryDigest(entry)))
+
+    def state_hash(self, lease_id: int) -> bytes:
+        """The escrow's commitment to the lease's (terms, ckpt, last report hash); zero: no lease."""
+        return bytes(self._call(self.escrow.functions.stateHash(lease_id)))
 
     def has_role(self, contract: str, role: bytes, account: str) -> bool:
         c = {"registry": self.registry, "escrow": self.escrow, "reputation": self.reputation}[contract]
@@ -989,7 +1061,6 @@ __all__ = [
     "Transactor",
     "ClientError",
     "ContractRevert",
-    "pack_report",
-    "split_signature",
+    "LeaseState",
     "report_tuple",
 ]

@@ -62,21 +62,15 @@ class ReportFlag(IntFlag):
     CLOCK_ADJUSTED = 1 << 6  # the wall clock jumped; windows are still closed on monotonic time
 
 
-# Solidity: keccak256("MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,...)")
-REPORT_TYPE_STRING = (
-    "MeteringReport("
-    "uint256 leaseId,"
-    "uint64 seq,"
-    "bytes32 prevReportHash,"
-    "uint64 windowStartMs,"
-    "uint64 windowEndMs,"
+# The signed type is nested: what settlement needs on-chain is in MeteringReport itself, the rest of the
+# window in WindowDetail, so the contract takes one 32-byte hashStruct(WindowDetail) instead of nine fields.
+# The meaning of every field is the DESIGN's; only the grouping is for gas.
+WINDOW_TYPE_STRING = (
+    "WindowDetail("
     "bytes32 gpuSetHash,"
     "uint64 busyMs,"
     "uint64 energyMj,"
     "uint64 allocatedMs,"
-    "uint64 cumBusyMs,"
-    "uint64 cumEnergyMj,"
-    "uint64 cumAllocatedMs,"
     "uint32 maxMemUsedMiB,"
     "uint32 sampleCount,"
     "bytes32 samplesRoot,"
@@ -84,13 +78,44 @@ REPORT_TYPE_STRING = (
     "bytes32 configHash"
     ")"
 )
-REPORT_TYPEHASH = keccak(text=REPORT_TYPE_STRING)
-
-# (field name, ABI type) in the order of REPORT_TYPE_STRING.
-REPORT_FIELDS: tuple[tuple[str, str], ...] = tuple(
-    (part.split(" ")[1], part.split(" ")[0])
-    for part in REPORT_TYPE_STRING[len("MeteringReport(") : -1].split(",")
+_REPORT_CORE_STRING = (
+    "MeteringReport("
+    "uint256 leaseId,"
+    "uint64 seq,"
+    "bytes32 prevReportHash,"
+    "uint64 windowStartMs,"
+    "uint64 windowEndMs,"
+    "uint64 cumBusyMs,"
+    "uint64 cumEnergyMj,"
+    "uint64 cumAllocatedMs,"
+    "WindowDetail window"
+    ")"
 )
+# EIP-712 encodeType: the primary type, then the referenced types. Solidity: LeaseEscrowBase.REPORT_TYPEHASH.
+REPORT_TYPE_STRING = _REPORT_CORE_STRING + WINDOW_TYPE_STRING
+REPORT_TYPEHASH = keccak(text=REPORT_TYPE_STRING)
+WINDOW_TYPEHASH = keccak(text=WINDOW_TYPE_STRING)
+
+
+def _parse_fields(type_string: str) -> tuple[tuple[str, str], ...]:
+    body = type_string[type_string.index("(") + 1 : -1]
+    return tuple((part.split(" ")[1], part.split(" ")[0]) for part in body.split(","))
+
+
+# (field name, ABI type) of WindowDetail, and of MeteringReport's own fields without `window`.
+WINDOW_FIELDS: tuple[tuple[str, str], ...] = _parse_fields(WINDOW_TYPE_STRING)
+REPORT_CORE_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    f for f in _parse_fields(_REPORT_CORE_STRING) if f[0] != "window"
+)
+# Every field of a report, flat (the JSON form and the Python dataclass): core fields, then the window's.
+REPORT_FIELDS: tuple[tuple[str, str], ...] = REPORT_CORE_FIELDS + WINDOW_FIELDS
+
+# The same types as EIP-712 JSON (eth_account / ethers / wallets).
+EIP712_REPORT_TYPES: dict[str, list[dict[str, str]]] = {
+    "MeteringReport": [{"name": n, "type": t} for n, t in REPORT_CORE_FIELDS]
+    + [{"name": "window", "type": "WindowDetail"}],
+    "WindowDetail": [{"name": n, "type": t} for n, t in WINDOW_FIELDS],
+}
 
 DOMAIN_TYPE_STRING = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 DOMAIN_TYPEHASH = keccak(text=DOMAIN_TYPE_STRING)
@@ -123,13 +148,13 @@ class MeteringReport:
     prevReportHash: bytes
     windowStartMs: int
     windowEndMs: int
+    cumBusyMs: int
+    cumEnergyMj: int
+    cumAllocatedMs: int
     gpuSetHash: bytes
     busyMs: int
     energyMj: int
     allocatedMs: int
-    cumBusyMs: int
-    cumEnergyMj: int
-    cumAllocatedMs: int
     maxMemUsedMiB: int
     sampleCount: int
     samplesRoot: bytes
@@ -198,15 +223,30 @@ def hex_to_bytes32(value: Any, name: str = "value") -> bytes:
     return b
 
 
-def report_struct_hash(report: MeteringReport) -> bytes:
-    """EIP-712 ``hashStruct(report)``; also the report's link in the per-lease hash chain."""
+def _words(report: MeteringReport, fields_: Sequence[tuple[str, str]]) -> bytes:
     # Every field is static (uintN or bytes32), so abi.encode is one 32-byte word per field; the ranges
     # were checked when the report was built.
-    words = [
-        bytes(v) if typ == "bytes32" else v.to_bytes(32, "big")
-        for (_, typ), v in zip(REPORT_FIELDS, report.values())
-    ]
-    return _keccak(REPORT_TYPEHASH + b"".join(words))
+    return b"".join(
+        bytes(getattr(report, n)) if typ == "bytes32" else getattr(report, n).to_bytes(32, "big") for n, typ in fields_
+    )
+
+
+def window_struct_hash(report: MeteringReport) -> bytes:
+    """EIP-712 ``hashStruct`` of the report's ``WindowDetail`` (what a settlement entry carries)."""
+    return _keccak(WINDOW_TYPEHASH + _words(report, WINDOW_FIELDS))
+
+
+def report_struct_hash(report: MeteringReport) -> bytes:
+    """EIP-712 ``hashStruct(report)``; also the report's link in the per-lease hash chain."""
+    return _keccak(REPORT_TYPEHASH + _words(report, REPORT_CORE_FIELDS) + window_struct_hash(report))
+
+
+def report_typed_message(report: MeteringReport) -> dict[str, Any]:
+    """The report as an EIP-712 message of :data:`EIP712_REPORT_TYPES` (bytes32 as 0x-hex)."""
+    j = report.to_json()
+    msg: dict[str, Any] = {n: j[n] for n, _ in REPORT_CORE_FIELDS}
+    msg["window"] = {n: j[n] for n, _ in WINDOW_FIELDS}
+    return msg
 
 
 def domain_separator(chain_id: int, verifying_contract: str) -> bytes:

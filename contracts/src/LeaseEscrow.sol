@@ -24,12 +24,17 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// restarts at each settlement); a dispute freezes everything pending. A buyer may close an Active lease at
 /// any time: reports not yet settled by then are not paid, so the relayer settles the latest report first.
 ///
-/// Hot-path storage per lease: one slot of immutable-ish terms (read; it carries a 40-bit fingerprint of the
-/// gpu set hash, so the full hash is not read), one slot of checkpoint state (seq, three cumulative counters,
-/// last window end, settlement time) and one slot with the last report hash (both written, never back to zero
-/// once the lease is active). Settlement first runs `_fastSettle` (every check in one assembly pass); any
-/// rejection, and the exhausting report, fall back to the checked Solidity path `_settleOne`, which reports the
-/// precise error, so settlement accepts exactly the reports the checked path accepts.
+/// Hot-path storage per lease: ONE slot, the state commitment keccak256(abi.encode(terms, ckpt, lastReportHash));
+/// a settlement entry carries the three words in calldata and the contract checks them against it (layouts in
+/// ILeaseEscrow). Terms are also kept in their own slot for views and the non-settlement paths. Settlement
+/// first runs `_fastSettle` (every check in one assembly pass); any rejection, and the exhausting report, fall
+/// back to the checked Solidity path `_settleOne`, which reports the precise error, so settlement accepts
+/// exactly the reports the checked path accepts.
+///
+/// The GPU set is not checked on-chain: the signed report binds it (`WindowDetail.gpuSetHash`), only the
+/// node's registered attestor can sign, and auditors compare it with `lease(id).gpuSetHash` (a mismatch is
+/// grounds for a dispute). An on-chain comparison would cost a 32-byte word per checkpoint and catch only an
+/// attestor that signs its own mistake.
 contract LeaseEscrow is LeaseEscrowBase {
     using SafeERC20 for IERC20;
 
@@ -125,9 +130,13 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (escrowed + fee > maxTotal) revert LeaseEscrowTotalAboveMax(escrowed + fee, maxTotal);
 
         leaseId = ++_leaseCount;
-        _ls[leaseId].terms = uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
-            | (uint256(uint8(o.billingMode)) << 112) | (uint256(uint8(LeaseStatus.Open)) << 116) | (price << 120)
-            | _gpuSetFp(o.gpuSetHash);
+        _setTerms(
+            leaseId,
+            uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
+                | (uint256(uint8(o.billingMode)) << 112) | (uint256(uint8(LeaseStatus.Open)) << 116) | (price << 120),
+            0,
+            0
+        );
         _gpuSet[leaseId] = o.gpuSetHash;
         _info[leaseId] = LeaseInfo({buyer: msg.sender, startBy: uint40(startBy), feesSettled: false, feeBps: feeBps});
         _parties[leaseId] = LeaseParties({holder: holder, offerId: uint64(offerId)});
@@ -154,43 +163,38 @@ contract LeaseEscrow is LeaseEscrowBase {
         if (block.timestamp > startBy) revert LeaseEscrowStartByPassed(leaseId, startBy);
 
         uint256 startMs = block.timestamp * 1000;
-        _ls[leaseId].terms = _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active);
-        _ls[leaseId].ckpt = (startMs << 176) | (block.timestamp << 224);
-        _ls[leaseId].lastHash = _NO_REPORT;
+        _setTerms(
+            leaseId,
+            _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active),
+            (startMs << 176) | (block.timestamp << 224),
+            0
+        );
         uint256 endMs = startMs + _tDuration(terms) * 1000;
         emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
     }
 
     /// @notice See ILeaseEscrow.
-    function settle(PackedReport calldata report, Signature calldata signature) external nonReentrant whenNotPaused {
-        if (!_fastSettle(report, signature)) _settleOne(report, signature, true);
+    function settle(bytes calldata entry) external nonReentrant whenNotPaused {
+        _settleEntries(entry, true);
     }
 
     /// @notice See ILeaseEscrow.
-    function settleBatch(PackedReport[] calldata reports, Signature[] calldata signatures)
+    function settleBatch(bytes calldata entries) external nonReentrant whenNotPaused returns (uint256 settled) {
+        return _settleEntries(entries, false);
+    }
+
+    /// @notice See ILeaseEscrow.
+    function topUp(uint256 leaseId, uint256 amount, uint256 ckpt, bytes32 lastReportHash)
         external
+        payable
         nonReentrant
         whenNotPaused
-        returns (uint256 settled)
     {
-        uint256 n = reports.length;
-        if (n != signatures.length) revert LeaseEscrowLengthMismatch(n, signatures.length);
-        for (uint256 i; i < n; ++i) {
-            if (_fastSettle(reports[i], signatures[i]) || _settleOne(reports[i], signatures[i], false)) ++settled;
-        }
-    }
-
-    /// @notice See ILeaseEscrow.
-    function topUp(uint256 leaseId, uint256 amount) external payable nonReentrant whenNotPaused {
-        uint256 terms = _ls[leaseId].terms;
+        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
         LeaseStatus st = _status(terms);
-        if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
-            if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
-            revert LeaseEscrowBadStatus(leaseId, st);
-        }
+        if (st != LeaseStatus.Open && st != LeaseStatus.Active) revert LeaseEscrowBadStatus(leaseId, st);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        uint256 gpus = _tGpus(terms);
-        uint256 unit = _tPrice(terms) * gpus;
+        uint256 unit = _tPrice(terms) * _tGpus(terms);
         if (amount == 0 || amount % unit != 0) revert LeaseEscrowTopUpNotWholeSeconds(amount, unit);
         uint256 oldDuration = _tDuration(terms);
         uint256 newDuration = oldDuration + amount / unit;
@@ -201,33 +205,39 @@ contract LeaseEscrow is LeaseEscrowBase {
             uint256 startS = st == LeaseStatus.Active ? (terms >> 32) & _M32 : _info[leaseId].startBy;
             if (startS + newDuration > validUntil) revert LeaseEscrowBeyondOffer(leaseId, startS + newDuration, validUntil);
         }
-        uint256 feeBps = _info[leaseId].feeBps;
-        uint256 oldEscrow = unit * oldDuration;
-        uint256 newEscrow = unit * newDuration;
-        if (newEscrow > type(uint128).max) revert LeaseEscrowAmountTooLarge(newEscrow);
-        uint256 fee = (newEscrow * feeBps) / 10_000 - (oldEscrow * feeBps) / 10_000;
-        _ls[leaseId].terms = (terms & ~(_M32 << 64)) | (newDuration << 64);
-        _registry.lockRights(pt.holder, pt.offerId, gpus * (newDuration - oldDuration));
+        uint256 fee = _topUpFee(leaseId, unit, oldDuration, newDuration);
+        _setTerms(leaseId, (terms & ~(_M32 << 64)) | (newDuration << 64), ckpt, lastReportHash);
+        _registry.lockRights(pt.holder, pt.offerId, _tGpus(terms) * (newDuration - oldDuration));
         _pull(_accounts[leaseId].token, amount + fee, msg.value);
         emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
     }
 
+    /// @dev Fee on the escrow a top-up adds: the fee on the new escrow minus the fee already held.
+    function _topUpFee(uint256 leaseId, uint256 unit, uint256 oldDuration, uint256 newDuration)
+        private
+        view
+        returns (uint256)
+    {
+        uint256 feeBps = _info[leaseId].feeBps;
+        uint256 newEscrow = unit * newDuration;
+        if (newEscrow > type(uint128).max) revert LeaseEscrowAmountTooLarge(newEscrow);
+        return (newEscrow * feeBps) / 10_000 - (unit * oldDuration * feeBps) / 10_000;
+    }
+
     /// @notice See ILeaseEscrow.
-    function closeLease(uint256 leaseId) external nonReentrant {
-        uint256 terms = _ls[leaseId].terms;
+    function closeLease(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
+        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
         LeaseStatus st = _status(terms);
-        if (st != LeaseStatus.Open && st != LeaseStatus.Active) {
-            if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
-            revert LeaseEscrowBadStatus(leaseId, st);
-        }
+        if (st != LeaseStatus.Open && st != LeaseStatus.Active) revert LeaseEscrowBadStatus(leaseId, st);
         if (msg.sender != _info[leaseId].buyer) {
             uint256 endMs = _tStartMs(terms) + _tDuration(terms) * 1000;
             if (st == LeaseStatus.Open || block.timestamp * 1000 < endMs) revert LeaseEscrowNotEnded(leaseId, endMs);
         }
-        (uint256 charged, uint256 refund, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Closed);
+        (uint256 charged, uint256 refund, uint256 burned, uint256 released) =
+            _finalize(leaseId, terms, LeaseStatus.Closed, ckpt, lastReportHash);
         emit LeaseClosed(leaseId, msg.sender, charged, refund, burned, released);
-        _trySettleFees(leaseId);
-        _endInteractions(leaseId, terms, charged, burned, released);
+        _trySettleFees(leaseId, ckpt);
+        _endInteractions(leaseId, terms, charged, burned, released, ckpt);
     }
 
     /// @notice See ILeaseEscrow.
@@ -235,10 +245,11 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
         uint256 startBy = _info[leaseId].startBy;
         if (block.timestamp <= startBy) revert LeaseEscrowStartByNotPassed(leaseId, startBy);
-        (, uint256 refund,, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Expired);
+        // an Open lease's state is (terms, 0, 0) by construction
+        (, uint256 refund,, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Expired, 0, 0);
         emit LeaseExpired(leaseId, refund);
-        _trySettleFees(leaseId);
-        _endInteractions(leaseId, terms, 0, 0, released);
+        _trySettleFees(leaseId, 0);
+        _endInteractions(leaseId, terms, 0, 0, released, 0);
         _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
     }
 
@@ -278,137 +289,245 @@ contract LeaseEscrow is LeaseEscrowBase {
 
     // --- internal: settlement -----------------------------------------------------------------------
 
+    /// @dev A settlement entry, decoded (layout in ILeaseEscrow's header).
+    struct Entry {
+        uint256 leaseId;
+        uint64 seq;
+        uint64 windowStartMs;
+        uint64 windowEndMs;
+        uint64 cumBusy;
+        uint64 cumEnergy;
+        uint64 cumAlloc;
+        bytes32 prev;
+        bytes32 r;
+        bytes32 vs;
+        uint256 terms;
+        uint256 ck;
+        bytes32 lastHash;
+    }
+
+    /// @dev Settles the entries in `data` in order. strict (settle): any failing entry reverts the call with
+    /// its custom error; otherwise (settleBatch) it is skipped with CheckpointSkipped. One CheckpointsSettled
+    /// carries a record per settled entry.
+    function _settleEntries(bytes calldata data, bool strict) private returns (uint256 settled) {
+        uint256 p;
+        uint256 end;
+        assembly ("memory-safe") {
+            p := data.offset
+            end := add(data.offset, data.length)
+        }
+        uint256 start = p;
+        // records, 84 bytes each; 32 bytes of slack for the unaligned write of the last one
+        bytes memory records = new bytes((data.length / _ENTRY) * 84 + 32);
+        uint256 rec;
+        assembly ("memory-safe") {
+            rec := add(records, 0x20)
+        }
+        uint256 first = rec;
+        bytes32 domain = _domainSeparatorV4();
+        uint256 memo; // (nodeId + 1) << 192 | _nodeCache[nodeId] of the last node read
+        while (p < end) {
+            uint256 size = _entrySize(p, end, start);
+            memo = _fastSettle(p, rec, domain, memo);
+            bool ok = memo >> 255 != 0;
+            memo &= ~(uint256(1) << 255);
+            if (ok || _settleOne(p, rec, domain, strict)) {
+                rec += 84;
+                ++settled;
+            }
+            p += size;
+        }
+        if (settled != 0) {
+            assembly ("memory-safe") {
+                mstore(records, sub(rec, first))
+            }
+            emit CheckpointsSettled(records);
+        }
+    }
+
+    /// @dev Size of the entry at calldata offset p (reverts unless it is whole and its flags are known).
+    function _entrySize(uint256 p, uint256 end, uint256 start) private pure returns (uint256 size) {
+        uint256 flags;
+        if (p + _ENTRY <= end) {
+            assembly ("memory-safe") {
+                flags := and(shr(200, calldataload(add(p, 32))), 0xff)
+            }
+            size = flags == 1 ? _ENTRY_WITH_LAST : _ENTRY;
+        }
+        if (size == 0 || flags > 1 || p + size > end) revert LeaseEscrowMalformedEntries(p - start);
+    }
+
     /// @dev Gas fast path of settlement: the same checks as `_settleOne` (all must pass) on stack values in
-    /// one pass, then the checkpoint write and CheckpointSettled. Returns false, having changed nothing, when
-    /// any check fails or the report would exhaust the lease: the caller then runs `_settleOne`, which
+    /// one pass, then the commitment write and the record at `rec`. Returns false, having changed nothing,
+    /// when any check fails or the report would exhaust the lease: the caller then runs `_settleOne`, which
     /// re-checks in order and reverts / skips with the precise error (or finalizes the exhausted lease). So
     /// this path can only accept what `_settleOne` accepts, with the same effects.
-    function _fastSettle(PackedReport calldata p, Signature calldata sig) private returns (bool ok) {
-        bytes32 h = _packedStructHash(p);
-        bytes32 digest = _hashTypedDataV4(h);
+    /// `memo` caches the last node read: (nodeId + 1) << 192 | _nodeCache[nodeId]. Returns the memo, with
+    /// bit 255 set when the entry was settled.
+    function _fastSettle(uint256 p, uint256 rec, bytes32 domain, uint256 memo) private returns (uint256 memoOut) {
+        memoOut = memo;
         assembly ("memory-safe") {
-            // slot of mapping(uint256 => ...) at `base` for `key`
-            function mslot(key, base) -> sl {
-                mstore(0, key)
-                mstore(0x20, base)
-                sl := keccak256(0, 0x40)
-            }
             for {} 1 {} {
-                // _ls[leaseId]: terms, ckpt, lastHash in consecutive slots
-                let ls := mslot(shr(192, calldataload(p)), _ls.slot)
-                let terms := sload(ls)
-                // Active
-                if iszero(eq(and(shr(116, terms), 0xf), 2)) { break }
-                let ck := sload(add(ls, 1))
-                let newCk := shl(224, timestamp())
-                let cap := 0
-                let node := 0
+                let fm := mload(0x40)
+                let w0 := calldataload(p)
+                let terms := calldataload(add(p, 167))
+                let ck := calldataload(add(p, 199))
+                let sl := 0
                 {
-                    // lastSeq < seq < 2^32; hash chain when consecutive; flags word clean
-                    let seq := and(shr(128, calldataload(p)), 0xffffffffffffffff)
+                    // state commitment; lastHash = prevReportHash unless given (flag bit 0)
+                    let lh := calldataload(add(p, 39))
+                    if and(shr(200, calldataload(add(p, 32))), 1) { lh := calldataload(add(p, 231)) }
+                    mstore(fm, terms)
+                    mstore(add(fm, 0x20), ck)
+                    mstore(add(fm, 0x40), lh)
+                    mstore(0, shr(224, w0))
+                    mstore(0x20, _stateHash.slot)
+                    sl := keccak256(0, 0x40)
+                    if iszero(eq(sload(sl), keccak256(fm, 0x60))) { break }
+                    // Active
+                    if iszero(eq(and(shr(116, terms), 0xf), 2)) { break }
+                    // lastSeq < seq; hash chain when consecutive
+                    let seq := and(shr(192, w0), 0xffffffff)
                     let lastSeq := and(ck, 0xffffffff)
                     if iszero(gt(seq, lastSeq)) { break }
-                    if gt(seq, 0xffffffff) { break }
-                    if and(calldataload(add(p, 0x40)), 0xffffffff) { break }
-                    if eq(seq, add(lastSeq, 1)) {
-                        let expected := sload(add(ls, 2))
-                        if eq(expected, 1) { expected := 0 }
-                        if iszero(eq(calldataload(add(p, 0x60)), expected)) { break }
-                    }
-                    newCk := or(newCk, seq)
+                    if eq(seq, add(lastSeq, 1)) { if iszero(eq(calldataload(add(p, 39)), lh)) { break } }
                 }
-                // gpu set fingerprint: top 40 bits of keccak(gpuSetHash)
-                mstore(0, calldataload(add(p, 0x80)))
-                if iszero(eq(shr(216, keccak256(0, 0x20)), shr(216, terms))) { break }
+                let cap := 0
                 {
                     // last window end <= start < end <= lease end; end <= now
-                    let w0 := calldataload(p)
-                    let we := and(w0, 0xffffffffffffffff)
+                    let ws := and(shr(144, w0), 0xffffffffffff)
+                    let we := and(shr(96, w0), 0xffffffffffff)
                     let startMs := mul(and(shr(32, terms), 0xffffffff), 1000)
-                    if lt(and(shr(64, w0), 0xffffffffffffffff), and(shr(176, ck), 0xffffffffffff)) { break }
-                    if iszero(gt(we, and(shr(64, w0), 0xffffffffffffffff))) { break }
+                    if lt(ws, and(shr(176, ck), 0xffffffffffff)) { break }
+                    if iszero(gt(we, ws)) { break }
                     if gt(we, add(startMs, mul(and(shr(64, terms), 0xffffffff), 1000))) { break }
                     if gt(we, mul(timestamp(), 1000)) { break }
-                    if lt(we, startMs) { break }
                     cap := mul(and(shr(96, terms), 0xffff), sub(we, startMs))
-                    newCk := or(newCk, shl(176, we))
                 }
                 {
-                    // counters: 48 bits, never decreasing, busy/allocated within gpuCount x elapsed
-                    let w2 := calldataload(add(p, 0x40))
-                    let cumBusy := and(calldataload(add(p, 0x20)), 0xffffffffffffffff)
-                    let cumEnergy := shr(192, w2)
-                    let cumAlloc := and(shr(128, w2), 0xffffffffffffffff)
-                    if gt(or(or(cumBusy, cumEnergy), cumAlloc), 0xffffffffffff) { break }
+                    // counters never decreasing; busy/allocated within gpuCount x elapsed
+                    let cumBusy := and(shr(48, w0), 0xffffffffffff)
+                    let cumAlloc := shr(208, calldataload(add(p, 32)))
                     if lt(cumBusy, and(shr(32, ck), 0xffffffffffff)) { break }
                     if lt(cumAlloc, and(shr(80, ck), 0xffffffffffff)) { break }
-                    if lt(cumEnergy, and(shr(128, ck), 0xffffffffffff)) { break }
+                    if lt(and(w0, 0xffffffffffff), and(shr(128, ck), 0xffffffffffff)) { break }
                     if or(gt(cumBusy, cap), gt(cumAlloc, cap)) { break }
-                    newCk := or(newCk, or(or(shl(32, cumBusy), shl(80, cumAlloc)), shl(128, cumEnergy)))
+                }
+                // node: attestor and power cap (memo: the previous entry's node)
+                {
+                    let nodeKey := add(and(terms, 0xffffffff), 1)
+                    if iszero(eq(shr(192, memoOut), nodeKey)) {
+                        mstore(0, sub(nodeKey, 1))
+                        mstore(0x20, _nodeCache.slot)
+                        memoOut := or(shl(192, nodeKey), sload(keccak256(0, 0x40)))
+                    }
                 }
                 // energy within power cap x GPU time (+ ENERGY_MARGIN_BPS): mW x ms = uJ, / 1000 -> mJ
-                node := sload(mslot(and(terms, 0xffffffff), _nodeCache.slot))
-                if gt(shr(128, and(newCk, shl(128, 0xffffffffffff))), div(mul(mul(and(shr(160, node), 0xffffffff), cap), 10500), 10000000)) {
-                    break
-                }
-                let fm := mload(0x40)
+                if gt(and(w0, 0xffffffffffff), div(mul(mul(and(shr(160, memoOut), 0xffffffff), cap), 10500), 10000000)) { break }
+                // struct hash, digest, signer
+                let h := 0
                 {
-                    // signature: v 27/28, low s, recovers to the node's attestor (non-zero)
-                    let v := calldataload(add(sig, 0x40))
-                    if iszero(or(eq(v, 27), eq(v, 28))) { break }
-                    if gt(calldataload(add(sig, 0x20)), 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0) {
-                        break
-                    }
-                    mstore(fm, digest)
-                    mstore(add(fm, 0x20), v)
-                    mstore(add(fm, 0x40), calldataload(sig))
-                    mstore(add(fm, 0x60), calldataload(add(sig, 0x20)))
+                    mstore(fm, _REPORT_TYPEHASH_LITERAL)
+                    mstore(add(fm, 0x20), shr(224, w0))
+                    mstore(add(fm, 0x40), and(shr(192, w0), 0xffffffff))
+                    mstore(add(fm, 0x60), calldataload(add(p, 39)))
+                    mstore(add(fm, 0x80), and(shr(144, w0), 0xffffffffffff))
+                    mstore(add(fm, 0xa0), and(shr(96, w0), 0xffffffffffff))
+                    mstore(add(fm, 0xc0), and(shr(48, w0), 0xffffffffffff))
+                    mstore(add(fm, 0xe0), and(w0, 0xffffffffffff))
+                    mstore(add(fm, 0x100), shr(208, calldataload(add(p, 32))))
+                    mstore(add(fm, 0x120), calldataload(add(p, 71)))
+                    h := keccak256(fm, 0x140)
+                    mstore(fm, 0x1901)
+                    mstore(add(fm, 0x20), domain)
+                    mstore(add(fm, 0x40), h)
+                    // ecrecover input at fm + 0x80: digest, v, r, s (EIP-2098: vs = s | (v - 27) << 255)
+                    mstore(add(fm, 0x80), keccak256(add(fm, 30), 66))
+                    let vs := calldataload(add(p, 135))
+                    mstore(add(fm, 0xa0), add(shr(255, vs), 27))
+                    mstore(add(fm, 0xc0), calldataload(add(p, 103)))
+                    vs := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                    // low s only
+                    if gt(vs, 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0) { break }
+                    mstore(add(fm, 0xe0), vs)
                     mstore(0, 0)
-                    if iszero(staticcall(gas(), 1, fm, 0x80, 0, 0x20)) { break }
+                    if iszero(staticcall(gas(), 1, add(fm, 0x80), 0x80, 0, 0x20)) { break }
                     if iszero(mload(0)) { break }
-                    if iszero(eq(mload(0), and(node, 0xffffffffffffffffffffffffffffffffffffffff))) { break }
+                    if iszero(eq(mload(0), and(memoOut, 0xffffffffffffffffffffffffffffffffffffffff))) { break }
                 }
                 // billable: mode 0 reserved = allocated time, 1 metered = busy time
+                let newCk := or(
+                    or(or(shl(224, timestamp()), and(shr(192, w0), 0xffffffff)), shl(176, and(shr(96, w0), 0xffffffffffff))),
+                    or(or(shl(32, and(shr(48, w0), 0xffffffffffff)), shl(80, shr(208, calldataload(add(p, 32))))), shl(128, and(w0, 0xffffffffffff)))
+                )
                 let shift := 32
                 if iszero(and(shr(112, terms), 0xf)) { shift := 80 }
                 let newBill := and(shr(shift, newCk), 0xffffffffffff)
-                let oldBill := and(shr(shift, ck), 0xffffffffffff)
                 // exhausting the escrow: the full path finalizes the lease
                 if iszero(lt(newBill, mul(mul(and(shr(96, terms), 0xffff), and(shr(64, terms), 0xffffffff)), 1000))) {
                     break
                 }
-                sstore(add(ls, 1), newCk)
-                sstore(add(ls, 2), h)
+                mstore(fm, terms)
+                mstore(add(fm, 0x20), newCk)
+                mstore(add(fm, 0x40), h)
+                sstore(sl, keccak256(fm, 0x60))
+                // record: leaseId uint32 | reportHash | ckpt | charged uint128
                 let price := and(shr(120, terms), 0xffffffffffffffffffffffff)
-                mstore(fm, and(newCk, 0xffffffff))
-                mstore(add(fm, 0x20), h)
-                mstore(add(fm, 0x40), sub(newBill, oldBill))
-                mstore(add(fm, 0x60), sub(div(mul(price, newBill), 1000), div(mul(price, oldBill), 1000)))
-                mstore(add(fm, 0x80), calldataload(add(p, 0xa0)))
-                // CheckpointSettled(uint256 indexed,uint64,bytes32,uint64,uint256,bytes32)
-                log2(fm, 0xa0, 0xbb3983757c0017ae2951a95e9d11e3d77d7e50c4e814711fb792db407f1649be, shr(192, calldataload(p)))
-                ok := 1
+                mstore(rec, shl(224, shr(224, w0)))
+                mstore(add(rec, 4), h)
+                mstore(add(rec, 36), newCk)
+                mstore(
+                    add(rec, 68),
+                    shl(128, sub(div(mul(price, newBill), 1000), div(mul(price, and(shr(shift, ck), 0xffffffffffff)), 1000)))
+                )
+                memoOut := or(memoOut, shl(255, 1))
                 break
             }
         }
     }
 
-    /// @dev Every DESIGN check, cheapest first; signature last. strict: revert with the custom error;
-    /// otherwise emit CheckpointSkipped(reason = that error's selector) and return false.
-    function _settleOne(PackedReport calldata p, Signature calldata sig, bool strict) private returns (bool) {
-        uint256 w0 = p.w0;
-        uint256 leaseId = w0 >> 192;
-        uint64 seq = uint64(w0 >> 128);
-        uint256 terms = _ls[leaseId].terms;
-        uint256 ck = _ls[leaseId].ckpt;
-        bytes4 err = _checkLease(p, leaseId, seq, terms, ck, strict);
-        if (err == 0) err = _checkCounters(p, leaseId, terms, ck, strict);
-        if (err != 0) return _skip(leaseId, seq, err);
-        bytes32 h = _packedStructHash(p);
-        err = _checkSigner(h, sig, leaseId, terms, strict);
-        if (err != 0) return _skip(leaseId, seq, err);
-        _apply(p, leaseId, seq, terms, ck, h);
+    /// @dev Every check, cheapest first; signature last. strict: revert with the custom error; otherwise
+    /// emit CheckpointSkipped(reason = that error's selector) and return false. On success writes the
+    /// record at `rec` (and finalizes a lease this report exhausts).
+    function _settleOne(uint256 p, uint256 rec, bytes32 domain, bool strict) private returns (bool) {
+        Entry memory e = _decode(p);
+        bytes4 err = _checkState(e, strict);
+        if (err == 0) err = _checkWindow(e, strict);
+        if (err == 0) err = _checkCounters(e, strict);
+        if (err != 0) return _skip(e.leaseId, e.seq, err);
+        bytes32 h = _entryStructHash(p);
+        err = _checkSigner(keccak256(abi.encodePacked(hex"1901", domain, h)), e, strict);
+        if (err != 0) return _skip(e.leaseId, e.seq, err);
+        _apply(e, h, rec);
         return true;
+    }
+
+    function _decode(uint256 p) private pure returns (Entry memory e) {
+        uint256 w0;
+        uint256 w1;
+        assembly ("memory-safe") {
+            w0 := calldataload(p)
+            w1 := calldataload(add(p, 32))
+        }
+        e.leaseId = w0 >> 224;
+        e.seq = uint64((w0 >> 192) & _M32);
+        e.windowStartMs = uint64((w0 >> 144) & _M48);
+        e.windowEndMs = uint64((w0 >> 96) & _M48);
+        e.cumBusy = uint64((w0 >> 48) & _M48);
+        e.cumEnergy = uint64(w0 & _M48);
+        e.cumAlloc = uint64(w1 >> 208);
+        // e.prev .. e.lastHash are the struct's words 7..12
+        assembly ("memory-safe") {
+            let prev := calldataload(add(p, 39))
+            mstore(add(e, 0xe0), prev)
+            mstore(add(e, 0x100), calldataload(add(p, 103)))
+            mstore(add(e, 0x120), calldataload(add(p, 135)))
+            mstore(add(e, 0x140), calldataload(add(p, 167)))
+            mstore(add(e, 0x160), calldataload(add(p, 199)))
+            switch and(shr(200, w1), 1)
+            case 0 { mstore(add(e, 0x180), prev) }
+            default { mstore(add(e, 0x180), calldataload(add(p, 231))) }
+        }
     }
 
     function _skip(uint256 leaseId, uint64 seq, bytes4 reason) private returns (bool) {
@@ -416,164 +535,127 @@ contract LeaseEscrow is LeaseEscrowBase {
         return false;
     }
 
-    function _checkLease(PackedReport calldata p, uint256 leaseId, uint64 seq, uint256 terms, uint256 ck, bool strict)
-        private
-        view
-        returns (bytes4)
-    {
-        LeaseStatus st = _status(terms);
+    /// @dev The lease exists, the entry's state is its committed state, it is Active, seq advances and, when
+    /// consecutive, the report links to the last settled one.
+    function _checkState(Entry memory e, bool strict) private view returns (bytes4) {
+        bytes32 committed = _stateHash[e.leaseId];
+        if (committed == 0) {
+            if (strict) revert LeaseEscrowUnknownLease(e.leaseId);
+            return LeaseEscrowUnknownLease.selector;
+        }
+        if (_commitment(e.terms, e.ck, e.lastHash) != committed) {
+            if (strict) revert LeaseEscrowStaleState(e.leaseId, committed);
+            return LeaseEscrowStaleState.selector;
+        }
+        LeaseStatus st = _status(e.terms);
         if (st != LeaseStatus.Active) {
-            if (strict) revert LeaseEscrowBadStatus(leaseId, st);
+            if (strict) revert LeaseEscrowBadStatus(e.leaseId, st);
             return LeaseEscrowBadStatus.selector;
         }
-        if (p.w2 & _M32 != 0) {
-            if (strict) revert LeaseEscrowMalformedReport(leaseId, seq);
-            return LeaseEscrowMalformedReport.selector;
-        }
-        uint64 lastSeq = uint64(ck & _M32);
-        if (seq <= lastSeq) {
-            if (strict) revert LeaseEscrowStaleReport(leaseId, seq, lastSeq);
+        uint64 lastSeq = uint64(e.ck & _M32);
+        if (e.seq <= lastSeq) {
+            if (strict) revert LeaseEscrowStaleReport(e.leaseId, e.seq, lastSeq);
             return LeaseEscrowStaleReport.selector;
         }
-        if (seq > _M32) {
-            if (strict) revert LeaseEscrowCounterOverflow(leaseId, 3, seq);
-            return LeaseEscrowCounterOverflow.selector;
+        if (e.seq == lastSeq + 1 && e.prev != e.lastHash) {
+            if (strict) revert LeaseEscrowBrokenChain(e.leaseId, e.seq, e.prev, e.lastHash);
+            return LeaseEscrowBrokenChain.selector;
         }
-        if (seq == lastSeq + 1) {
-            bytes32 expected = _ls[leaseId].lastHash;
-            if (expected == _NO_REPORT) expected = 0;
-            if (p.prevReportHash != expected) {
-                if (strict) revert LeaseEscrowBrokenChain(leaseId, seq, p.prevReportHash, expected);
-                return LeaseEscrowBrokenChain.selector;
-            }
+        return 0;
+    }
+
+    function _checkWindow(Entry memory e, bool strict) private view returns (bytes4) {
+        uint64 notBefore = uint64((e.ck >> 176) & _M48);
+        if (e.windowStartMs < notBefore || e.windowEndMs <= e.windowStartMs) {
+            if (strict) revert LeaseEscrowBadWindow(e.leaseId, e.windowStartMs, e.windowEndMs, notBefore);
+            return LeaseEscrowBadWindow.selector;
         }
-        {
-            if (_gpuSetFp(p.gpuSetHash) != (terms >> 216) << 216) {
-                if (strict) revert LeaseEscrowWrongGpuSet(leaseId, p.gpuSetHash, _gpuSet[leaseId]);
-                return LeaseEscrowWrongGpuSet.selector;
-            }
-        }
-        uint64 ws = uint64(p.w0 >> 64);
-        uint64 we = uint64(p.w0);
-        {
-            uint64 notBefore = uint64((ck >> 176) & _M48);
-            if (ws < notBefore || we <= ws) {
-                if (strict) revert LeaseEscrowBadWindow(leaseId, ws, we, notBefore);
-                return LeaseEscrowBadWindow.selector;
-            }
-        }
-        uint64 endMs = uint64(_tStartMs(terms) + _tDuration(terms) * 1000);
-        if (we > endMs) {
-            if (strict) revert LeaseEscrowWindowOutsideLease(leaseId, we, endMs);
+        uint64 endMs = uint64(_tStartMs(e.terms) + _tDuration(e.terms) * 1000);
+        if (e.windowEndMs > endMs) {
+            if (strict) revert LeaseEscrowWindowOutsideLease(e.leaseId, e.windowEndMs, endMs);
             return LeaseEscrowWindowOutsideLease.selector;
         }
-        if (we > block.timestamp * 1000) {
-            if (strict) revert LeaseEscrowWindowInFuture(leaseId, we, block.timestamp * 1000);
+        if (e.windowEndMs > block.timestamp * 1000) {
+            if (strict) revert LeaseEscrowWindowInFuture(e.leaseId, e.windowEndMs, block.timestamp * 1000);
             return LeaseEscrowWindowInFuture.selector;
         }
         return 0;
     }
 
-    function _checkCounters(PackedReport calldata p, uint256 leaseId, uint256 terms, uint256 ck, bool strict)
-        private
-        view
-        returns (bytes4)
-    {
-        uint64 cumBusy = uint64(p.w1);
-        uint64 cumEnergy = uint64(p.w2 >> 192);
-        uint64 cumAlloc = uint64(p.w2 >> 128);
+    /// @dev Counters never decrease; busy and allocated GPU time within gpuCount × elapsed; energy within
+    /// power cap × that (+ margin).
+    function _checkCounters(Entry memory e, bool strict) private view returns (bytes4) {
         {
-            (uint8 c, uint64 v) = cumBusy > _M48 ? (0, cumBusy) : cumAlloc > _M48 ? (1, cumAlloc) : (2, cumEnergy);
-            if (v > _M48) {
-                if (strict) revert LeaseEscrowCounterOverflow(leaseId, c, v);
-                return LeaseEscrowCounterOverflow.selector;
-            }
-        }
-        {
-            uint64 lastBusy = uint64((ck >> 32) & _M48);
-            uint64 lastAlloc = uint64((ck >> 80) & _M48);
-            uint64 lastEnergy = uint64((ck >> 128) & _M48);
-            (bool down, uint8 c, uint64 v, uint64 last) = cumBusy < lastBusy
-                ? (true, 0, cumBusy, lastBusy)
-                : cumAlloc < lastAlloc ? (true, 1, cumAlloc, lastAlloc) : (cumEnergy < lastEnergy, 2, cumEnergy, lastEnergy);
+            uint64 lastBusy = uint64((e.ck >> 32) & _M48);
+            uint64 lastAlloc = uint64((e.ck >> 80) & _M48);
+            uint64 lastEnergy = uint64((e.ck >> 128) & _M48);
+            (bool down, uint8 c, uint64 v, uint64 last) = e.cumBusy < lastBusy
+                ? (true, 0, e.cumBusy, lastBusy)
+                : e.cumAlloc < lastAlloc
+                    ? (true, 1, e.cumAlloc, lastAlloc)
+                    : (e.cumEnergy < lastEnergy, 2, e.cumEnergy, lastEnergy);
             if (down) {
-                if (strict) revert LeaseEscrowCounterDecreased(leaseId, c, v, last);
+                if (strict) revert LeaseEscrowCounterDecreased(e.leaseId, c, v, last);
                 return LeaseEscrowCounterDecreased.selector;
             }
         }
-        return _checkCaps(p, leaseId, terms, strict);
-    }
-
-    /// @dev Busy and allocated GPU time within gpuCount × elapsed; energy within power cap × that (+ margin).
-    function _checkCaps(PackedReport calldata p, uint256 leaseId, uint256 terms, bool strict)
-        private
-        view
-        returns (bytes4)
-    {
-        uint256 cap = _tGpus(terms) * (uint64(p.w0) - _tStartMs(terms));
-        uint64 cumBusy = uint64(p.w1);
-        uint64 cumAlloc = uint64(p.w2 >> 128);
-        if (cumBusy > cap || cumAlloc > cap) {
-            (uint8 c, uint64 v) = cumBusy > cap ? (0, cumBusy) : (1, cumAlloc);
-            if (strict) revert LeaseEscrowTimeAboveCapacity(leaseId, c, v, cap);
+        uint256 cap = _tGpus(e.terms) * (e.windowEndMs - _tStartMs(e.terms));
+        if (e.cumBusy > cap || e.cumAlloc > cap) {
+            (uint8 c, uint64 v) = e.cumBusy > cap ? (0, e.cumBusy) : (1, e.cumAlloc);
+            if (strict) revert LeaseEscrowTimeAboveCapacity(e.leaseId, c, v, cap);
             return LeaseEscrowTimeAboveCapacity.selector;
         }
         // mW × ms = µJ; / 1000 → mJ; times (1 + margin)
-        cap = (((_nodeCache[_tNode(terms)] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
-        uint64 cumEnergy = uint64(p.w2 >> 192);
-        if (cumEnergy > cap) {
-            if (strict) revert LeaseEscrowEnergyAboveCap(leaseId, cumEnergy, cap);
+        cap = (((_nodeCache[_tNode(e.terms)] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
+        if (e.cumEnergy > cap) {
+            if (strict) revert LeaseEscrowEnergyAboveCap(e.leaseId, e.cumEnergy, cap);
             return LeaseEscrowEnergyAboveCap.selector;
         }
         return 0;
     }
 
-    function _checkSigner(bytes32 structHash, Signature calldata sig, uint256 leaseId, uint256 terms, bool strict)
-        private
-        view
-        returns (bytes4)
-    {
-        (address signer, ECDSA.RecoverError e, bytes32 errArg) =
-            ECDSA.tryRecover(_hashTypedDataV4(structHash), sig.v, sig.r, sig.s);
-        if (e != ECDSA.RecoverError.NoError) {
-            if (e == ECDSA.RecoverError.InvalidSignatureS) {
+    function _checkSigner(bytes32 digest, Entry memory e, bool strict) private view returns (bytes4) {
+        (address signer, ECDSA.RecoverError err, bytes32 errArg) = ECDSA.tryRecover(digest, e.r, e.vs);
+        if (err != ECDSA.RecoverError.NoError) {
+            if (err == ECDSA.RecoverError.InvalidSignatureS) {
                 // errArg is the offending s
-                if (strict) revert LeaseEscrowMalleableSignature(leaseId, errArg);
+                if (strict) revert LeaseEscrowMalleableSignature(e.leaseId, errArg);
                 return LeaseEscrowMalleableSignature.selector;
             }
-            if (strict) revert LeaseEscrowInvalidSignature(leaseId);
+            if (strict) revert LeaseEscrowInvalidSignature(e.leaseId);
             return LeaseEscrowInvalidSignature.selector;
         }
-        address attestor = address(uint160(_nodeCache[_tNode(terms)]));
+        address attestor = address(uint160(_nodeCache[_tNode(e.terms)]));
         if (signer != attestor) {
-            if (strict) revert LeaseEscrowWrongSigner(leaseId, signer, attestor);
+            if (strict) revert LeaseEscrowWrongSigner(e.leaseId, signer, attestor);
             return LeaseEscrowWrongSigner.selector;
         }
         return 0;
     }
 
-    function _apply(PackedReport calldata p, uint256 leaseId, uint64 seq, uint256 terms, uint256 ck, bytes32 h) private {
-        uint256 newBill;
-        {
-            uint256 w2 = p.w2;
-            uint256 cumBusy = uint64(p.w1);
-            uint256 cumAlloc = uint64(w2 >> 128);
-            _ls[leaseId].ckpt = uint256(seq) | (cumBusy << 32) | (cumAlloc << 80) | (uint256(uint64(w2 >> 192)) << 128)
-                | (uint256(uint64(p.w0)) << 176) | (block.timestamp << 224);
-            _ls[leaseId].lastHash = h;
-            newBill = _tMode(terms) == 0 ? cumAlloc : cumBusy;
-        }
-        uint256 oldBill = _tMode(terms) == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
+    function _apply(Entry memory e, bytes32 h, uint256 rec) private {
+        uint256 terms = e.terms;
+        uint256 newCk = uint256(e.seq) | (uint256(e.cumBusy) << 32) | (uint256(e.cumAlloc) << 80)
+            | (uint256(e.cumEnergy) << 128) | (uint256(e.windowEndMs) << 176) | (block.timestamp << 224);
+        uint256 newBill = _tMode(terms) == 0 ? e.cumAlloc : e.cumBusy;
         uint256 price = _tPrice(terms);
-        emit CheckpointSettled(
-            leaseId, seq, h, uint64(newBill - oldBill), (price * newBill) / 1000 - (price * oldBill) / 1000, p.samplesRoot
-        );
+        uint256 charged = _charged(terms, newCk) - _charged(terms, e.ck);
+        uint256 leaseId = e.leaseId;
+        assembly ("memory-safe") {
+            mstore(rec, shl(224, leaseId))
+            mstore(add(rec, 4), h)
+            mstore(add(rec, 36), newCk)
+            mstore(add(rec, 68), shl(128, charged))
+        }
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
         if (newBill >= _tGpus(terms) * _tDuration(terms) * 1000) {
             emit LeaseExhausted(leaseId, (price * newBill) / 1000);
-            (uint256 charged,, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Exhausted);
-            _trySettleFees(leaseId);
-            _endInteractions(leaseId, terms, charged, burned, released);
+            (uint256 total,, uint256 burned, uint256 released) =
+                _finalize(leaseId, terms, LeaseStatus.Exhausted, newCk, h);
+            _trySettleFees(leaseId, newCk);
+            _endInteractions(leaseId, terms, total, burned, released, newCk);
+        } else {
+            _stateHash[leaseId] = _commitment(terms, newCk, h);
         }
     }
 
@@ -583,16 +665,16 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// frees the offer and credits the uncharged escrow to the buyer. Every caller then emits its event, runs
     /// `_trySettleFees` and finally `_endInteractions` (rights and reputation), so no state is written after
     /// an external call.
-    function _finalize(uint256 leaseId, uint256 terms, LeaseStatus to)
+    function _finalize(uint256 leaseId, uint256 terms, LeaseStatus to, uint256 ck, bytes32 lastHash)
         private
         returns (uint256 charged, uint256 refund, uint256 burned, uint256 released)
     {
         uint256 gpus = _tGpus(terms);
         uint256 duration = _tDuration(terms);
-        _ls[leaseId].terms = _withStatus(terms, to);
+        _setTerms(leaseId, _withStatus(terms, to), ck, lastHash);
         delete _liveLease[_parties[leaseId].offerId];
         if (_status(terms) == LeaseStatus.Active) {
-            charged = _charged(terms, _ls[leaseId].ckpt);
+            charged = _charged(terms, ck);
             // used rights: GPU-seconds the lease ran (activation and now are whole block seconds)
             uint256 startS = (terms >> 32) & _M32;
             uint256 endS = startS + duration;
@@ -606,9 +688,14 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// @dev Interactions of a lease `_finalize` ended (`terms` as before it): burns the used rights, returns
     /// the rest to the holder and, for a lease that was Active, records the provider's uptime and (only if
     /// it delivered billable time: no free reputation farming) a completed lease. Writes no escrow state.
-    function _endInteractions(uint256 leaseId, uint256 terms, uint256 charged, uint256 burned, uint256 released)
-        private
-    {
+    function _endInteractions(
+        uint256 leaseId,
+        uint256 terms,
+        uint256 charged,
+        uint256 burned,
+        uint256 released,
+        uint256 ck
+    ) private {
         LeaseParties memory pt = _parties[leaseId];
         if (burned != 0) _registry.burnLocked(pt.offerId, burned);
         if (released != 0) _registry.releaseRights(pt.holder, pt.offerId, released);
@@ -616,7 +703,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         address providerAccount = _accounts[leaseId].provider;
         uint256 leaseMs = burned * 1000;
         if (leaseMs != 0) {
-            uint256 attested = (_ls[leaseId].ckpt >> 80) & _M48;
+            uint256 attested = (ck >> 80) & _M48;
             _reputation.recordUptime(providerAccount, attested < leaseMs ? attested : leaseMs, leaseMs);
         }
         if (charged != 0) _reputation.recordOutcome(providerAccount, IReputation.Outcome.Completed);

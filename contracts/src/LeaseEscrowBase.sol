@@ -16,13 +16,16 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     bytes32 public constant ARBITER_ROLE = keccak256("ARBITER_ROLE");
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
-    /// @dev keccak256 of ledger.protocol.REPORT_TYPE_STRING:
-    /// "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,
-    /// bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint64 cumBusyMs,uint64 cumEnergyMj,
-    /// uint64 cumAllocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,
-    /// bytes32 configHash)"
+    /// @dev keccak256 of ledger.protocol.REPORT_TYPE_STRING (EIP-712 encodeType: the referenced
+    /// WindowDetail type appended). The settlement path only sees hashStruct(WindowDetail), `windowHash`.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
-        "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+        "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,WindowDetail window)WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+    );
+    /// @dev REPORT_TYPEHASH as a literal, for assembly (tests/contracts check that the two are equal).
+    uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x2caa7d6079cb59905ec1e55c2e90b058c9b352c3e0ab63c930496793d867aa06;
+    /// @dev keccak256 of ledger.protocol.WINDOW_TYPE_STRING.
+    bytes32 public constant WINDOW_TYPEHASH = keccak256(
+        "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
 
     /// @notice Energy may exceed power cap × GPUs × elapsed by this margin (counter granularity, boost).
@@ -33,25 +36,13 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     uint256 internal constant _M48 = 0xffffffffffff;
     uint256 internal constant _M64 = 0xffffffffffffffff;
     uint256 internal constant _M96 = 0xffffffffffffffffffffffff;
-    // No report hash settled yet (a struct hash equal to 1 is infeasible); keeps the slot non-zero.
-    bytes32 internal constant _NO_REPORT = bytes32(uint256(1));
+    /// @dev Size of a settlement entry without / with the trailing lastReportHash (layout in ILeaseEscrow).
+    uint256 internal constant _ENTRY = 231;
+    uint256 internal constant _ENTRY_WITH_LAST = 263;
 
-    // _ls[id].terms: nodeId[31:0] startS[63:32] durationS[95:64] gpuCount[111:96] mode[115:112] status[119:116]
-    //         price[215:120] gpuSetFp[255:216]   (startS = activation unix s, 0 while Open)
-    //   gpuSetFp = top 40 bits of keccak256(gpuSetHash): settlement checks a report's gpuSetHash against it
-    //   without reading the full hash (_gpuSet, kept for views). Only the node's attestor can sign a report,
-    //   so the check guards against an attestor metering the wrong GPUs (a random mismatch passes with
-    //   probability 2^-40); forging a different bytes32 with the same fingerprint costs a 2^40 search and
-    //   gains nothing (the auditor compares the full hash, `lease(id).gpuSetHash`, off-chain).
-    // _ls[id].ckpt:  seq[31:0] cumBusy[79:32] cumAlloc[127:80] cumEnergy[175:128] lastWindowEndMs[223:176]
-    //         settledAt[255:224]
-    // _nodeCache: attestor[159:0] maxPowerMwPerGpu[191:160]
-    /// @dev The settlement hot path of a lease, in consecutive slots (one mapping lookup for all three).
-    struct LeaseSlots {
-        uint256 terms;
-        uint256 ckpt;
-        bytes32 lastHash;
-    }
+    // _terms[id] and ckpt: layouts in ILeaseEscrow's header. _nodeCache: attestor[159:0] maxPowerMwPerGpu[191:160].
+    // _stateHash[id] = keccak256(abi.encode(terms, ckpt, lastReportHash)): the only per-lease slot settlement
+    // reads and writes. Written at openLease and on every change of terms or checkpoint; never zero again.
 
     struct LeaseInfo {
         address buyer;
@@ -92,7 +83,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     // Written by LeaseEscrow; LeaseEscrowExtension runs on the same storage by DELEGATECALL (slither sees the
     // extension alone, which never writes them).
     // slither-disable-start uninitialized-state
-    mapping(uint256 leaseId => LeaseSlots) internal _ls;
+    mapping(uint256 leaseId => uint256) internal _terms;
+    mapping(uint256 leaseId => bytes32) internal _stateHash;
     mapping(uint256 leaseId => bytes32) internal _gpuSet;
     mapping(uint256 leaseId => LeaseInfo) internal _info;
     mapping(uint256 leaseId => LeaseParties) internal _parties;
@@ -112,48 +104,62 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         _reputation = reputation_;
     }
 
-    /// @dev EIP-712 hashStruct of the MeteringReport a packed report stands for (field order of the type).
-    function _packedStructHash(PackedReport calldata p) internal pure returns (bytes32 h) {
+    /// @dev EIP-712 hashStruct of the MeteringReport a settlement entry at calldata offset `e` stands for.
+    function _entryStructHash(uint256 e) internal pure returns (bytes32 h) {
         bytes32 typeHash = REPORT_TYPEHASH;
         assembly ("memory-safe") {
             let m := mload(0x40)
-            let w0 := calldataload(p)
-            let w1 := calldataload(add(p, 0x20))
-            let w2 := calldataload(add(p, 0x40))
-            let m64 := 0xffffffffffffffff
-            let m32 := 0xffffffff
+            let w0 := calldataload(e)
+            let m48 := 0xffffffffffff
             mstore(m, typeHash)
-            mstore(add(m, 0x20), shr(192, w0)) // leaseId
-            mstore(add(m, 0x40), and(shr(128, w0), m64)) // seq
-            mstore(add(m, 0x60), calldataload(add(p, 0x60))) // prevReportHash
-            mstore(add(m, 0x80), and(shr(64, w0), m64)) // windowStartMs
-            mstore(add(m, 0xa0), and(w0, m64)) // windowEndMs
-            mstore(add(m, 0xc0), calldataload(add(p, 0x80))) // gpuSetHash
-            mstore(add(m, 0xe0), shr(192, w1)) // busyMs
-            mstore(add(m, 0x100), and(shr(128, w1), m64)) // energyMj
-            mstore(add(m, 0x120), and(shr(64, w1), m64)) // allocatedMs
-            mstore(add(m, 0x140), and(w1, m64)) // cumBusyMs
-            mstore(add(m, 0x160), shr(192, w2)) // cumEnergyMj
-            mstore(add(m, 0x180), and(shr(128, w2), m64)) // cumAllocatedMs
-            mstore(add(m, 0x1a0), and(shr(96, w2), m32)) // maxMemUsedMiB
-            mstore(add(m, 0x1c0), and(shr(64, w2), m32)) // sampleCount
-            mstore(add(m, 0x1e0), calldataload(add(p, 0xa0))) // samplesRoot
-            mstore(add(m, 0x200), and(shr(32, w2), m32)) // flags
-            mstore(add(m, 0x220), calldataload(add(p, 0xc0))) // configHash
-            h := keccak256(m, 0x240)
+            mstore(add(m, 0x20), shr(224, w0)) // leaseId
+            mstore(add(m, 0x40), and(shr(192, w0), 0xffffffff)) // seq
+            mstore(add(m, 0x60), calldataload(add(e, 39))) // prevReportHash
+            mstore(add(m, 0x80), and(shr(144, w0), m48)) // windowStartMs
+            mstore(add(m, 0xa0), and(shr(96, w0), m48)) // windowEndMs
+            mstore(add(m, 0xc0), and(shr(48, w0), m48)) // cumBusyMs
+            mstore(add(m, 0xe0), and(w0, m48)) // cumEnergyMj
+            mstore(add(m, 0x100), shr(208, calldataload(add(e, 32)))) // cumAllocatedMs
+            mstore(add(m, 0x120), calldataload(add(e, 71))) // windowHash
+            h := keccak256(m, 0x140)
         }
+    }
+
+    /// @dev keccak256(abi.encode(terms, ck, lastHash)).
+    function _commitment(uint256 terms, uint256 ck, bytes32 lastHash) internal pure returns (bytes32 c) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, terms)
+            mstore(add(m, 0x20), ck)
+            mstore(add(m, 0x40), lastHash)
+            c := keccak256(m, 0x60)
+        }
+    }
+
+    /// @dev Reverts unless (terms in storage, ck, lastHash) is the lease's committed state; returns terms.
+    function _verifiedTerms(uint256 leaseId, uint256 ck, bytes32 lastHash) internal view returns (uint256 terms) {
+        terms = _terms[leaseId];
+        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        bytes32 committed = _stateHash[leaseId];
+        if (_commitment(terms, ck, lastHash) != committed) revert LeaseEscrowStaleState(leaseId, committed);
+    }
+
+    /// @dev Writes terms and the commitment together (every terms change goes through here).
+    function _setTerms(uint256 leaseId, uint256 terms, uint256 ck, bytes32 lastHash) internal {
+        _terms[leaseId] = terms;
+        _stateHash[leaseId] = _commitment(terms, ck, lastHash);
     }
 
     /// @dev Once a finished lease has nothing pending or frozen: treasury gets the fee on what the holder
     /// earned, the buyer the rest of the fee it escrowed.
-    function _trySettleFees(uint256 leaseId) internal {
-        uint256 terms = _ls[leaseId].terms;
+    function _trySettleFees(uint256 leaseId, uint256 ck) internal {
+        uint256 terms = _terms[leaseId];
         LeaseStatus st = _status(terms);
         if (st != LeaseStatus.Closed && st != LeaseStatus.Expired && st != LeaseStatus.Exhausted) return;
         LeaseInfo storage info = _info[leaseId];
         if (info.feesSettled) return;
         LeaseMoney memory m = _money[leaseId];
-        if (m.frozen != 0 || _charged(terms, _ls[leaseId].ckpt) != _refunded[leaseId] + m.released) return;
+        if (m.frozen != 0 || _charged(terms, ck) != _refunded[leaseId] + m.released) return;
         info.feesSettled = true;
         uint256 feeBps = info.feeBps;
         uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
@@ -175,7 +181,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     }
 
     function _requireStatus(uint256 leaseId, LeaseStatus want) internal view returns (uint256 terms) {
-        terms = _ls[leaseId].terms;
+        terms = _terms[leaseId];
         LeaseStatus st = _status(terms);
         if (st != want) {
             if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
@@ -215,14 +221,6 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
 
     function _tPrice(uint256 terms) internal pure returns (uint256) {
         return (terms >> 120) & _M96;
-    }
-
-    /// @dev Top 40 bits of keccak256(gpuSetHash), aligned as stored in the terms ([255:216]).
-    function _gpuSetFp(bytes32 gpuSetHash) internal pure returns (uint256 fp) {
-        assembly ("memory-safe") {
-            mstore(0, gpuSetHash)
-            fp := shl(216, shr(216, keccak256(0, 0x20)))
-        }
     }
 
     /// @notice See ILeaseEscrow.

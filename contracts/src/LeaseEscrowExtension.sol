@@ -65,13 +65,11 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     // --- disputes and payouts -----------------------------------------------------------------------
 
     /// @notice See ILeaseEscrow.
-    function dispute(uint256 leaseId) external nonReentrant {
-        uint256 terms = _ls[leaseId].terms;
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+    function dispute(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant {
+        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
-        uint256 ck = _ls[leaseId].ckpt;
         uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
         uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
@@ -81,12 +79,15 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault)
-        external
-        nonReentrant
-        onlyRole(ARBITER_ROLE)
-    {
+    function resolveDispute(
+        uint256 leaseId,
+        uint16 buyerShareBps,
+        bool providerFault,
+        uint256 ck,
+        bytes32 lastReportHash
+    ) external nonReentrant onlyRole(ARBITER_ROLE) {
         if (buyerShareBps > 10_000) revert LeaseEscrowBadBps(buyerShareBps);
+        _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         uint256 frozen = m.frozen;
         if (frozen == 0) revert LeaseEscrowNoDispute(leaseId);
@@ -115,16 +116,14 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bool buyerWon = buyerShareBps > 5_000;
         _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
         _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
-        _trySettleFees(leaseId);
+        _trySettleFees(leaseId, ck);
     }
 
     /// @notice See ILeaseEscrow.
-    function releaseEarnings(uint256 leaseId) external nonReentrant {
-        uint256 terms = _ls[leaseId].terms;
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+    function releaseEarnings(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant {
+        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
-        uint256 ck = _ls[leaseId].ckpt;
         uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
         uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
@@ -133,12 +132,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         address holder = _parties[leaseId].holder;
         _credit(holder, _accounts[leaseId].token, pending);
         emit EarningsReleased(leaseId, holder, pending);
-        _trySettleFees(leaseId);
+        _trySettleFees(leaseId, ck);
     }
 
     /// @notice See ILeaseEscrow.
     function rate(uint256 leaseId, uint8 stars) external nonReentrant {
-        uint256 terms = _ls[leaseId].terms;
+        uint256 terms = _terms[leaseId];
         LeaseStatus st = _status(terms);
         if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
@@ -152,7 +151,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function lease(uint256 leaseId) external view returns (LeaseView memory v) {
-        uint256 terms = _ls[leaseId].terms;
+        uint256 terms = _terms[leaseId];
         if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         LeaseInfo memory info = _info[leaseId];
         LeaseParties memory pt = _parties[leaseId];
@@ -179,14 +178,15 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function checkpoint(uint256 leaseId) external view returns (CheckpointView memory v) {
-        uint256 terms = _ls[leaseId].terms;
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
-        uint256 ck = _ls[leaseId].ckpt;
+    function checkpoint(uint256 leaseId, uint256 ck, bytes32 lastReportHash)
+        external
+        view
+        returns (CheckpointView memory v)
+    {
+        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney memory m = _money[leaseId];
         v.lastSeq = uint64(ck & _M32);
-        bytes32 h = _ls[leaseId].lastHash;
-        v.lastReportHash = h == _NO_REPORT ? bytes32(0) : h;
+        v.lastReportHash = lastReportHash;
         v.cumBusyMs = uint64((ck >> 32) & _M48);
         v.cumAllocatedMs = uint64((ck >> 80) & _M48);
         v.cumEnergyMj = uint64((ck >> 128) & _M48);
@@ -199,6 +199,26 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         v.pending = v.charged - v.refunded - v.paid;
         uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
         v.remaining = escrowed - v.charged;
+    }
+
+    /// @notice See ILeaseEscrow.
+    function stateHash(uint256 leaseId) external view returns (bytes32) {
+        return _stateHash[leaseId];
+    }
+
+    /// @notice See ILeaseEscrow.
+    function leaseTerms(uint256[] calldata leaseIds)
+        external
+        view
+        returns (uint256[] memory terms, bytes32[] memory stateHashes)
+    {
+        uint256 n = leaseIds.length;
+        terms = new uint256[](n);
+        stateHashes = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            terms[i] = _terms[leaseIds[i]];
+            stateHashes[i] = _stateHash[leaseIds[i]];
+        }
     }
 
     /// @notice The fee configuration.
@@ -235,13 +255,34 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function hashReport(MeteringReport calldata r) public pure returns (bytes32) {
-        bytes memory a = abi.encode(
-            REPORT_TYPEHASH, r.leaseId, r.seq, r.prevReportHash, r.windowStartMs, r.windowEndMs, r.gpuSetHash, r.busyMs
+        bytes32 windowHash = keccak256(
+            abi.encode(
+                WINDOW_TYPEHASH,
+                r.gpuSetHash,
+                r.busyMs,
+                r.energyMj,
+                r.allocatedMs,
+                r.maxMemUsedMiB,
+                r.sampleCount,
+                r.samplesRoot,
+                r.flags,
+                r.configHash
+            )
         );
-        bytes memory b = abi.encode(
-            r.energyMj, r.allocatedMs, r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, r.maxMemUsedMiB, r.sampleCount
+        return keccak256(
+            abi.encode(
+                REPORT_TYPEHASH,
+                r.leaseId,
+                r.seq,
+                r.prevReportHash,
+                r.windowStartMs,
+                r.windowEndMs,
+                r.cumBusyMs,
+                r.cumEnergyMj,
+                r.cumAllocatedMs,
+                windowHash
+            )
         );
-        return keccak256(bytes.concat(a, b, abi.encode(r.samplesRoot, r.flags, r.configHash)));
     }
 
     /// @notice See ILeaseEscrow.
@@ -250,7 +291,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function packedReportDigest(PackedReport calldata p) external view returns (bytes32) {
-        return _hashTypedDataV4(_packedStructHash(p));
+    function entryDigest(bytes calldata entry) external view returns (bytes32) {
+        if (entry.length != _ENTRY && entry.length != _ENTRY_WITH_LAST) revert LeaseEscrowMalformedEntries(0);
+        uint256 p;
+        assembly ("memory-safe") {
+            p := entry.offset
+        }
+        return _hashTypedDataV4(_entryStructHash(p));
     }
 }

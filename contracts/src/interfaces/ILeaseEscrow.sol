@@ -8,15 +8,32 @@ pragma solidity ^0.8.24;
 /// (buyer, or anyone after the end) | Exhausted (escrow fully charged) ; Open → Expired (not started by
 /// `startBy`: full refund, NoShow for the provider) or Closed (buyer cancels before start).
 ///
-/// Packed report calldata (`PackedReport`), big-endian bit ranges of each word:
-///  - w0 = leaseId[255:192] | seq[191:128] | windowStartMs[127:64] | windowEndMs[63:0]
-///  - w1 = busyMs[255:192] | energyMj[191:128] | allocatedMs[127:64] | cumBusyMs[63:0]
-///  - w2 = cumEnergyMj[255:192] | cumAllocatedMs[191:128] | maxMemUsedMiB[127:96] | sampleCount[95:64]
-///         | flags[63:32] | zero[31:0]
-///  - prevReportHash, gpuSetHash, samplesRoot, configHash as bytes32.
-/// The contract unpacks these into the protocol's `MeteringReport` (ledger/protocol.py REPORT_TYPE_STRING)
-/// and hashes that: the attestor signs the full EIP-712 struct, never the packing. Storage bounds: lease
-/// ids and seq fit 32 bits on-chain, cumulative counters 48 bits (larger values are rejected).
+/// Settlement state: each lease keeps ONE storage slot on the settlement hot path, `stateHash(leaseId)` =
+/// keccak256(abi.encode(terms, ckpt, lastReportHash)) (a commitment, never zero). Settlement and every call
+/// that needs the checkpoint take `ckpt` and `lastReportHash` (and settlement also `terms`) as calldata and
+/// the contract checks them against the commitment (`LeaseEscrowStaleState` otherwise). Both words are
+/// public: `terms` is `leaseTerms(leaseId)`, and `ckpt` / `lastReportHash` are in the last
+/// `CheckpointsSettled` record of the lease (before any: ckpt = startMs << 176 | startS << 224 once Active,
+/// 0 while Open; lastReportHash = 0). ledger/settlement.py rebuilds them from events.
+///  - terms = nodeId[31:0] | startS[63:32] | durationS[95:64] | gpuCount[111:96] | mode[115:112]
+///          | status[119:116] | pricePerGpuSecond[215:120]            (startS = 0 while Open)
+///  - ckpt  = seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
+///          | lastWindowEndMs[223:176] | settledAt[255:224]
+///
+/// Settlement entry (`settle(bytes)`, `settleBatch(bytes)` = entries back to back), big-endian bytes:
+///   [0,4) leaseId  [4,8) seq  [8,14) windowStartMs  [14,20) windowEndMs  [20,26) cumBusyMs
+///   [26,32) cumEnergyMj  [32,38) cumAllocatedMs  [38] flags (bit 0: lastReportHash follows at 231;
+///   without it lastReportHash = prevReportHash)  [39,71) prevReportHash  [71,103) windowHash
+///   [103,135) r  [135,167) vs (EIP-2098: s | (v − 27) << 255)  [167,199) terms  [199,231) ckpt
+///   [231,263) lastReportHash (only with flag bit 0).
+/// `windowHash` is the EIP-712 hashStruct of the report's `WindowDetail`; the contract rebuilds the
+/// `MeteringReport` struct hash from the entry, so the attestor signs the protocol's EIP-712 struct, never
+/// this packing (ledger/protocol.py holds the one definition). Field widths bound what can be settled:
+/// leaseId and seq below 2^32, times and cumulative counters below 2^48.
+///
+/// Settled checkpoints are announced by `CheckpointsSettled(records)`, one event per transaction, 84 bytes
+/// per settled entry: leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (what this
+/// checkpoint moved from escrow to pending).
 interface ILeaseEscrowTypes {
     /// @notice Lease states. None = no such lease.
     enum LeaseStatus {
@@ -28,43 +45,26 @@ interface ILeaseEscrowTypes {
         Exhausted
     }
 
-    /// @notice The protocol's metering report, field for field (used by the digest views).
+    /// @notice The protocol's metering report, flat, fields in ledger.protocol.REPORT_FIELDS order (used by the
+    /// digest views; the signed EIP-712 type nests the window's fields, see LeaseEscrowBase.REPORT_TYPEHASH).
     struct MeteringReport {
         uint256 leaseId;
         uint64 seq;
         bytes32 prevReportHash;
         uint64 windowStartMs;
         uint64 windowEndMs;
+        uint64 cumBusyMs;
+        uint64 cumEnergyMj;
+        uint64 cumAllocatedMs;
         bytes32 gpuSetHash;
         uint64 busyMs;
         uint64 energyMj;
         uint64 allocatedMs;
-        uint64 cumBusyMs;
-        uint64 cumEnergyMj;
-        uint64 cumAllocatedMs;
         uint32 maxMemUsedMiB;
         uint32 sampleCount;
         bytes32 samplesRoot;
         uint32 flags;
         bytes32 configHash;
-    }
-
-    /// @notice A report packed for cheap calldata (layout in the interface header).
-    struct PackedReport {
-        uint256 w0;
-        uint256 w1;
-        uint256 w2;
-        bytes32 prevReportHash;
-        bytes32 gpuSetHash;
-        bytes32 samplesRoot;
-        bytes32 configHash;
-    }
-
-    /// @notice A secp256k1 signature (v = 27 or 28, low s).
-    struct Signature {
-        bytes32 r;
-        bytes32 s;
-        uint8 v;
     }
 
     /// @notice Everything about a lease.
@@ -182,8 +182,10 @@ interface ILeaseEscrowTypes {
 
     // --- errors: settlement ------------------------------------------------------------------------
 
-    /// @notice Reserved bits of the packed report are set.
-    error LeaseEscrowMalformedReport(uint256 leaseId, uint64 seq);
+    /// @notice The settlement entries are not a whole number of well-formed entries (at byte `offset`).
+    error LeaseEscrowMalformedEntries(uint256 offset);
+    /// @notice The terms / checkpoint / last report hash given do not match the lease's state commitment.
+    error LeaseEscrowStaleState(uint256 leaseId, bytes32 stateHash);
     /// @notice The signature does not recover (bad v, r, s or length).
     error LeaseEscrowInvalidSignature(uint256 leaseId);
     /// @notice The signature's s is in the upper half of the curve order (malleable).
@@ -193,26 +195,17 @@ interface ILeaseEscrowTypes {
     /// @notice seq is not above the last settled seq (replay or older report).
     error LeaseEscrowStaleReport(uint256 leaseId, uint64 seq, uint64 lastSeq);
     /// @notice The consecutive report's prevReportHash is not the last settled report's hash.
-    error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);
-    /// @notice The report is about other GPUs than the lease's.
-    error LeaseEscrowWrongGpuSet(uint256 leaseId, bytes32 gpuSetHash, bytes32 expected);
-    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
+    error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
     error LeaseEscrowBadWindow(uint256 leaseId, uint64 windowStartMs, uint64 windowEndMs, uint64 notBeforeMs);
     /// @notice The window ends after the lease.
     error LeaseEscrowWindowOutsideLease(uint256 leaseId, uint64 windowEndMs, uint64 leaseEndMs);
     /// @notice The window ends in the future.
     error LeaseEscrowWindowInFuture(uint256 leaseId, uint64 windowEndMs, uint256 nowMs);
     /// @notice A cumulative counter (0 busy, 1 allocated, 2 energy) went down.
-    error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);
-    /// @notice A cumulative counter does not fit storage (48 bits) or seq does not fit 32 bits.
-    error LeaseEscrowCounterOverflow(uint256 leaseId, uint8 counter, uint64 value);
-    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
+    error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
     error LeaseEscrowTimeAboveCapacity(uint256 leaseId, uint8 counter, uint64 value, uint256 cap);
     /// @notice Cumulative energy exceeds the node's power cap × GPUs × elapsed time (+ margin).
     error LeaseEscrowEnergyAboveCap(uint256 leaseId, uint64 value, uint256 cap);
-    /// @notice reports and signatures differ in length.
-    error LeaseEscrowLengthMismatch(uint256 reports, uint256 signatures);
-
     // --- errors: money -----------------------------------------------------------------------------
 
     /// @notice No charge is within its challenge period (or nothing is pending).
@@ -270,16 +263,9 @@ interface ILeaseEscrowTypes {
     /// @param startMs unix ms
     /// @param endMs unix ms
     event LeaseActivated(uint256 indexed leaseId, uint64 startMs, uint64 endMs);
-    /// @notice A checkpoint (the report with this seq) was settled.
-    /// @param leaseId lease
-    /// @param seq report seq
-    /// @param reportHash EIP-712 struct hash of the report
-    /// @param billableDelta billable GPU-ms since the previous settled report
-    /// @param charged amount charged for it (pending for the challenge period)
-    /// @param samplesRoot Merkle root of the report's raw samples
-    event CheckpointSettled(
-        uint256 indexed leaseId, uint64 seq, bytes32 reportHash, uint64 billableDelta, uint256 charged, bytes32 samplesRoot
-    );
+    /// @notice Checkpoints settled by one settle / settleBatch call: 84-byte records, one per settled entry,
+    /// leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (layout in the header).
+    event CheckpointsSettled(bytes records);
     /// @notice settleBatch skipped a report.
     /// @param leaseId lease (as packed in the report)
     /// @param seq seq (as packed)
@@ -368,26 +354,25 @@ interface ILeaseEscrow is ILeaseEscrowTypes {
     /// @notice Start an Open lease (provider, its payout address or the node's attestor).
     function activateLease(uint256 leaseId) external;
     /// @notice Settle one report; reverts with the failing check's custom error.
-    function settle(PackedReport calldata report, Signature calldata signature) external;
+    function settle(bytes calldata entry) external;
     /// @notice Settle many reports; a failing one is skipped with CheckpointSkipped.
     /// @return settled how many were settled
-    function settleBatch(PackedReport[] calldata reports, Signature[] calldata signatures)
-        external
-        returns (uint256 settled);
+    function settleBatch(bytes calldata entries) external returns (uint256 settled);
     /// @notice Extend the lease by amount / (price × gpuCount) seconds (buyer; Open or Active).
-    function topUp(uint256 leaseId, uint256 amount) external payable;
+    function topUp(uint256 leaseId, uint256 amount, uint256 ckpt, bytes32 lastReportHash) external payable;
     /// @notice Close: buyer any time, anyone after the end. Refunds what was not charged.
-    function closeLease(uint256 leaseId) external;
+    function closeLease(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
     /// @notice Expire an Open lease past startBy (anyone): full refund, NoShow for the provider.
     function expireLease(uint256 leaseId) external;
     /// @notice Buyer freezes everything pending, within the challenge period of the last settlement.
-    function dispute(uint256 leaseId) external;
+    function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
     /// @notice Arbiter splits the frozen amount; on provider fault slashes stake to the buyer. Reputation follows
     /// the ruling: buyerShareBps > 5000 is a buyer win (provider DisputeLost), otherwise (an even split
     /// included) a provider win.
-    function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault) external;
+    function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault, uint256 ckpt, bytes32 lastReportHash)
+        external;
     /// @notice Move pending charges to the holder once the challenge period of the last settlement passed.
-    function releaseEarnings(uint256 leaseId) external;
+    function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
     /// @notice Pull everything the caller may withdraw in `token` (open while paused).
     function withdraw(address token) external returns (uint256 amount);
     /// @notice Buyer rates the provider 1..5 once per Closed or Exhausted lease.
@@ -396,7 +381,11 @@ interface ILeaseEscrow is ILeaseEscrowTypes {
     function syncNode(uint256 nodeId) external;
 
     function lease(uint256 leaseId) external view returns (LeaseView memory);
-    function checkpoint(uint256 leaseId) external view returns (CheckpointView memory);
+    function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external view returns (CheckpointView memory);
+    /// @notice The lease's state commitment keccak256(abi.encode(terms, ckpt, lastReportHash)) (0: no lease).
+    function stateHash(uint256 leaseId) external view returns (bytes32);
+    /// @notice The lease's packed terms word (layout in the header) and state commitment, for many leases.
+    function leaseTerms(uint256[] calldata leaseIds) external view returns (uint256[] memory terms, bytes32[] memory stateHashes);
     function withdrawable(address account, address token) external view returns (uint256);
     function feeBpsFor(address provider) external view returns (uint16);
     function liveLeaseOf(uint256 offerId) external view returns (uint256);
@@ -405,6 +394,6 @@ interface ILeaseEscrow is ILeaseEscrowTypes {
     function hashReport(MeteringReport calldata report) external view returns (bytes32);
     /// @notice EIP-712 digest of a report, as the attestor signs it.
     function reportDigest(MeteringReport calldata report) external view returns (bytes32);
-    /// @notice EIP-712 digest of a packed report (the path settle uses).
-    function packedReportDigest(PackedReport calldata report) external view returns (bytes32);
+    /// @notice EIP-712 digest of the report in a settlement entry (the path settle uses).
+    function entryDigest(bytes calldata entry) external view returns (bytes32);
 }
