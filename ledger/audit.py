@@ -8,7 +8,10 @@ or the chain plus a samples archive) is :mod:`ledger.audit_sources`' business; n
 Checks, by name (a failure names the check and the report ``seq`` it concerns):
 
 ==========================  ===========================================================================
-``report.lease``            the report is for this lease and binds its GPU set (leaseId, gpuSetHash)
+``report.lease``            the report is for this lease (leaseId)
+``report.gpu_set``          the report's gpuSetHash is the lease's on-chain ``lease(id).gpuSetHash`` (the
+                            escrow no longer checks it at settlement: the GPU set is inside the signed
+                            WindowDetail, so only an auditor catches a report about other GPUs)
 ``signature``               EIP-712 digest recovers to the attestor registered for the node at the window
 ``chain.order``             reports are published in strictly increasing ``seq`` order
 ``chain.seq``               seq runs 1, 2, 3 … with no report missing and no two reports for one seq
@@ -29,11 +32,18 @@ Checks, by name (a failure names the check and the report ``seq`` it concerns):
 ``physics.busy``            busy time ≈ the utilization integral, within a tolerance
 ``physics.power_cap``       no power reading above the node's declared maximum per GPU (+ margin)
 ``physics.idle_busy``       WARNING only: high utilization at idle power (a utilization-only load, or a lie)
-``settlement.report``       a CheckpointSettled names an archived report: same struct hash and samples root
+``settlement.report``       a settled checkpoint names an archived report: its reportHash is the report's
+                            struct hash (which binds the samples root, through the signed WindowDetail)
+``settlement.checkpoint``   the ckpt the chain recorded is the settled report's: seq, cumulative busy,
+                            allocated and energy counters, window end; settled after the window ended,
+                            settlement times never going back
 ``settlement.order``        checkpoints settle strictly increasing seqs
 ``settlement.duplicate``    no seq is settled (paid) twice
-``settlement.billable``     billableDelta = cumulative billable(seq) − cumulative billable(previous checkpoint)
-``settlement.charge``       charged = price × billableDelta / 1000, capped by the escrow that remained
+``settlement.billable``     the billable delta of a checkpoint (cumulative billable of its ckpt − of the
+                            previous checkpoint's, ``ledger.settlement.Checkpoint.billable``) is the archived
+                            reports' delta, and at most GPUs × the time since the previous checkpoint
+``settlement.charge``       charged = price × billable delta / 1000 (on the cumulative totals, as the
+                            escrow rounds), capped by the escrow that remained
 ``money.conservation``      closed lease: paid in (escrow + fee + top-ups) = charged + fee kept + refunds;
                             open lease: charged never exceeds what was escrowed
 ==========================  ===========================================================================
@@ -51,6 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .base import LedgerError
 from .metering import MeteringError, SampleField, WindowFigures, aggregate_window
+from .settlement import Checkpoint
 from .protocol import (
     ZERO_HASH,
     MeteringReport,
@@ -69,6 +80,7 @@ from .protocol import (
 # The order in which checks are listed in a verdict.
 CHECKS: tuple[str, ...] = (
     "report.lease",
+    "report.gpu_set",
     "signature",
     "chain.order",
     "chain.seq",
@@ -89,6 +101,7 @@ CHECKS: tuple[str, ...] = (
     "physics.power_cap",
     "physics.idle_busy",
     "settlement.report",
+    "settlement.checkpoint",
     "settlement.order",
     "settlement.duplicate",
     "settlement.billable",
@@ -183,15 +196,72 @@ class SignedReport:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """A ``CheckpointSettled`` event. ``order`` = (block number, log index): the chain's order of events."""
+    """One settled checkpoint: a record of a ``CheckpointsSettled`` event (``ledger.client`` names each record
+    a ``CheckpointSettled`` event). The counters are the lease's new ``ckpt`` word as the chain recorded it
+    (``ledger.settlement.Checkpoint``); ``charged`` is what this checkpoint moved from escrow to pending.
+    ``order`` = (block number, log index, record index): the chain's order of events."""
 
     seq: int
     reportHash: bytes
-    billableDelta: int
     charged: int
-    samplesRoot: bytes | None = None
-    order: tuple[int, int] = (0, 0)
+    cumBusyMs: int
+    cumAllocatedMs: int
+    cumEnergyMj: int
+    windowEndMs: int
+    settledAt: int  # unix seconds: the block that settled it
+    order: tuple[int, ...] = (0, 0, 0)
     txHash: str | None = None
+
+    @classmethod
+    def of_ckpt(
+        cls,
+        ckpt: int,
+        reportHash: bytes,
+        charged: int,
+        order: tuple[int, ...] = (0, 0, 0),
+        txHash: str | None = None,
+    ) -> "Settlement":
+        """From a record's words: the ``ckpt`` word (layout in ILeaseEscrow.sol), report hash and charge."""
+        c = Checkpoint.of(ckpt)
+        return cls(
+            seq=c.seq,
+            reportHash=reportHash,
+            charged=charged,
+            cumBusyMs=c.cum_busy_ms,
+            cumAllocatedMs=c.cum_allocated_ms,
+            cumEnergyMj=c.cum_energy_mj,
+            windowEndMs=c.last_window_end_ms,
+            settledAt=c.settled_at,
+            order=order,
+            txHash=txHash,
+        )
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            seq=self.seq,
+            cum_busy_ms=self.cumBusyMs,
+            cum_allocated_ms=self.cumAllocatedMs,
+            cum_energy_mj=self.cumEnergyMj,
+            last_window_end_ms=self.windowEndMs,
+            settled_at=self.settledAt,
+        )
+
+    @property
+    def ckpt(self) -> int:
+        """The packed ``ckpt`` word (the inverse of :meth:`of_ckpt`)."""
+        return (
+            self.seq
+            | self.cumBusyMs << 32
+            | self.cumAllocatedMs << 80
+            | self.cumEnergyMj << 128
+            | self.windowEndMs << 176
+            | self.settledAt << 224
+        )
+
+    def billable(self, mode: int) -> int:
+        """Cumulative billable GPU-ms the chain recorded (``Checkpoint.billable``)."""
+        return self.checkpoint.billable(int(mode))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +270,7 @@ class TopUp:
 
     amount: int
     fee: int = 0
-    order: tuple[int, int] = (0, 0)
+    order: tuple[int, ...] = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +425,7 @@ class _Collector:
 
 _UNITS = {
     "settlement.report": "checkpoints",
+    "settlement.checkpoint": "checkpoints",
     "settlement.order": "checkpoints",
     "settlement.duplicate": "checkpoints",
     "settlement.billable": "checkpoints",
@@ -463,12 +534,14 @@ def verify_lease(
 
 
 def _check_identity(col: _Collector, terms: LeaseTerms, r: MeteringReport) -> None:
-    problems = []
-    if r.leaseId != terms.leaseId:
-        problems.append(f"leaseId {r.leaseId} ≠ {terms.leaseId}")
-    if r.gpuSetHash != terms.gpuSetHash:
-        problems.append(f"gpuSetHash 0x{r.gpuSetHash.hex()[:16]}… is not the lease's")
-    col.check("report.lease", not problems, "; ".join(problems), r.seq)
+    col.check("report.lease", r.leaseId == terms.leaseId, f"leaseId {r.leaseId} ≠ {terms.leaseId}", r.seq)
+    col.check(
+        "report.gpu_set",
+        r.gpuSetHash == terms.gpuSetHash,
+        f"gpuSetHash 0x{r.gpuSetHash.hex()[:16]}… is not the lease's 0x{terms.gpuSetHash.hex()[:16]}… "
+        "(the report is about other GPUs)",
+        r.seq,
+    )
 
 
 def attestor_at(terms: LeaseTerms, ts_ms: int) -> list[str]:
@@ -844,14 +917,16 @@ def _check_settlements(
     money: LeaseMoney | None,
     by_seq: Mapping[int, tuple[SignedReport, bytes]],
 ) -> None:
-    events: list[tuple[tuple[int, int], int, Settlement | TopUp]] = [(st.order, 1, st) for st in settlements]
+    events: list[tuple[tuple[int, ...], int, Settlement | TopUp]] = [(st.order, 1, st) for st in settlements]
     if money is not None:
         events += [(t.order, 0, t) for t in money.topUps]
     events.sort(key=lambda e: (e[0], e[1]))
+    mode = terms.billingMode
     escrowed = money.escrow if money is not None else None
     charged_total = 0
     last_seq = 0
-    last_billable = 0
+    prev: Settlement | None = None  # the previous checkpoint the chain recorded (None: the lease's start)
+    last_billable = 0  # cumulative billable GPU-ms of the reports at the previous checkpoint
     for _, _, ev in events:
         if isinstance(ev, TopUp):
             if escrowed is not None:
@@ -868,26 +943,38 @@ def _check_settlements(
                 col.fail("settlement.order", f"seq {s} settled after seq {last_seq}", s)
                 continue
             col.ok("settlement.order")
+            chain_billable = st.billable(mode)
+            chain_delta = chain_billable - (prev.billable(mode) if prev is not None else 0)
             entry = by_seq.get(s)
             if entry is None:
                 col.fail("settlement.report", f"checkpoint pays for report {s}, which no source published", s)
+                last_billable = chain_billable  # the chain's figure is all there is to go on from here
                 continue
             r, h = entry[0].report, entry[1]
-            bad = []
-            if st.reportHash != h:
-                bad.append(f"reportHash 0x{st.reportHash.hex()[:16]}… ≠ report's 0x{h.hex()[:16]}…")
-            if st.samplesRoot is not None and st.samplesRoot != r.samplesRoot:
-                bad.append("samplesRoot differs from the report's")
-            col.check("settlement.report", not bad, "; ".join(bad), s)
-            billable = billable_of(terms.billingMode, r)
-            delta = billable - last_billable
             col.check(
-                "settlement.billable",
-                st.billableDelta == delta,
-                f"billableDelta {st.billableDelta} ≠ {delta} (cum billable {billable} − {last_billable} at the "
-                f"previous checkpoint)",
+                "settlement.report",
+                st.reportHash == h,
+                f"reportHash 0x{st.reportHash.hex()[:16]}… ≠ the archived report's 0x{h.hex()[:16]}… (the chain "
+                "paid for another report: other counters, window or samples root)",
                 s,
             )
+            _check_ckpt(col, st, r, prev)
+            billable = billable_of(mode, r)
+            delta = billable - last_billable
+            since = prev.windowEndMs if prev is not None else terms.startMs
+            room = terms.gpuCount * max(0, st.windowEndMs - since)
+            bad = []
+            if chain_delta != delta:
+                bad.append(
+                    f"the chain billed {chain_delta} GPU-ms (ckpt {chain_billable} − {chain_billable - chain_delta}), "
+                    f"the reports {delta} ({billable} − {last_billable})"
+                )
+            if not 0 <= chain_delta <= room:
+                bad.append(
+                    f"{chain_delta} GPU-ms billed for {st.windowEndMs - since} ms since the previous checkpoint on "
+                    f"{terms.gpuCount} GPUs (at most {room})"
+                )
+            col.check("settlement.billable", not bad, "; ".join(bad), s)
             want = charge_for(terms.pricePerGpuSecond, billable, last_billable)
             if escrowed is not None:
                 want = min(want, max(0, escrowed - charged_total))
@@ -901,9 +988,28 @@ def _check_settlements(
             last_billable = billable
         finally:
             charged_total += st.charged
-            last_seq = max(last_seq, s)
+            if s > last_seq:
+                last_seq = s
+                prev = st
     if not settlements:
         col.skip("settlement.report", "no checkpoint settled yet")
+
+
+def _check_ckpt(col: _Collector, st: Settlement, r: MeteringReport, prev: Settlement | None) -> None:
+    """The ckpt the chain recorded for a checkpoint is the settled report's (the escrow writes it from the
+    settlement entry: a difference means the event source or the escrow is not telling the truth)."""
+    pairs = (
+        ("cumBusyMs", st.cumBusyMs, r.cumBusyMs),
+        ("cumAllocatedMs", st.cumAllocatedMs, r.cumAllocatedMs),
+        ("cumEnergyMj", st.cumEnergyMj, r.cumEnergyMj),
+        ("windowEndMs", st.windowEndMs, r.windowEndMs),
+    )
+    bad = [f"ckpt {name} {got} ≠ report's {want}" for name, got, want in pairs if got != want]
+    if st.settledAt * 1000 < st.windowEndMs:
+        bad.append(f"settled at {st.settledAt * 1000} ms, before the window ended ({st.windowEndMs})")
+    if prev is not None and st.settledAt < prev.settledAt:
+        bad.append(f"settled at {st.settledAt} s, before the previous checkpoint ({prev.settledAt} s)")
+    col.check("settlement.checkpoint", not bad, "; ".join(bad), st.seq)
 
 
 def _check_money(col: _Collector, settlements: Sequence[Settlement], money: LeaseMoney | None) -> None:

@@ -142,11 +142,14 @@ def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
             "<h3>Checkpoints paid on-chain</h3><table><tr><th>seq</th><th>block</th>"
             "<th>billable GPU-ms</th><th>charged</th><th>transaction</th></tr>"
         ]
+        last_billable = 0  # the delta of a checkpoint: its ckpt's cumulative billable − the previous one's
         for st in sorted(inp.settlements, key=lambda x: x.order):
+            billable = st.billable(t.billingMode)
             rows.append(
-                f"<tr><td>{st.seq}</td><td>{st.order[0]}</td><td>{st.billableDelta}</td><td>{st.charged}</td>"
+                f"<tr><td>{st.seq}</td><td>{st.order[0]}</td><td>{billable - last_billable}</td><td>{st.charged}</td>"
                 f"<td>{html.escape(st.txHash or '')}</td></tr>"
             )
+            last_billable = billable
         m = inp.money
         if m is not None:
             rows.append(

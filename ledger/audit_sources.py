@@ -34,7 +34,8 @@ from .audit import (
     pick_spot_indices,
 )
 from .base import LedgerError
-from .protocol import MeteringReport, ProtocolError, Sample, hex_to_bytes32, report_struct_hash
+from .protocol import ZERO_HASH, MeteringReport, ProtocolError, Sample, hex_to_bytes32, report_struct_hash
+from .settlement import commitment, initial_ckpt
 
 if TYPE_CHECKING:  # the chain reader imports web3 only when it is used
     from .client import LedgerClient
@@ -129,22 +130,67 @@ def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
         raise AuditSourceError(f"lease JSON lacks {e}") from e
 
 
+# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args).
+_CKPT_FIELDS: tuple[str, ...] = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "windowEndMs", "settledAt")
+
+
+def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
+    """One settled checkpoint (AUDIT_API.md §1): the record's ``ckpt`` word (or its fields), ``reportHash``,
+    ``charged``, and where it is in the chain (``block``, ``logIndex``, ``recordIndex``, ``txHash``).
+
+    When both the word and fields are given they must agree; anything else the bridge adds (a derived
+    ``billableDelta``, the report's ``samplesRoot``) is not evidence and is ignored: the auditor derives it.
+    """
+    order = (_int(s, "block", 0), _int(s, "logIndex", 0), _int(s, "recordIndex", 0))
+    report_hash = _b32(s.get("reportHash"), "reportHash")
+    charged = _int(s, "charged")
+    tx = s.get("txHash")
+    if s.get("ckpt") is not None:
+        st = Settlement.of_ckpt(_int(s, "ckpt"), report_hash, charged, order, tx)
+        for name in _CKPT_FIELDS:
+            if s.get(name) is not None and _int(s, name) != getattr(st, name):
+                raise AuditSourceError(f"settlement of seq {st.seq}: {name} {s[name]} disagrees with its ckpt word")
+        return st
+    missing = [name for name in _CKPT_FIELDS if s.get(name) is None]
+    if missing:
+        raise AuditSourceError(f"a settlement needs its ckpt word (or {', '.join(missing)})")
+    return Settlement(
+        seq=_int(s, "seq"),
+        reportHash=report_hash,
+        charged=charged,
+        cumBusyMs=_int(s, "cumBusyMs"),
+        cumAllocatedMs=_int(s, "cumAllocatedMs"),
+        cumEnergyMj=_int(s, "cumEnergyMj"),
+        windowEndMs=_int(s, "windowEndMs"),
+        settledAt=_int(s, "settledAt"),
+        order=order,
+        txHash=tx,
+    )
+
+
 def settlements_from_json(items: Iterable[Mapping[str, Any]]) -> tuple[Settlement, ...]:
-    out = []
-    for s in items:
-        root = s.get("samplesRoot")
-        out.append(
-            Settlement(
-                seq=_int(s, "seq"),
-                reportHash=_b32(s.get("reportHash"), "reportHash"),
-                billableDelta=_int(s, "billableDelta"),
-                charged=_int(s, "charged"),
-                samplesRoot=None if root is None else _b32(root, "samplesRoot"),
-                order=_order(s),
-                txHash=s.get("txHash"),
-            )
-        )
-    return tuple(out)
+    return tuple(settlement_from_json(s) for s in items)
+
+
+def settlement_to_json(st: Settlement) -> dict[str, Any]:
+    """The inverse of :func:`settlement_from_json` (``ckpt`` and ``charged`` as decimal strings: JSON numbers
+    above 2^53 lose precision in JavaScript)."""
+    order = tuple(st.order) + (0,) * (3 - len(st.order))
+    return {
+        "seq": st.seq,
+        "reportHash": "0x" + st.reportHash.hex(),
+        "ckpt": str(st.ckpt),
+        "charged": str(st.charged),
+        "cumBusyMs": st.cumBusyMs,
+        "cumAllocatedMs": st.cumAllocatedMs,
+        "cumEnergyMj": st.cumEnergyMj,
+        "windowEndMs": st.windowEndMs,
+        "settledAt": st.settledAt,
+        "block": order[0],
+        "logIndex": order[1],
+        "recordIndex": order[2],
+        "txHash": st.txHash,
+    }
 
 
 def money_from_json(m: Mapping[str, Any] | None) -> LeaseMoney | None:
@@ -480,24 +526,23 @@ class ChainLeaseReader:
             gpuIndices=tuple(i for i in range(offer.gpu_mask.bit_length()) if offer.gpu_mask >> i & 1),
             token=info.token,
         )
-        events = sorted(self._events().get(lease_id, []), key=lambda e: (e.block_number, e.log_index))
+        events = sorted(self._events().get(lease_id, []), key=_event_order)
         settlements: list[Settlement] = []
         escrow = fee = refund = fee_refund = 0
         top_ups: list[TopUp] = []
         closed_charged: int | None = None
         fee_kept: int | None = None
         for ev in events:
-            a, order = ev.args, (ev.block_number, ev.log_index)
+            a, order = ev.args, _event_order(ev)
             if ev.name == "CheckpointSettled":
+                # one record of a CheckpointsSettled log: everything is in its ckpt word
                 settlements.append(
-                    Settlement(
-                        seq=int(a["seq"]),
-                        reportHash=bytes(a["reportHash"]),
-                        billableDelta=int(a["billableDelta"]),
-                        charged=int(a["charged"]),
-                        samplesRoot=bytes(a["samplesRoot"]),
-                        order=order,
-                        txHash="0x" + bytes(ev.tx_hash).hex(),
+                    Settlement.of_ckpt(
+                        int(a["ckpt"]),
+                        bytes(a["reportHash"]),
+                        int(a["charged"]),
+                        order,
+                        "0x" + bytes(ev.tx_hash).hex(),
                     )
                 )
             elif ev.name == "LeaseOpened":
@@ -512,6 +557,7 @@ class ChainLeaseReader:
                 closed_charged = int(a["charged"])
             elif ev.name == "FeesSettled":
                 fee_kept, fee_refund = int(a["treasuryFee"]), int(a["buyerRefund"])
+        self._check_commitment(lease_id, settlements)
         money = LeaseMoney(
             escrow=escrow,
             fee=fee,
@@ -523,3 +569,27 @@ class ChainLeaseReader:
             feeRefund=fee_refund,
         )
         return terms, tuple(settlements), money
+
+    def _check_commitment(self, lease_id: int, settlements: list[Settlement]) -> None:
+        """The last checkpoint read from the events must be the one the escrow committed to (its one-slot
+        ``stateHash`` = keccak(terms, ckpt, lastReportHash)): otherwise the events this reader was given are
+        not the chain's whole story (a node that dropped logs, a wrong block range), and nothing read from
+        them can be audited."""
+        c = self._client
+        terms_words, hashes = c.tx.call(c.escrow.functions.leaseTerms([lease_id]))
+        terms = int(terms_words[0])
+        if settlements:
+            last = max(settlements, key=lambda st: st.order)
+            ck, last_hash = last.ckpt, last.reportHash
+        else:
+            ck, last_hash = initial_ckpt(terms), ZERO_HASH
+        if commitment(terms, ck, last_hash) != bytes(hashes[0]):
+            raise AuditSourceError(
+                f"lease {lease_id}: the {len(settlements)} CheckpointSettled record(s) read do not explain the "
+                f"escrow's state commitment 0x{bytes(hashes[0]).hex()} (events missing from the node?)"
+            )
+
+
+def _event_order(ev: Any) -> tuple[int, int, int]:
+    """(block, log index, record index): records of one CheckpointsSettled log share its log index."""
+    return (int(ev.block_number), int(ev.log_index), int(ev.args.get("recordIndex", 0)))

@@ -32,8 +32,9 @@ re-derives the protocol's EIP-712 struct, so the attestor signs ``ledger.protoco
 The client finds each lease's state itself (:meth:`LedgerClient.lease_state`): from the ``leaseTerms`` view
 and the ``CheckpointsSettled`` records, which it follows incrementally.
 
-``CheckpointsSettled(bytes records)`` is decoded as one ``CheckpointSettled`` event per record (same log
-index, ``args["recordIndex"]`` its position; args from ``SettlementRecord.as_args``).
+``settleBatch``'s ``CheckpointsSettled(bytes records)`` is decoded as one ``CheckpointSettled`` event per
+record (same log index, ``args["recordIndex"]`` its position); ``settle``'s own ``CheckpointSettled`` is
+decoded to the same args (``SettlementRecord.as_args``), so consumers see one shape.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .errors import ContractRevert, TransactionReverted, decode_exception
 from .protocol import MeteringReport, ProtocolError
 from .settlement import (
     LeaseState,
+    SettlementRecord,
     commitment,
     decode_records,
     encode_entries,
@@ -431,6 +433,20 @@ class LedgerClient:
             if to_checksum_address(log["address"]) != contract.address:
                 continue
             data = contract.events[name]().process_log(log)
+            if name == "CheckpointSettled":  # settle(): one record, as an event of its own
+                a = data["args"]
+                rec = SettlementRecord(int(a["leaseId"]), bytes(a["reportHash"]), int(a["ckpt"]), int(a["charged"]))
+                out.append(
+                    Event(
+                        name="CheckpointSettled",
+                        address=to_checksum_address(log["address"]),
+                        args={**rec.as_args(), "recordIndex": 0},
+                        block_number=int(log["blockNumber"]),
+                        tx_hash=bytes(log["transactionHash"]),
+                        log_index=int(log["logIndex"]),
+                    )
+                )
+                continue
             if name == "CheckpointsSettled":
                 for i, rec in enumerate(decode_records(bytes(data["args"]["records"]))):
                     out.append(
@@ -476,8 +492,8 @@ class LedgerClient:
         }.get(contract or "", [self.deployment.registry, self.deployment.escrow, self.deployment.reputation])
         flt: dict[str, Any] = {"fromBlock": start, "toBlock": to_block, "address": addrs}
         if name is not None:
-            wanted = "CheckpointsSettled" if name == "CheckpointSettled" else name
-            topics = [t for t, (_, n) in self._topics.items() if n == wanted]
+            wanted = {"CheckpointSettled", "CheckpointsSettled"} if name == "CheckpointSettled" else {name}
+            topics = [t for t, (_, n) in self._topics.items() if n in wanted]
             if not topics:
                 raise ClientError(f"unknown event {name}")
             flt["topics"] = [["0x" + t.hex() for t in topics]]

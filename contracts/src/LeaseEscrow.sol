@@ -20,6 +20,12 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// IMPORTANT: fee-on-transfer (and rebasing) ERC-20 tokens are NOT supported: openLease and topUp compare
 /// the balance before and after the transfer and revert with LeaseEscrowFeeOnTransferToken if less arrived.
 ///
+/// Pause (PAUSER_ROLE) stops money entering (openLease, topUp, activateLease) and earnings leaving to
+/// providers (releaseEarnings); withdrawals stay open. Settlement is NOT paused: it only books escrow as
+/// pending, nothing pending can leave while paused, and while paused a buyer may dispute pending charges
+/// whatever the challenge period (so a pause outlasting it takes no buyer's recourse). Leaving the pause
+/// check out of settlement keeps its cost to one storage slot per lease and one per node.
+///
 /// NOTE: earnings of a lease are held for `challengePeriod` after the lease's LAST settlement (the clock
 /// restarts at each settlement); a dispute freezes everything pending. A buyer may close an Active lease at
 /// any time: reports not yet settled by then are not paid, so the relayer settles the latest report first.
@@ -174,13 +180,31 @@ contract LeaseEscrow is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function settle(bytes calldata entry) external nonReentrant whenNotPaused {
-        _settleEntries(entry, true);
+    /// @dev Not Pausable and not nonReentrant (see the contract's NatSpec): the fast path makes no external
+    /// call, and the exhausting path (`_exhaust`) takes the reentrancy lock itself.
+    function settle(bytes calldata entry) external {
+        uint256 p;
+        uint256 rec;
+        assembly ("memory-safe") {
+            p := entry.offset
+            rec := mload(0x40)
+            mstore(0x40, add(rec, 0x80)) // the record (84 bytes) + the unaligned tail of its last word
+        }
+        if (_entrySize(p, p + entry.length, p) != entry.length) revert LeaseEscrowMalformedEntries(0);
+        bytes32 domain = _domainSeparatorV4();
+        if (_fastSettle(p, rec, domain, 0) >> 255 == 0) _settleOne(p, rec, domain, true);
+        // CheckpointSettled(leaseId, reportHash, ckpt, charged): the record's words, charged realigned
+        bytes32 topic = CheckpointSettled.selector;
+        assembly ("memory-safe") {
+            mstore(add(rec, 68), shr(128, mload(add(rec, 68))))
+            log2(add(rec, 4), 0x60, topic, shr(224, mload(rec)))
+        }
     }
 
     /// @notice See ILeaseEscrow.
-    function settleBatch(bytes calldata entries) external nonReentrant whenNotPaused returns (uint256 settled) {
-        return _settleEntries(entries, false);
+    /// @dev Not Pausable and not nonReentrant, like `settle`.
+    function settleBatch(bytes calldata entries) external returns (uint256 settled) {
+        return _settleEntries(entries);
     }
 
     /// @notice See ILeaseEscrow.
@@ -306,55 +330,66 @@ contract LeaseEscrow is LeaseEscrowBase {
         bytes32 lastHash;
     }
 
-    /// @dev Settles the entries in `data` in order. strict (settle): any failing entry reverts the call with
-    /// its custom error; otherwise (settleBatch) it is skipped with CheckpointSkipped. One CheckpointsSettled
-    /// carries a record per settled entry.
-    function _settleEntries(bytes calldata data, bool strict) private returns (uint256 settled) {
+    /// @dev Settles the entries in `data` in order; a failing one is skipped with CheckpointSkipped. One
+    /// CheckpointsSettled carries a record per settled entry.
+    function _settleEntries(bytes calldata data) private returns (uint256 settled) {
+        bytes32 domain = _domainSeparatorV4();
         uint256 p;
         uint256 end;
+        uint256 buf; // the event's ABI data: 0x20 | length | records (84 bytes each) | zero padding
         assembly ("memory-safe") {
             p := data.offset
-            end := add(data.offset, data.length)
+            end := add(p, data.length)
+            buf := mload(0x40)
+            // at most length / 231 records; 32 bytes of slack for the unaligned write of the last one
+            mstore(0x40, add(buf, add(0x60, mul(div(data.length, 231), 84))))
         }
         uint256 start = p;
-        // records, 84 bytes each; 32 bytes of slack for the unaligned write of the last one
-        bytes memory records = new bytes((data.length / _ENTRY) * 84 + 32);
-        uint256 rec;
-        assembly ("memory-safe") {
-            rec := add(records, 0x20)
-        }
-        uint256 first = rec;
-        bytes32 domain = _domainSeparatorV4();
+        uint256 rec = buf + 0x40;
         uint256 memo; // (nodeId + 1) << 192 | _nodeCache[nodeId] of the last node read
-        while (p < end) {
-            uint256 size = _entrySize(p, end, start);
-            memo = _fastSettle(p, rec, domain, memo);
-            bool ok = memo >> 255 != 0;
-            memo &= ~(uint256(1) << 255);
-            if (ok || _settleOne(p, rec, domain, strict)) {
-                rec += 84;
-                ++settled;
+        unchecked {
+            while (p < end) {
+                uint256 size;
+                bool bad;
+                assembly ("memory-safe") {
+                    let flags := and(shr(200, calldataload(add(p, 32))), 0xff)
+                    size := add(231, mul(flags, 32))
+                    bad := or(gt(flags, 1), gt(add(p, size), end))
+                }
+                if (bad) revert LeaseEscrowMalformedEntries(p - start);
+                memo = _fastSettle(p, rec, domain, memo);
+                if (memo >> 255 != 0) {
+                    memo ^= 1 << 255;
+                    rec += 84;
+                    ++settled;
+                } else if (_settleOne(p, rec, domain, false)) {
+                    rec += 84;
+                    ++settled;
+                }
+                p += size;
             }
-            p += size;
         }
         if (settled != 0) {
+            bytes32 topic = CheckpointsSettled.selector;
             assembly ("memory-safe") {
-                mstore(records, sub(rec, first))
+                let len := sub(rec, add(buf, 0x40))
+                mstore(rec, 0) // zero padding after the last record
+                mstore(buf, 0x20)
+                mstore(add(buf, 0x20), len)
+                log1(buf, add(0x40, and(add(len, 31), not(31))), topic)
             }
-            emit CheckpointsSettled(records);
         }
     }
 
     /// @dev Size of the entry at calldata offset p (reverts unless it is whole and its flags are known).
     function _entrySize(uint256 p, uint256 end, uint256 start) private pure returns (uint256 size) {
-        uint256 flags;
-        if (p + _ENTRY <= end) {
-            assembly ("memory-safe") {
-                flags := and(shr(200, calldataload(add(p, 32))), 0xff)
-            }
-            size = flags == 1 ? _ENTRY_WITH_LAST : _ENTRY;
+        bool bad;
+        assembly ("memory-safe") {
+            let flags := and(shr(200, calldataload(add(p, 32))), 0xff)
+            size := add(231, mul(flags, 32))
+            bad := or(gt(flags, 1), gt(add(p, size), end))
         }
-        if (size == 0 || flags > 1 || p + size > end) revert LeaseEscrowMalformedEntries(p - start);
+        if (bad) revert LeaseEscrowMalformedEntries(p - start);
     }
 
     /// @dev Gas fast path of settlement: the same checks as `_settleOne` (all must pass) on stack values in
@@ -473,7 +508,7 @@ contract LeaseEscrow is LeaseEscrowBase {
                 sstore(sl, keccak256(fm, 0x60))
                 // record: leaseId uint32 | reportHash | ckpt | charged uint128
                 let price := and(shr(120, terms), 0xffffffffffffffffffffffff)
-                mstore(rec, shl(224, shr(224, w0)))
+                mstore(rec, w0) // leaseId in the first 4 bytes; the rest is overwritten next
                 mstore(add(rec, 4), h)
                 mstore(add(rec, 36), newCk)
                 mstore(
@@ -650,13 +685,18 @@ contract LeaseEscrow is LeaseEscrowBase {
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
         if (newBill >= _tGpus(terms) * _tDuration(terms) * 1000) {
             emit LeaseExhausted(leaseId, (price * newBill) / 1000);
-            (uint256 total,, uint256 burned, uint256 released) =
-                _finalize(leaseId, terms, LeaseStatus.Exhausted, newCk, h);
-            _trySettleFees(leaseId, newCk);
-            _endInteractions(leaseId, terms, total, burned, released, newCk);
+            _exhaust(leaseId, terms, newCk, h);
         } else {
             _stateHash[leaseId] = _commitment(terms, newCk, h);
         }
+    }
+
+    /// @dev Ends a lease its last report exhausted; holds the reentrancy lock over the external calls (the
+    /// settlement entry points do not take it: their fast path calls nothing outside).
+    function _exhaust(uint256 leaseId, uint256 terms, uint256 ck, bytes32 h) private nonReentrant {
+        (uint256 total,, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Exhausted, ck, h);
+        _trySettleFees(leaseId, ck);
+        _endInteractions(leaseId, terms, total, burned, released, ck);
     }
 
     // --- internal: lease end and money ---------------------------------------------------------------

@@ -73,7 +73,8 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
         uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
-        if (block.timestamp >= endsAt) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
+        // while paused (settlement goes on) a buyer may dispute whatever the period
+        if (block.timestamp >= endsAt && !paused()) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
         m.frozen = uint128(pending);
         emit DisputeOpened(leaseId, msg.sender, pending);
     }
@@ -120,7 +121,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function releaseEarnings(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant {
+    function releaseEarnings(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant whenNotPaused {
         uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);

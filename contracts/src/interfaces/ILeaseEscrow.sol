@@ -31,8 +31,8 @@ pragma solidity ^0.8.24;
 /// this packing (ledger/protocol.py holds the one definition). Field widths bound what can be settled:
 /// leaseId and seq below 2^32, times and cumulative counters below 2^48.
 ///
-/// Settled checkpoints are announced by `CheckpointsSettled(records)`, one event per transaction, 84 bytes
-/// per settled entry: leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (what this
+/// `settle` takes exactly one entry and emits `CheckpointSettled`; `settleBatch` announces what it settled
+/// with one `CheckpointsSettled(records)` per transaction, 84 bytes per settled entry: leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (what this
 /// checkpoint moved from escrow to pending).
 interface ILeaseEscrowTypes {
     /// @notice Lease states. None = no such lease.
@@ -266,6 +266,12 @@ interface ILeaseEscrowTypes {
     /// @notice Checkpoints settled by one settle / settleBatch call: 84-byte records, one per settled entry,
     /// leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (layout in the header).
     event CheckpointsSettled(bytes records);
+    /// @notice `settle` settled one checkpoint (the same content as one CheckpointsSettled record).
+    /// @param leaseId lease
+    /// @param reportHash struct hash of the settled report (the lease's new lastReportHash)
+    /// @param ckpt the lease's new checkpoint word (layout in the header)
+    /// @param charged moved from escrow to pending by this checkpoint
+    event CheckpointSettled(uint256 indexed leaseId, bytes32 reportHash, uint256 ckpt, uint256 charged);
     /// @notice settleBatch skipped a report.
     /// @param leaseId lease (as packed in the report)
     /// @param seq seq (as packed)
@@ -353,7 +359,7 @@ interface ILeaseEscrow is ILeaseEscrowTypes {
         returns (uint256 leaseId);
     /// @notice Start an Open lease (provider, its payout address or the node's attestor).
     function activateLease(uint256 leaseId) external;
-    /// @notice Settle one report; reverts with the failing check's custom error.
+    /// @notice Settle one entry (exactly one); reverts with the failing check's custom error.
     function settle(bytes calldata entry) external;
     /// @notice Settle many reports; a failing one is skipped with CheckpointSkipped.
     /// @return settled how many were settled
