@@ -5,13 +5,17 @@
 
 Figures are ``gasUsed`` of the transaction receipt, intrinsic 21,000 included; ``*_calldata`` rows show
 the calldata share (16 gas per non-zero byte, 4 per zero byte) of the settlement figures. Settlement figures are
-steady state: each lease already has one settled checkpoint, so its storage slots are live (non-zero).
+steady state: each lease already has one settled checkpoint, so its state slot is live (non-zero).
 
-- settle_single: one checkpoint of one lease (``settle``), consecutive seq (hash-chain check on).
-- settle_batch_50_per_checkpoint: ``settleBatch`` of 50 checkpoints of 50 distinct leases of 3 providers,
-  divided by 50.
+- settle_single: one checkpoint of one lease (``settle``), consecutive seq (hash-chain check on; the entry
+  leaves out the last report hash, which equals the report's prevReportHash).
+- settle_batch_50_per_checkpoint: ``settleBatch`` of 50 consecutive checkpoints of 50 distinct leases of 3
+  providers (one node each), divided by 50.
 - gas_per_window_hourly: a metered lease reporting one-minute windows, settled hourly inside such batches:
-  the hourly checkpoint (seq jumps by 60) costs the batch per-checkpoint figure; / 60 windows.
+  the hourly checkpoint (seq jumps by 60, so the entry carries the last settled hash too) costs
+  ``settle_batch_50_hourly_per_checkpoint``; / 60 windows.
+
+The run asserts that each batch settled all 50 entries.
 """
 
 from __future__ import annotations

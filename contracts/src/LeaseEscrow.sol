@@ -11,7 +11,8 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 
 /// @title LeaseEscrow
 /// @notice Escrow of GPU leases, settled on metering reports signed (EIP-712) by the node's attestor.
-/// @dev Money rules: pull payments only (`withdraw`), every external entry point is nonReentrant, and
+/// @dev Money rules: pull payments only (`withdraw`), every external entry point that can call out is
+/// nonReentrant (settlement calls out only when a report exhausts a lease, and takes the lock there), and
 /// for each token: balance = Σ escrow not yet charged + Σ fee held + Σ pending charges + Σ withdrawable.
 /// A lease can never be charged beyond its escrow: a report's cumulative billable time is bounded by
 /// gpuCount × (windowEnd − start) and windowEnd by the lease end, so the total charge is bounded by
@@ -341,8 +342,8 @@ contract LeaseEscrow is LeaseEscrowBase {
             p := data.offset
             end := add(p, data.length)
             buf := mload(0x40)
-            // at most length / 231 records; 32 bytes of slack for the unaligned write of the last one
-            mstore(0x40, add(buf, add(0x60, mul(div(data.length, 231), 84))))
+            // at most length / 231 records (rounded up here: + 84), header 64, slack 32 for the last unaligned write
+            mstore(0x40, add(buf, add(0xb4, div(mul(data.length, 84), 231))))
         }
         uint256 start = p;
         uint256 rec = buf + 0x40;
@@ -460,9 +461,7 @@ contract LeaseEscrow is LeaseEscrowBase {
                 // energy within power cap x GPU time (+ ENERGY_MARGIN_BPS): mW x ms = uJ, / 1000 -> mJ
                 if gt(and(w0, 0xffffffffffff), div(mul(mul(and(shr(160, memoOut), 0xffffffff), cap), 10500), 10000000)) { break }
                 // struct hash, digest, signer
-                let h := 0
-                {
-                    mstore(fm, _REPORT_TYPEHASH_LITERAL)
+                mstore(fm, _REPORT_TYPEHASH_LITERAL)
                     mstore(add(fm, 0x20), shr(224, w0))
                     mstore(add(fm, 0x40), and(shr(192, w0), 0xffffffff))
                     mstore(add(fm, 0x60), calldataload(add(p, 39)))
@@ -472,7 +471,8 @@ contract LeaseEscrow is LeaseEscrowBase {
                     mstore(add(fm, 0xe0), and(w0, 0xffffffffffff))
                     mstore(add(fm, 0x100), shr(208, calldataload(add(p, 32))))
                     mstore(add(fm, 0x120), calldataload(add(p, 71)))
-                    h := keccak256(fm, 0x140)
+                let h := keccak256(fm, 0x140)
+                {
                     mstore(fm, 0x1901)
                     mstore(add(fm, 0x20), domain)
                     mstore(add(fm, 0x40), h)
