@@ -195,17 +195,20 @@ interface ILeaseEscrowTypes {
     /// @notice seq is not above the last settled seq (replay or older report).
     error LeaseEscrowStaleReport(uint256 leaseId, uint64 seq, uint64 lastSeq);
     /// @notice The consecutive report's prevReportHash is not the last settled report's hash.
-    error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
+    error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);
+    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
     error LeaseEscrowBadWindow(uint256 leaseId, uint64 windowStartMs, uint64 windowEndMs, uint64 notBeforeMs);
     /// @notice The window ends after the lease.
     error LeaseEscrowWindowOutsideLease(uint256 leaseId, uint64 windowEndMs, uint64 leaseEndMs);
     /// @notice The window ends in the future.
     error LeaseEscrowWindowInFuture(uint256 leaseId, uint64 windowEndMs, uint256 nowMs);
     /// @notice A cumulative counter (0 busy, 1 allocated, 2 energy) went down.
-    error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
+    error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);
+    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
     error LeaseEscrowTimeAboveCapacity(uint256 leaseId, uint8 counter, uint64 value, uint256 cap);
     /// @notice Cumulative energy exceeds the node's power cap × GPUs × elapsed time (+ margin).
     error LeaseEscrowEnergyAboveCap(uint256 leaseId, uint64 value, uint256 cap);
+
     // --- errors: money -----------------------------------------------------------------------------
 
     /// @notice No charge is within its challenge period (or nothing is pending).
@@ -263,7 +266,7 @@ interface ILeaseEscrowTypes {
     /// @param startMs unix ms
     /// @param endMs unix ms
     event LeaseActivated(uint256 indexed leaseId, uint64 startMs, uint64 endMs);
-    /// @notice Checkpoints settled by one settle / settleBatch call: 84-byte records, one per settled entry,
+    /// @notice Checkpoints settled by one settleBatch call: 84-byte records, one per settled entry,
     /// leaseId uint32 | reportHash bytes32 | new ckpt uint256 | charged uint128 (layout in the header).
     event CheckpointsSettled(bytes records);
     /// @notice `settle` settled one checkpoint (the same content as one CheckpointsSettled record).

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {TestBase} from "./TestBase.sol";
+import {TestBase, Vm} from "./TestBase.sol";
 import {CapacityRegistry} from "../../src/CapacityRegistry.sol";
 import {Reputation} from "../../src/Reputation.sol";
 import {LeaseEscrow} from "../../src/LeaseEscrow.sol";
@@ -12,7 +12,9 @@ import {MockERC20} from "../../src/test/MockERC20.sol";
 
 /// @notice Deploys the whole suite the way `ledger.deploy.deploy_suite` does (registry, reputation,
 /// extension, escrow, roles) plus one provider with two nodes, four offers (ETH and a MockERC20, reserved
-/// and metered) and stakes in both tokens. Actors are plain addresses driven with `vm.prank`.
+/// and metered) and stakes in both tokens. Actors are plain addresses driven with `vm.prank`. Settlement
+/// helpers build packed entries (ILeaseEscrow.sol's header) from EIP-712-signed reports and track every
+/// lease's state (terms, ckpt, lastReportHash) from the settlement events, as ledger.settlement does.
 abstract contract Suite is TestBase {
     uint256 internal constant ATTESTOR_PK = 0xA11CE5;
     uint256 internal constant ETH_PRICE = 1e9; // wei per GPU-second
@@ -51,9 +53,10 @@ abstract contract Suite is TestBase {
         attestor = vm.addr(ATTESTOR_PK);
         registry = new CapacityRegistry(admin, 86_400);
         reputation = new Reputation(admin);
-        LeaseEscrowExtension ext = new LeaseEscrowExtension(registry, reputation);
-        LeaseEscrow e = new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, address(ext));
+        LeaseEscrowExtension extension = new LeaseEscrowExtension(registry, reputation);
+        LeaseEscrow e = new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, address(extension));
         escrow = ILeaseEscrow(address(e));
+        ext = LeaseEscrowExtension(address(e));
         registry.setEscrow(address(e));
         reputation.grantRole(reputation.ESCROW_ROLE(), address(e));
         e.grantRole(e.ARBITER_ROLE(), arbiter);
@@ -111,24 +114,244 @@ abstract contract Suite is TestBase {
         return offerIdx < 2 ? ETH_PRICE : TOKEN_PRICE;
     }
 
-    function _pack(ILeaseEscrowTypes.MeteringReport memory r)
-        internal
-        pure
-        returns (ILeaseEscrowTypes.PackedReport memory p)
-    {
-        p.w0 = (r.leaseId << 192) | (uint256(r.seq) << 128) | (uint256(r.windowStartMs) << 64) | r.windowEndMs;
-        p.w1 = (uint256(r.busyMs) << 192) | (uint256(r.energyMj) << 128) | (uint256(r.allocatedMs) << 64) | r.cumBusyMs;
-        p.w2 = (uint256(r.cumEnergyMj) << 192) | (uint256(r.cumAllocatedMs) << 128) | (uint256(r.maxMemUsedMiB) << 96)
-            | (uint256(r.sampleCount) << 64) | (uint256(r.flags) << 32);
-        p.prevReportHash = r.prevReportHash;
-        p.gpuSetHash = r.gpuSetHash;
-        p.samplesRoot = r.samplesRoot;
-        p.configHash = r.configHash;
+    // --- settlement state, as a client tracks it (ILeaseEscrow.sol's header) ----------------------------
+
+    /// @dev What every settlement entry and every cold call must carry for a lease: `terms` from the
+    /// leaseTerms view, `ckpt` and `lastHash` from the lease's last CheckpointsSettled record (before any:
+    /// the initial checkpoint of the terms and a zero hash).
+    struct LeaseState {
+        uint256 leaseId;
+        uint256 terms;
+        uint256 ckpt;
+        bytes32 lastHash;
     }
 
-    function _sign(uint256 pk, bytes32 digest) internal pure returns (ILeaseEscrowTypes.Signature memory s) {
-        (uint8 v, bytes32 r, bytes32 ss) = vm.sign(pk, digest);
-        s = ILeaseEscrowTypes.Signature({r: r, s: ss, v: v});
+    /// @dev One 84-byte record of CheckpointsSettled (leaseId u32 | reportHash | ckpt | charged u128).
+    struct Record {
+        uint256 leaseId;
+        bytes32 reportHash;
+        uint256 ckpt;
+        uint256 charged;
+    }
+
+    /// @dev One CheckpointSkipped event of settleBatch.
+    struct Skip {
+        uint256 leaseId;
+        uint64 seq;
+        bytes4 reason;
+    }
+
+    /// @dev What a settle / settleBatch call did: whether it returned, its return or revert data, the settled
+    /// records in order (from CheckpointSettled events and CheckpointsSettled records), its skips, and how
+    /// many events of each settlement kind it emitted.
+    struct Outcome {
+        bool ok;
+        bytes ret;
+        Record[] records;
+        Skip[] skips;
+        uint256 singleEvents;
+        uint256 batchEvents;
+    }
+
+    bytes32 internal constant CHECKPOINTS_SETTLED = keccak256("CheckpointsSettled(bytes)");
+    bytes32 internal constant CHECKPOINT_SETTLED = keccak256("CheckpointSettled(uint256,bytes32,uint256,uint256)");
+    bytes32 internal constant CHECKPOINT_SKIPPED = keccak256("CheckpointSkipped(uint256,uint64,bytes4)");
+    uint256 internal constant M32 = 0xffffffff;
+    uint256 internal constant M48 = 0xffffffffffff;
+
+    /// @dev The escrow address typed with the extension's ABI (admin, domainSeparator, typehashes).
+    LeaseEscrowExtension internal ext;
+
+    mapping(uint256 leaseId => uint256) private _trackedCkpt;
+    mapping(uint256 leaseId => bytes32) private _trackedLast;
+    mapping(uint256 leaseId => bool) private _trackedAny;
+
+    error EntryFieldTooWide();
+    error MalformedRecords(uint256 length);
+
+    function _termsOf(uint256 leaseId) internal view returns (uint256) {
+        uint256[] memory ids = new uint256[](1);
+        ids[0] = leaseId;
+        (uint256[] memory terms,) = escrow.leaseTerms(ids);
+        return terms[0];
+    }
+
+    /// @dev The lease's checkpoint before its first settlement (0 while Open).
+    function _initialCkpt(uint256 terms) internal pure returns (uint256) {
+        uint256 startS = (terms >> 32) & M32;
+        if (startS == 0) return 0;
+        return ((startS * 1000) << 176) | (startS << 224);
+    }
+
+    /// @dev The lease's state as tracked from the CheckpointsSettled records this suite saw.
+    function _state(uint256 leaseId) internal view returns (LeaseState memory s) {
+        s.leaseId = leaseId;
+        s.terms = _termsOf(leaseId);
+        if (_trackedAny[leaseId]) {
+            s.ckpt = _trackedCkpt[leaseId];
+            s.lastHash = _trackedLast[leaseId];
+        } else {
+            s.ckpt = _initialCkpt(s.terms);
+        }
+    }
+
+    function _commitment(LeaseState memory s) internal pure returns (bytes32) {
+        return keccak256(abi.encode(s.terms, s.ckpt, s.lastHash));
+    }
+
+    /// @dev checkpoint(id) with the tracked state (reverts LeaseEscrowStaleState if the tracking is wrong).
+    function _checkpoint(uint256 leaseId) internal view returns (ILeaseEscrowTypes.CheckpointView memory) {
+        LeaseState memory s = _state(leaseId);
+        return escrow.checkpoint(leaseId, s.ckpt, s.lastHash);
+    }
+
+    // --- reports, signatures, entries --------------------------------------------------------------------
+
+    /// @dev EIP-712 hashStruct of the report's WindowDetail (abi.encode of static words = their concatenation).
+    function _windowHash(ILeaseEscrowTypes.MeteringReport memory r) internal view returns (bytes32) {
+        return keccak256(
+            bytes.concat(
+                abi.encode(ext.WINDOW_TYPEHASH(), r.gpuSetHash, r.busyMs, r.energyMj, r.allocatedMs),
+                abi.encode(r.maxMemUsedMiB, r.sampleCount, r.samplesRoot, r.flags, r.configHash)
+            )
+        );
+    }
+
+    /// @dev EIP-712 hashStruct of the (nested) MeteringReport: its link in the hash chain.
+    function _structHash(ILeaseEscrowTypes.MeteringReport memory r) internal view returns (bytes32) {
+        return keccak256(
+            bytes.concat(
+                abi.encode(ext.REPORT_TYPEHASH(), r.leaseId, r.seq, r.prevReportHash, r.windowStartMs),
+                abi.encode(r.windowEndMs, r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, _windowHash(r))
+            )
+        );
+    }
+
+    function _digest(ILeaseEscrowTypes.MeteringReport memory r) internal view returns (bytes32) {
+        return keccak256(abi.encodePacked(hex"1901", ext.domainSeparator(), _structHash(r)));
+    }
+
+    /// @dev EIP-2098 compact signature: vs = s | (v - 27) << 255.
+    function _signCompact(uint256 pk, bytes32 digest) internal pure returns (bytes32 r, bytes32 vs) {
+        (uint8 v, bytes32 rr, bytes32 s) = vm.sign(pk, digest);
+        r = rr;
+        vs = bytes32(uint256(s) | (uint256(v - 27) << 255));
+    }
+
+    /// @dev The packed settlement entry (layout: ILeaseEscrow.sol's header). `withLast` appends the state's
+    /// lastHash (flag bit 0); without it the contract takes lastHash = prevReportHash.
+    function _encodeEntry(
+        ILeaseEscrowTypes.MeteringReport memory r,
+        bytes32 sigR,
+        bytes32 sigVs,
+        LeaseState memory s,
+        bool withLast
+    ) internal view returns (bytes memory entry) {
+        if (
+            r.leaseId > M32 || r.seq > M32 || r.windowStartMs > M48 || r.windowEndMs > M48 || r.cumBusyMs > M48
+                || r.cumEnergyMj > M48 || r.cumAllocatedMs > M48
+        ) revert EntryFieldTooWide();
+        bytes memory head = abi.encodePacked(
+            uint32(r.leaseId),
+            uint32(r.seq),
+            uint48(r.windowStartMs),
+            uint48(r.windowEndMs),
+            uint48(r.cumBusyMs),
+            uint48(r.cumEnergyMj),
+            uint48(r.cumAllocatedMs),
+            uint8(withLast ? 1 : 0)
+        );
+        entry = abi.encodePacked(head, r.prevReportHash, _windowHash(r), sigR, sigVs, s.terms, s.ckpt);
+        if (withLast) entry = abi.encodePacked(entry, s.lastHash);
+    }
+
+    /// @dev The entry of `r` signed with `pk` for a lease in state `s`; the lastHash word is appended when it
+    /// differs from prevReportHash (as ledger.settlement.encode_entry does) or when `forceLast`.
+    function _entry(uint256 pk, ILeaseEscrowTypes.MeteringReport memory r, LeaseState memory s, bool forceLast)
+        internal
+        view
+        returns (bytes memory)
+    {
+        (bytes32 sigR, bytes32 sigVs) = _signCompact(pk, _digest(r));
+        return _encodeEntry(r, sigR, sigVs, s, forceLast || r.prevReportHash != s.lastHash);
+    }
+
+    /// @dev Calls settle (or settleBatch) with `entries` as anyone would, records its events and, when it
+    /// returned, takes the lease states from its CheckpointsSettled records.
+    function _submit(bytes memory entries, bool batch) internal returns (Outcome memory o) {
+        vm.recordLogs();
+        (o.ok, o.ret) = address(escrow).call(
+            batch ? abi.encodeCall(escrow.settleBatch, (entries)) : abi.encodeCall(escrow.settle, (entries))
+        );
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        if (o.ok) _absorb(logs, o);
+    }
+
+    /// @dev Collects the settlement events of one call into `o` and takes each settled lease's new state
+    /// (ckpt, lastReportHash) from its record.
+    function _absorb(Vm.Log[] memory logs, Outcome memory o) private {
+        uint256 nRec;
+        uint256 nSkip;
+        for (uint256 i; i < logs.length; ++i) {
+            bytes32 topic = _topic(logs[i]);
+            if (topic == CHECKPOINTS_SETTLED) {
+                o.batchEvents++;
+                nRec += abi.decode(logs[i].data, (bytes)).length / 84;
+            } else if (topic == CHECKPOINT_SETTLED) {
+                o.singleEvents++;
+                nRec++;
+            } else if (topic == CHECKPOINT_SKIPPED) {
+                nSkip++;
+            }
+        }
+        o.records = new Record[](nRec);
+        o.skips = new Skip[](nSkip);
+        nRec = 0;
+        nSkip = 0;
+        for (uint256 i; i < logs.length; ++i) {
+            bytes32 topic = _topic(logs[i]);
+            if (topic == CHECKPOINTS_SETTLED) {
+                bytes memory recs = abi.decode(logs[i].data, (bytes));
+                if (recs.length % 84 != 0) revert MalformedRecords(recs.length);
+                for (uint256 off; off < recs.length; off += 84) {
+                    o.records[nRec++] = _track(_record(recs, off));
+                }
+            } else if (topic == CHECKPOINT_SETTLED) {
+                (bytes32 h, uint256 ck, uint256 charged) = abi.decode(logs[i].data, (bytes32, uint256, uint256));
+                o.records[nRec++] =
+                    _track(Record({leaseId: uint256(logs[i].topics[1]), reportHash: h, ckpt: ck, charged: charged}));
+            } else if (topic == CHECKPOINT_SKIPPED) {
+                (uint64 seq, bytes4 reason) = abi.decode(logs[i].data, (uint64, bytes4));
+                o.skips[nSkip++] = Skip({leaseId: uint256(logs[i].topics[1]), seq: seq, reason: reason});
+            }
+        }
+    }
+
+    function _topic(Vm.Log memory log) private view returns (bytes32) {
+        if (log.emitter != address(escrow) || log.topics.length == 0) return bytes32(0);
+        return log.topics[0];
+    }
+
+    function _track(Record memory rec) private returns (Record memory) {
+        _trackedCkpt[rec.leaseId] = rec.ckpt;
+        _trackedLast[rec.leaseId] = rec.reportHash;
+        _trackedAny[rec.leaseId] = true;
+        return rec;
+    }
+
+    function _record(bytes memory recs, uint256 off) private pure returns (Record memory rec) {
+        uint256 id;
+        bytes32 h;
+        uint256 ck;
+        uint256 charged;
+        assembly ("memory-safe") {
+            let p := add(add(recs, 0x20), off)
+            id := shr(224, mload(p))
+            h := mload(add(p, 4))
+            ck := mload(add(p, 36))
+            charged := shr(128, mload(add(p, 68)))
+        }
+        rec = Record({leaseId: id, reportHash: h, ckpt: ck, charged: charged});
     }
 
     /// @dev Pays for and opens a lease as `buyer` (ETH value or minted + approved tokens).

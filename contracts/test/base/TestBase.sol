@@ -3,6 +3,12 @@ pragma solidity ^0.8.24;
 
 /// @notice The cheatcodes this project's forge tests use (forge-std cannot be installed offline).
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     function warp(uint256 newTimestamp) external;
     function roll(uint256 newHeight) external;
     function deal(address who, uint256 newBalance) external;
@@ -16,6 +22,8 @@ interface Vm {
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function assume(bool condition) external pure;
     function label(address account, string calldata newLabel) external;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
 }
 
 /// @notice Minimal test base: cheatcodes, assertions that revert with the failing values, invariant
@@ -46,6 +54,10 @@ abstract contract TestBase {
 
     function assertGe(uint256 a, uint256 b, string memory what) internal pure {
         if (a < b) revert AssertionFailed(what, a, b);
+    }
+
+    function assertEq(bytes32 a, bytes32 b, string memory what) internal pure {
+        if (a != b) revert AssertionFailed(what, uint256(a), uint256(b));
     }
 
     function assertTrue(bool c, string memory what) internal pure {

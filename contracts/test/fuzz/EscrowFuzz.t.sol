@@ -3,15 +3,12 @@ pragma solidity ^0.8.24;
 
 import {Suite} from "../base/Suite.sol";
 import {ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
-import {LeaseEscrowExtension} from "../../src/LeaseEscrowExtension.sol";
 
-/// @notice Property tests of single escrow operations with fuzzed amounts: charges, fees, top-ups, disputes.
+/// @notice Property tests of single escrow operations with fuzzed amounts: charges, fees, top-ups, disputes,
+/// and the lease state commitment every settlement and cold call is checked against.
 contract EscrowFuzzTest is Suite {
-    LeaseEscrowExtension internal ext; // the escrow address, typed with the extension's ABI
-
     function setUp() public {
         _deploySuite();
-        ext = LeaseEscrowExtension(address(escrow));
     }
 
     /// @dev Opens offer `idx` for `durationS`, activates it now and returns the lease.
@@ -21,37 +18,62 @@ contract EscrowFuzzTest is Suite {
         escrow.activateLease(leaseId);
     }
 
-    /// @dev Settles one report (seq 1, whole lease so far) with the given cumulative counters.
+    /// @dev Settles one report (seq 1, whole lease so far) with the given cumulative counters; returns the
+    /// revert data ("" when settled). A settled report must leave exactly one record, whose ckpt and report
+    /// hash are the lease's new committed state.
     function _settleFirst(uint256 leaseId, uint64 toMs, uint64 cumBusy, uint64 cumAlloc) internal returns (bytes memory err) {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         ILeaseEscrowTypes.MeteringReport memory r = _report(leaseId, 1, bytes32(0), l.startMs, toMs, cumBusy, cumAlloc, 0);
         r.busyMs = cumBusy;
         r.allocatedMs = cumAlloc;
-        try escrow.settle(_pack(r), _sign(ATTESTOR_PK, escrow.reportDigest(r))) {
-            return "";
-        } catch (bytes memory data) {
-            return data.length == 0 ? bytes("?") : data;
-        }
+        Outcome memory o = _submit(_entry(ATTESTOR_PK, r, _state(leaseId), false), false);
+        if (!o.ok) return o.ret.length == 0 ? bytes("?") : o.ret;
+        _assertSettled(o, r);
+        uint256 bill = l.billingMode == 0 ? cumAlloc : cumBusy;
+        assertEq(o.records[0].charged, (l.pricePerGpuSecond * bill) / 1000, "record charged");
+        return "";
+    }
+
+    /// @dev One settlement event with one record: the report's struct hash and the ckpt the escrow must
+    /// have built (seq | cumBusy << 32 | cumAlloc << 80 | cumEnergy << 128 | windowEnd << 176 | now << 224),
+    /// and the commitment is now keccak256(abi.encode(terms, that ckpt, that hash)).
+    function _assertSettled(Outcome memory o, ILeaseEscrowTypes.MeteringReport memory r) internal view {
+        assertEq(o.singleEvents, 1, "settle emits one CheckpointSettled");
+        assertEq(o.batchEvents, 0, "settle emits no CheckpointsSettled");
+        assertEq(o.records.length, 1, "one record");
+        Record memory rec = o.records[0];
+        assertEq(rec.leaseId, r.leaseId, "record lease");
+        assertEq(rec.reportHash, escrow.hashReport(r), "record hash = hashReport");
+        assertEq(rec.reportHash, _structHash(r), "record hash = EIP-712 struct hash");
+        uint256 want = uint256(r.seq) | (uint256(r.cumBusyMs) << 32) | (uint256(r.cumAllocatedMs) << 80)
+            | (uint256(r.cumEnergyMj) << 128) | (uint256(r.windowEndMs) << 176) | (block.timestamp << 224);
+        assertEq(rec.ckpt, want, "record ckpt");
+        LeaseState memory s = _state(r.leaseId);
+        assertEq(_commitment(s), escrow.stateHash(r.leaseId), "stateHash = keccak(terms, ckpt, lastHash)");
     }
 
     /// @notice The charge is price × billable / 1000, never above escrow; billing the full capacity
-    /// exhausts the lease and leaves nothing to refund.
-    function testFuzz_chargeNeverExceedsEscrow(uint32 durationSeed, uint256 billSeed, uint256 elapsedSeed, bool metered)
-        public
-    {
+    /// exhausts the lease and leaves nothing to refund. `exhaust` bills the whole lease (else random).
+    function testFuzz_chargeNeverExceedsEscrow(
+        uint32 durationSeed,
+        uint256 billSeed,
+        uint256 elapsedSeed,
+        bool metered,
+        bool exhaust
+    ) public {
         uint32 duration = uint32(bound(durationSeed, 1, 3 days));
         uint256 idx = metered ? 1 : 0;
         (uint256 leaseId,) = _running(idx, duration);
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
-        uint256 elapsedMs = bound(elapsedSeed, 1, uint256(duration) * 1000);
+        uint256 elapsedMs = exhaust ? uint256(duration) * 1000 : bound(elapsedSeed, 1, uint256(duration) * 1000);
         vm.warp(block.timestamp + (elapsedMs + 999) / 1000);
         uint256 cap = uint256(l.gpuCount) * elapsedMs;
-        uint64 bill = uint64(bound(billSeed, 0, cap));
+        uint64 bill = uint64(exhaust ? cap : bound(billSeed, 0, cap));
         bytes memory err = metered
             ? _settleFirst(leaseId, uint64(l.startMs + elapsedMs), bill, 0)
             : _settleFirst(leaseId, uint64(l.startMs + elapsedMs), 0, bill);
         assertEq(err.length, 0, "valid report rejected");
-        ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(leaseId);
+        ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(leaseId);
         assertEq(c.charged, (l.pricePerGpuSecond * bill) / 1000, "charge = price x billable / 1000");
         assertLe(c.charged, l.escrowed, "charged <= escrowed");
         assertEq(c.remaining, l.escrowed - c.charged, "remaining");
@@ -73,7 +95,7 @@ contract EscrowFuzzTest is Suite {
             ? _settleFirst(leaseId, uint64(l.endMs), over, 0)
             : _settleFirst(leaseId, uint64(l.endMs), 0, over);
         assertTrue(_selector(err) == ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector, "not TimeAboveCapacity");
-        assertEq(escrow.checkpoint(leaseId).charged, 0, "charged after rejection");
+        assertEq(_checkpoint(leaseId).charged, 0, "charged after rejection");
     }
 
     /// @notice Opening pays exactly escrow + fee (fee = escrow × bps / 10000) and locks gpuCount × duration rights.
@@ -108,11 +130,12 @@ contract EscrowFuzzTest is Suite {
         uint256 usedMs = bound(usedSeed, 0, uint256(duration) * 1000 - 1);
         vm.warp(block.timestamp + usedMs / 1000 + 1);
         if (usedMs > 0) assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), 0, uint64(usedMs)).length, 0, "settle");
+        LeaseState memory s = _state(leaseId);
         vm.prank(buyers[0]);
-        escrow.closeLease(leaseId);
+        escrow.closeLease(leaseId, s.ckpt, s.lastHash);
         vm.warp(block.timestamp + CHALLENGE_S);
-        uint256 charged = escrow.checkpoint(leaseId).charged;
-        if (charged > 0) ext.releaseEarnings(leaseId);
+        uint256 charged = _checkpoint(leaseId).charged;
+        if (charged > 0) escrow.releaseEarnings(leaseId, s.ckpt, s.lastHash);
         assertTrue(escrow.lease(leaseId).feesSettled, "fees settled");
         uint256 treasuryFee = (charged * bps) / 10_000;
         assertEq(escrow.withdrawable(treasury, address(token)), treasuryFee, "treasury fee");
@@ -140,9 +163,10 @@ contract EscrowFuzzTest is Suite {
         uint256 fee = ((l.escrowed + amount) * l.feeBps) / 10_000 - l.feeHeld;
         uint256 lockedBefore = _locked(0);
         uint256 balBefore = address(escrow).balance;
+        LeaseState memory s = _state(leaseId);
         vm.deal(buyers[2], amount + fee);
         vm.prank(buyers[2]);
-        escrow.topUp{value: amount + fee}(leaseId, amount);
+        escrow.topUp{value: amount + fee}(leaseId, amount, s.ckpt, s.lastHash);
         ILeaseEscrowTypes.LeaseView memory after_ = escrow.lease(leaseId);
         assertEq(after_.durationS, duration + secs, "duration");
         assertEq(after_.escrowed, l.escrowed + amount, "escrow");
@@ -160,17 +184,18 @@ contract EscrowFuzzTest is Suite {
         uint256 usedMs = bound(usedSeed, 1, 3_600_000);
         vm.warp(block.timestamp + usedMs / 1000 + 1);
         assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), 0, uint64(usedMs)).length, 0, "settle");
-        uint256 frozen = escrow.checkpoint(leaseId).pending;
+        uint256 frozen = _checkpoint(leaseId).pending;
+        LeaseState memory s = _state(leaseId);
         vm.prank(buyers[0]);
-        ext.dispute(leaseId);
+        escrow.dispute(leaseId, s.ckpt, s.lastHash);
         uint256 stakeBefore = registry.stakeOf(provider, address(0)).bonded;
         uint256 balBefore = address(escrow).balance;
         vm.prank(arbiter);
-        ext.resolveDispute(leaseId, bps, fault);
+        escrow.resolveDispute(leaseId, bps, fault, s.ckpt, s.lastHash);
         uint256 buyerShare = (frozen * bps) / 10_000;
         uint256 slashWant = fault ? (frozen * 5_000) / 10_000 : 0;
         uint256 slashed = slashWant < stakeBefore ? slashWant : stakeBefore;
-        ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(leaseId);
+        ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(leaseId);
         assertEq(c.refunded, buyerShare, "refunded");
         assertEq(c.paid, frozen - buyerShare, "paid");
         assertEq(c.frozen, 0, "unfrozen");
@@ -178,6 +203,215 @@ contract EscrowFuzzTest is Suite {
         assertEq(escrow.withdrawable(provider, address(0)), frozen - buyerShare, "holder credit");
         assertEq(stakeBefore - registry.stakeOf(provider, address(0)).bonded, slashed, "stake slashed");
         assertEq(address(escrow).balance - balBefore, slashed, "slash moved into escrow");
+    }
+
+    /// @notice The typehashes the entries are signed under are the protocol's nested EIP-712 types
+    /// (ledger.protocol), and hashReport / entryDigest agree with the digest built here.
+    function test_typehashesAndDigestsMatchProtocol() public {
+        assertEq(
+            ext.WINDOW_TYPEHASH(),
+            keccak256(
+                "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+            ),
+            "WINDOW_TYPEHASH"
+        );
+        assertEq(
+            ext.REPORT_TYPEHASH(),
+            keccak256(
+                "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,WindowDetail window)WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+            ),
+            "REPORT_TYPEHASH"
+        );
+        (uint256 leaseId,) = _running(1, 600);
+        vm.warp(block.timestamp + 60);
+        ILeaseEscrowTypes.MeteringReport memory r = _next(_state(leaseId));
+        r.flags = 7;
+        r.maxMemUsedMiB = 80_000;
+        assertEq(escrow.hashReport(r), _structHash(r), "hashReport = struct hash");
+        assertEq(escrow.reportDigest(r), _digest(r), "reportDigest");
+        assertEq(escrow.entryDigest(_entry(ATTESTOR_PK, r, _state(leaseId), false)), _digest(r), "entryDigest");
+        assertEq(escrow.entryDigest(_entry(ATTESTOR_PK, r, _state(leaseId), true)), _digest(r), "entryDigest, long");
+    }
+
+    /// @notice A settlement entry whose state words are not the lease's committed state (terms, ckpt or
+    /// lastReportHash tampered: given after the entry, or implied by prevReportHash) always reverts with
+    /// LeaseEscrowStaleState(leaseId, stateHash); settleBatch skips it with that reason; nothing changes.
+    /// The same report with the true state then settles (so the tampered word was the only defect).
+    function testFuzz_settleWithTamperedStateReverts(
+        uint8 word,
+        uint256 mask,
+        bool settledBefore,
+        bool withLast,
+        bool metered
+    ) public {
+        (uint256 leaseId,) = _running(metered ? 1 : 0, 3600);
+        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        vm.warp(block.timestamp + 600);
+        if (settledBefore) {
+            assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), 1_000, 2_000).length, 0, "first settle");
+            vm.warp(block.timestamp + 60);
+        }
+        LeaseState memory s = _state(leaseId);
+        bytes32 committed = escrow.stateHash(leaseId);
+        assertEq(_commitment(s), committed, "tracked state");
+        if (mask == 0) mask = 1;
+        word %= 4;
+
+        ILeaseEscrowTypes.MeteringReport memory bad = _next(s);
+        LeaseState memory t = LeaseState(s.leaseId, s.terms, s.ckpt, s.lastHash);
+        if (word == 0) {
+            t.terms ^= mask;
+        } else if (word == 1) {
+            t.ckpt ^= mask;
+        } else if (word == 2) {
+            t.lastHash ^= bytes32(mask); // appended after the entry (flag bit 0)
+        } else {
+            bad.prevReportHash ^= bytes32(mask); // no trailing word: lastHash = the report's prevReportHash
+            t.lastHash = bad.prevReportHash;
+        }
+        bytes memory entry = _entry(ATTESTOR_PK, bad, t, withLast && word != 3);
+        assertEq(entry.length, word == 2 || (withLast && word != 3) ? 263 : 231, "entry size");
+
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrowTypes.LeaseEscrowStaleState.selector, leaseId, committed));
+        escrow.settle(entry);
+
+        Outcome memory o = _submit(entry, true);
+        assertTrue(o.ok, "settleBatch returned");
+        assertEq(abi.decode(o.ret, (uint256)), 0, "nothing settled");
+        assertEq(o.singleEvents + o.batchEvents, 0, "no settlement event");
+        assertEq(o.skips.length, 1, "one skip");
+        assertEq(o.skips[0].leaseId, leaseId, "skip lease");
+        assertEq(o.skips[0].seq, bad.seq, "skip seq");
+        assertTrue(o.skips[0].reason == ILeaseEscrowTypes.LeaseEscrowStaleState.selector, "skip reason StaleState");
+        assertEq(escrow.stateHash(leaseId), committed, "state unchanged");
+
+        ILeaseEscrowTypes.MeteringReport memory good = _next(s);
+        o = _submit(_entry(ATTESTOR_PK, good, s, withLast), false);
+        assertTrue(o.ok, "true state settles");
+        _assertSettled(o, good);
+    }
+
+    /// @notice settleBatch over two leases on two nodes (the first report possibly exhausting its lease, which
+    /// then finalizes inside the batch): both settle, in order, in ONE CheckpointsSettled whose records are
+    /// each lease's new state; replaying the batch settles nothing and skips both as StaleState.
+    function testFuzz_batchSettlesInOrderAndReplayIsStale(uint256 billSeed, bool exhaustFirst, bool withLast) public {
+        (uint256 a,) = _running(0, 600); // ETH reserved, 2 GPUs, node A
+        (uint256 b,) = _running(3, 3600); // token metered, 1 GPU, node B
+        vm.warp(block.timestamp + 600);
+        ILeaseEscrowTypes.LeaseView memory la = escrow.lease(a);
+        uint64 capA = uint64(2 * 600_000);
+        ILeaseEscrowTypes.MeteringReport memory ra = _report(
+            a, 1, bytes32(0), la.startMs, la.endMs, 0, exhaustFirst ? capA : uint64(bound(billSeed, 0, capA - 1)), 0
+        );
+        ILeaseEscrowTypes.MeteringReport memory rb =
+            _report(b, 1, bytes32(0), la.startMs, uint64(block.timestamp * 1000), uint64(bound(billSeed, 0, 600_000)), 0, 0);
+        bytes memory entries =
+            bytes.concat(_entry(ATTESTOR_PK, ra, _state(a), withLast), _entry(ATTESTOR_PK, rb, _state(b), false));
+        assertEq(entries.length, withLast ? 263 + 231 : 2 * 231, "entries size");
+
+        Outcome memory o = _submit(entries, true);
+        assertTrue(o.ok, "batch returned");
+        assertEq(abi.decode(o.ret, (uint256)), 2, "settled");
+        assertEq(o.batchEvents, 1, "one CheckpointsSettled");
+        assertEq(o.singleEvents, 0, "no CheckpointSettled from a batch");
+        assertEq(o.skips.length, 0, "no skips");
+        assertEq(o.records.length, 2, "two records");
+        assertEq(o.records[0].leaseId, a, "first record: first entry");
+        assertEq(o.records[1].leaseId, b, "second record: second entry");
+        assertEq(o.records[0].reportHash, escrow.hashReport(ra), "hash a");
+        assertEq(o.records[1].reportHash, escrow.hashReport(rb), "hash b");
+        assertEq(o.records[0].charged, (ETH_PRICE * ra.cumAllocatedMs) / 1000, "charged a (reserved: allocated)");
+        assertEq(o.records[1].charged, (TOKEN_PRICE * rb.cumBusyMs) / 1000, "charged b (metered: busy)");
+        assertEq(_commitment(_state(a)), escrow.stateHash(a), "state a");
+        assertEq(_commitment(_state(b)), escrow.stateHash(b), "state b");
+        assertTrue(
+            (escrow.lease(a).status == ILeaseEscrowTypes.LeaseStatus.Exhausted) == exhaustFirst, "exhausted iff billed all"
+        );
+        assertEq(_checkpoint(a).charged, (ETH_PRICE * ra.cumAllocatedMs) / 1000, "checkpoint a");
+
+        o = _submit(entries, true);
+        assertTrue(o.ok, "replay returned");
+        assertEq(abi.decode(o.ret, (uint256)), 0, "replay settles nothing");
+        assertEq(o.batchEvents + o.singleEvents, 0, "no settlement event");
+        assertEq(o.skips.length, 2, "both skipped");
+        assertTrue(o.skips[0].reason == ILeaseEscrowTypes.LeaseEscrowStaleState.selector, "a stale");
+        assertTrue(o.skips[1].reason == ILeaseEscrowTypes.LeaseEscrowStaleState.selector, "b stale");
+    }
+
+    /// @notice Every call that takes the lease state (checkpoint view, closeLease, topUp, dispute,
+    /// releaseEarnings, resolveDispute) reverts with LeaseEscrowStaleState when ckpt or lastReportHash is
+    /// not the committed one, and succeeds with the committed one.
+    function testFuzz_coldCallsRejectStaleState(uint8 fn, uint256 mask, bool tamperHash) public {
+        (uint256 leaseId,) = _running(0, 3600);
+        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        vm.warp(block.timestamp + 600);
+        assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), 0, 100_000).length, 0, "settle");
+        fn %= 6;
+        LeaseState memory s = _state(leaseId);
+        if (fn == 5) {
+            vm.prank(buyers[0]);
+            escrow.dispute(leaseId, s.ckpt, s.lastHash);
+        }
+        if (fn == 4) vm.warp(block.timestamp + CHALLENGE_S);
+        if (mask == 0) mask = 1;
+        LeaseState memory t = LeaseState(s.leaseId, s.terms, s.ckpt, s.lastHash);
+        if (tamperHash) t.lastHash ^= bytes32(mask);
+        else t.ckpt ^= mask;
+        bytes32 committed = escrow.stateHash(leaseId);
+        for (uint256 pass; pass < 2; ++pass) {
+            LeaseState memory use = pass == 0 ? t : s;
+            if (pass == 0) {
+                vm.expectRevert(
+                    abi.encodeWithSelector(ILeaseEscrowTypes.LeaseEscrowStaleState.selector, leaseId, committed)
+                );
+            }
+            _coldCall(fn, leaseId, use, pass == 1);
+        }
+        assertTrue(escrow.stateHash(leaseId) != bytes32(0), "commitment never zero");
+    }
+
+    /// @dev Calls `fn` with state `u`; `ok`: it must have succeeded (else an expectRevert is armed).
+    function _coldCall(uint8 fn, uint256 leaseId, LeaseState memory u, bool ok) internal {
+        if (fn == 0) {
+            ILeaseEscrowTypes.CheckpointView memory v = escrow.checkpoint(leaseId, u.ckpt, u.lastHash);
+            if (ok) assertEq(v.lastReportHash, u.lastHash, "checkpoint view");
+        } else if (fn == 1) {
+            vm.prank(buyers[0]);
+            escrow.closeLease(leaseId, u.ckpt, u.lastHash);
+        } else if (fn == 2) {
+            uint256 amount = ETH_PRICE * 2 * 60;
+            uint256 fee = (amount * FEE_BPS) / 10_000;
+            vm.deal(buyers[0], buyers[0].balance + amount + fee);
+            vm.prank(buyers[0]);
+            escrow.topUp{value: amount + fee}(leaseId, amount, u.ckpt, u.lastHash);
+        } else if (fn == 3) {
+            vm.prank(buyers[0]);
+            escrow.dispute(leaseId, u.ckpt, u.lastHash);
+        } else if (fn == 4) {
+            vm.prank(stranger);
+            escrow.releaseEarnings(leaseId, u.ckpt, u.lastHash);
+        } else {
+            vm.prank(arbiter);
+            escrow.resolveDispute(leaseId, 5_000, false, u.ckpt, u.lastHash);
+        }
+    }
+
+    /// @dev The next consecutive report after state `s`: window from the last settled end to now, +500 GPU-ms
+    /// busy and allocated.
+    function _next(LeaseState memory s) internal view returns (ILeaseEscrowTypes.MeteringReport memory r) {
+        uint64 fromMs = uint64((s.ckpt >> 176) & M48);
+        r = _report(
+            s.leaseId,
+            uint64(s.ckpt & M32) + 1,
+            s.lastHash,
+            fromMs,
+            uint64(block.timestamp * 1000),
+            uint64((s.ckpt >> 32) & M48) + 500,
+            uint64((s.ckpt >> 80) & M48) + 500,
+            uint64((s.ckpt >> 128) & M48)
+        );
+        r.busyMs = 500;
+        r.allocatedMs = 500;
     }
 
     function _locked(uint256 idx) internal view returns (uint256 locked) {

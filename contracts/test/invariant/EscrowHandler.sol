@@ -10,7 +10,7 @@ import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
 /// escrow exactly as a buyer, provider, attestor, arbiter or stranger would. It deploys and owns the suite
 /// (it is the admin); the invariant test reads the state through the getters below.
 contract EscrowHandler is Suite {
-    /// @dev The attestor's view of a lease's report chain (what it signed last and accepted on-chain).
+    /// @dev The attestor's view of a lease's report chain (the last settled checkpoint, from the lease state).
     struct Meter {
         uint64 seq;
         bytes32 prev;
@@ -20,22 +20,29 @@ contract EscrowHandler is Suite {
         uint64 cumEnergy;
     }
 
-    /// @dev Scratch of one settle action (keeps the stack shallow without via-IR).
-    struct SettleCase {
+    /// @dev One report prepared for settlement (keeps the stack shallow without via-IR): the lease, what was
+    /// done to the report (`kind`), whether the escrow must accept it or which error it must give, and what
+    /// accepting it must produce (record hash, ckpt, charge).
+    struct Case {
         uint256 leaseId;
         uint8 kind;
-        uint64 startMs;
-        uint64 toMs;
-        uint256 cap;
-        uint256 oldBill;
-        uint256 chargedBefore;
         bool valid;
+        bytes4 want;
+        uint256 pk;
+        bool longForm;
+        LeaseState state;
+        LeaseState sent;
+        ILeaseEscrowTypes.MeteringReport r;
+        bytes entry;
+        bytes32 hash;
+        uint256 newCkpt;
+        uint256 charge;
+        uint256 chargedBefore;
     }
 
     uint256 internal constant WRONG_PK = 0xBAD5EED;
 
     uint256[] internal _leaseIds;
-    mapping(uint256 leaseId => Meter) internal _meters;
     mapping(uint256 leaseId => uint256 offerIdx) internal _offerIdxOf;
 
     // --- ghosts: what entered and left the escrow, and every broken expectation ----------------------
@@ -43,7 +50,10 @@ contract EscrowHandler is Suite {
     mapping(address token => uint256) public ghostOut;
     uint256 public ghostInvalidAccepted;
     uint256 public ghostValidRejected;
+    uint256 public ghostWrongError;
     uint256 public ghostChargeMismatch;
+    uint256 public ghostRecordMismatch;
+    uint256 public ghostBatchMismatch;
     uint256 public ghostDigestMismatch;
     uint256 public ghostWithdrawMismatch;
     mapping(bytes32 action => uint256) public calls;
@@ -86,11 +96,18 @@ contract EscrowHandler is Suite {
         return provider;
     }
 
+    /// @notice The lease's state as tracked from the CheckpointsSettled records: what every cold call takes.
+    function stateOf(uint256 leaseId) external view returns (uint256 terms, uint256 ckpt, bytes32 lastHash) {
+        LeaseState memory s = _state(leaseId);
+        return (s.terms, s.ckpt, s.lastHash);
+    }
+
     // --- actions ---------------------------------------------------------------------------------------
 
     function openLease(uint256 buyerSeed, uint256 offerSeed, uint256 durationSeed, uint256 startBySeed, bool resold)
         external
     {
+        if (ext.paused()) return;
         uint256 idx = offerSeed % 4;
         uint256 offerId = offers[idx];
         if (escrow.liveLeaseOf(offerId) != 0) return;
@@ -108,57 +125,79 @@ contract EscrowHandler is Suite {
     }
 
     function activateLease(uint256 leaseSeed, bool byAttestor) external {
+        if (ext.paused()) return;
         (uint256 leaseId, bool found) = _pick(leaseSeed, ILeaseEscrowTypes.LeaseStatus.Open);
         if (!found) return;
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         if (block.timestamp > l.startBy) return;
         vm.prank(byAttestor ? attestor : provider);
         escrow.activateLease(leaseId);
-        l = escrow.lease(leaseId);
-        _meters[leaseId].endMs = l.startMs;
         calls["activateLease"]++;
     }
 
-    /// @param kind 0-5 valid report; 6 wrong signer; 7 counter below the settled one; 8 above capacity;
-    /// 9 replay of the settled seq; 10 window in the future; 11 broken hash chain.
+    /// @param kind (mod 16) 0-5 valid report (odd: lastReportHash given explicitly; 5: bills all capacity up
+    /// to the latest possible window end, which exhausts a lease that has ended); 13 valid with a seq gap
+    /// (chain not checked); invalid: 6 wrong signer; 7 counter below the settled one; 8 above capacity;
+    /// 9 replay of the settled seq; 10 window in the future; 11 broken hash chain; 12 stale state words;
+    /// 14 energy above the power cap; 15 window starting before the last settled end.
     function settle(uint256 leaseSeed, uint256 toSeed, uint256 busySeed, uint256 allocSeed, uint256 energySeed, uint8 kind)
         external
     {
-        SettleCase memory c;
-        bool found;
-        (c.leaseId, found) = _pick(leaseSeed, ILeaseEscrowTypes.LeaseStatus.Active);
+        (uint256 leaseId, bool found) = _pick(leaseSeed, ILeaseEscrowTypes.LeaseStatus.Active);
         if (!found) return;
-        c.kind = kind % 12;
-        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(c.leaseId);
-        Meter memory m = _meters[c.leaseId];
-        if (block.timestamp * 1000 <= m.endMs) vm.warp(m.endMs / 1000 + bound(toSeed, 1, 900)); // let time pass
-        uint256 nowMs = block.timestamp * 1000;
-        uint256 maxTo = nowMs < l.endMs ? nowMs : l.endMs;
-        if (maxTo <= m.endMs) return;
-        c.startMs = l.startMs;
-        c.toMs = uint64(m.endMs + bound(toSeed, 1, maxTo - m.endMs));
-        c.cap = uint256(l.gpuCount) * (c.toMs - c.startMs);
-        ILeaseEscrowTypes.MeteringReport memory r = _build(c, m, busySeed, allocSeed, energySeed);
-        uint256 pk = _corrupt(r, c, m, nowMs);
-        c.oldBill = l.billingMode == 0 ? m.cumAlloc : m.cumBusy;
-        c.chargedBefore = escrow.checkpoint(c.leaseId).charged;
-
-        bytes32 digest = escrow.reportDigest(r);
-        ILeaseEscrowTypes.PackedReport memory p = _pack(r);
-        if (escrow.packedReportDigest(p) != digest) ghostDigestMismatch++;
-        try escrow.settle(p, _sign(pk, digest)) {
+        uint64 lastEnd = uint64((_state(leaseId).ckpt >> 176) & M48);
+        if (block.timestamp * 1000 <= lastEnd) vm.warp(lastEnd / 1000 + bound(toSeed, 1, 900)); // let time pass
+        Case memory c;
+        if (!_prepare(c, leaseId, toSeed, [busySeed, allocSeed, energySeed], kind)) return;
+        Outcome memory o = _submit(c.entry, false);
+        if (o.ok) {
             if (!c.valid) {
                 ghostInvalidAccepted++;
                 return;
             }
-            _accept(c, r, l);
-        } catch {
+            if (o.singleEvents != 1 || o.batchEvents != 0 || o.records.length != 1 || o.skips.length != 0) {
+                ghostRecordMismatch++;
+            }
+            if (o.records.length > 0) _checkAccepted(c, o.records[0]);
+            calls["settle"]++;
+        } else {
             if (c.valid) ghostValidRejected++;
+            else if (_selector(o.ret) != c.want) ghostWrongError++;
             calls["settle.rejected"]++;
         }
     }
 
+    /// @notice One settleBatch over every Active lease with room for a window (one report each, kind from
+    /// `kinds`), optionally followed by a replay of the first entry (then stale: skipped as StaleState if the
+    /// first settled, else with the first one's error). The batch must settle exactly the valid entries, in
+    /// order, in one CheckpointsSettled event, and skip every other one with its precise error.
+    function settleBatch(uint256 seed, uint256 kinds, bool replayFirst) external {
+        uint256 n = _leaseIds.length;
+        Case[] memory cs = new Case[](n);
+        uint256 m;
+        bytes memory entries;
+        for (uint256 i; i < n; ++i) {
+            uint256 id = _leaseIds[i];
+            if (escrow.lease(id).status != ILeaseEscrowTypes.LeaseStatus.Active) continue;
+            uint256 h = uint256(keccak256(abi.encode(seed, i)));
+            Case memory c;
+            if (!_prepare(c, id, h, [h >> 64, h >> 128, h >> 192], uint8(kinds >> (8 * m)))) continue;
+            cs[m++] = c;
+            entries = bytes.concat(entries, c.entry);
+        }
+        if (m == 0) return;
+        if (replayFirst) entries = bytes.concat(entries, cs[0].entry);
+        Outcome memory o = _submit(entries, true);
+        if (!o.ok) {
+            ghostBatchMismatch++;
+            return;
+        }
+        _checkBatch(cs, m, replayFirst, o);
+        calls["settleBatch"]++;
+    }
+
     function topUp(uint256 leaseSeed, uint256 secondsSeed) external {
+        if (ext.paused()) return;
         (uint256 leaseId, bool found) = _pickLive(leaseSeed);
         if (!found) return;
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
@@ -169,16 +208,17 @@ contract EscrowHandler is Suite {
         uint256 unit = l.pricePerGpuSecond * l.gpuCount;
         uint256 amount = unit * secs;
         uint256 fee = ((l.escrowed + amount) * l.feeBps) / 10_000 - (l.escrowed * l.feeBps) / 10_000;
+        LeaseState memory s = _state(leaseId);
         if (l.token == address(0)) {
             vm.deal(l.buyer, l.buyer.balance + amount + fee);
             vm.prank(l.buyer);
-            escrow.topUp{value: amount + fee}(leaseId, amount);
+            escrow.topUp{value: amount + fee}(leaseId, amount, s.ckpt, s.lastHash);
         } else {
             token.mint(l.buyer, amount + fee);
             vm.prank(l.buyer);
             token.approve(address(escrow), amount + fee);
             vm.prank(l.buyer);
-            escrow.topUp(leaseId, amount);
+            escrow.topUp(leaseId, amount, s.ckpt, s.lastHash);
         }
         ghostIn[l.token] += amount + fee;
         calls["topUp"]++;
@@ -192,8 +232,9 @@ contract EscrowHandler is Suite {
         mode %= 3;
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         if (mode == 2 && l.endMs != 0 && block.timestamp * 1000 < l.endMs) vm.warp(l.endMs / 1000);
+        LeaseState memory s = _state(leaseId);
         vm.prank(mode == 0 ? l.buyer : stranger);
-        try escrow.closeLease(leaseId) {
+        try escrow.closeLease(leaseId, s.ckpt, s.lastHash) {
             calls["closeLease"]++;
         } catch {
             calls["closeLease.rejected"]++;
@@ -212,10 +253,13 @@ contract EscrowHandler is Suite {
     function dispute(uint256 leaseSeed) external {
         (uint256 leaseId, bool found) = _pickMoney(leaseSeed, 1);
         if (!found) return;
-        ILeaseEscrowTypes.CheckpointView memory ck = escrow.checkpoint(leaseId);
-        if (block.timestamp >= ck.lastSettledAt + CHALLENGE_S) return;
-        vm.prank(escrow.lease(leaseId).buyer);
-        escrow.dispute(leaseId);
+        LeaseState memory s = _state(leaseId);
+        ILeaseEscrowTypes.CheckpointView memory ck = escrow.checkpoint(leaseId, s.ckpt, s.lastHash);
+        // while paused a buyer may dispute whatever the challenge period
+        if (block.timestamp >= ck.lastSettledAt + CHALLENGE_S && !ext.paused()) return;
+        address buyer = escrow.lease(leaseId).buyer;
+        vm.prank(buyer);
+        escrow.dispute(leaseId, s.ckpt, s.lastHash);
         calls["dispute"]++;
     }
 
@@ -224,8 +268,9 @@ contract EscrowHandler is Suite {
         if (!found) return;
         address tok = escrow.lease(leaseId).token;
         uint256 stakeBefore = _stake(tok);
+        LeaseState memory s = _state(leaseId);
         vm.prank(arbiter);
-        escrow.resolveDispute(leaseId, uint16(bound(bpsSeed, 0, 10_000)), providerFault);
+        escrow.resolveDispute(leaseId, uint16(bound(bpsSeed, 0, 10_000)), providerFault, s.ckpt, s.lastHash);
         ghostIn[tok] += stakeBefore - _stake(tok); // slashed stake moved into the escrow
         calls["resolveDispute"]++;
     }
@@ -234,10 +279,11 @@ contract EscrowHandler is Suite {
     function releaseEarnings(uint256 leaseSeed, bool waitOut) external {
         (uint256 leaseId, bool found) = _pickMoney(leaseSeed, 0);
         if (!found) return;
-        uint256 endsAt = escrow.checkpoint(leaseId).lastSettledAt + CHALLENGE_S;
+        uint256 endsAt = _checkpoint(leaseId).lastSettledAt + CHALLENGE_S;
         if (waitOut && block.timestamp < endsAt) vm.warp(endsAt);
+        LeaseState memory s = _state(leaseId);
         vm.prank(stranger);
-        try escrow.releaseEarnings(leaseId) {
+        try escrow.releaseEarnings(leaseId, s.ckpt, s.lastHash) {
             calls["releaseEarnings"]++;
         } catch {
             calls["releaseEarnings.rejected"]++;
@@ -263,6 +309,17 @@ contract EscrowHandler is Suite {
         calls["withdraw"]++;
     }
 
+    /// @notice The pauser pauses (one call in four) or unpauses. Paused: no opening, activation or top-up
+    /// (the actions skip), no release of earnings (refused); settlement, closing, disputes, rulings and
+    /// withdrawals go on (a valid report refused while paused counts as ghostValidRejected).
+    function setPaused(uint8 seed) external {
+        bool on = seed % 4 == 0;
+        if (on == ext.paused()) return;
+        if (on) ext.pause();
+        else ext.unpause();
+        calls[on ? bytes32("pause") : bytes32("unpause")]++;
+    }
+
     function warp(uint256 secondsSeed) external {
         vm.warp(block.timestamp + bound(secondsSeed, 1, 2 hours));
         calls["warp"]++;
@@ -270,62 +327,187 @@ contract EscrowHandler is Suite {
 
     // --- internals -------------------------------------------------------------------------------------
 
-    /// @dev The next valid report of the chain `m`: counters grow by random amounts within the caps.
-    function _build(SettleCase memory c, Meter memory m, uint256 busySeed, uint256 allocSeed, uint256 energySeed)
+    function _meter(LeaseState memory s) internal pure returns (Meter memory m) {
+        m.seq = uint64(s.ckpt & M32);
+        m.prev = s.lastHash;
+        m.cumBusy = uint64((s.ckpt >> 32) & M48);
+        m.cumAlloc = uint64((s.ckpt >> 80) & M48);
+        m.cumEnergy = uint64((s.ckpt >> 128) & M48);
+        m.endMs = uint64((s.ckpt >> 176) & M48);
+    }
+
+    /// @dev Builds, corrupts (per `kind`), signs and encodes the next report of lease `leaseId` into `c`, with
+    /// what settling it must produce. False when there is no room for a window yet.
+    function _prepare(Case memory c, uint256 leaseId, uint256 toSeed, uint256[3] memory seeds, uint8 kind)
+        internal
+        returns (bool)
+    {
+        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        c.leaseId = leaseId;
+        c.kind = kind % 16;
+        c.state = _state(leaseId);
+        Meter memory m = _meter(c.state);
+        uint256 nowMs = block.timestamp * 1000;
+        uint256 maxTo = nowMs < l.endMs ? nowMs : l.endMs;
+        if (maxTo <= m.endMs) return false;
+        uint64 toMs = uint64(c.kind == 5 ? maxTo : m.endMs + bound(toSeed, 1, maxTo - m.endMs));
+        uint256 cap = uint256(l.gpuCount) * (toMs - l.startMs);
+        c.r = _build(leaseId, m, toMs, cap, seeds);
+        c.sent = LeaseState(c.state.leaseId, c.state.terms, c.state.ckpt, c.state.lastHash);
+        _corrupt(c, m, cap, nowMs, l.endMs);
+        _seal(c);
+        _expect(c, m, l.billingMode, l.pricePerGpuSecond);
+        return true;
+    }
+
+    /// @dev Struct hash, signature and entry of `c.r`; every digest path must agree.
+    function _seal(Case memory c) internal {
+        c.hash = _structHash(c.r);
+        bytes32 digest = _digest(c.r);
+        if (escrow.hashReport(c.r) != c.hash || escrow.reportDigest(c.r) != digest) ghostDigestMismatch++;
+        c.entry = _entry(c.pk, c.r, c.sent, c.longForm);
+        if (escrow.entryDigest(c.entry) != digest) ghostDigestMismatch++;
+    }
+
+    /// @dev What settling `c.r` must produce: the charge, the new ckpt (seq | cumBusy << 32 | cumAlloc << 80 |
+    /// cumEnergy << 128 | windowEnd << 176 | now << 224), and the charged total before.
+    function _expect(Case memory c, Meter memory m, uint8 mode, uint256 price) internal view {
+        uint256 oldBill = mode == 0 ? m.cumAlloc : m.cumBusy;
+        uint256 newBill = mode == 0 ? c.r.cumAllocatedMs : c.r.cumBusyMs;
+        // (a corrupted report may lower the counter: it must not settle, its charge is never compared)
+        if (newBill >= oldBill) c.charge = (price * newBill) / 1000 - (price * oldBill) / 1000;
+        c.newCkpt = uint256(c.r.seq) | (uint256(c.r.cumBusyMs) << 32) | (uint256(c.r.cumAllocatedMs) << 80)
+            | (uint256(c.r.cumEnergyMj) << 128) | (uint256(c.r.windowEndMs) << 176) | (block.timestamp << 224);
+        c.chargedBefore = escrow.checkpoint(c.leaseId, c.state.ckpt, c.state.lastHash).charged;
+    }
+
+    /// @dev The next valid report of the chain `m`: counters grow by random amounts within the caps (kind 5
+    /// of `_corrupt` raises them to the caps).
+    function _build(uint256 leaseId, Meter memory m, uint64 toMs, uint256 cap, uint256[3] memory seeds)
         internal
         view
         returns (ILeaseEscrowTypes.MeteringReport memory r)
     {
-        r = _report(c.leaseId, m.seq + 1, m.prev, m.endMs, c.toMs, 0, 0, 0);
-        r.cumBusyMs = uint64(m.cumBusy + bound(busySeed, 0, c.cap - m.cumBusy));
-        r.cumAllocatedMs = uint64(m.cumAlloc + bound(allocSeed, 0, c.cap - m.cumAlloc));
-        r.cumEnergyMj = uint64(m.cumEnergy + bound(energySeed, 0, _energyCap(c.cap) - m.cumEnergy));
+        r = _report(leaseId, m.seq + 1, m.prev, m.endMs, toMs, 0, 0, 0);
+        r.cumBusyMs = uint64(m.cumBusy + bound(seeds[0], 0, cap - m.cumBusy));
+        r.cumAllocatedMs = uint64(m.cumAlloc + bound(seeds[1], 0, cap - m.cumAlloc));
+        r.cumEnergyMj = uint64(m.cumEnergy + bound(seeds[2], 0, _energyCap(cap) - m.cumEnergy));
         r.busyMs = r.cumBusyMs - m.cumBusy;
         r.allocatedMs = r.cumAllocatedMs - m.cumAlloc;
         r.energyMj = r.cumEnergyMj - m.cumEnergy;
     }
 
-    /// @dev Applies the corruption `c.kind` asks for; returns the signing key and sets `c.valid`.
-    function _corrupt(
-        ILeaseEscrowTypes.MeteringReport memory r,
-        SettleCase memory c,
-        Meter memory m,
-        uint256 nowMs
-    ) internal pure returns (uint256 pk) {
-        pk = ATTESTOR_PK;
+    /// @dev Applies the corruption `c.kind` asks for; sets the signing key, `c.valid` and the error it must
+    /// cause (`c.want`).
+    function _corrupt(Case memory c, Meter memory m, uint256 cap, uint256 nowMs, uint256 leaseEndMs) internal pure {
+        ILeaseEscrowTypes.MeteringReport memory r = c.r;
+        uint8 k = c.kind;
+        c.pk = ATTESTOR_PK;
         c.valid = false;
-        if (c.kind == 6) {
-            pk = WRONG_PK;
-        } else if (c.kind == 7 && m.cumAlloc > 0) {
+        c.longForm = k < 6 && k % 2 == 1;
+        if (k == 6) {
+            c.pk = WRONG_PK;
+            c.want = ILeaseEscrowTypes.LeaseEscrowWrongSigner.selector;
+        } else if (k == 7 && m.cumAlloc > 0) {
             r.cumAllocatedMs = m.cumAlloc - 1;
-        } else if (c.kind == 8) {
-            r.cumBusyMs = uint64(c.cap + 1);
-        } else if (c.kind == 9 && m.seq > 0) {
+            c.want = ILeaseEscrowTypes.LeaseEscrowCounterDecreased.selector;
+        } else if (k == 8) {
+            r.cumBusyMs = uint64(cap + 1);
+            c.want = ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector;
+        } else if (k == 9 && m.seq > 0) {
             r.seq = m.seq;
-        } else if (c.kind == 10) {
+            c.want = ILeaseEscrowTypes.LeaseEscrowStaleReport.selector;
+        } else if (k == 10) {
             r.windowEndMs = uint64(nowMs + 1000);
-        } else if (c.kind == 11) {
+            c.want = r.windowEndMs > leaseEndMs
+                ? ILeaseEscrowTypes.LeaseEscrowWindowOutsideLease.selector
+                : ILeaseEscrowTypes.LeaseEscrowWindowInFuture.selector;
+        } else if (k == 11) {
             r.prevReportHash = keccak256(abi.encode(m.prev));
+            c.want = ILeaseEscrowTypes.LeaseEscrowBrokenChain.selector;
+        } else if (k == 12) {
+            // a stale state: back to the initial checkpoint (re-billing from zero) once something settled,
+            // else terms claiming an hour more of lease
+            if (m.seq > 0) {
+                c.sent.ckpt = _initialCkpt(c.sent.terms);
+                c.sent.lastHash = bytes32(0);
+            } else {
+                c.sent.terms += uint256(3600) << 64;
+            }
+            c.want = ILeaseEscrowTypes.LeaseEscrowStaleState.selector;
+        } else if (k == 14) {
+            r.cumEnergyMj = uint64(_energyCap(cap) + 1);
+            c.want = ILeaseEscrowTypes.LeaseEscrowEnergyAboveCap.selector;
+        } else if (k == 15 && m.endMs > 0) {
+            r.windowStartMs = m.endMs - 1;
+            c.want = ILeaseEscrowTypes.LeaseEscrowBadWindow.selector;
+        } else if (k == 13) {
+            // a gap in seq: allowed, the chain is only checked between consecutive reports
+            r.seq = m.seq + 2;
+            r.prevReportHash = keccak256(abi.encode("gap", m.prev));
+            c.valid = true;
         } else {
+            if (k == 5) {
+                r.cumBusyMs = uint64(cap);
+                r.cumAllocatedMs = uint64(cap);
+                r.busyMs = r.cumBusyMs - m.cumBusy;
+                r.allocatedMs = r.cumAllocatedMs - m.cumAlloc;
+            }
             c.valid = true;
         }
     }
 
-    function _accept(SettleCase memory c, ILeaseEscrowTypes.MeteringReport memory r, ILeaseEscrowTypes.LeaseView memory l)
-        internal
-    {
-        _meters[c.leaseId] = Meter({
-            seq: r.seq,
-            prev: escrow.hashReport(r),
-            endMs: r.windowEndMs,
-            cumBusy: r.cumBusyMs,
-            cumAlloc: r.cumAllocatedMs,
-            cumEnergy: r.cumEnergyMj
-        });
-        uint256 newBill = l.billingMode == 0 ? r.cumAllocatedMs : r.cumBusyMs;
-        uint256 want = (l.pricePerGpuSecond * newBill) / 1000 - (l.pricePerGpuSecond * c.oldBill) / 1000;
-        if (escrow.checkpoint(c.leaseId).charged - c.chargedBefore != want) ghostChargeMismatch++;
-        calls["settle"]++;
+    /// @dev An accepted report: the record is the report's hash, the ckpt the escrow must build and the
+    /// charge price × Δbillable / 1000; the commitment is now keccak256(abi.encode(terms, ckpt, hash)) and the
+    /// checkpoint view moved by the charge.
+    function _checkAccepted(Case memory c, Record memory rec) internal {
+        if (rec.leaseId != c.leaseId || rec.reportHash != c.hash || rec.ckpt != c.newCkpt) ghostRecordMismatch++;
+        if (rec.charged != c.charge) ghostChargeMismatch++;
+        LeaseState memory s = _state(c.leaseId);
+        if (s.ckpt != c.newCkpt || s.lastHash != c.hash || _commitment(s) != escrow.stateHash(c.leaseId)) {
+            ghostRecordMismatch++;
+            return;
+        }
+        if (escrow.checkpoint(c.leaseId, s.ckpt, s.lastHash).charged - c.chargedBefore != c.charge) {
+            ghostChargeMismatch++;
+        }
+        if (escrow.lease(c.leaseId).status == ILeaseEscrowTypes.LeaseStatus.Exhausted) calls["settle.exhausted"]++;
+    }
+
+    function _checkBatch(Case[] memory cs, uint256 m, bool replayFirst, Outcome memory o) internal {
+        uint256 valid;
+        uint256 invalid;
+        for (uint256 i; i < m; ++i) {
+            if (cs[i].valid) valid++;
+            else invalid++;
+        }
+        if (replayFirst) invalid++; // the replay never settles: stale if the first did, else the same error
+        uint256 settled = abi.decode(o.ret, (uint256));
+        if (settled != valid || o.records.length != valid || o.skips.length != invalid) {
+            ghostBatchMismatch++;
+            return;
+        }
+        if (o.singleEvents != 0 || o.batchEvents != (valid == 0 ? 0 : 1)) ghostBatchMismatch++;
+        uint256 r;
+        uint256 k;
+        for (uint256 i; i < m; ++i) {
+            Case memory c = cs[i];
+            if (c.valid) {
+                _checkAccepted(c, o.records[r++]);
+            } else {
+                Skip memory sk = o.skips[k++];
+                if (sk.leaseId != c.leaseId || sk.seq != c.r.seq) ghostBatchMismatch++;
+                if (sk.reason != c.want) ghostWrongError++;
+            }
+        }
+        if (replayFirst) {
+            Skip memory sk = o.skips[k];
+            bytes4 want = cs[0].valid ? ILeaseEscrowTypes.LeaseEscrowStaleState.selector : cs[0].want;
+            if (sk.leaseId != cs[0].leaseId || sk.seq != cs[0].r.seq) ghostBatchMismatch++;
+            if (sk.reason != want) ghostWrongError++;
+        }
+        calls["settle"] += valid;
+        calls["settle.rejected"] += invalid;
     }
 
     function _pick(uint256 seed, ILeaseEscrowTypes.LeaseStatus want) internal view returns (uint256, bool) {
@@ -342,7 +524,7 @@ contract EscrowHandler is Suite {
         uint256 n = _leaseIds.length;
         for (uint256 i; i < n; ++i) {
             uint256 id = _leaseIds[(seed % n + i) % n];
-            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(id);
+            ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(id);
             bool ok = need == 0 ? c.pending != 0 : need == 1 ? c.pending != 0 && c.frozen == 0 : c.frozen != 0;
             if (ok) return (id, true);
         }

@@ -9,9 +9,11 @@ import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
 import {ILeaseEscrow, ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
 import {MockERC20} from "../../src/test/MockERC20.sol";
 
-/// @notice Money and rights invariants of the escrow under random sequences of handler actions (open,
-/// activate, settle valid and corrupted reports, top-up, close, expire, dispute, resolve, release,
-/// withdraw, time travel). Checked after every call.
+/// @notice Money, rights and state-commitment invariants of the escrow under random sequences of handler
+/// actions (open, activate, settle and settleBatch valid and corrupted packed entries, top-up, close, expire,
+/// dispute, resolve, release, withdraw, pause, time travel). Checked after every call. The handler tracks
+/// each lease's (ckpt, lastReportHash) from the settlement events' records, as a client does, and passes it
+/// to every call that takes the lease state.
 contract EscrowInvariantsTest is TestBase {
     EscrowHandler internal handler;
     CapacityRegistry internal registry;
@@ -83,7 +85,7 @@ contract EscrowInvariantsTest is TestBase {
         uint256[] memory ids = handler.leaseIds();
         for (uint256 i; i < ids.length; ++i) {
             ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
-            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(ids[i]);
+            ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(ids[i]);
             assertLe(c.charged, l.escrowed, "charged <= escrowed");
             assertEq(c.paid + c.refunded + c.pending, c.charged, "paid + refunded + pending = charged");
             assertLe(c.frozen, c.pending, "frozen <= pending");
@@ -96,21 +98,55 @@ contract EscrowInvariantsTest is TestBase {
         }
     }
 
-    /// @dev Every valid report settles with charge = price × Δbillable / 1000, every corrupted one is
-    /// rejected, both digest paths agree, and withdrawals pay exactly what was due.
+    /// @dev Every valid report settles with charge = price × Δbillable / 1000 and a record holding its struct
+    /// hash and the ckpt built from it, every corrupted one is rejected (skipped in a batch) with its precise
+    /// error, a batch settles exactly its valid entries in one event, the struct, packed-entry and test-built
+    /// digests agree, and withdrawals pay exactly what was due.
     function invariant_settlementChecks() public view {
         assertEq(handler.ghostInvalidAccepted(), 0, "corrupted report accepted");
         assertEq(handler.ghostValidRejected(), 0, "valid report rejected");
+        assertEq(handler.ghostWrongError(), 0, "rejected with the wrong error");
         assertEq(handler.ghostChargeMismatch(), 0, "charge != price x delta / 1000");
-        assertEq(handler.ghostDigestMismatch(), 0, "packed digest != struct digest");
+        assertEq(handler.ghostRecordMismatch(), 0, "record != (leaseId, struct hash, rebuilt ckpt)");
+        assertEq(handler.ghostBatchMismatch(), 0, "batch settled / skipped the wrong entries");
+        assertEq(handler.ghostDigestMismatch(), 0, "entry digest != struct digest");
         assertEq(handler.ghostWithdrawMismatch(), 0, "withdraw paid != withdrawable");
+    }
+
+    /// @dev The state tracked from the CheckpointsSettled records is the committed one for every lease:
+    /// stateHash(id) = keccak256(abi.encode(terms, ckpt, lastReportHash)), terms = leaseTerms(id), never zero;
+    /// and it agrees with the lease view (status, duration, start) and the checkpoint view.
+    function invariant_stateCommitment() public view {
+        uint256[] memory ids = handler.leaseIds();
+        (uint256[] memory terms, bytes32[] memory hashes) = escrow.leaseTerms(ids);
+        for (uint256 i; i < ids.length; ++i) {
+            (uint256 t, uint256 ck, bytes32 last) = handler.stateOf(ids[i]);
+            assertEq(t, terms[i], "tracked terms = leaseTerms");
+            assertEq(escrow.stateHash(ids[i]), hashes[i], "leaseTerms hash = stateHash");
+            assertTrue(hashes[i] != bytes32(0), "commitment never zero");
+            assertEq(keccak256(abi.encode(t, ck, last)), hashes[i], "stateHash = keccak(terms, ckpt, lastHash)");
+            ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
+            assertEq((t >> 116) & 0xf, uint256(l.status), "terms status");
+            assertEq((t >> 64) & 0xffffffff, l.durationS, "terms duration");
+            assertEq(((t >> 32) & 0xffffffff) * 1000, l.startMs, "terms start");
+            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(ids[i], ck, last);
+            assertEq(c.lastSeq, ck & 0xffffffff, "checkpoint seq");
+            assertEq(c.lastReportHash, last, "checkpoint hash");
+            if (l.startMs == 0) {
+                assertEq(ck, 0, "never started: no checkpoint");
+            } else {
+                assertGe(c.lastWindowEndMs, l.startMs, "window end >= start");
+                assertLe(c.lastWindowEndMs, l.endMs, "window end <= lease end");
+            }
+            if (c.lastSeq == 0) assertEq(last, bytes32(0), "no report: zero hash");
+        }
     }
 
     /// @dev Run statistics (forge test -vv): how far each sequence got.
     function afterInvariant() public view {
-        string[11] memory names = [
-            "openLease", "activateLease", "settle", "settle.rejected", "topUp", "closeLease", "expireLease",
-            "dispute", "resolveDispute", "releaseEarnings", "withdraw"
+        string[14] memory names = [
+            "openLease", "activateLease", "settle", "settle.rejected", "settle.exhausted", "settleBatch", "topUp",
+            "closeLease", "expireLease", "dispute", "resolveDispute", "releaseEarnings", "withdraw", "pause"
         ];
         for (uint256 i; i < names.length; ++i) {
             console.log(names[i], handler.calls(bytes32(bytes(names[i]))));
@@ -126,13 +162,30 @@ contract EscrowInvariantsTest is TestBase {
         handler.activateLease(0, false);
         handler.activateLease(1, true);
         handler.warp(600);
-        for (uint8 k; k < 12; ++k) {
+        for (uint8 k; k < 16; ++k) {
             handler.settle(k % 2, 300_000 + k, 1e9, 1e9, 1e9, k);
             handler.warp(30);
         }
+        // both running leases in one batch: valid + wrong signer, then valid + valid with a replay
+        handler.settleBatch(1, 0x0600, false);
+        handler.warp(30);
+        handler.settleBatch(2, 0x0100, true);
+        handler.warp(30);
         handler.topUp(0, 120);
         handler.dispute(0);
         handler.resolveDispute(0, 6_000, true);
+        // paused: settlement goes on, and a buyer may dispute past the challenge period
+        handler.setPaused(0);
+        handler.warp(2 hours);
+        uint256 settledBefore = handler.calls("settle");
+        handler.settle(0, 60_000, 1e9, 1e9, 1e9, 0);
+        assertEq(handler.calls("settle"), settledBefore + 1, "settled while paused");
+        handler.warp(2 hours);
+        uint256 disputesBefore = handler.calls("dispute");
+        handler.dispute(0);
+        assertEq(handler.calls("dispute"), disputesBefore + 1, "disputed while paused, after the challenge period");
+        handler.resolveDispute(0, 5_000, false);
+        handler.setPaused(1);
         handler.warp(3 hours);
         handler.expireLease(2);
         handler.closeLease(0, 0);
@@ -145,8 +198,11 @@ contract EscrowInvariantsTest is TestBase {
         }
         assertEq(handler.calls("openLease"), 3, "opened");
         assertEq(handler.calls("activateLease"), 2, "activated");
-        assertGe(handler.calls("settle"), 4, "settled");
-        assertGe(handler.calls("settle.rejected"), 5, "rejected");
+        assertGe(handler.calls("settle"), 8, "settled");
+        assertGe(handler.calls("settle.rejected"), 10, "rejected");
+        assertEq(handler.calls("settleBatch"), 2, "batches");
+        assertEq(handler.calls("pause"), 1, "paused");
+        assertEq(handler.calls("unpause"), 1, "unpaused");
         assertEq(handler.calls("expireLease"), 1, "expired");
         assertGe(handler.calls("withdraw"), 3, "withdrawals");
         invariant_conservation();
@@ -155,9 +211,15 @@ contract EscrowInvariantsTest is TestBase {
         invariant_rights();
         invariant_neverBeyondEscrow();
         invariant_settlementChecks();
+        invariant_stateCommitment();
     }
 
     // --- internal ------------------------------------------------------------------------------------
+
+    function _checkpoint(uint256 leaseId) internal view returns (ILeaseEscrowTypes.CheckpointView memory) {
+        (, uint256 ck, bytes32 last) = handler.stateOf(leaseId);
+        return escrow.checkpoint(leaseId, ck, last);
+    }
 
     function _checkConservation(address tok) internal view {
         uint256[] memory ids = handler.leaseIds();
@@ -165,7 +227,7 @@ contract EscrowInvariantsTest is TestBase {
         for (uint256 i; i < ids.length; ++i) {
             ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
             if (l.token != tok) continue;
-            ILeaseEscrowTypes.CheckpointView memory c = escrow.checkpoint(ids[i]);
+            ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(ids[i]);
             bool live = l.status == ILeaseEscrowTypes.LeaseStatus.Open || l.status == ILeaseEscrowTypes.LeaseStatus.Active;
             if (live) owed += l.escrowed - c.charged;
             if (!l.feesSettled) owed += l.feeHeld;
