@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ledger.client import LeaseStatus
+from ledger.client import ClientError, LeaseStatus
+from ledger.settlement import LeaseState
 
-from .errors import ApiError, NotFound
+from .errors import ApiError, ChainUnavailable, NotFound
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -155,6 +156,44 @@ def lease(gw: "Gateway", lease_id: int) -> dict[str, Any]:
             "remaining": cp.remaining,
         },
     }
+
+
+def lease_states(gw: "Gateway", lease_ids: list[int]) -> dict[int, LeaseState | None]:
+    """The state (terms, ckpt, last report hash) each lease's escrow calls must carry, read in ONE
+    ``leaseTerms`` call and checked by the client against the escrow's commitment. ``None``: no such lease.
+
+    Only when that call fails (a lease unknown, or events that do not explain a commitment) are the leases
+    read one by one; a lease whose state cannot be rebuilt is left out (the caller retries later)."""
+    ids = list(dict.fromkeys(int(i) for i in lease_ids))
+    try:
+        return dict(gw.view(lambda: gw.client.lease_states(ids)))
+    except ChainUnavailable as e:
+        if not isinstance(e.__cause__, ClientError):
+            raise
+    out: dict[int, LeaseState | None] = {}
+    for lid in ids:
+        try:
+            out[lid] = gw.view(lambda: gw.client.lease_state(lid))
+        except ChainUnavailable as e:
+            if not isinstance(e.__cause__, ClientError):
+                raise
+            if gw.view(lambda: gw.client.state_hash(lid)) == bytes(32):
+                out[lid] = None
+    return out
+
+
+def lease_state(gw: "Gateway", lease_id: int) -> LeaseState:
+    """The lease's state for ``closeLease`` / ``topUp`` / ``dispute`` / ``releaseEarnings`` /
+    ``resolveDispute`` (their ``ckpt`` and ``lastReportHash`` arguments). 404 for an unknown lease."""
+    if not 0 <= lease_id < 2**256:
+        raise NotFound("lease", lease_id)
+    st = lease_states(gw, [lease_id])
+    if lease_id not in st:
+        raise ChainUnavailable(f"the state of lease {lease_id} cannot be rebuilt from the escrow's events")
+    found = st[lease_id]
+    if found is None:
+        raise NotFound("lease", lease_id)
+    return found
 
 
 def withdrawable(gw: "Gateway", account: str, token: str) -> int:

@@ -236,12 +236,15 @@ class Gateway:
         return self.outcome(receipt)
 
     def outcome(self, receipt: Any) -> TxOutcome:
+        events = self.decode_logs(list(receipt["logs"]))
+        # the client learns lease states from our own settlements without a log scan
+        self.client.note_settlements(events)
         return TxOutcome(
             tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
             block_number=int(receipt["blockNumber"]),
             status=int(receipt["status"]),
             gas_used=int(receipt["gasUsed"]),
-            events=self.decode_logs(list(receipt["logs"])),
+            events=events,
         )
 
     def send_eth(self, sender: LocalAccount, to: str, value: int) -> TxOutcome:

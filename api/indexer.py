@@ -2,7 +2,9 @@
 
 From the deployment block on, it reads ``eth_getLogs`` in chunks up to ``head − confirmations``, stores
 every decoded event with its block, and refreshes the projections (providers, nodes, offers, leases) of
-the entities the events touch by reading their current state from the contracts. Its checkpoint (last
+the entities the events touch by reading their current state from the contracts. A ``CheckpointsSettled``
+log is stored as one ``CheckpointSettled`` event per record (as ``ledger.client`` decodes it): they share
+the log's index and differ by ``record_index``. Its checkpoint (last
 indexed block and hash) survives restarts. Before each pass it checks that the checkpoint block's hash is
 still the chain's; when it is not (a reorg), it walks back through the stored block hashes to the newest
 block the chain still has, deletes everything indexed above it and re-reads the touched entities.
@@ -135,6 +137,7 @@ class Indexer:
                         block_ts=int(blocks[e.block_number]["timestamp"]),
                         tx_hash=e.tx_hash,
                         log_index=e.log_index,
+                        record_index=_small(e.args.get("recordIndex")) or 0,
                         contract=e.contract,
                         name=e.name,
                         args=json.dumps(args, separators=(",", ":")),
@@ -388,5 +391,5 @@ def events_of(svc: "Services", **where: int) -> list[ChainEvent]:
         q = select(ChainEvent)
         for k, v in where.items():
             q = q.where(getattr(ChainEvent, k) == v)
-        return list(s.scalars(q.order_by(ChainEvent.block_number, ChainEvent.log_index)))
+        return list(s.scalars(q.order_by(ChainEvent.block_number, ChainEvent.log_index, ChainEvent.record_index)))
 

@@ -132,13 +132,16 @@ class ChainEvent(Base):
     block_ts: Mapped[int] = mapped_column(BigInteger)  # unix seconds
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
+    # position inside the log: one CheckpointsSettled log carries several records, each stored as its own
+    # CheckpointSettled event with the log's index (0 for every other event)
+    record_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     contract: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(64), index=True)
     args: Mapped[str] = mapped_column(Text)  # JSON; integers as decimal strings when above 2**53
     lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     node_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     offer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
-    __table_args__ = (UniqueConstraint("block_hash", "log_index", name="uq_events_block_log"),)
+    __table_args__ = (UniqueConstraint("block_hash", "log_index", "record_index", name="uq_events_block_log_record"),)
 
 
 class IndexedBlock(Base):

@@ -9,6 +9,8 @@ steady state: each lease already has one settled checkpoint, so its state slot i
 
 - settle_single: one checkpoint of one lease (``settle``), consecutive seq (hash-chain check on; the entry
   leaves out the last report hash, which equals the report's prevReportHash).
+- settle_single_after_gap: one checkpoint of a lease whose seq jumps by 10 (as when settling at close
+  after an hour): its entry carries the last settled hash too (32 more calldata bytes).
 - settle_batch_50_per_checkpoint: ``settleBatch`` of 50 consecutive checkpoints of 50 distinct leases of 3
   providers (one node each), divided by 50.
 - gas_per_window_hourly: a metered lease reporting one-minute windows, settled hourly inside such batches:
@@ -186,6 +188,14 @@ def run() -> dict[str, Any]:
     out["settle_single_calldata"] = _calldata_gas(chain, res.tx_hash)
     _advance(ls0, r)
 
+    # single checkpoint after a gap (the hourly / at-close case): the entry also carries the last hash
+    chain.increase_time(600)
+    ls1 = states[1]
+    r = _report(ls1, ls1.seq + 10, ls1.end_ms + 600_000)
+    res = cl.settle(relayer, r, signed(ls1, r))
+    out["settle_single_after_gap"] = res.gas_used
+    _advance(ls1, r)
+
     # steady state batch of 50 consecutive checkpoints (distinct leases, 3 providers)
     chain.increase_time(60)
     reports, sigs = [], []
@@ -240,6 +250,7 @@ ORDER = (
     "activate_lease",
     "settle_single",
     "settle_single_calldata",
+    "settle_single_after_gap",
     "settle_batch_50_first_checkpoint_per_checkpoint",
     "settle_batch_50_total",
     "settle_batch_50_per_checkpoint",

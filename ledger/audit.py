@@ -944,7 +944,8 @@ def _check_settlements(
                 continue
             col.ok("settlement.order")
             chain_billable = st.billable(mode)
-            chain_delta = chain_billable - (prev.billable(mode) if prev is not None else 0)
+            chain_last = prev.billable(mode) if prev is not None else 0
+            chain_delta = chain_billable - chain_last
             entry = by_seq.get(s)
             if entry is None:
                 col.fail("settlement.report", f"checkpoint pays for report {s}, which no source published", s)
@@ -966,7 +967,7 @@ def _check_settlements(
             bad = []
             if chain_delta != delta:
                 bad.append(
-                    f"the chain billed {chain_delta} GPU-ms (ckpt {chain_billable} − {chain_billable - chain_delta}), "
+                    f"the chain billed {chain_delta} GPU-ms (ckpt {chain_billable} − {chain_last}), "
                     f"the reports {delta} ({billable} − {last_billable})"
                 )
             if not 0 <= chain_delta <= room:

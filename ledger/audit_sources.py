@@ -9,6 +9,11 @@ entries (report JSON, signature, samples) and the JSON-lines samples archive (on
 * :class:`ChainSource` reads terms, attestor keys and money events from the contracts' events (through a
   :class:`LeaseReader`, e.g. :class:`ChainLeaseReader` over ``ledger.client``) and reports + samples from an
   :class:`ArchiveSource`, so an auditor need not trust the bridge at all.
+
+A settled checkpoint is a record of the escrow's ``CheckpointsSettled`` event (``settle``'s own
+``CheckpointSettled``): the report hash, the lease's new ``ckpt`` word and the charge. ``ledger.client``
+decodes each record as a ``CheckpointSettled`` event; :class:`ledger.audit.Settlement` is built from the
+word (:meth:`ledger.audit.Settlement.of_ckpt`).
 """
 
 from __future__ import annotations
@@ -428,10 +433,13 @@ class ChainSource:
 class ChainLeaseReader:
     """Terms, attestor keys over time, checkpoints and money of leases, read from the contracts alone.
 
-    Views (``lease``, ``offer``, ``node``) give the terms; the registry's NodeRegistered / AttestorRotated
-    events give which key was the node's attestor when (block timestamps); the escrow's events give the
-    checkpoints and the money. Events are read once per reader (the whole suite from its deployment
-    block) and grouped. ``client`` is a ``ledger.client.LedgerClient``.
+    Views (``lease``, ``offer``, ``node``) give the terms (the GPU set the reports must be about is
+    ``lease(id).gpuSetHash``); the registry's NodeRegistered / AttestorRotated events give which key was the
+    node's attestor when (block timestamps); the escrow's events give the checkpoints (one per
+    ``CheckpointSettled`` record, through ``client.events()``) and the money. Events are read once per
+    reader (the whole suite from its deployment block) and grouped; the last checkpoint read must reproduce
+    the escrow's ``stateHash`` commitment, or the lease is not audited (:class:`AuditSourceError`).
+    ``client`` is a ``ledger.client.LedgerClient``.
     """
 
     _FINISHED = {"CLOSED", "EXPIRED", "EXHAUSTED"}

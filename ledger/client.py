@@ -63,6 +63,8 @@ from .settlement import (
 )
 
 ETH = "0x0000000000000000000000000000000000000000"
+# blocks per eth_getLogs request when the client rebuilds lease states from events
+LOG_SCAN_BLOCKS = 5_000
 ZERO_HASH = b"\x00" * 32
 
 
@@ -408,7 +410,7 @@ class LedgerClient:
 
     def _result(self, receipt: Any) -> TxResult:
         events = tuple(self.decode_logs(receipt["logs"]))
-        self._note_settlements(events)
+        self.note_settlements(events)
         return TxResult(
             tx_hash=bytes(receipt["transactionHash"]),
             block_number=int(receipt["blockNumber"]),
@@ -502,17 +504,21 @@ class LedgerClient:
 
     # --- lease state (the escrow's one-slot commitment) -------------------------------------------------
 
-    def _note_settlements(self, events: Iterable[Event]) -> None:
+    def note_settlements(self, events: Iterable[Any]) -> None:
+        """Learn lease states from decoded events (the client does this itself for its own receipts; a
+        caller that sends settlements another way can feed it the receipts' events to save a log scan).
+        ``events``: anything with ``name`` and ``args`` as :meth:`decode_logs` gives them."""
         for e in events:
             if e.name == "CheckpointSettled":
                 self._settled[int(e.args["leaseId"])] = (int(e.args["ckpt"]), bytes(e.args["reportHash"]))
 
     def _scan_settlements(self, from_block: int) -> None:
         latest = int(self.w3.eth.block_number)
-        if from_block > latest:
-            return
-        self._note_settlements(self.events("CheckpointSettled", from_block=from_block, to_block=latest))
-        self._state_block = latest
+        # bounded eth_getLogs ranges: public RPC providers cap them
+        for start in range(from_block, latest + 1, LOG_SCAN_BLOCKS):
+            end = min(start + LOG_SCAN_BLOCKS - 1, latest)
+            self.note_settlements(self.events("CheckpointSettled", from_block=start, to_block=end))
+            self._state_block = end
 
     def lease_states(self, lease_ids: Sequence[int]) -> dict[int, LeaseState]:
         """The state each lease's calls must carry, checked against the escrow's ``stateHash``.
@@ -522,9 +528,10 @@ class LedgerClient:
         ids = list(dict.fromkeys(int(i) for i in lease_ids))
         if not ids:
             return {}
-        terms_list, hashes = self._call(self.escrow.functions.leaseTerms(ids))
         out: dict[int, LeaseState] = {}
-        for attempt in range(3):
+        for attempt in range(4):
+            # re-read each round: a settlement landing between the view and the log scan moves both
+            terms_list, hashes = self._call(self.escrow.functions.leaseTerms(ids))
             missing = []
             for lid, terms, want in zip(ids, terms_list, hashes):
                 if lid in out:
@@ -538,9 +545,9 @@ class LedgerClient:
                     missing.append(lid)
             if not missing:
                 return out
-            if attempt == 0:
+            if attempt < 2:
                 self._scan_settlements(self._state_block + 1)  # new settlements since the last look
-            else:
+            elif attempt == 2:
                 self._settled.clear()  # a reorg dropped what we saw: rebuild from the deployment block
                 self._scan_settlements(self.deployment.block)
         raise ClientError(f"lease state of {missing} does not match the escrow's commitment")
@@ -821,8 +828,9 @@ class LedgerClient:
     ) -> TxResult:
         """Settle many reports in one transaction; bad ones emit CheckpointSkipped instead of reverting.
 
-        ``states`` (by lease id) saves the look-up; several reports of one lease need the state after
-        the previous one, so give each lease at most one report per batch.
+        ``states`` (by lease id) saves the look-up. Every entry of a lease carries the same (pre-batch) state,
+        so a second report of a lease settles only if the first was skipped; to chain several, encode the
+        entries yourself (``ledger.settlement.encode_entries``) with each one's state.
         """
         if len(reports) != len(signatures):
             raise ClientError("reports and signatures differ in length")

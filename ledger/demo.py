@@ -135,6 +135,7 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
     from eth_account import Account
     from pydantic import SecretStr
 
+    from .audit import AuditError
     from .audit_cli import format_table, run as audit_run
     from .audit_report import render_html
     from .audit_sources import ApiSource
@@ -345,8 +346,11 @@ def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
             # --- audit ------------------------------------------------------------------------------
             ids = [x["id"] for x in leases]
             summary.report_path = str(out_dir / "audit.html")
-            with ApiSource(base) as src:
-                audits = audit_run(src, ids)
+            try:
+                with ApiSource(base) as src:
+                    audits = audit_run(src, ids)
+            except AuditError as e:  # the bridge's data could not be read: no verdict, not a pass
+                raise DemoError(f"the auditor could not read the bridge's public data: {e}") from e
             for _, verdict in audits:
                 print(format_table(verdict), file=sys.stderr)
             Path(summary.report_path).write_text(render_html(audits))

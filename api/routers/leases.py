@@ -6,12 +6,15 @@ would; the contract stays the authority (its reverts are mapped to statuses too)
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+
+from ledger.settlement import LeaseState
 
 from .. import chainview
 from ..actions import act, act_paying
@@ -25,6 +28,7 @@ from ..store import LeaseRow, NodeRow, OfferRow, Report, SampleSet
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])
 
+T = TypeVar("T")
 LeaseId = Annotated[int, Path(ge=0, lt=2**63)]
 DEFAULT_START_WINDOW_S = 3600
 
@@ -185,6 +189,8 @@ def lease_document(svc: Any, lease_id: int) -> LeaseOut:
         attestors = [{"address": node_data["attestor"], "fromMs": 0, "untilMs": None}]
     money: dict[str, Any] = {"escrow": 0, "fee": 0, "topUps": [], "closed": False, "refund": 0, "feeRefund": 0}
     settlements: list[dict[str, Any]] = []
+    billable_key = "cumAllocatedMs" if int(v["billingMode"]) == 0 else "cumBusyMs"  # Checkpoint.billable(mode)
+    last_billable = 0  # cumulative billable GPU-ms before the lease's first checkpoint
     for e in events_of(svc, lease_id=lease_id):
         a = json.loads(e.args)
         if e.name == "LeaseOpened":
@@ -198,18 +204,40 @@ def lease_document(svc: Any, lease_id: int) -> LeaseOut:
         elif e.name == "FeesSettled":
             money["feeRefund"] = a["buyerRefund"]
         elif e.name == "CheckpointSettled":
+            # the record carries the new cumulative counters: this checkpoint billed the difference
+            billable = int(a[billable_key])
             settlements.append(
                 {
                     "seq": a["seq"],
                     "reportHash": a["reportHash"],
-                    "billableDelta": a["billableDelta"],
+                    # what the chain recorded: the lease's new checkpoint word (decimal: above 2^53) and its fields
+                    "ckpt": str(a["ckpt"]),
+                    "cumBusyMs": a["cumBusyMs"],
+                    "cumAllocatedMs": a["cumAllocatedMs"],
+                    "cumEnergyMj": a["cumEnergyMj"],
+                    "windowEndMs": a["windowEndMs"],
+                    "settledAt": a["settledAt"],
+                    "billableDelta": billable - last_billable,
                     "charged": a["charged"],
-                    "samplesRoot": a["samplesRoot"],
+                    "samplesRoot": None,  # from the stored report named by reportHash, below
                     "block": e.block_number,
                     "logIndex": e.log_index,
+                    "recordIndex": e.record_index,
                     "txHash": e.tx_hash,
                 }
             )
+            last_billable = billable
+    if settlements:  # the samples root is bound by the report hash: the bridge's copy of the report has it
+        with svc.store.session() as s:
+            roots = dict(
+                s.execute(
+                    select(Report.struct_hash, Report.samples_root).where(
+                        Report.struct_hash.in_({x["reportHash"] for x in settlements})
+                    )
+                ).all()
+            )
+        for x in settlements:
+            x["samplesRoot"] = roots.get(x["reportHash"])
     return LeaseOut(
         leaseId=lease_id,
         chainId=svc.gateway.chain_id,
@@ -294,8 +322,10 @@ def top_up(
         old = unit * lease["durationS"]
         new = old + body.amountWei
         fee = new * lease["feeBps"] // 10_000 - old * lease["feeBps"] // 10_000
-        fn = svc.client.escrow.functions.topUp(leaseId, body.amountWei)
-        out = act_paying(svc, caller, fn, lease["token"], svc.client.escrow.address, body.amountWei + fee)
+        out = with_lease_state(svc, leaseId, lambda st: act_paying(
+            svc, caller, svc.client.escrow.functions.topUp(leaseId, body.amountWei, st.ckpt, st.last_hash),
+            lease["token"], svc.client.escrow.address, body.amountWei + fee,
+        ))
         out.result.update({"feeWei": str(fee), "totalWei": str(body.amountWei + fee), "token": lease["token"]})
         return out
 
@@ -316,14 +346,32 @@ def close_lease(
         ended = lease["endMs"] and svc.chain.now() * 1000 >= lease["endMs"]
         if caller.managed and lease["buyer"] != caller.address and not ended:
             raise ApiError(403, "forbidden", f"lease {leaseId} belongs to another buyer")
-        fn = svc.client.escrow.functions.closeLease(leaseId)
-        svc.gateway.simulate(fn, caller.address)  # refused closes settle nothing
+        def close(st: LeaseState) -> Any:
+            return svc.client.escrow.functions.closeLease(leaseId, st.ckpt, st.last_hash)
+
+        # refused closes settle nothing
+        with_lease_state(svc, leaseId, lambda st: svc.gateway.simulate(close(st), caller.address))
         svc.relayer.settle_lease_now(leaseId)  # the provider is paid for the usage attested so far
-        return act(svc, caller, fn)
+        return with_lease_state(svc, leaseId, lambda st: act(svc, caller, close(st)))  # the state after that
 
     return run_idempotent(
         svc.store, caller.address, idempotency_key, fingerprint("POST", f"/v1/leases/{leaseId}/close", None), action
     )
+
+
+def with_lease_state(svc: Any, lease_id: int, run: Callable[[LeaseState], T]) -> T:
+    """``run`` with the lease's current state (closeLease, topUp, dispute, releaseEarnings and resolveDispute
+    take its ``ckpt`` and ``lastReportHash``; the escrow checks them against its commitment). If the lease
+    moved between the read and the call (the relayer settled a checkpoint: ``LeaseEscrowStaleState``), once
+    more with the new state. The call itself was not sent when that error comes: the simulation raises it
+    (a managed ERC-20 top-up's approval is set back to 0 by ``act_paying`` and made again)."""
+    for attempt in range(2):
+        try:
+            return run(chainview.lease_state(svc.gateway, lease_id))
+        except ApiError as e:
+            if attempt or e.details.get("error") != "LeaseEscrowStaleState":
+                raise
+    raise AssertionError("unreachable")
 
 
 @router.post("/{leaseId}/dispute", response_model=ActionOut, responses=COMMON_RESPONSES)
@@ -331,7 +379,9 @@ def dispute(leaseId: LeaseId, caller: CallerDep, svc: ServicesDep) -> ActionOut:
     """Freeze the pending charges (buyer, within the challenge period)."""
     caller.require("buyer")
     _buyer_lease(svc, caller, leaseId)
-    return act(svc, caller, svc.client.escrow.functions.dispute(leaseId))
+    return with_lease_state(
+        svc, leaseId, lambda st: act(svc, caller, svc.client.escrow.functions.dispute(leaseId, st.ckpt, st.last_hash))
+    )
 
 
 @router.post("/{leaseId}/rate", response_model=ActionOut, responses=COMMON_RESPONSES)
@@ -346,7 +396,10 @@ def rate(leaseId: LeaseId, body: RateIn, caller: CallerDep, svc: ServicesDep) ->
 def release_earnings(leaseId: LeaseId, caller: CallerDep, svc: ServicesDep) -> ActionOut:
     """Move charges past their challenge period to the rights holder's withdrawable balance (anyone)."""
     chainview.lease(svc.gateway, leaseId)
-    return act(svc, caller, svc.client.escrow.functions.releaseEarnings(leaseId))
+    return with_lease_state(
+        svc, leaseId,
+        lambda st: act(svc, caller, svc.client.escrow.functions.releaseEarnings(leaseId, st.ckpt, st.last_hash)),
+    )
 
 
 @router.post("/{leaseId}/expire", response_model=ActionOut, responses=MONEY_RESPONSES)

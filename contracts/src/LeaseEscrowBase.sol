@@ -21,7 +21,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     bytes32 public constant REPORT_TYPEHASH = keccak256(
         "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,WindowDetail window)WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
-    /// @dev REPORT_TYPEHASH as a literal, for assembly (tests/contracts check that the two are equal).
+    /// @dev REPORT_TYPEHASH as a literal, for assembly (the constructor refuses to deploy if they differ).
     uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x2caa7d6079cb59905ec1e55c2e90b058c9b352c3e0ab63c930496793d867aa06;
     /// @dev keccak256 of ledger.protocol.WINDOW_TYPE_STRING.
     bytes32 public constant WINDOW_TYPEHASH = keccak256(
@@ -100,6 +100,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     address internal _treasury;
 
     constructor(ICapacityRegistry registry_, IReputation reputation_) EIP712("ComputeLedger", "1") {
+        // the settlement fast path hashes with the literal: it must be the type's hash
+        if (bytes32(_REPORT_TYPEHASH_LITERAL) != REPORT_TYPEHASH) revert LeaseEscrowBadConfig();
         _registry = registry_;
         _reputation = reputation_;
     }

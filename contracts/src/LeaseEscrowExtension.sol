@@ -65,14 +65,14 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     // --- disputes and payouts -----------------------------------------------------------------------
 
     /// @notice See ILeaseEscrow.
-    function dispute(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant {
-        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
+    function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
+        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
-        uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
+        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
-        uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
+        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
         // while paused (settlement goes on) a buyer may dispute whatever the period
         if (block.timestamp >= endsAt && !paused()) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
         m.frozen = uint128(pending);
@@ -84,11 +84,11 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         uint256 leaseId,
         uint16 buyerShareBps,
         bool providerFault,
-        uint256 ck,
+        uint256 ckpt,
         bytes32 lastReportHash
     ) external nonReentrant onlyRole(ARBITER_ROLE) {
         if (buyerShareBps > 10_000) revert LeaseEscrowBadBps(buyerShareBps);
-        _verifiedTerms(leaseId, ck, lastReportHash);
+        _verifiedTerms(leaseId, ckpt, lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         uint256 frozen = m.frozen;
         if (frozen == 0) revert LeaseEscrowNoDispute(leaseId);
@@ -117,23 +117,23 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bool buyerWon = buyerShareBps > 5_000;
         _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
         _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
-        _trySettleFees(leaseId, ck);
+        _trySettleFees(leaseId, ckpt);
     }
 
     /// @notice See ILeaseEscrow.
-    function releaseEarnings(uint256 leaseId, uint256 ck, bytes32 lastReportHash) external nonReentrant whenNotPaused {
-        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
+    function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant whenNotPaused {
+        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
-        uint256 pending = _charged(terms, ck) - _refunded[leaseId] - m.released;
+        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
-        uint256 endsAt = (ck >> 224) + _fees.challengePeriod;
+        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
         if (block.timestamp < endsAt) revert LeaseEscrowInChallengePeriod(leaseId, endsAt);
         m.released += uint128(pending);
         address holder = _parties[leaseId].holder;
         _credit(holder, _accounts[leaseId].token, pending);
         emit EarningsReleased(leaseId, holder, pending);
-        _trySettleFees(leaseId, ck);
+        _trySettleFees(leaseId, ckpt);
     }
 
     /// @notice See ILeaseEscrow.
@@ -179,21 +179,21 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
     }
 
     /// @notice See ILeaseEscrow.
-    function checkpoint(uint256 leaseId, uint256 ck, bytes32 lastReportHash)
+    function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash)
         external
         view
         returns (CheckpointView memory v)
     {
-        uint256 terms = _verifiedTerms(leaseId, ck, lastReportHash);
+        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
         LeaseMoney memory m = _money[leaseId];
-        v.lastSeq = uint64(ck & _M32);
+        v.lastSeq = uint64(ckpt & _M32);
         v.lastReportHash = lastReportHash;
-        v.cumBusyMs = uint64((ck >> 32) & _M48);
-        v.cumAllocatedMs = uint64((ck >> 80) & _M48);
-        v.cumEnergyMj = uint64((ck >> 128) & _M48);
-        v.lastWindowEndMs = uint64((ck >> 176) & _M48);
-        v.lastSettledAt = uint64(ck >> 224);
-        v.charged = _charged(terms, ck);
+        v.cumBusyMs = uint64((ckpt >> 32) & _M48);
+        v.cumAllocatedMs = uint64((ckpt >> 80) & _M48);
+        v.cumEnergyMj = uint64((ckpt >> 128) & _M48);
+        v.lastWindowEndMs = uint64((ckpt >> 176) & _M48);
+        v.lastSettledAt = uint64(ckpt >> 224);
+        v.charged = _charged(terms, ckpt);
         v.paid = m.released;
         v.refunded = _refunded[leaseId];
         v.frozen = m.frozen;
@@ -293,11 +293,14 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function entryDigest(bytes calldata entry) external view returns (bytes32) {
-        if (entry.length != _ENTRY && entry.length != _ENTRY_WITH_LAST) revert LeaseEscrowMalformedEntries(0);
         uint256 p;
+        uint256 flags;
         assembly ("memory-safe") {
             p := entry.offset
+            flags := and(shr(200, calldataload(add(p, 32))), 0xff)
         }
+        // the same rule as settle: flag bit 0 alone says whether the last report hash follows
+        if (flags > 1 || entry.length != _ENTRY + flags * 32) revert LeaseEscrowMalformedEntries(0);
         return _hashTypedDataV4(_entryStructHash(p));
     }
 }

@@ -134,9 +134,11 @@ def run_full_flow(client: TestClient) -> None:
     assert active["leases"][0]["gpuSetHash"] == "0x" + cheap["gpuSetHash"].hex()
     att_a, att_b = attestor_for(client, cheap, lease_a), attestor_for(client, dear, lease_b)
     chain.time_travel(chain.now() + 10 * 60)
+    rep_roots: dict[tuple[int, int], bytes] = {}
     for _ in range(3):
         for att, prov in ((att_a, cheap), (att_b, dear)):
             rep, sig, samples = att.next_report()
+            rep_roots[(att.lease_id, rep.seq)] = rep.samplesRoot
             body = ok(client.post("/v1/metering/reports", json=submission(prov["nodeId"], rep, sig, samples)), 201)
             assert body == {"accepted": True, "reportHash": "0x" + att.prev.hex(), "duplicate": False}
 
@@ -148,12 +150,14 @@ def run_full_flow(client: TestClient) -> None:
     assert len({e.tx_hash for e in settled}) == 1
     cp = ok(client.get(f"/v1/leases/{lease_a}"))["checkpoint"]
     assert cp["lastSeq"] == "3" and int(cp["charged"]) == PRICE * att_a.cum["alloc"] // 1000
+    alloc_at_3, root_3 = att_a.cum["alloc"], "0x" + rep_roots[(lease_a, 3)].hex()
     reports = ok(client.get(f"/v1/leases/{lease_a}/reports"))["reports"]
     assert [r["status"] for r in reports] == ["superseded", "superseded", "settled"]
 
     # two more windows, then the buyer closes: the latest report is settled before the close
     for _ in range(2):
         rep, sig, samples = att_a.next_report()
+        rep_roots[(lease_a, rep.seq)] = rep.samplesRoot
         ok(client.post("/v1/metering/reports", json=submission(cheap["nodeId"], rep, sig, samples)), 201)
     closed = ok(client.post(f"/v1/leases/{lease_a}/close", headers={**auth(bkey), "Idempotency-Key": "close-a"}))
     closed_ev = [e for e in closed["events"] if e["name"] == "LeaseClosed"][0]
@@ -163,6 +167,10 @@ def run_full_flow(client: TestClient) -> None:
     doc = ok(client.get(f"/v1/leases/{lease_a}"))
     assert doc["state"] == "Closed" and doc["money"]["closed"] is True
     assert [s["seq"] for s in doc["settlements"]] == [3, 5]
+    # derived per checkpoint: billable GPU-ms (reserved: allocated time) and the settled report's samples root
+    assert [s["billableDelta"] for s in doc["settlements"]] == [alloc_at_3, att_a.cum["alloc"] - alloc_at_3]
+    assert [s["samplesRoot"] for s in doc["settlements"]] == [root_3, "0x" + rep_roots[(lease_a, 5)].hex()]
+    assert sum(int(s["charged"]) for s in doc["settlements"]) == charged
 
     # challenge period over: earnings released and withdrawn, the buyer's refund too
     chain.time_travel(chain.now() + svc.deployment.challenge_period_s + 1)

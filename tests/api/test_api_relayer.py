@@ -142,7 +142,7 @@ def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, D
             assert svc.indexer.indexed_block() == chain.w3.eth.block_number > first
             with svc.store.session() as s:
                 names = list(s.scalars(select(ChainEvent.name).order_by(ChainEvent.block_number, ChainEvent.log_index)))
-                keys = list(s.execute(select(ChainEvent.tx_hash, ChainEvent.log_index)))
+                keys = list(s.execute(select(ChainEvent.tx_hash, ChainEvent.log_index, ChainEvent.record_index)))
             assert len(keys) == len(set(keys))
             assert names.count("ProviderRegistered") == 2 and names.count("OfferPublished") == 1
             assert ok(client.get(f"/v1/providers/{chain.accounts[3]}"))["metadataURI"] == "direct"

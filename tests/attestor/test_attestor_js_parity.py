@@ -19,7 +19,16 @@ from attestor.keys import Signer
 from attestor.meter import LeaseSpec, LeaseState, ReportBuilder, SamplingPolicy
 from attestor.sampler import Sampler
 from attestor.source import SimulatedSource
-from ledger.protocol import REPORT_FIELDS, SAMPLE_LEAF_TYPES, MerkleTree, report_digest, sample_leaf, verify_proof
+from ledger.protocol import (
+    EIP712_REPORT_TYPES,
+    REPORT_TYPE_STRING,
+    SAMPLE_LEAF_TYPES,
+    MerkleTree,
+    report_digest,
+    report_typed_message,
+    sample_leaf,
+    verify_proof,
+)
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 NODE = shutil.which("node")
@@ -43,7 +52,8 @@ process.stdin.on('end', () => {
   const digest = TypedDataEncoder.hash(x.domain, x.types, x.report);
   const structHash = TypedDataEncoder.from(x.types).hash(x.report);
   const signer = verifyTypedData(x.domain, x.types, x.report, x.signature);
-  process.stdout.write(JSON.stringify({ root: tree.root, proofs, digest, structHash, signer }));
+  const typeString = TypedDataEncoder.from(x.types).encodeType('MeteringReport');
+  process.stdout.write(JSON.stringify({ root: tree.root, proofs, digest, structHash, signer, typeString }));
 });
 """
 
@@ -56,6 +66,11 @@ def _node(payload: dict[str, Any]) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def _decimal(msg: dict[str, Any]) -> dict[str, Any]:
+    """Integers as decimal strings, nested structs included (JSON numbers above 2^53 lose precision in JS)."""
+    return {k: _decimal(v) if isinstance(v, dict) else v if isinstance(v, str) else str(v) for k, v in msg.items()}
 
 
 def test_report_commitments_match_openzeppelin_and_ethers() -> None:
@@ -85,8 +100,8 @@ def test_report_commitments_match_openzeppelin_and_ethers() -> None:
             "leafTypes": list(SAMPLE_LEAF_TYPES),
             "proofIndices": picks,
             "domain": {"name": "ComputeLedger", "version": "1", "chainId": CHAIN_ID, "verifyingContract": ESCROW},
-            "types": {"MeteringReport": [{"name": n, "type": t} for n, t in REPORT_FIELDS]},
-            "report": {k: (v if isinstance(v, str) else str(v)) for k, v in report.to_json().items()},
+            "types": EIP712_REPORT_TYPES,  # nested: MeteringReport with a WindowDetail window
+            "report": _decimal(report_typed_message(report)),
             "signature": "0x" + built.signature.hex(),
         }
     )
@@ -101,6 +116,7 @@ def test_report_commitments_match_openzeppelin_and_ethers() -> None:
     assert js["digest"] == "0x" + report_digest(report, CHAIN_ID, ESCROW).hex()
     assert js["structHash"] == "0x" + built.report_hash.hex()
     assert js["signer"] == signer.address
+    assert js["typeString"] == REPORT_TYPE_STRING
 
 
 def test_merkle_tree_of_odd_and_single_leaf_sets_matches_openzeppelin() -> None:

@@ -106,13 +106,24 @@ def test_attestor_reports_settle_on_chain(tmp_path: Path) -> None:
         assert not any(r.flags & (ReportFlag.SAMPLE_GAP | ReportFlag.CLOCK_ADJUSTED) for r in reports)
         chain.time_travel(reports[-1].windowEndMs // 1000 + 2)
 
-        res = client.settle(admin, reports[0], bytes.fromhex(rx.items[0].signature[2:]))
-        ev = res.event("CheckpointSettled").args
-        assert (ev["leaseId"], ev["seq"]) == (lease_id, 1)
-        assert bytes(ev["reportHash"]) == report_struct_hash(reports[0])
-        assert bytes(ev["samplesRoot"]) == reports[0].samplesRoot
-        res = client.settle(admin, reports[1], bytes.fromhex(rx.items[1].signature[2:]))
-        assert res.event("CheckpointSettled").args["seq"] == 2
+        for k, (r, item) in enumerate(zip(reports, rx.items)):
+            res = client.settle(admin, r, bytes.fromhex(item.signature[2:]))
+            ev = res.event("CheckpointSettled").args
+            # the record: the report's hash (which binds its samples root) and the lease's new ckpt, whose
+            # fields are the report's counters and window end, settled at this block
+            assert (ev["leaseId"], ev["seq"]) == (lease_id, r.seq)
+            assert bytes(ev["reportHash"]) == report_struct_hash(r)
+            assert (ev["cumBusyMs"], ev["cumAllocatedMs"], ev["cumEnergyMj"], ev["windowEndMs"]) == (
+                r.cumBusyMs,
+                r.cumAllocatedMs,
+                r.cumEnergyMj,
+                r.windowEndMs,
+            )
+            assert ev["settledAt"] == chain.w3.eth.get_block(res.block_number)["timestamp"]
+            last_billable = reports[k - 1].cumAllocatedMs if k else 0  # reserved: allocated time is billed
+            assert ev["charged"] == 10**9 * r.cumAllocatedMs // 1_000 - 10**9 * last_billable // 1_000
+            state = client.lease_state(lease_id)
+            assert (state.ckpt, state.last_hash) == (ev["ckpt"], report_struct_hash(r))
         cp = client.checkpoint(lease_id)
         assert cp.last_seq == 2 and cp.last_report_hash == report_struct_hash(reports[1])
         assert cp.cum_allocated_ms == reports[1].cumAllocatedMs and cp.cum_busy_ms == reports[1].cumBusyMs
@@ -120,16 +131,16 @@ def test_attestor_reports_settle_on_chain(tmp_path: Path) -> None:
 
         # The independent auditor, given the same public data, finds nothing wrong (rules and physics).
         settled = [
-            audit.Settlement(
-                seq=int(e.args["seq"]),
-                reportHash=bytes(e.args["reportHash"]),
-                billableDelta=int(e.args["billableDelta"]),
-                charged=int(e.args["charged"]),
-                samplesRoot=bytes(e.args["samplesRoot"]),
-                order=(k, 0),
+            audit.Settlement.of_ckpt(
+                int(e.args["ckpt"]),
+                bytes(e.args["reportHash"]),
+                int(e.args["charged"]),
+                order=(e.block_number, e.log_index, int(e.args["recordIndex"])),
+                txHash="0x" + e.tx_hash.hex(),
             )
-            for k, e in enumerate(client.events("CheckpointSettled"))
+            for e in client.events("CheckpointSettled")
         ]
+        assert [st.seq for st in settled] == [1, 2]
         terms = audit.LeaseTerms(
             leaseId=lease_id,
             chainId=chain.chain_id,

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 
 from ledger.audit import AuditInput
-from ledger.audit_sources import report_to_json
+from ledger.audit_sources import report_to_json, settlement_to_json
 from ledger.protocol import MerkleTree, sample_leaf
 
 
@@ -35,19 +35,7 @@ def lease_json(inp: AuditInput) -> dict[str, Any]:
         "maxPowerMwPerGpu": t.maxPowerMwPerGpu,
         "samplePeriodMs": t.samplePeriodMs,
         "attestors": [{"address": a.address, "fromMs": a.fromMs, "untilMs": a.untilMs} for a in t.attestors],
-        "settlements": [
-            {
-                "seq": s.seq,
-                "reportHash": "0x" + s.reportHash.hex(),
-                "billableDelta": s.billableDelta,
-                "charged": s.charged,
-                "samplesRoot": None if s.samplesRoot is None else "0x" + s.samplesRoot.hex(),
-                "block": s.order[0],
-                "logIndex": s.order[1],
-                "txHash": s.txHash,
-            }
-            for s in inp.settlements
-        ],
+        "settlements": [settlement_to_json(s) for s in inp.settlements],
     }
     m = inp.money
     if m is not None:

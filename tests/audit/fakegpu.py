@@ -210,10 +210,19 @@ def make_lease(
     for block, seq in enumerate(settle_at, start=10):
         r = reports[seq - 1].report
         billable = billable_of(billing, r)
-        delta = billable - last_billable
         charged = min(charge_for(price, billable, last_billable), escrowed - charged_total)
-        settlements.append(
-            Settlement(seq, report_struct_hash(r), delta, charged, r.samplesRoot, order=(block, 0))
+        settlements.append(  # the record the escrow writes: the report's counters in the new ckpt word
+            Settlement(
+                seq=seq,
+                reportHash=report_struct_hash(r),
+                charged=charged,
+                cumBusyMs=r.cumBusyMs,
+                cumAllocatedMs=r.cumAllocatedMs,
+                cumEnergyMj=r.cumEnergyMj,
+                windowEndMs=r.windowEndMs,
+                settledAt=r.windowEndMs // 1000 + 2,  # a block a little after the window ended
+                order=(block, 0, 0),
+            )
         )
         charged_total += charged
         last_billable = billable

@@ -18,8 +18,8 @@ from ledger.audit_sources import ArchiveSource, AuditSourceError, ChainLeaseRead
 from ledger.chain import Chain, connect
 from ledger.client import ETH, BillingMode, LedgerClient
 from ledger.deploy import deploy_suite
-from ledger.protocol import address_of, gpu_uuid_hash
-from tests.audit.fakegpu import ATTESTOR_KEY, MAX_MW, OTHER_KEY, FakeLease, make_lease
+from ledger.protocol import address_of, gpu_set_hash, gpu_uuid_hash, report_struct_hash
+from tests.audit.fakegpu import ATTESTOR_KEY, MAX_MW, OTHER_KEY, FakeLease, ReportHook, make_lease
 
 PRICE = 10**9
 UUIDS = tuple(gpu_uuid_hash(f"GPU-chain-{i:02d}") for i in range(4))
@@ -33,10 +33,16 @@ class Scenario:
     node_id: int
     fake: FakeLease
     provider: str
+    neighbour_id: int  # a metered lease on the node's other GPUs, settled in the same batches
+    neighbour: FakeLease
 
 
-def run_lease(chain: Chain) -> Scenario:
-    """Deploy, register, open a 90 s lease on GPUs 1 and 2, meter 60 s, settle 3 checkpoints, close."""
+def run_lease(chain: Chain, report_hook: ReportHook | None = None) -> Scenario:
+    """Deploy, register, open a 90 s lease on GPUs 1 and 2, meter 60 s, settle 3 checkpoints, close.
+
+    A neighbour lease (metered, GPUs 0 and 3) runs alongside: checkpoints 2 and 6 of both settle in one
+    ``settleBatch`` each (one CheckpointsSettled log, a record per lease), checkpoint 4 of each by ``settle``.
+    ``report_hook`` lets the attestor of the first lease lie before signing (``tests.audit.fakegpu``)."""
     dep = deploy_suite(chain, admin=chain.accounts[0])
     cl = LedgerClient(chain.w3, dep, keys=chain.private_keys)
     provider, buyer, relayer = chain.accounts[1:4]
@@ -44,26 +50,45 @@ def run_lease(chain: Chain) -> Scenario:
     node_id = cl.register_node(provider, address_of(ATTESTOR_KEY), "H100", UUIDS, 81_559, MAX_MW, "eu-west").id
     t0 = chain.now()
     offer_id = cl.publish_offer(provider, node_id, 0b0110, PRICE, ETH, BillingMode.RESERVED, t0, t0 + 86_400).id
-    lease_id = cl.open_lease(buyer, offer_id, holder=provider, duration_s=90, start_by=t0 + 600).id
-    cl.activate_lease(provider, lease_id)
-    info = cl.lease(lease_id)
-    fake = make_lease(
-        6,
-        gpus=(1, 2),
-        lease_id=lease_id,
-        start_ms=info.start_ms,
-        chain_id=chain.chain_id,
-        escrow_address=dep.escrow,
-        gpu_uuid_hashes=UUIDS,
-        duration_s=90,
-        settle_at=(),
-    )
-    chain.time_travel(info.start_ms // 1000 + 61)  # every window has ended: none is in the future
-    for seq in (2, 4, 6):
-        sr = fake.reports[seq - 1]
-        cl.settle(relayer, sr.report, sr.signature)
+    offer_b = cl.publish_offer(provider, node_id, 0b1001, PRICE, ETH, BillingMode.METERED, t0, t0 + 86_400).id
+    fakes = []
+    for offer, gpus, hook, seed in ((offer_id, (1, 2), report_hook, 7), (offer_b, (0, 3), None, 5)):
+        lid = cl.open_lease(buyer, offer, holder=provider, duration_s=90, start_by=t0 + 600).id
+        cl.activate_lease(provider, lid)
+        info = cl.lease(lid)
+        fake = make_lease(
+            6,
+            gpus=gpus,
+            lease_id=lid,
+            start_ms=info.start_ms,
+            chain_id=chain.chain_id,
+            escrow_address=dep.escrow,
+            gpu_uuid_hashes=UUIDS,
+            duration_s=90,
+            settle_at=(),
+            report_hook=hook,
+            seed=seed,
+        )
+        fakes.append((lid, info, fake))
+    (lease_id, _, fake), (neighbour_id, _, neighbour) = fakes
+    chain.time_travel(max(i.start_ms for _, i, _ in fakes) // 1000 + 61)  # every window has ended
+    for seq, batch in ((2, (neighbour, fake)), (4, None), (6, (fake, neighbour))):
+        if batch is None:
+            for f in (fake, neighbour):
+                sr = f.reports[seq - 1]
+                res = cl.settle(relayer, sr.report, sr.signature)
+                assert res.event("CheckpointSettled").args["seq"] == seq
+        else:
+            srs = [f.reports[seq - 1] for f in batch]
+            res = cl.settle_batch(relayer, [sr.report for sr in srs], [sr.signature for sr in srs])
+            recs = res.named("CheckpointSettled")
+            assert [(e.args["leaseId"], e.args["seq"], e.args["recordIndex"]) for e in recs] == [
+                (sr.report.leaseId, seq, i) for i, sr in enumerate(srs)
+            ]
+            assert len({e.log_index for e in recs}) == 1  # one log, a record per lease
     cl.close_lease(buyer, lease_id)
-    return Scenario(chain, cl, lease_id, node_id, fake, provider)
+    cl.close_lease(buyer, neighbour_id)
+    return Scenario(chain, cl, lease_id, node_id, fake, provider, neighbour_id, neighbour)
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +100,10 @@ def scenario() -> Iterator[Scenario]:
         chain.close()
 
 
-def _load(sc: Scenario, tmp_path: Path, reports: Any = None) -> AuditInput:
+def _load(sc: Scenario, tmp_path: Path, reports: Any = None, lease_id: int | None = None) -> AuditInput:
     archive = tmp_path / "archive.jsonl"
-    write_archive(archive, sc.fake.reports if reports is None else reports)
-    return ChainSource(ChainLeaseReader(sc.client), ArchiveSource(archive)).load(sc.lease_id)
+    write_archive(archive, list(sc.fake.reports if reports is None else reports) + sc.neighbour.reports)
+    return ChainSource(ChainLeaseReader(sc.client), ArchiveSource(archive)).load(lease_id or sc.lease_id)
 
 
 def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_path: Path) -> None:
@@ -88,7 +113,25 @@ def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_
     assert t.gpuSetHash == scenario.fake.input.terms.gpuSetHash
     assert [a.address for a in t.attestors] == [address_of(ATTESTOR_KEY)]
     assert [s.seq for s in inp.settlements] == [2, 4, 6]
-    assert inp.settlements[0].billableDelta == scenario.fake.reports[1].report.cumAllocatedMs
+    # each settlement is the record of a CheckpointsSettled log: the report's hash and counters, as the
+    # lease's new ckpt word; settled in a block after its window ended
+    for st in inp.settlements:
+        r = scenario.fake.reports[st.seq - 1].report
+        assert st.reportHash == report_struct_hash(r)
+        assert (st.cumBusyMs, st.cumAllocatedMs, st.cumEnergyMj, st.windowEndMs) == (
+            r.cumBusyMs,
+            r.cumAllocatedMs,
+            r.cumEnergyMj,
+            r.windowEndMs,
+        )
+        assert st.settledAt * 1000 >= r.windowEndMs and len(st.order) == 3 and st.txHash
+    assert inp.settlements[0].billable(BillingMode.RESERVED) == scenario.fake.reports[1].report.cumAllocatedMs
+    assert [s.charged for s in inp.settlements] == [PRICE * 2 * 20] * 3
+    # checkpoints 2 and 6 are records of batch logs shared with the neighbour lease: record 1 of the first
+    # batch, record 0 of the last; checkpoint 4 is settle()'s own event
+    nb = _load(scenario, tmp_path, lease_id=scenario.neighbour_id).settlements
+    assert [s.order[:2] for s in inp.settlements][0::2] == [s.order[:2] for s in nb][0::2]
+    assert [s.order[2] for s in inp.settlements] == [1, 0, 0] and [s.order[2] for s in nb] == [0, 0, 1]
     assert inp.money is not None and inp.money.closed
     assert inp.money.escrow == PRICE * 2 * 90
     assert inp.money.closedCharged == sum(s.charged for s in inp.settlements) == PRICE * 2 * 60
@@ -96,17 +139,63 @@ def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_
 
 
 def test_chain_source_audit_of_settled_and_closed_lease_passes(scenario: Scenario, tmp_path: Path) -> None:
-    v = verify_lease(_load(scenario, tmp_path))
-    assert v.ok, v.failures
-    by = {r.check: r for r in v.results}
-    assert by["settlement.charge"].detail == "3 checkpoints verified"
-    assert by["money.conservation"].status == "PASS"
+    for lease_id in (scenario.lease_id, scenario.neighbour_id):
+        inp = _load(scenario, tmp_path, lease_id=lease_id)
+        v = verify_lease(inp)
+        assert v.ok, v.failures
+        by = {r.check: r for r in v.results}
+        assert by["settlement.charge"].detail == "3 checkpoints verified"
+        assert by["settlement.checkpoint"].detail == "3 checkpoints verified"
+        assert by["report.gpu_set"].detail == "6 reports verified"
+        assert by["money.conservation"].status == "PASS"
+    assert inp.terms.billingMode == BillingMode.METERED  # the neighbour bills busy time
+    assert [s.charged for s in inp.settlements] == [
+        PRICE * inp.reports[s.seq - 1].report.cumBusyMs // 1000 - PRICE * (prev.cumBusyMs if prev else 0) // 1000
+        for s, prev in zip(inp.settlements, [None, *inp.settlements[:-1]])
+    ]
 
 
 def test_chain_source_archive_missing_a_report_fails_chain_seq(scenario: Scenario, tmp_path: Path) -> None:
     reports = [sr for sr in scenario.fake.reports if sr.report.seq != 5]
     v = verify_lease(_load(scenario, tmp_path, reports))
     assert v.failed() == {("chain.seq", 6)}
+
+
+def test_chain_source_events_that_do_not_explain_the_state_commitment_are_refused(
+    scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that drops a log (here: the last checkpoint's record) cannot pass for the chain: the escrow's
+    stateHash commits to the last ckpt and report hash, which the reader's events must reproduce."""
+    real = scenario.client.events
+
+    def lossy(*args: Any, **kwargs: Any) -> list[Any]:
+        return [e for e in real(*args, **kwargs) if not (e.name == "CheckpointSettled" and e.args["seq"] == 6)]
+
+    monkeypatch.setattr(scenario.client, "events", lossy)
+    with pytest.raises(AuditSourceError, match="do not explain the escrow's state commitment"):
+        _load(scenario, tmp_path)
+
+
+def test_chain_source_report_about_other_gpus_is_paid_on_chain_but_fails_report_gpu_set(tmp_path: Path) -> None:
+    """The escrow no longer checks a report's GPU set (it is inside the signed WindowDetail): a report the
+    attestor signed about GPUs the lease does not hold settles. The auditor compares it with the lease's
+    on-chain gpuSetHash and names it."""
+    foreign = gpu_set_hash(UUIDS[i] for i in (0, 3))  # the node's GPUs, but not the lease's (1 and 2)
+
+    def other_gpus(seq: int, f: dict[str, Any]) -> dict[str, Any]:
+        if seq == 4:
+            f["gpuSetHash"] = foreign
+        return f
+
+    chain = connect("memory")
+    try:
+        sc = run_lease(chain, report_hook=other_gpus)  # all three checkpoints settle, report 4 among them
+        assert sc.client.lease(sc.lease_id).gpu_set_hash != foreign
+        v = verify_lease(_load(sc, tmp_path))
+        assert v.failed() == {("report.gpu_set", 4)}
+        assert foreign.hex()[:16] in v.failures[0].detail
+    finally:
+        chain.close()
 
 
 def test_chain_source_rotated_attestor_gets_a_validity_period(scenario: Scenario) -> None:

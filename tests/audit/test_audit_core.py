@@ -20,6 +20,8 @@ from ledger.audit import (
 from ledger.metering import SampleField
 from ledger.protocol import (
     MerkleTree,
+    gpu_set_hash,
+    gpu_uuid_hash,
     ReportFlag,
     Sample,
     address_of,
@@ -124,9 +126,12 @@ def test_verify_lease_cumulative_beyond_capacity_fails_window_capacity() -> None
         return f
 
     v = verify_lease(make_lease(report_hook=inflate).input)
-    # two GPUs × 10 s windows are fully allocated already: the extra time cannot exist
-    assert {c for c, _ in v.failed()} == {"window.capacity", "aggregates"}
+    # two GPUs × 10 s windows are fully allocated already: the extra time cannot exist; and the checkpoint at
+    # report 2 billed 45 s of GPU time 20 s into the lease (the fixture's chain paid it: LeaseEscrow's own
+    # capacity bound would have refused it)
+    assert {c for c, _ in v.failed()} == {"window.capacity", "aggregates", "settlement.billable"}
     assert ("aggregates", 2) in v.failed() and ("window.capacity", 2) in v.failed()
+    assert {(c, s) for c, s in v.failed() if c == "settlement.billable"} == {("settlement.billable", 2)}
 
 
 def test_verify_lease_reordered_reports_fail_chain_order(honest: FakeLease) -> None:
@@ -154,6 +159,23 @@ def test_verify_lease_report_paid_twice_fails_settlement_duplicate(honest: FakeL
 
 
 # --- more adversarial cases ---------------------------------------------------------------------------
+
+
+def test_verify_lease_report_about_other_gpus_fails_report_gpu_set() -> None:
+    """The escrow no longer checks the GPU set at settlement (it is inside the signed WindowDetail): a
+    report the attestor signed about GPUs the lease does not hold would be paid. The auditor names it."""
+    foreign = gpu_set_hash(gpu_uuid_hash(f"GPU-other-{g}") for g in range(2))
+
+    def other_gpus(seq: int, f: dict[str, Any]) -> dict[str, Any]:
+        if seq == 3:
+            f["gpuSetHash"] = foreign
+        return f
+
+    fl = make_lease(report_hook=other_gpus)
+    v = verify_lease(fl.input)
+    # signed by the attestor and hash-linked: only the GPU-set check can see it
+    assert v.failed() == {("report.gpu_set", 3)}
+    assert "is not the lease's" in v.failures[0].detail and foreign.hex()[:16] in v.failures[0].detail
 
 
 def test_verify_lease_signer_not_registered_fails_signature() -> None:
@@ -340,11 +362,59 @@ def test_verify_lease_overcharged_checkpoint_fails_settlement_charge(honest: Fak
     assert v.failed() == {("settlement.charge", 4), ("money.conservation", None)}
 
 
-def test_verify_lease_wrong_billable_delta_fails_settlement_billable(honest: FakeLease) -> None:
+def test_verify_lease_ckpt_billable_counter_not_the_reports_fails_checkpoint_and_billable(honest: FakeLease) -> None:
+    # the chain's record of checkpoint 6 says 1 s more allocated GPU time than report 6 (what the chain
+    # billed from, if an escrow or an event source lied): the ckpt is not the report's, and the checkpoint
+    # billed a delta the reports do not support
     st = list(honest.input.settlements)
-    st[2] = dataclasses.replace(st[2], billableDelta=st[2].billableDelta + 1000)
+    st[2] = dataclasses.replace(st[2], cumAllocatedMs=st[2].cumAllocatedMs + 1000)
     v = verify_lease(honest.with_settlements(st))
-    assert v.failed() == {("settlement.billable", 6)}
+    assert v.failed() == {("settlement.checkpoint", 6), ("settlement.billable", 6)}
+    details = {r.check: r.detail for r in v.failures}
+    assert "ckpt cumAllocatedMs" in details["settlement.checkpoint"]
+    assert "the chain billed 41000 GPU-ms (ckpt 121000 − 80000), the reports 40000" in details["settlement.billable"]
+    assert "(at most 40000)" in details["settlement.billable"]  # 2 GPUs were fully allocated for 20 s
+
+
+def test_verify_lease_ckpt_counter_not_billed_still_fails_settlement_checkpoint(honest: FakeLease) -> None:
+    st = list(honest.input.settlements)
+    st[1] = dataclasses.replace(st[1], cumEnergyMj=st[1].cumEnergyMj + 1)
+    v = verify_lease(honest.with_settlements(st))
+    assert v.failed() == {("settlement.checkpoint", 4)}
+    assert "ckpt cumEnergyMj" in v.failures[0].detail
+
+
+def test_verify_lease_ckpt_window_end_not_the_reports_fails_settlement_checkpoint(honest: FakeLease) -> None:
+    st = list(honest.input.settlements)
+    st[2] = dataclasses.replace(st[2], windowEndMs=st[2].windowEndMs + 1000)
+    v = verify_lease(honest.with_settlements(st))
+    assert v.failed() == {("settlement.checkpoint", 6)}
+    assert "ckpt windowEndMs" in v.failures[0].detail
+
+
+def test_verify_lease_settled_before_window_ended_fails_settlement_checkpoint(honest: FakeLease) -> None:
+    st = list(honest.input.settlements)
+    st[0] = dataclasses.replace(st[0], settledAt=st[0].windowEndMs // 1000 - 1)
+    v = verify_lease(honest.with_settlements(st))
+    assert v.failed() == {("settlement.checkpoint", 2)}
+    assert "before the window ended" in v.failures[0].detail
+    back = list(honest.input.settlements)
+    back[2] = dataclasses.replace(back[2], settledAt=back[1].settledAt - 1, windowEndMs=back[2].windowEndMs)
+    v2 = verify_lease(honest.with_settlements(back))
+    assert ("settlement.checkpoint", 6) in v2.failed()
+
+
+def test_verify_lease_chain_billing_more_time_than_elapsed_fails_settlement_billable(honest: FakeLease) -> None:
+    # report and chain agree on report 2, but the chain's checkpoint 2 billed for 40 s on 2 GPUs when
+    # only 20 s had passed: impossible whatever the reports say (window.capacity names the report side)
+    st = list(honest.input.settlements)
+    r2 = honest.reports[1].report
+    st[0] = dataclasses.replace(st[0], cumAllocatedMs=r2.cumAllocatedMs * 2)
+    v = verify_lease(honest.with_settlements(st))
+    assert ("settlement.billable", 2) in v.failed()
+    detail = next(r.detail for r in v.failures if r.check == "settlement.billable" and r.report_seq == 2)
+    assert "80000 GPU-ms billed for 20000 ms since the previous checkpoint on 2 GPUs (at most 40000)" in detail
+    assert {c for c, _ in v.failed()} == {"settlement.checkpoint", "settlement.billable"}
 
 
 def test_verify_lease_checkpoint_for_unpublished_report_fails_settlement_report(honest: FakeLease) -> None:
@@ -364,11 +434,13 @@ def test_verify_lease_escrow_cap_is_the_expected_charge() -> None:
     price = 1_000_000_000
     fl = make_lease(escrow=price * 2 * 25, closed=True)  # 25 s of 2 GPUs, 60 s are metered
     st = fl.input.settlements
-    assert st[-1].charged < st[-1].billableDelta * price // 1000  # the cap bit
+    mode = BillingMode.RESERVED
+    delta = st[-1].billable(mode) - st[-2].billable(mode)
+    assert st[-1].charged < delta * price // 1000  # the cap bit
     v = verify_lease(fl.input)
     assert v.ok, v.failures
     over = list(st)
-    over[-1] = dataclasses.replace(over[-1], charged=over[-1].billableDelta * price // 1000)
+    over[-1] = dataclasses.replace(over[-1], charged=delta * price // 1000)
     v2 = verify_lease(fl.with_settlements(over))
     assert ("settlement.charge", 6) in v2.failed()
     assert "capped by" in next(r.detail for r in v2.failures if r.check == "settlement.charge")
@@ -378,10 +450,16 @@ def test_verify_lease_metered_billing_uses_busy_time() -> None:
     fl = make_lease(billing=BillingMode.METERED, top_ups=(5_000,), closed=True)
     v = verify_lease(fl.input)
     assert v.ok, v.failures
-    assert fl.input.settlements[0].billableDelta == fl.reports[1].report.cumBusyMs
+    st = fl.input.settlements
+    assert st[0].billable(BillingMode.METERED) == fl.reports[1].report.cumBusyMs
+    assert st[1].billable(BillingMode.METERED) - st[0].billable(BillingMode.METERED) == (
+        fl.reports[3].report.cumBusyMs - fl.reports[1].report.cumBusyMs
+    )
+    # the same checkpoints judged as a reserved lease: allocated time would have been billed, so every
+    # charge is short (the chain's records and the reports agree on the counters: only the charge differs)
     reserved = dataclasses.replace(fl.input.terms, billingMode=BillingMode.RESERVED)
     v2 = verify_lease(dataclasses.replace(fl.input, terms=reserved))
-    assert {c for c, _ in v2.failed()} == {"settlement.billable", "settlement.charge"}
+    assert v2.failed() == {("settlement.charge", 2), ("settlement.charge", 4), ("settlement.charge", 6)}
 
 
 def test_verify_lease_wrong_refund_fails_money_conservation(honest: FakeLease) -> None:

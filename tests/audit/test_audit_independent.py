@@ -19,11 +19,14 @@ import pytest
 from ledger.protocol import (
     DOMAIN_NAME,
     DOMAIN_VERSION,
-    REPORT_FIELDS,
+    EIP712_REPORT_TYPES,
+    REPORT_TYPE_STRING,
+    MeteringReport,
     MerkleTree,
     Sample,
     address_of,
     report_struct_hash,
+    report_typed_message,
     sample_leaf,
     verify_proof,
 )
@@ -41,9 +44,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _json_report(d: dict[str, Any]) -> dict[str, Any]:
-    # decimal strings: JSON numbers above 2^53 would lose precision in JavaScript
-    return {k: (str(v) if isinstance(v, int) else v) for k, v in d.items()}
+def _json_report(report: MeteringReport) -> dict[str, Any]:
+    """The report as the nested EIP-712 message; integers as decimal strings (JSON numbers above 2^53 would
+    lose precision in JavaScript)."""
+
+    def dec(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: dec(v) if isinstance(v, dict) else str(v) if isinstance(v, int) else v for k, v in d.items()}
+
+    return dec(report_typed_message(report))
 
 
 def _run_node(payload: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def _run_node(payload: dict[str, Any]) -> dict[str, Any]:
 def _payload(reports: list[Any], windows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": CHAIN_ID, "verifyingContract": ESCROW},
-        "reportFields": [list(f) for f in REPORT_FIELDS],
+        "types": EIP712_REPORT_TYPES,
         "reports": reports,
         "windows": windows,
     }
@@ -88,9 +96,11 @@ def _window(samples: tuple[Sample, ...], root: bytes, proof_idx: list[int]) -> d
 
 def test_independent_tools_agree_with_signed_reports_and_merkle_proofs() -> None:
     fl = make_lease(3, gpus=(0, 1, 2), samples_per_window=7, settle_at=(3,))
-    reports = [
-        {"report": _json_report(sr.report.to_json()), "signature": "0x" + sr.signature.hex()} for sr in fl.reports
-    ]
+    # the types ethers gets encode to the protocol's type string (MeteringReport, then WindowDetail)
+    assert EIP712_REPORT_TYPES["MeteringReport"][-1] == {"name": "window", "type": "WindowDetail"}
+    assert REPORT_TYPE_STRING.startswith("MeteringReport(")
+    assert ",WindowDetail window)WindowDetail(" in REPORT_TYPE_STRING
+    reports = [{"report": _json_report(sr.report), "signature": "0x" + sr.signature.hex()} for sr in fl.reports]
     windows = []
     for sr in fl.reports:
         assert sr.samples is not None
@@ -98,6 +108,7 @@ def test_independent_tools_agree_with_signed_reports_and_merkle_proofs() -> None
 
     out = _run_node(_payload(reports, windows))
 
+    assert out["typeString"] == REPORT_TYPE_STRING  # ethers' encodeType of the nested types is ours
     assert out["signers"] == [address_of(ATTESTOR_KEY)] * 3
     assert out["structHashes"] == ["0x" + report_struct_hash(sr.report).hex() for sr in fl.reports]
     assert out["roots"] == ["0x" + sr.report.samplesRoot.hex() for sr in fl.reports]
@@ -113,8 +124,8 @@ def test_independent_tools_reject_tampered_report_and_forged_proof() -> None:
     fl = make_lease(1, gpus=(0,), samples_per_window=5, settle_at=())
     sr = fl.reports[0]
     assert sr.samples is not None
-    tampered = _json_report(sr.report.to_json())
-    tampered["busyMs"] = str(sr.report.busyMs + 1)
+    tampered = _json_report(sr.report)
+    tampered["window"]["busyMs"] = str(sr.report.busyMs + 1)  # a field of the nested WindowDetail
     window = _window(sr.samples, sr.report.samplesRoot, [2])
     window["proofs"][0]["sample"][2] = str(sr.samples[2].gpuUtilBps + 1)  # forged utilization
 

@@ -18,7 +18,15 @@ import uvicorn
 
 from ledger.audit import AuditInput, LeaseMoney, LeaseTerms, Settlement, verify_lease
 from ledger.audit_cli import ProgressBar, format_table, main
-from ledger.audit_sources import ApiSource, ArchiveSource, AuditSourceError, ChainSource, write_archive
+from ledger.audit_sources import (
+    ApiSource,
+    ArchiveSource,
+    AuditSourceError,
+    ChainSource,
+    settlement_from_json,
+    settlement_to_json,
+    write_archive,
+)
 from ledger.chain import free_port
 from tests.audit.fakebridge import create_fake_bridge
 from tests.audit.fakegpu import make_lease
@@ -104,6 +112,24 @@ def test_api_source_unknown_lease_raises_source_error(bridge: Any) -> None:
     client, _ = bridge
     with pytest.raises(AuditSourceError, match="HTTP 404"):
         ApiSource(client=client).load(7)
+
+
+def test_settlement_json_from_the_ckpt_word_or_its_fields(leases: dict[int, AuditInput]) -> None:
+    st = leases[42].settlements[1]
+    full = settlement_to_json(st)
+    assert settlement_from_json(full) == st
+    fields = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "windowEndMs", "settledAt")
+    word_only = {k: v for k, v in full.items() if k not in fields}
+    assert settlement_from_json(word_only) == st
+    fields_only = {k: v for k, v in full.items() if k != "ckpt"}
+    assert settlement_from_json(fields_only) == st
+    # the word is what the chain recorded: fields that disagree with it are not a format the auditor guesses at
+    with pytest.raises(AuditSourceError, match="cumAllocatedMs .* disagrees with its ckpt word"):
+        settlement_from_json({**full, "cumAllocatedMs": st.cumAllocatedMs + 1})
+    # a bridge still serving the old settlement (billableDelta / samplesRoot, no checkpoint) is refused
+    old = {"seq": st.seq, "reportHash": full["reportHash"], "billableDelta": 1, "charged": 1, "samplesRoot": None}
+    with pytest.raises(AuditSourceError, match="needs its ckpt word"):
+        settlement_from_json(old)
 
 
 # --- archive and chain source ---------------------------------------------------------------------------

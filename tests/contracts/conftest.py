@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from ledger.chain import Chain, connect
-from ledger.client import ETH, BillingMode, LedgerClient, LeaseInfo
+from ledger.client import ETH, BillingMode, LedgerClient, LeaseInfo, TxResult
 from ledger.compiler import load_artifact
 from ledger.deploy import Deployment, deploy_suite
 from ledger.errors import ContractRevert
@@ -21,6 +21,7 @@ from ledger.protocol import (
     report_struct_hash,
     sign_digest,
 )
+from ledger.settlement import LeaseState, encode_entries
 
 PRICE = 10**9  # wei per GPU-second
 TOKEN_PRICE = 1_000  # token units per GPU-second
@@ -162,6 +163,54 @@ class World:
 
     def send(self, fn: Any, sender: str, value: int = 0) -> Any:
         return self.cl.tx.send(fn, sender, value)
+
+
+def expected_ckpt(r: MeteringReport, settled_at: int) -> int:
+    """The ckpt word the escrow must store after settling ``r`` at ``settled_at`` (unix s), written out
+    from ILeaseEscrow's header: seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
+    | lastWindowEndMs[223:176] | settledAt[255:224]."""
+    return (
+        r.seq
+        | r.cumBusyMs << 32
+        | r.cumAllocatedMs << 80
+        | r.cumEnergyMj << 128
+        | r.windowEndMs << 176
+        | settled_at << 224
+    )
+
+
+def state_after(state: LeaseState, r: MeteringReport, settled_at: int) -> LeaseState:
+    """The lease state once ``r`` is settled at ``settled_at`` (terms unchanged unless the lease ended)."""
+    return LeaseState(state.lease_id, state.terms, expected_ckpt(r, settled_at), report_struct_hash(r))
+
+
+def pending_timestamp(world: "World") -> int:
+    """Timestamp the next transaction's block will carry (the in-process chain mines it as it is pending)."""
+    return int(world.w3.eth.get_block("pending")["timestamp"])
+
+
+def send_entries(world: "World", data: bytes, *, strict: bool = False, sender: str | None = None) -> TxResult:
+    """Send raw settlement entries (``settle`` if strict, else ``settleBatch``); decoded like the client's."""
+    fns = world.cl.escrow.functions
+    fn = fns.settle(data) if strict else fns.settleBatch(data)
+    return world.cl._result(world.cl.tx.send(fn, sender or world.relayer))
+
+
+def settle_in_one_batch(world: "World", reports: list[MeteringReport], sigs: list[bytes]) -> TxResult:
+    """Settle ``reports`` (several of one lease allowed, in order) in ONE settleBatch: each entry carries
+    the state its lease will have after the entries before it, whose ckpt holds the block's timestamp
+    (known in advance on the in-process chain). Asserts that every entry settled."""
+    t = pending_timestamp(world)
+    states: dict[int, LeaseState] = {}
+    items = []
+    for r, sig in zip(reports, sigs, strict=True):
+        st = states.get(r.leaseId) or world.cl.lease_state(r.leaseId)
+        items.append((r, sig, st))
+        states[r.leaseId] = state_after(st, r, t)
+    res = send_entries(world, encode_entries(items))
+    assert [e.args["reportHash"] for e in res.named("CheckpointSettled")] == [report_struct_hash(r) for r in reports]
+    assert not res.named("CheckpointSkipped")
+    return res
 
 
 def expect_revert(name: str, fn: Any, *args: Any, **kwargs: Any) -> ContractRevert:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from ledger.client import ETH, BillingMode, LeaseStatus
+import pytest
+
+from ledger.client import ETH, BillingMode, ClientError, LeaseStatus
 from ledger.deploy import ARBITER_ROLE, PAUSER_ROLE
 
-from .conftest import FEE_BPS, PRICE, TOKEN_PRICE, World, expect_revert
+from .conftest import FEE_BPS, PRICE, TOKEN_PRICE, World, expect_revert, settle_in_one_batch
 
 
 def _gas_cost(world: World, res: object) -> int:
@@ -183,7 +185,7 @@ def test_close_active_lease_burns_used_rights_and_refunds_rest(world: World) -> 
     world.advance_to_ms(lease.start_ms + 120_000)
     r1, s1 = m.next(60_000)
     r2, s2 = m.next(60_000)
-    world.cl.settle_batch(world.relayer, [r1, r2], [s1, s2])
+    settle_in_one_batch(world, [r1, r2], [s1, s2])
     world.chain.time_travel(lease.start_ms // 1000 + 600)
     res = world.cl.close_lease(world.buyer, lease.lease_id)
     charged = PRICE * r2.cumAllocatedMs // 1000
@@ -363,14 +365,37 @@ def test_admin_setters_emit_and_check_roles(world: World) -> None:
 
 
 def test_unknown_lease_is_rejected_everywhere(world: World) -> None:
-    for fn in (world.cl.close_lease, world.cl.expire_lease, world.cl.release_earnings):
-        e = expect_revert("LeaseEscrowUnknownLease", fn, world.buyer, 777)
+    fns = world.cl.escrow.functions
+    zero = b"\x00" * 32
+    for fn in (
+        fns.closeLease(777, 0, zero),
+        fns.releaseEarnings(777, 0, zero),
+        fns.dispute(777, 0, zero),
+        fns.topUp(777, 1, 0, zero),
+        fns.expireLease(777),
+        fns.rate(777, 5),
+    ):
+        e = expect_revert("LeaseEscrowUnknownLease", world.send, fn, world.buyer)
         assert e.error_args == (777,)
+    e = expect_revert("LeaseEscrowUnknownLease", world.send, fns.resolveDispute(777, 0, False, 0, zero), world.arbiter)
+    assert e.error_args == (777,)
+    e = expect_revert("LeaseEscrowUnknownLease", world.cl.tx.call, fns.checkpoint(777, 0, zero))
+    assert e.error_args == (777,)
+    expect_revert("LeaseEscrowUnknownLease", world.cl.expire_lease, world.buyer, 777)
     expect_revert("LeaseEscrowUnknownLease", world.cl.rate, world.buyer, 777, 5)
     expect_revert("LeaseEscrowUnknownLease", world.cl.lease, 777)
-    expect_revert("LeaseEscrowUnknownLease", world.cl.checkpoint, 777)
-    fn = world.cl.escrow.functions.topUp(777, 1)
-    expect_revert("LeaseEscrowUnknownLease", world.send, fn, world.buyer)
+    assert world.cl.state_hash(777) == zero
+    # the client's calls that need the lease state refuse before sending anything
+    block = world.w3.eth.block_number
+    for call in (
+        lambda: world.cl.close_lease(world.buyer, 777),
+        lambda: world.cl.release_earnings(world.buyer, 777),
+        lambda: world.cl.dispute(world.buyer, 777),
+        lambda: world.cl.checkpoint(777),
+    ):
+        with pytest.raises(ClientError, match="no lease 777"):
+            call()
+    assert world.w3.eth.block_number == block
 
 
 def test_top_up_rejected_after_close_and_works_with_token(world: World) -> None:

@@ -8,8 +8,19 @@ from typing import Any
 from ledger.client import ETH, BillingMode, LeaseStatus
 from ledger.deploy import ARBITER_ROLE
 from ledger.errors import decode_exception, decode_revert_data, error_selector
+from ledger.protocol import report_struct_hash
+from ledger.settlement import LeaseState, encode_entry
 
-from .conftest import CHALLENGE_S, FEE_BPS, PRICE, World, expect_revert
+from .conftest import (
+    CHALLENGE_S,
+    FEE_BPS,
+    PRICE,
+    World,
+    expect_revert,
+    expected_ckpt,
+    pending_timestamp,
+    settle_in_one_batch,
+)
 
 
 def _settled(world: World, windows: int = 2, duration_s: int = 3600):  # type: ignore[no-untyped-def]
@@ -21,7 +32,7 @@ def _settled(world: World, windows: int = 2, duration_s: int = 3600):  # type: i
         r, s = m.next()
         reports.append(r)
         sigs.append(s)
-    world.cl.settle_batch(world.relayer, reports, sigs)
+    settle_in_one_batch(world, reports, sigs)
     return lease, m, PRICE * reports[-1].cumAllocatedMs // 1000
 
 
@@ -68,7 +79,8 @@ def test_dispute_rejects_nothing_pending(world: World) -> None:
     lease = world.open_active()
     e = expect_revert("LeaseEscrowNothingToDispute", world.cl.dispute, world.buyer, lease.lease_id)
     assert e.error_args == (lease.lease_id,)
-    expect_revert("LeaseEscrowUnknownLease", world.cl.dispute, world.buyer, 999)
+    e = expect_revert("LeaseEscrowUnknownLease", world.send, world.cl.escrow.functions.dispute(999, 0, bytes(32)), world.buyer)
+    assert e.error_args == (999,)
 
 
 def test_resolve_dispute_splits_slashes_and_records_reputation(world: World) -> None:
@@ -216,6 +228,65 @@ def test_reentrant_token_cannot_reenter_open_or_withdraw(world: World) -> None:
     assert tok.functions.balanceOf(world.dep.escrow).call() == 0
 
 
+def _reentrant_token_lease(world: World, duration_s: int):  # type: ignore[no-untyped-def]
+    """An Active lease paid in ReentrantToken (provider2's node, 1 GPU at 1 000 units per GPU-second)."""
+    tok = world.deploy("ReentrantToken")
+    world.send(tok.functions.mint(world.buyer, 10**12), world.admin)
+    oid = _token_offer(world, tok.address)
+    world.cl.erc20_approve(world.buyer, tok.address, world.dep.escrow, 10**12)
+    lid = world.cl.open_lease(world.buyer, oid, world.provider2, duration_s, world.chain.now() + 60, approve=False).id
+    world.cl.activate_lease(world.provider2, lid)
+    lease = world.cl.lease(lid)
+    return tok, lease, world.meter(lease)
+
+
+def test_reentrant_token_may_settle_during_top_up_without_breaking_the_books(world: World) -> None:
+    """settle takes no lock (its fast path calls nothing outside): a token that reenters it while topUp pulls
+    the payment settles against the state topUp has already committed, and every unit stays owed."""
+    tok, lease, m = _reentrant_token_lease(world, duration_s=100)
+    lid = lease.lease_id
+    world.advance_to_ms(lease.start_ms + 60_000)
+    r, sig = m.next(60_000, power_mw=50_000)
+    st = world.cl.lease_state(lid)
+    extra = 50
+    # the entry carries the terms topUp is about to commit (50 s longer): valid only once topUp committed
+    # them, i.e. from inside the token transfer that follows
+    entry = encode_entry(r, sig, LeaseState(lid, st.terms + (extra << 64), st.ckpt, st.last_hash))
+    world.send(tok.functions.arm(world.dep.escrow, world.cl.escrow.encode_abi("settle", args=[entry])), world.admin)
+    t = pending_timestamp(world)
+    res = world.cl.top_up(world.buyer, lid, 1_000 * extra, approve=False)
+    assert tok.functions.attempts().call() == 1 and tok.functions.lastReentrySucceeded().call() is True
+    assert res.event("ToppedUp").args["durationS"] == 100 + extra
+    assert [e.args["reportHash"] for e in res.named("CheckpointSettled")] == [report_struct_hash(r)]
+    assert world.cl.lease_state(lid) == LeaseState(lid, st.terms + (extra << 64), expected_ckpt(r, t), report_struct_hash(r))
+    cp = world.cl.checkpoint(lid)
+    assert cp.charged == 1_000 * r.cumAllocatedMs // 1000 and cp.remaining == 1_000 * (100 + extra) - cp.charged
+    world.cl.close_lease(world.buyer, lid)
+    owed = world.cl.withdrawable(world.buyer, tok.address) + cp.pending + world.cl.lease(lid).fee_held
+    assert tok.functions.balanceOf(world.dep.escrow).call() == owed
+
+
+def test_reentrant_token_cannot_exhaust_a_lease_inside_top_up(world: World) -> None:
+    """The exhausting settlement calls out (rights, reputation) and takes the lock: reentered from topUp's
+    payment it reverts with ReentrancyGuardReentrantCall; settled afterwards it exhausts the lease."""
+    tok, lease, m = _reentrant_token_lease(world, duration_s=100)
+    lid = lease.lease_id
+    extra = 50
+    world.advance_to_ms(lease.start_ms + (100 + extra) * 1000)
+    r, sig = m.next((100 + extra) * 1000, power_mw=50_000)  # all of the topped-up lease, allocated
+    st = world.cl.lease_state(lid)
+    topped = LeaseState(lid, st.terms + (extra << 64), st.ckpt, st.last_hash)
+    entry = encode_entry(r, sig, topped)
+    world.send(tok.functions.arm(world.dep.escrow, world.cl.escrow.encode_abi("settle", args=[entry])), world.admin)
+    res = world.cl.top_up(world.buyer, lid, 1_000 * extra, approve=False)
+    assert tok.functions.attempts().call() == 1 and tok.functions.lastReentrySucceeded().call() is False
+    assert bytes(tok.functions.lastReentryData().call()) == error_selector("ReentrancyGuardReentrantCall")
+    assert not res.named("CheckpointSettled") and world.cl.lease_state(lid) == topped
+    res = world.cl.settle(world.relayer, r, sig)
+    assert res.event("LeaseExhausted").args == {"leaseId": lid, "charged": 1_000 * (100 + extra)}
+    assert world.cl.lease(lid).status == LeaseStatus.EXHAUSTED
+
+
 def _actor_call(world: World, actor: Any, data: str, value: int = 0, sender: str | None = None) -> Any:
     return world.send(actor.functions.execute(world.dep.escrow, data, value), sender or world.buyer, value)
 
@@ -227,7 +298,9 @@ def _actor_lease(world: World, actor: Any) -> int:
     )
     _actor_call(world, actor, data, q.total)
     lid = world.cl.lease_count()
-    _actor_call(world, actor, world.cl.escrow.encode_abi("closeLease", args=[lid]))
+    st = world.cl.lease_state(lid)
+    assert (st.ckpt, st.last_hash) == (0, b"\x00" * 32)  # an Open lease
+    _actor_call(world, actor, world.cl.escrow.encode_abi("closeLease", args=[lid, st.ckpt, st.last_hash]))
     return lid
 
 
@@ -287,3 +360,32 @@ def test_full_life_conserves_funds_and_pays_fees(world: World) -> None:
         world.cl.withdraw(p, ETH)
     assert world.w3.eth.get_balance(world.dep.escrow) == 0
     assert world.cl.lease(lease.lease_id).status == LeaseStatus.CLOSED
+
+
+def test_settlement_goes_on_while_paused_and_buyers_keep_their_recourse(world: World) -> None:
+    """Pause stops money entering and earnings leaving to providers, not settlement; a buyer may dispute
+    pending charges while paused whatever the challenge period."""
+    lease, m, charged = _settled(world)
+    lid = lease.lease_id
+    world.cl.pause(world.admin)
+    world.advance_to_ms(lease.start_ms + 180_000)
+    r, sig = m.next()
+    res = world.cl.settle(world.relayer, r, sig)
+    assert res.event("CheckpointSettled").args["charged"] == PRICE * 120
+    settled_at = world.cl.checkpoint(lid).last_settled_at
+    world.chain.time_travel(settled_at + CHALLENGE_S + 10)
+    expect_revert("EnforcedPause", world.cl.release_earnings, world.relayer, lid)
+    expect_revert("EnforcedPause", world.cl.top_up, world.buyer, lid, PRICE * 2)
+    res = world.cl.dispute(world.buyer, lid)  # past the challenge period, allowed while paused
+    assert res.event("DisputeOpened").args["amount"] == charged + PRICE * 120
+    world.cl.unpause(world.admin)
+    world.cl.resolve_dispute(world.arbiter, lid, 0, False)
+    assert world.cl.withdrawable(world.provider) == charged + PRICE * 120
+    # unpaused, a dispute after the challenge period is refused again
+    world.advance_to_ms(lease.start_ms + 240_000)
+    r2, s2 = m.next()
+    world.cl.settle(world.relayer, r2, s2)
+    world.chain.increase_time(CHALLENGE_S + 1)
+    ends = world.cl.checkpoint(lid).last_settled_at + CHALLENGE_S
+    e = expect_revert("LeaseEscrowChallengePeriodOver", world.cl.dispute, world.buyer, lid)
+    assert e.error_args == (lid, ends)

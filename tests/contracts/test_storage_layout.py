@@ -53,7 +53,7 @@ def test_storage_layout_escrow_and_extension_identical() -> None:
     escrow = _layout("LeaseEscrow")
     extension = _layout("LeaseEscrowExtension")
     labels = [entry.split(":")[2] for entry in escrow]
-    assert {"_roles", "_ls", "_withdrawable", "_fees", "_treasury"} <= set(labels)
+    assert {"_roles", "_terms", "_stateHash", "_withdrawable", "_fees", "_treasury"} <= set(labels)
     assert escrow == extension
 
 

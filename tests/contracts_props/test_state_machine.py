@@ -1,15 +1,19 @@
 """Money invariants of the escrow under random sequences of lease operations (hypothesis stateful testing).
 
 One suite is deployed per module on the in-process chain; every example starts from a snapshot of it.
-Rules: open, activate, settle and settleBatch (signed reports built with ``ledger.protocol``, cumulative
-counters growing by random amounts, sometimes corrupted in one of nine ways that must be rejected with the
-matching custom error), top-up, close, expire, dispute, resolve, release, withdraw and time travel; each
-rule also checks its own events and amounts. After every state change, for ETH and a MockERC20:
+Rules: open, activate, settle and settleBatch (signed reports built with ``ledger.protocol``, sent as
+settlement entries built with ``ledger.settlement`` carrying the lease state the model tracks; cumulative
+counters growing by random amounts; a batch may hold several leases and consecutive reports of one lease;
+entries sometimes corrupted in one of the ways of ``CORRUPTIONS`` that must be rejected with the matching
+custom error), top-up, close, expire, dispute, resolve, release, withdraw and time travel; each rule also
+checks its own events and amounts. After every state change, for ETH and a MockERC20:
 
 - conservation: escrow balance = Σ uncharged escrow of live leases + Σ fee held + Σ pending + Σ withdrawable,
   and = what was paid in (plus slashed stake) − what was withdrawn; the registry holds exactly the stakes;
 - rights, per offer: minted = held + locked + burned, locked = the live lease's gpuCount × durationS;
-- nobody is paid beyond escrow: charged ≤ escrowed and paid + refunded + pending = charged per lease.
+- nobody is paid beyond escrow: charged ≤ escrowed and paid + refunded + pending = charged per lease;
+- the model's lease state (terms from the chain; ckpt and last report hash from the settlement records it
+  accepted, checked against what the reports imply) is the escrow's commitment ``stateHash``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,18 @@ from ledger.chain import Chain, connect
 from ledger.client import ETH, BillingMode, CheckpointInfo, LeaseInfo, LeaseStatus, LedgerClient, OfferInfo, TxResult
 from ledger.compiler import load_artifact
 from ledger.deploy import Deployment, deploy_suite
+from tests.contracts.conftest import expected_ckpt
 from ledger.errors import ContractRevert, error_name
-from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash, sign_digest
+from ledger.protocol import (
+    SECP256K1_HALF_N,
+    ZERO_HASH,
+    MeteringReport,
+    gpu_uuid_hash,
+    report_digest,
+    report_struct_hash,
+    sign_digest,
+)
+from ledger.settlement import Checkpoint, LeaseState, commitment, encode_entries, initial_ckpt
 
 ETH_PRICE = 10**9  # wei per GPU-second
 TOKEN_PRICE = 1_000  # token units per GPU-second
@@ -45,19 +59,25 @@ MAX_LEASES = 3
 SAMPLES_ROOT = bytes.fromhex("ab" * 32)
 CONFIG_HASH = bytes.fromhex("cd" * 32)
 LIVE = (LeaseStatus.OPEN, LeaseStatus.ACTIVE)
+BAD_HASH = bytes.fromhex("ee" * 32)
+OTHER_GPUS = bytes.fromhex("0f" * 32)  # a GPU set no lease has
 # py-evm raises the recursion limit while executing; hypothesis then warns that it cannot restore its own.
 pytestmark = pytest.mark.filterwarnings("ignore:The recursion limit will not be reset")
-# Report corruptions and the custom errors each must be rejected with.
+# Entry corruptions and the custom errors each must be rejected with (a wrong GPU set is not one: the
+# chain does not check it, see the settle rule's ``other_gpus``).
 CORRUPTIONS: dict[str, tuple[str, ...]] = {
     "wrong_signer": ("LeaseEscrowWrongSigner",),
     "other_chain": ("LeaseEscrowWrongSigner",),
+    "high_s": ("LeaseEscrowMalleableSignature",),
     "counter_down": ("LeaseEscrowCounterDecreased",),
     "above_capacity": ("LeaseEscrowTimeAboveCapacity",),
     "energy_above_cap": ("LeaseEscrowEnergyAboveCap",),
     "replay": ("LeaseEscrowStaleReport",),
     "future_window": ("LeaseEscrowWindowInFuture", "LeaseEscrowWindowOutsideLease"),
     "broken_chain": ("LeaseEscrowBrokenChain",),
-    "wrong_gpus": ("LeaseEscrowWrongGpuSet",),
+    "broken_chain_implicit": ("LeaseEscrowStaleState",),
+    "stale_state": ("LeaseEscrowStaleState",),
+    "forged_terms": ("LeaseEscrowStaleState",),
 }
 
 
@@ -196,10 +216,22 @@ class Seen:
 
 @dataclass
 class LeaseModel:
+    """A lease as the model knows it: the attestor's chain and the settlement state (ckpt None: nothing
+    settled yet, the lease's initial checkpoint, ``initial_ckpt(terms)``)."""
+
     lease_id: int
     offer_idx: int
     token: str
     meter: Meter = field(default_factory=Meter)
+    ckpt: int | None = None
+    last_hash: bytes = ZERO_HASH
+    last_signed: tuple[MeteringReport, bytes] | None = None  # the last settled report and its signature
+    older: LeaseState | None = None  # the state before the last settlement (stale since)
+
+
+def pending_timestamp(chain: Chain) -> int:
+    """Timestamp the next transaction's block carries (the in-process chain mines the pending block)."""
+    return int(chain.w3.eth.get_block("pending")["timestamp"])
 
 
 def energy_cap(cap_ms: int) -> int:
@@ -296,8 +328,23 @@ class EscrowMachine(RuleBasedStateMachine):
             *v[8:],
         )
 
+    def terms(self, lease_id: int) -> int:
+        return int(self.w.views.call(self.cl.escrow, "leaseTerms", [lease_id])[0][0])
+
+    def state(self, lm: LeaseModel) -> LeaseState:
+        """The lease state the model holds (terms read from the chain)."""
+        t = self.terms(lm.lease_id)
+        return LeaseState(lm.lease_id, t, initial_ckpt(t) if lm.ckpt is None else lm.ckpt, lm.last_hash)
+
+    def state_hash(self, lease_id: int) -> bytes:
+        return bytes(self.w.views.call(self.cl.escrow, "stateHash", lease_id))
+
     def checkpoint(self, lease_id: int) -> CheckpointInfo:
-        return CheckpointInfo(*self.w.views.call(self.cl.escrow, "checkpoint", lease_id))
+        st_ = self.state(self.leases[lease_id])
+        return CheckpointInfo(*self.w.views.call(self.cl.escrow, "checkpoint", lease_id, st_.ckpt, st_.last_hash))
+
+    def block_time(self, res: TxResult) -> int:
+        return int(self.w.chain.w3.eth.get_block(res.block_number)["timestamp"])
 
     def rights_balance(self, holder: str, offer_id: int) -> int:
         return int(self.w.views.call(self.cl.registry, "balanceOf", holder, offer_id))
@@ -305,10 +352,11 @@ class EscrowMachine(RuleBasedStateMachine):
     # --- reports -------------------------------------------------------------------------------------
 
     def next_report(
-        self, lm: LeaseModel, m: Meter, window: int, fractions: tuple[int, int, int]
+        self, lm: LeaseModel, m: Meter, window: int, fractions: tuple[int, int, int], gpu_set: bytes | None = None
     ) -> MeteringReport | None:
         """The next valid report after ``m`` (window end random up to now and the lease end); counters grow
-        by ``fractions`` (of 10^4) of the room left under each cap. None when no time is left."""
+        by ``fractions`` (of 10^4) of the room left under each cap. None when no time is left. ``gpu_set``:
+        the GPU set the report claims (default the lease's; the chain does not check it)."""
         ls = self.lease(lm.lease_id)
         max_to = min(self.now() * 1000, ls.end_ms)
         if max_to <= m.end_ms:
@@ -325,7 +373,7 @@ class EscrowMachine(RuleBasedStateMachine):
             prevReportHash=m.prev,
             windowStartMs=m.end_ms,
             windowEndMs=to_ms,
-            gpuSetHash=ls.gpu_set_hash,
+            gpuSetHash=ls.gpu_set_hash if gpu_set is None else gpu_set,
             busyMs=cum_busy - m.cum_busy,
             energyMj=cum_energy - m.cum_energy,
             allocatedMs=cum_alloc - m.cum_alloc,
@@ -339,46 +387,91 @@ class EscrowMachine(RuleBasedStateMachine):
             configHash=CONFIG_HASH,
         )
 
-    def sign(self, r: MeteringReport, m: Meter, corruption: str | None) -> tuple[MeteringReport, bytes, str | None]:
-        """Apply ``corruption`` to the valid report ``r`` (that follows ``m``) and sign it; returns the
-        report, its signature and the corruption actually applied (None: the report is valid)."""
+    def sign(self, r: MeteringReport, key: bytes | None = None, chain_id: int | None = None) -> bytes:
+        digest = report_digest(r, chain_id or self.cl.chain_id, self.w.dep.escrow)
+        return sign_digest(digest, key or self.w.key(self.w.attestor))
+
+    def corrupt(
+        self,
+        r: MeteringReport,
+        m: Meter,
+        st: LeaseState,
+        corruption: str | None,
+        *,
+        stale: LeaseState | None,
+        last_signed: tuple[MeteringReport, bytes] | None,
+    ) -> tuple[MeteringReport, bytes, LeaseState, str | None]:
+        """Apply ``corruption`` to the valid report ``r`` (that follows ``m``, for a lease in state ``st``)
+        and sign it; returns the report, its signature, the state the entry carries and the corruption
+        actually applied (None: the entry is valid). ``stale``: an outdated state of the lease, if any;
+        ``last_signed``: its last settled report and signature, if any."""
         key = self.w.key(self.w.attestor)
         chain_id = self.cl.chain_id
-        cap = self.lease(r.leaseId).gpu_count * (r.windowEndMs - self.lease(r.leaseId).start_ms)
+        ls = self.lease(r.leaseId)
+        cap = ls.gpu_count * (r.windowEndMs - ls.start_ms)
+        high_s = False
         if corruption == "wrong_signer":
             key = self.w.key(self.w.outsider)
         elif corruption == "other_chain":
             chain_id += 1
+        elif corruption == "high_s":
+            high_s = True
         elif corruption == "counter_down" and m.cum_alloc > 0:
             r = r.replace(cumAllocatedMs=m.cum_alloc - 1)
         elif corruption == "above_capacity":
             r = r.replace(cumBusyMs=cap + 1)
         elif corruption == "energy_above_cap":
             r = r.replace(cumEnergyMj=energy_cap(cap) + 1)
-        elif corruption == "replay" and m.seq > 0:
-            r = r.replace(seq=m.seq)
+        elif corruption == "replay" and last_signed is not None:
+            return last_signed[0], last_signed[1], st, corruption
         elif corruption == "future_window":
             r = r.replace(windowEndMs=(self.now() + 3600) * 1000)
-        elif corruption == "broken_chain":
-            r = r.replace(prevReportHash=bytes.fromhex("ee" * 32))
-        elif corruption == "wrong_gpus":
-            r = r.replace(gpuSetHash=bytes.fromhex("0f" * 32))
+        elif corruption == "broken_chain":  # lastReportHash given explicitly: the link is checked
+            r = r.replace(prevReportHash=BAD_HASH)
+        elif corruption == "broken_chain_implicit":  # omitted: the bad link stands for the last hash
+            r = r.replace(prevReportHash=BAD_HASH)
+            st = LeaseState(st.lease_id, st.terms, st.ckpt, BAD_HASH)
+        elif corruption == "stale_state":
+            st = stale if stale is not None else LeaseState(st.lease_id, st.terms, st.ckpt ^ 1 << 224, st.last_hash)
+        elif corruption == "forged_terms":  # a higher price
+            st = LeaseState(st.lease_id, st.terms + (1 << 120), st.ckpt, st.last_hash)
         else:
             corruption = None
-        return r, sign_digest(report_digest(r, chain_id, self.w.dep.escrow), key), corruption
+        sig = self.sign(r, key, chain_id)
+        if high_s:  # an s above n/2 (the compact form can carry it up to 2^255)
+            sig = sig[:32] + (SECP256K1_HALF_N + 1).to_bytes(32, "big") + sig[64:]
+        return r, sig, st, corruption
 
-    def accept(self, lm: LeaseModel, r: MeteringReport, charged: int, billable_delta: int, last: bool = True) -> None:
-        """Check a settled report's charge (price × Δbillable / 1000) and move the attestor's chain on;
-        for the ``last`` report of a transaction, also that the lease is Exhausted iff it billed everything."""
+    def accept(
+        self,
+        lm: LeaseModel,
+        r: MeteringReport,
+        sig: bytes,
+        ev: dict[str, Any],
+        settled_at: int,
+        before: LeaseState,
+        last: bool = True,
+    ) -> None:
+        """Check a settled report's record (the new ckpt is the report's counters, window end and the
+        block's time; charged = price × Δbillable / 1000) and move the model on: the attestor's chain and
+        the lease state; for the ``last`` report of a lease in a transaction, also that the lease is
+        Exhausted iff it billed everything."""
         ls = self.lease(lm.lease_id)
         m = lm.meter
         reserved = ls.billing_mode == BillingMode.RESERVED
-        old_bill = m.cum_alloc if reserved else m.cum_busy
-        new_bill = r.cumAllocatedMs if reserved else r.cumBusyMs
+        mode = 0 if reserved else 1
+        assert ev["leaseId"] == lm.lease_id and ev["seq"] == r.seq
+        assert ev["reportHash"] == report_struct_hash(r)
+        assert ev["ckpt"] == expected_ckpt(r, settled_at), "the new ckpt is not what the report implies"
+        old_bill = Checkpoint.of(before.ckpt).billable(mode)
+        new_bill = Checkpoint.of(ev["ckpt"]).billable(mode)
+        assert old_bill == (m.cum_alloc if reserved else m.cum_busy)
+        assert new_bill == (r.cumAllocatedMs if reserved else r.cumBusyMs)
         price = ls.price_per_gpu_second
-        assert charged == price * new_bill // 1000 - price * old_bill // 1000
-        assert billable_delta == new_bill - old_bill
+        assert ev["charged"] == price * new_bill // 1000 - price * old_bill // 1000
         lm.meter = Meter(r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj)
+        lm.older = before
+        lm.ckpt, lm.last_hash, lm.last_signed = ev["ckpt"], ev["reportHash"], (r, sig)
         if last:
             exhausted = new_bill == ls.gpu_count * ls.duration_s * 1000
             assert (ls.status == LeaseStatus.EXHAUSTED) == exhausted, "exhausted iff all escrow is billed"
@@ -456,83 +549,136 @@ class EscrowMachine(RuleBasedStateMachine):
         window=st.integers(1, 10**9),
         fractions=st.tuples(st.integers(0, 10**4), st.integers(0, 10**4), st.integers(0, 10**4)),
         corruption=st.one_of(st.none(), st.sampled_from(sorted(CORRUPTIONS))),
+        other_gpus=st.booleans(),
     )
-    def settle(self, data: st.DataObject, window: int, fractions: tuple[int, int, int], corruption: str | None) -> None:
+    def settle(
+        self,
+        data: st.DataObject,
+        window: int,
+        fractions: tuple[int, int, int],
+        corruption: str | None,
+        other_gpus: bool = False,
+    ) -> None:
+        """settle() one report (``other_gpus``: about a GPU set that is not the lease's, which the chain
+        does not check: it is the auditors' to compare)."""
         lm = self.pick(data, self.with_status(LeaseStatus.ACTIVE))
         if lm is None:
             return
         if self.now() * 1000 <= lm.meter.end_ms:
             self.advance_to(lm.meter.end_ms // 1000 + 1 + window % 900)
-        valid = self.next_report(lm, lm.meter, window, fractions)
+        valid = self.next_report(lm, lm.meter, window, fractions, gpu_set=OTHER_GPUS if other_gpus else None)
         if valid is None:
             return
-        r, sig, corruption = self.sign(valid, lm.meter, corruption)
+        st_before = self.state(lm)
+        r, sig, st_, corruption = self.corrupt(
+            valid, lm.meter, st_before, corruption, stale=lm.older, last_signed=lm.last_signed
+        )
         before = self.checkpoint(lm.lease_id)
+        committed = self.state_hash(lm.lease_id)
         errors = CORRUPTIONS[corruption] if corruption else ()
-        res = self.expect(lambda: self.cl.settle(self.w.stranger, r, sig), errors, must_fail=corruption is not None)
+        res = self.expect(
+            lambda: self.cl.settle(self.w.stranger, r, sig, state=st_), errors, must_fail=corruption is not None
+        )
         if res is None:
             assert self.checkpoint(lm.lease_id) == before, "a rejected report changed the checkpoint"
+            assert self.state_hash(lm.lease_id) == committed, "a rejected report changed the commitment"
             return
-        ev = res.event("CheckpointSettled").args
-        assert ev["seq"] == r.seq and ev["reportHash"] == report_struct_hash(r) and ev["samplesRoot"] == SAMPLES_ROOT
-        self.accept(lm, r, ev["charged"], ev["billableDelta"])
-        assert self.checkpoint(lm.lease_id).charged == before.charged + ev["charged"]
+        (ev,) = res.named("CheckpointSettled")
+        self.accept(lm, r, sig, ev.args, self.block_time(res), st_before)
+        assert self.checkpoint(lm.lease_id).charged == before.charged + ev.args["charged"]
+        if other_gpus:
+            self.bump("settle.other_gpus")
 
     @precondition(lambda self: self.with_status(LeaseStatus.ACTIVE))
     @rule(
-        data=st.data(),
-        windows=st.lists(st.integers(1, 10**9), min_size=1, max_size=3),
+        picks=st.lists(st.integers(0, MAX_LEASES - 1), min_size=1, max_size=4),
+        windows=st.lists(st.integers(1, 10**9), min_size=4, max_size=4),
         fractions=st.tuples(st.integers(0, 10**4), st.integers(0, 10**4), st.integers(0, 10**4)),
         corruption=st.one_of(st.none(), st.sampled_from(sorted(CORRUPTIONS))),
+        bad_pick=st.integers(0, MAX_LEASES - 1),
     )
     def settle_batch(
-        self, data: st.DataObject, windows: list[int], fractions: tuple[int, int, int], corruption: str | None
+        self,
+        picks: list[int],
+        windows: list[int],
+        fractions: tuple[int, int, int],
+        corruption: str | None,
+        bad_pick: int,
     ) -> None:
-        """Consecutive reports of one lease in one settleBatch, optionally followed by a corrupted one,
-        which must be skipped (CheckpointSkipped with its error's selector) without failing the batch."""
-        lm = self.pick(data, self.with_status(LeaseStatus.ACTIVE))
-        if lm is None:
+        """One settleBatch of the next reports of the Active leases ``picks`` selects (a lease picked twice
+        gets two consecutive entries, the second carrying the state after the first, whose ckpt holds the
+        block's time), optionally followed by a corrupted entry for one of them, which must be skipped
+        (CheckpointSkipped with its error's selector) without failing the batch."""
+        active = self.with_status(LeaseStatus.ACTIVE)
+        if not active:
             return
-        self.advance_to(self.now() + 60 * len(windows))
-        ls = self.lease(lm.lease_id)
-        full = ls.gpu_count * ls.duration_s * 1000
-        reserved = ls.billing_mode == BillingMode.RESERVED
-        reports: list[MeteringReport] = []
-        sigs: list[bytes] = []
-        m = lm.meter
-        for w in windows:
+        self.advance_to(self.now() + 60 * len(picks))
+        t = pending_timestamp(self.w.chain)
+        meters: dict[int, Meter] = {}
+        states: dict[int, LeaseState] = {}
+        last_signed: dict[int, tuple[MeteringReport, bytes]] = {}
+        exhausted: set[int] = set()
+        valid: list[tuple[int, MeteringReport, bytes, LeaseState]] = []
+        for p, w in zip(picks, windows):
+            lid = active[p % len(active)]
+            if lid in exhausted:
+                continue  # nothing can follow the report that bills all of the escrow
+            lm = self.leases[lid]
+            m = meters.get(lid, lm.meter)
+            st_ = states.get(lid) or self.state(lm)
             r = self.next_report(lm, m, w, fractions)
             if r is None:
-                break
-            r, sig, _ = self.sign(r, m, None)
-            reports.append(r)
-            sigs.append(sig)
-            m = Meter(r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj)
-            if (r.cumAllocatedMs if reserved else r.cumBusyMs) == full:
-                break  # exhausted: anything after would be skipped for the lease's status
-        bad = None
-        exhausted = bool(reports) and (m.cum_alloc if reserved else m.cum_busy) == full
-        if corruption is not None and not exhausted:
-            r = self.next_report(lm, m, windows[-1], fractions) if m.end_ms < self.now() * 1000 else None
+                continue
+            sig = self.sign(r)
+            valid.append((lid, r, sig, st_))
+            meters[lid] = Meter(r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj)
+            states[lid] = LeaseState(lid, st_.terms, expected_ckpt(r, t), report_struct_hash(r))
+            last_signed[lid] = (r, sig)
+            ls = self.lease(lid)
+            bill = r.cumAllocatedMs if ls.billing_mode == BillingMode.RESERVED else r.cumBusyMs
+            if bill == ls.gpu_count * ls.duration_s * 1000:
+                exhausted.add(lid)
+        entries = [(r, sig, st_) for _, r, sig, st_ in valid]
+        bad: tuple[int, str] | None = None
+        candidates = [i for i in active if i not in exhausted]
+        if corruption is not None and candidates:
+            lid = candidates[bad_pick % len(candidates)]
+            lm = self.leases[lid]
+            m = meters.get(lid, lm.meter)
+            r = self.next_report(lm, m, windows[-1], fractions)
             if r is not None:
-                r, sig, bad = self.sign(r, m, corruption)
-                if bad is not None:
-                    reports.append(r)
-                    sigs.append(sig)
-        if not reports:
+                # once this batch settled the lease, its state from before the batch is the stale one
+                stale = self.state(lm) if lid in states else lm.older
+                st_ = states.get(lid) or self.state(lm)
+                r, sig, st_, applied = self.corrupt(
+                    r, m, st_, corruption, stale=stale, last_signed=last_signed.get(lid, lm.last_signed)
+                )
+                if applied is not None:
+                    entries.append((r, sig, st_))
+                    bad = (lid, applied)
+        if not entries:
             return
-        res = self.cl.settle_batch(self.w.stranger, reports, sigs)
+        assert pending_timestamp(self.w.chain) == t
+        res = self.cl._result(
+            self.cl.tx.send(self.cl.escrow.functions.settleBatch(encode_entries(entries)), self.w.stranger)
+        )
+        assert self.block_time(res) == t
         settled = res.named("CheckpointSettled")
         skipped = res.named("CheckpointSkipped")
-        assert len(settled) == len(reports) - (bad is not None)
-        for i, (r, ev) in enumerate(zip(reports, settled)):
-            assert ev.args["seq"] == r.seq
-            self.accept(lm, r, ev.args["charged"], ev.args["billableDelta"], last=i == len(settled) - 1)
+        assert len(settled) == len(valid), "a valid entry was not settled"
+        last_of = {lid: i for i, (lid, *_rest) in enumerate(valid)}
+        for i, ((lid, r, sig, st_), ev) in enumerate(zip(valid, settled)):
+            assert ev.args["recordIndex"] == i
+            self.accept(self.leases[lid], r, sig, ev.args, t, st_, last=last_of[lid] == i)
         if bad is not None:
-            assert len(skipped) == 1 and error_name(skipped[0].args["reason"]) in CORRUPTIONS[bad]
+            assert len(skipped) == 1 and skipped[0].args["leaseId"] == bad[0]
+            assert error_name(skipped[0].args["reason"]) in CORRUPTIONS[bad[1]], (bad, skipped[0].args)
             self.bump("rejected")
+            self.bump(f"rejected.batch.{bad[1]}")
         else:
             assert not skipped
+        if len(last_of) < len(valid):
+            self.bump("settle_batch.chained")
 
     @precondition(lambda self: self.with_status(*LIVE))
     @rule(data=st.data(), seconds=st.integers(1, 3600))
@@ -712,9 +858,15 @@ class EscrowMachine(RuleBasedStateMachine):
         escrow, registry = self.cl.escrow, self.cl.registry
         owed = {ETH: 0, w.token.address: 0}
         self.live_rights = {}
-        for lid, lm in self.leases.items():
+        ids = sorted(self.leases)
+        terms_list, hashes = v.call(escrow, "leaseTerms", ids) if ids else ([], [])
+        for lid, terms, committed in zip(ids, terms_list, hashes):
+            lm = self.leases[lid]
+            # the model's state is the escrow's commitment
+            ckpt = initial_ckpt(terms) if lm.ckpt is None else lm.ckpt
+            assert commitment(terms, ckpt, lm.last_hash) == bytes(committed), f"lease {lid}: state != commitment"
             ls = v.call(escrow, "lease", lid)
-            ck = v.call(escrow, "checkpoint", lid)
+            ck = v.call(escrow, "checkpoint", lid, ckpt, lm.last_hash)
             status, escrowed, fee_held, fees_settled = LeaseStatus(ls[6]), ls[16], ls[17], ls[18]
             charged, paid, pending, frozen, refunded = ck[7], ck[8], ck[9], ck[10], ck[11]
             # nobody is paid beyond escrow
@@ -798,10 +950,16 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
         rejected = m.counts.get("rejected", 0)
         m.settle(_Fixed(lid), 30_000, (5_000, 5_000, 5_000), corruption)
         check()
-        m.settle_batch(_Fixed(lid), [10_000], (5_000, 5_000, 5_000), corruption)
+        m.settle_batch([0], [10_000] * 4, (5_000, 5_000, 5_000), corruption, 0)
         check()
         assert m.counts["rejected"] == rejected + 2, corruption
+        assert m.counts[f"rejected.batch.{corruption}"] == 1
     assert m.counts["settle"] == 1 + len(CORRUPTIONS)  # one valid report per batch
+    # a report about GPUs that are not the lease's settles (the auditors compare the GPU set)
+    m.settle(_Fixed(lid), 20_000, (5_000, 5_000, 5_000), None, True)
+    check()
+    assert m.counts["settle.other_gpus"] == 1 and m.lease(lid).gpu_set_hash != OTHER_GPUS
+    assert m.cl.lease_state(lid) == m.state(m.leases[lid])  # the client rebuilds the model's state
     m.dispute(_Fixed(lid))
     check()
     m.resolve(_Fixed(lid), 2_500, True)
@@ -815,8 +973,9 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
     ls2 = m.lease(lid2)
     m.advance_to(ls2.end_ms // 1000 + 1)
     check()
-    m.settle_batch(_Fixed(lid2), [1_000, ls2.end_ms - ls2.start_ms - 1_002], (10_000, 10_000, 0), None)
+    m.settle_batch([0, 0], [1_000, ls2.end_ms - ls2.start_ms - 1_002, 1, 1], (10_000, 10_000, 0), None, 0)
     check()
+    assert m.counts["settle_batch.chained"] == 1
     assert m.lease(lid2).status == LeaseStatus.EXHAUSTED
     assert m.checkpoint(lid2).charged == ls2.escrowed
     m.release(_Fixed(lid2), True)  # after its challenge period: earnings to the holder, fee split
@@ -827,6 +986,7 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
             m.withdraw(_Fixed((m.w.actors[who], ETH)), who, False, True)
             check()
     assert m.counts["dispute"] == m.counts["resolve"] == m.counts["close"] == 1
+    assert m.counts["settle"] == 1 + len(CORRUPTIONS) + 1 + 2
     assert m.counts["withdraw"] >= 3  # buyer (refund + slash), holder, treasury
     assert m.w.chain.w3.eth.get_balance(m.w.dep.escrow) == 0
 

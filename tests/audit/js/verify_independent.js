@@ -9,8 +9,10 @@ const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
 const SAMPLE_TYPES = ["uint16", "uint64", "uint16", "uint16", "uint32", "uint64", "uint32", "uint32"];
 
 function main(input) {
-  const types = { MeteringReport: input.reportFields.map(([name, type]) => ({ name, type })) };
+  // the nested EIP-712 types as ledger.protocol.EIP712_REPORT_TYPES gives them (MeteringReport + WindowDetail)
+  const types = input.types;
   const out = { signers: [], structHashes: [], roots: [], proofsValid: [], jsProofs: [] };
+  out.typeString = TypedDataEncoder.from(types).encodeType("MeteringReport");
   for (const r of input.reports) {
     out.signers.push(verifyTypedData(input.domain, types, r.report, r.signature));
     out.structHashes.push(TypedDataEncoder.from(types).hash(r.report));
