@@ -263,6 +263,16 @@ class FeeConfig:
 # --- packing ---------------------------------------------------------------------------------------
 
 
+def lease_fee(escrowed: int, fee_bps: int) -> int:
+    """The platform fee ``openLease`` escrows on top of ``escrowed`` (rounded down, as the contract does)."""
+    return escrowed * fee_bps // 10_000
+
+
+def top_up_fee(escrowed_before: int, amount: int, fee_bps: int) -> int:
+    """The fee ``topUp`` adds with ``amount``: the fee on the new escrow minus the fee already held."""
+    return lease_fee(escrowed_before + amount, fee_bps) - lease_fee(escrowed_before, fee_bps)
+
+
 def report_tuple(report: MeteringReport) -> tuple[Any, ...]:
     """The full ``MeteringReport`` struct as the ABI tuple (for the digest views)."""
     return tuple(bytes(v) if isinstance(v, (bytes, bytearray)) else v for v in report.values())
@@ -484,7 +494,8 @@ class LedgerClient:
     ) -> list[Event]:
         """Every decoded event of the suite in a block range (default: from the deployment block).
 
-        ``name`` filters by event name; ``contract`` by "registry" / "escrow" / "reputation".
+        ``name`` filters by event name; ``contract`` by "registry" / "escrow" / "reputation". The range is
+        read in requests of at most ``LOG_SCAN_BLOCKS`` blocks (public RPC providers cap ``eth_getLogs``).
         """
         start = self.deployment.block if from_block is None else from_block
         addrs = {
@@ -499,7 +510,11 @@ class LedgerClient:
             if not topics:
                 raise ClientError(f"unknown event {name}")
             flt["topics"] = [["0x" + t.hex() for t in topics]]
-        logs = self.w3.eth.get_logs(flt)  # type: ignore[arg-type]
+        last = int(self.w3.eth.get_block(to_block)["number"]) if isinstance(to_block, str) else int(to_block)
+        logs: list[Any] = []
+        for lo in range(start, last + 1, LOG_SCAN_BLOCKS):
+            flt["fromBlock"], flt["toBlock"] = lo, min(lo + LOG_SCAN_BLOCKS - 1, last)
+            logs.extend(self.w3.eth.get_logs(flt))  # type: ignore[arg-type]
         return self.decode_logs(logs)
 
     # --- lease state (the escrow's one-slot commitment) -------------------------------------------------
@@ -514,11 +529,9 @@ class LedgerClient:
 
     def _scan_settlements(self, from_block: int) -> None:
         latest = int(self.w3.eth.block_number)
-        # bounded eth_getLogs ranges: public RPC providers cap them
-        for start in range(from_block, latest + 1, LOG_SCAN_BLOCKS):
-            end = min(start + LOG_SCAN_BLOCKS - 1, latest)
-            self.note_settlements(self.events("CheckpointSettled", from_block=start, to_block=end))
-            self._state_block = end
+        if from_block <= latest:
+            self.note_settlements(self.events("CheckpointSettled", from_block=from_block, to_block=latest))
+            self._state_block = latest
 
     def lease_states(self, lease_ids: Sequence[int]) -> dict[int, LeaseState]:
         """The state each lease's calls must carry, checked against the escrow's ``stateHash``.
@@ -773,7 +786,7 @@ class LedgerClient:
         o = self.offer(offer_id)
         fee_bps = self.fee_bps_for(o.provider)
         escrowed = o.price_per_gpu_second * o.gpu_count * duration_s
-        fee = escrowed * fee_bps // 10_000
+        fee = lease_fee(escrowed, fee_bps)
         return LeaseQuote(escrowed=escrowed, fee=fee, total=escrowed + fee, fee_bps=fee_bps)
 
     def open_lease(
@@ -842,10 +855,7 @@ class LedgerClient:
     def top_up(self, sender: str, lease_id: int, amount: int, *, approve: bool = True) -> TxResult:
         """Extend a lease by amount / (price × gpuCount) seconds; pays amount plus its fee."""
         ls = self.lease(lease_id)
-        unit = ls.price_per_gpu_second * ls.gpu_count
-        old = unit * ls.duration_s
-        new = old + amount
-        fee = new * ls.fee_bps // 10_000 - old * ls.fee_bps // 10_000
+        fee = top_up_fee(ls.price_per_gpu_second * ls.gpu_count * ls.duration_s, amount, ls.fee_bps)
         st = self.lease_state(lease_id)
         fn = self.escrow.functions.topUp(lease_id, amount, st.ckpt, st.last_hash)
         if to_checksum_address(ls.token) == ETH:
@@ -1086,5 +1096,7 @@ __all__ = [
     "ClientError",
     "ContractRevert",
     "LeaseState",
+    "lease_fee",
+    "top_up_fee",
     "report_tuple",
 ]

@@ -11,7 +11,7 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from ledger.client import ClientError, LeaseStatus
+from ledger.client import ClientError, LeaseStatus, LedgerClient
 from ledger.errors import ContractRevert, decode_revert_data, error_selector
 from ledger.protocol import (
     REPORT_TYPEHASH,
@@ -863,3 +863,29 @@ def test_revert_decoding_handles_error_string_and_unknown() -> None:
     assert (e.name, e.kwargs) == ("LeaseEscrowStaleState", {"leaseId": 7, "stateHash": b"\x11" * 32})
     e = decode_revert_data(error_selector("LeaseEscrowMalformedEntries") + encode(["uint256"], [231]))
     assert (e.name, e.kwargs) == ("LeaseEscrowMalformedEntries", {"offset": 231})
+
+
+def test_events_and_lease_state_read_the_log_range_in_bounded_requests(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """eth_getLogs ranges are capped by public providers: the client reads a long range in bounded requests,
+    and a client that never saw the settlements rebuilds the lease state from them that way."""
+    lease, m = _active(world)
+    for _ in range(3):
+        r, sig = m.next()
+        world.cl.settle(world.relayer, r, sig)
+    whole = [(e.name, e.block_number, e.log_index, e.args.get("recordIndex")) for e in world.cl.events()]
+    requests: list[tuple[int, int]] = []
+    real_get_logs = world.w3.eth.get_logs
+
+    def counting_get_logs(flt):  # type: ignore[no-untyped-def]
+        requests.append((int(flt["fromBlock"]), int(flt["toBlock"])))
+        assert int(flt["toBlock"]) - int(flt["fromBlock"]) < 3
+        return real_get_logs(flt)
+
+    monkeypatch.setattr("ledger.client.LOG_SCAN_BLOCKS", 3)
+    monkeypatch.setattr(world.w3.eth, "get_logs", counting_get_logs)
+    chunked = [(e.name, e.block_number, e.log_index, e.args.get("recordIndex")) for e in world.cl.events()]
+    assert chunked == whole and len(requests) > 1
+    fresh = LedgerClient(world.w3, world.cl.deployment)  # knows no settlement: must scan
+    requests.clear()
+    st = fresh.lease_state(lease.lease_id)
+    assert st == world.cl.lease_state(lease.lease_id) and st.checkpoint.seq == 3 and len(requests) > 1
