@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 
 from ledger.protocol import (
     ZERO_HASH,
@@ -25,6 +26,7 @@ from ledger.protocol import (
     typed_data_digest,
     samples_root,
 )
+from ledger.settlement import check_settleable
 
 from .errors import ApiError
 from .samples import pack_samples
@@ -93,17 +95,32 @@ def accept_report(svc: "Services", body: Any) -> Accepted:
 
 
 async def accept_report_async(svc: "Services", body: Any) -> Accepted:
-    """:func:`accept_report` for the event loop: the checks run inline (CPU only: projections are cached),
-    the commit is awaited without holding a worker thread."""
-    accepted = await svc.report_writer.submit_async(prepare_report(svc, body))
+    """:func:`accept_report` for the event loop: the checks run inline when the node and lease projections
+    are in memory (CPU only), otherwise in a worker thread (a miss reads the store and maybe the chain,
+    which must not block the loop); the commit is awaited without holding a worker thread."""
+    try:
+        item = prepare_report(svc, body, cached_only=True)
+    except _NotCached:
+        item = await run_in_threadpool(prepare_report, svc, body)
+    accepted = await svc.report_writer.submit_async(item)
     if not accepted.duplicate:
         svc.metrics.reports_accepted.inc()
     return accepted
 
 
-def prepare_report(svc: "Services", body: Any) -> "PendingReport":
+class _NotCached(Exception):
+    """prepare_report(cached_only=True) would have to read the store or the chain."""
+
+
+def prepare_report(svc: "Services", body: Any, *, cached_only: bool = False) -> "PendingReport":
     """Everything but the store: parse, signer, samples; raises ApiError with the METERING_API codes."""
     node_id, report, signature, samples = parse_submission(body, svc.settings.max_samples_per_report)
+    if cached_only and not (svc.indexer.is_cached("node", node_id) and svc.indexer.is_cached("lease", report.leaseId)):
+        raise _NotCached
+    try:
+        check_settleable(report)
+    except ProtocolError as e:
+        raise _err(422, "invalid_report", f"the escrow cannot settle this report: {e}") from e
     node = svc.indexer.node_row(node_id)
     if node is None:
         raise _err(404, "unknown_lease", f"node {node_id} is unknown to the bridge")

@@ -147,6 +147,25 @@ def _fit(name: str, value: int, bits: int) -> int:
     return value
 
 
+# (field, bits) a settlement entry gives each report field it carries
+ENTRY_FIELD_BITS: tuple[tuple[str, int], ...] = (
+    ("leaseId", 32),
+    ("seq", 32),
+    ("windowStartMs", 48),
+    ("windowEndMs", 48),
+    ("cumBusyMs", 48),
+    ("cumEnergyMj", 48),
+    ("cumAllocatedMs", 48),
+)
+
+
+def check_settleable(report: MeteringReport) -> None:
+    """Raise :class:`ProtocolError` if a settlement entry cannot carry ``report`` (leaseId and seq below
+    2^32, times and cumulative counters below 2^48: the escrow could never settle it)."""
+    for name, bits in ENTRY_FIELD_BITS:
+        _fit(name, getattr(report, name), bits)
+
+
 def encode_entry(report: MeteringReport, signature: bytes, state: LeaseState) -> bytes:
     """The settlement entry of a signed report for a lease in ``state`` (layout: ILeaseEscrow.sol).
 
@@ -155,19 +174,20 @@ def encode_entry(report: MeteringReport, signature: bytes, state: LeaseState) ->
     """
     if report.leaseId != state.lease_id:
         raise ProtocolError(f"report is for lease {report.leaseId}, state for lease {state.lease_id}")
+    check_settleable(report)
     r, vs = compact_signature(signature)
     head = (
-        (_fit("leaseId", report.leaseId, 32) << 224)
-        | (_fit("seq", report.seq, 32) << 192)
-        | (_fit("windowStartMs", report.windowStartMs, 48) << 144)
-        | (_fit("windowEndMs", report.windowEndMs, 48) << 96)
-        | (_fit("cumBusyMs", report.cumBusyMs, 48) << 48)
-        | _fit("cumEnergyMj", report.cumEnergyMj, 48)
+        (report.leaseId << 224)
+        | (report.seq << 192)
+        | (report.windowStartMs << 144)
+        | (report.windowEndMs << 96)
+        | (report.cumBusyMs << 48)
+        | report.cumEnergyMj
     )
     with_last = bytes(state.last_hash) != bytes(report.prevReportHash)
     out = (
         head.to_bytes(32, "big")
-        + _fit("cumAllocatedMs", report.cumAllocatedMs, 48).to_bytes(6, "big")
+        + report.cumAllocatedMs.to_bytes(6, "big")
         + bytes([FLAG_LAST_HASH if with_last else 0])
         + bytes(report.prevReportHash)
         + window_struct_hash(report)
