@@ -234,20 +234,25 @@ class Indexer:
                     )
                 )
                 s.execute(update(OfferRow).where(OfferRow.provider == addr).values(provider_score_bps=scores[addr]))
+        changed = bool(t.leases or t.nodes or t.providers)
         for offer_id in sorted(t.offers):
             o = self._try(chainview.offer, gw, offer_id)
             if o is None:
-                self._drop(OfferRow, offer_id)
+                changed |= self._drop(OfferRow, offer_id)
             else:
                 self._put_offer(o)
-        self.generation += 1
+                changed = True
+        if changed:  # read caches are keyed by generation: an unknown id looked up changes nothing
+            self.generation += 1
 
-    def _drop(self, model: Any, key: Any) -> None:
-        """An entity the chain no longer has (a rewound reorg) leaves the projections."""
+    def _drop(self, model: Any, key: Any) -> bool:
+        """An entity the chain no longer has (a rewound reorg) leaves the projections; whether it was there."""
         with self.svc.store.write() as s:
             row = s.get(model, key)
             if row is not None:
                 s.delete(row)
+                return True
+        return False
 
     def _try(self, fn: Any, *args: Any) -> Any:
         try:
@@ -323,6 +328,11 @@ class Indexer:
             self._row_cache.clear()
             self._cache_generation = self.generation
         return self._row_cache.get(key)
+
+    def is_cached(self, kind: str, key: int) -> bool:
+        """Whether ``node_row`` / ``lease_row`` (kind "node" / "lease") would answer from memory, without
+        the store or the chain."""
+        return self._cache_get((kind, key)) is not None
 
     def node_row(self, node_id: int) -> NodeRow | None:
         """The node's projection (cached until the projections change), read from the chain on a miss."""

@@ -185,3 +185,16 @@ def test_indexer_rpc_outage_is_not_taken_for_a_reorg(bridge: TestClient, monkeyp
     with svc.store.session() as s:
         assert s.scalar(select(func.count()).select_from(ChainEvent)) == before
     assert svc.metrics.reorgs._value.get() == reorgs
+
+
+def test_unknown_offer_lookups_keep_the_read_caches(bridge: TestClient) -> None:
+    """Looking up an id the chain does not have changes no projection, so it must not invalidate the read
+    caches (they key on the indexer's generation): a client probing ids cannot flush them for everyone."""
+    client = bridge
+    setup_provider(client, ["GPU-probe-1"], PRICE)
+    ix = services(client).indexer
+    ok(client.get("/v1/offers"))
+    before = ix.generation
+    for offer_id in (9_001, 9_002, 9_003):
+        assert _code(client.get(f"/v1/offers/{offer_id}")) == (404, "unknown_offer")
+    assert ix.generation == before
