@@ -88,16 +88,20 @@ def act_paying(svc: "Services", caller: Caller, fn: ContractFunction, token: str
     if token == ETH:
         return act(svc, caller, fn, amount)
     ensure_writer(caller)
-    current = prepare_pull(svc, caller, fn, token, spender, amount)
     if caller.account is None:
+        prepare_pull(svc, caller, fn, token, spender, amount)
         return act(svc, caller, fn)
-    approvals = approve_exact(svc, caller.account, token, spender, amount, current)
-    try:
-        out = act(svc, caller, fn)
-    except ApiError as e:
-        if approvals and e.status < 500:  # refused, nothing pulled: do not leave the approval standing
-            approve_exact(svc, caller.account, token, spender, 0, amount)
-        raise
+    # the allowance is set to exactly this payment and spent by it: serialize the account's payments in
+    # this token to this spender, or one could spend (or reset) the other's approval
+    with svc.pay_lock(caller.account.address, token, spender):
+        current = prepare_pull(svc, caller, fn, token, spender, amount)
+        approvals = approve_exact(svc, caller.account, token, spender, amount, current)
+        try:
+            out = act(svc, caller, fn)
+        except ApiError as e:
+            if approvals and e.status < 500:  # refused, nothing pulled: do not leave the approval standing
+                approve_exact(svc, caller.account, token, spender, 0, amount)
+            raise
     out.result["approveTxHashes"] = [o.tx_hash for o in approvals]
     return out
 

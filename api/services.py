@@ -16,6 +16,7 @@ from ledger.chain import Chain, connect
 from ledger.protocol import domain_separator
 
 from .gateway import Gateway
+from .idempotency import abandon_pending
 from .keys import KeyBox, account_from_key, load_keystore
 from .metrics import Metrics
 from .settings import Settings
@@ -49,6 +50,15 @@ class Services:
     tmp_dir: Path | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _pay_locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
+    _pay_locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def pay_lock(self, account: str, token: str, spender: str) -> threading.Lock:
+        """One lock per (managed account, ERC-20, spender): a payment sets the allowance to exactly its
+        amount and then spends it, so two payments of one account must not interleave."""
+        key = (account.lower(), token.lower(), spender.lower())
+        with self._pay_locks_guard:
+            return self._pay_locks.setdefault(key, threading.Lock())
 
     @classmethod
     def start(cls, settings: Settings, *, chain: Chain | None = None, deployment: Any = None) -> "Services":
@@ -79,6 +89,8 @@ class Services:
                     db_url = settings.resolved_database_url()
             store = Store(db_url)
             store.migrate()
+            if n := abandon_pending(store):
+                log.warning("%d Idempotency-Key request(s) were cut off by the last stop: marked abandoned", n)
             client = LedgerClient(chain.w3, deployment)
             gateway = Gateway(chain, client, receipt_timeout_s=settings.relayer_tx_timeout_s)
             faucet = None

@@ -315,3 +315,45 @@ def test_api_erc20_stake_is_approved_to_the_registry(bridge: TestClient) -> None
     assert svc.client.stake_of(prov, token).bonded == 10**18
     assert token_balance(bridge, token, prov) == MINTED - 10**18
     assert token_balance(bridge, token, registry) == 10**18
+
+
+def test_api_erc20_concurrent_payments_of_one_account_are_serialized(
+    bridge: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ERC-20 payment sets the allowance to exactly its amount and spends it: two payments of one managed
+    account in one token run one after the other (the approval is always made under the account's pay lock),
+    so both open and no allowance is left standing."""
+    import threading
+
+    import api.actions
+    import api.tokens
+
+    svc = services(bridge)
+    escrow = svc.client.escrow.address
+    token = dev_token(bridge)
+    provs = [setup_provider(bridge, [f"GPU-conc-{i}"], PRICE, token=token) for i in range(2)]
+    buyer, bkey = new_account(bridge, "buyer")
+    ok(bridge.post("/v1/faucet", json={"address": buyer, "amountWei": MINTED, "token": token}))
+    held: list[bool] = []
+    real_approve = api.tokens.approve_exact
+
+    def checked_approve(svc_: Any, account: Any, token_: str, spender: str, amount: int, current: int) -> Any:
+        held.append(svc_.pay_lock(account.address, token_, spender).locked())
+        return real_approve(svc_, account, token_, spender, amount, current)
+
+    monkeypatch.setattr(api.tokens, "approve_exact", checked_approve)
+    results: list[Any] = []
+
+    def open_one(offer_id: int) -> None:
+        results.append(bridge.post("/v1/leases", json={"offerId": offer_id, "durationS": HOUR}, headers=auth(bkey)))
+
+    threads = [threading.Thread(target=open_one, args=(p["offerId"],)) for p in provs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
+    assert held and all(held)
+    assert len(opened_by(bridge, buyer)) == 2
+    assert allowance(bridge, token, buyer, escrow) == 0
+    assert svc.pay_lock(buyer.upper(), token, escrow) is svc.pay_lock(buyer, token.lower(), escrow)
