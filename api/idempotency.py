@@ -4,6 +4,10 @@ A failure after a transaction was broadcast but before its receipt was seen keep
 with the transaction hashes: the transaction may still be mined, so a retry answers 409
 ``idempotency_tx_unconfirmed`` instead of escrowing again.
 
+A record still ``pending`` when the bridge starts belongs to a request a crash cut off, possibly after it
+broadcast a transaction: start-up marks it ``abandoned`` and a retry answers 409 ``idempotency_abandoned``
+(never "in progress" forever, never run again blindly).
+
 The first request with a key inserts a ``pending`` record (the primary key makes a concurrent twin fail
 and answer 409); the outcome (2xx or 4xx) is stored and replayed byte for byte. A 5xx or an unexpected
 error (or a refusal the caller can lift, ``ApiError.replayable`` False) deletes the record so that the client
@@ -20,6 +24,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .errors import ApiError, Conflict, Invalid
@@ -70,6 +75,12 @@ def run_idempotent(
                 "it is not run again (it could pay twice): check the transaction, or use a new key",
                 details={"txHashes": hashes},
             )
+        if rec.state == "abandoned":
+            raise Conflict(
+                "idempotency_abandoned",
+                "the first request with this Idempotency-Key was cut off by a bridge restart before it finished; "
+                "it may have broadcast a transaction: check the account's leases and balances, then use a new key",
+            )
         if rec.state != "done" or rec.status_code is None or rec.body is None:
             raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
         resp = Response(content=rec.body, status_code=rec.status_code, media_type="application/json")
@@ -95,6 +106,16 @@ def run_idempotent(
     body = result.model_dump(mode="json", by_alias=True)
     _finish(store, principal, key, status_code, body)
     return _json(status_code, body)
+
+
+def abandon_pending(store: Store) -> int:
+    """At start-up no request is in flight: every ``pending`` record is a request a crash cut off. Marks them
+    ``abandoned``; returns how many."""
+    with store.write() as s:
+        rows = s.scalars(select(IdempotencyRecord).where(IdempotencyRecord.state == "pending")).all()
+        for rec in rows:
+            rec.state = "abandoned"
+        return len(rows)
 
 
 def _json(status: int, body: Any) -> Response:

@@ -198,3 +198,41 @@ def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -
     stray = wallet.sign_transaction({**tx, "to": wallet.address, "nonce": tx["nonce"] + 1}).raw_transaction
     r = client.post("/v1/tx", json={"rawTransaction": "0x" + bytes(stray).hex()})
     assert r.status_code == 422 and r.json()["detail"]["code"] == "foreign_destination"
+
+
+def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_chain: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    """A bridge that dies while a keyed request runs leaves its record ``pending``; the next start marks it
+    ``abandoned``: a retry is neither told "in progress" forever nor run again (it may have paid)."""
+    import api.idempotency
+    from api.app import create_app
+    from api.errors import ChainUnavailable
+    from conftest import bridge_settings
+
+    chain, dep = memory_chain
+    snap = chain.snapshot()
+    try:
+        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+            svc = services(client)
+            prov = setup_provider(client, ["GPU-idem-crash-1"], PRICE)
+            _, key = new_account(client, "buyer")
+            headers = {**auth(key), "Idempotency-Key": "lease-crash"}
+            body = {"offerId": prov["offerId"], "durationS": HOUR}
+
+            def killed(*a: Any, **k: Any) -> Any:
+                raise ChainUnavailable("the process dies here (simulated)")
+
+            # a crash runs no cleanup: the record stays as the request left it
+            monkeypatch.setattr(api.idempotency, "_forget", lambda *a: None)
+            monkeypatch.setattr(svc.gateway, "transact", killed)
+            assert client.post("/v1/leases", json=body, headers=headers).status_code == 503
+            again = client.post("/v1/leases", json=body, headers=headers)
+            assert again.status_code == 409 and again.json()["detail"]["code"] == "idempotency_in_progress"
+            monkeypatch.undo()
+        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+            retry = client.post("/v1/leases", json=body, headers=headers)
+            assert retry.status_code == 409 and retry.json()["detail"]["code"] == "idempotency_abandoned", retry.text
+            assert services(client).client.events("LeaseOpened") == []  # never run again
+            fresh = client.post("/v1/leases", json=body, headers={**auth(key), "Idempotency-Key": "lease-crash-2"})
+            assert fresh.status_code == 200
+    finally:
+        chain.revert(snap)
