@@ -12,7 +12,6 @@ start-up and records it in the store (table ``tokens``); the faucet mints it. Ne
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,14 +70,9 @@ class ApprovalRequired(ApiError):
         )
 
 
-@lru_cache(maxsize=1)
-def erc20_abi() -> tuple[dict[str, Any], ...]:
-    """ERC-20 ABI (name, symbol, decimals, balanceOf, allowance, approve, transfer..., plus the mock's mint)."""
-    return tuple(load_artifact("MockERC20")["abi"])
-
-
 def erc20(svc: "Services", token: str) -> Any:
-    return svc.chain.w3.eth.contract(address=to_checksum_address(token), abi=list(erc20_abi()))
+    """The token's contract binding (``LedgerClient.erc20``: ERC-20 plus the dev token's mint)."""
+    return svc.client.erc20(token)
 
 
 def is_dev_chain(svc: "Services") -> bool:

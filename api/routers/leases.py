@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from ledger.client import lease_fee, top_up_fee
 from ledger.settlement import LeaseState
 
 from .. import chainview
@@ -119,7 +120,7 @@ def open_lease(body: LeaseIn, caller: CallerDep, svc: ServicesDep, idempotency_k
     def action() -> ActionOut:
         offer = chainview.offer(svc.gateway, body.offerId)
         escrow = offer["pricePerGpuSecond"] * offer["gpuCount"] * body.durationS
-        fee = escrow * chainview.fee_bps(svc.gateway, offer["provider"]) // 10_000
+        fee = lease_fee(escrow, chainview.fee_bps(svc.gateway, offer["provider"]))
         total = escrow + fee
         holder = body.holder or chainview.provider(svc.gateway, offer["provider"])["payout"]
         start_by = body.startBy
@@ -318,10 +319,8 @@ def top_up(
 
     def action() -> ActionOut:
         lease = _buyer_lease(svc, caller, leaseId)
-        unit = lease["pricePerGpuSecond"] * lease["gpuCount"]
-        old = unit * lease["durationS"]
-        new = old + body.amountWei
-        fee = new * lease["feeBps"] // 10_000 - old * lease["feeBps"] // 10_000
+        escrowed = lease["pricePerGpuSecond"] * lease["gpuCount"] * lease["durationS"]
+        fee = top_up_fee(escrowed, body.amountWei, lease["feeBps"])
         out = with_lease_state(svc, leaseId, lambda st: act_paying(
             svc, caller, svc.client.escrow.functions.topUp(leaseId, body.amountWei, st.ckpt, st.last_hash),
             lease["token"], svc.client.escrow.address, body.amountWei + fee,
