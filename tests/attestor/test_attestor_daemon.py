@@ -211,12 +211,15 @@ def test_daemon_refuses_lease_with_foreign_gpu_set(tmp_path: Path) -> None:
         [
             LeaseInfo(9, (0,), T0 - 10_000, T0 + 10**6, gpu_set_hash=b"\x01" * 32),
             LeaseInfo(10, (0, 5), T0 - 10_000, T0 + 10**6),
+            LeaseInfo(11, (1,), T0 - 10_000, T0 + 10**6),  # a lease on this node's own GPU: metered
         ],
         clock,
         rx,
     )
     att.run(threading.Event(), once=True)
-    assert rx.stored == {} and att.spool.depth() == 0
+    # the daemon ran and metered: only the two foreign leases got nothing
+    assert {lease for lease, _ in rx.stored} == {11}
+    _check_report(rx.stored[(11, 1)], list(src.uuids), [1])
 
 
 def test_daemon_late_ticks_are_flagged_as_gaps(tmp_path: Path) -> None:
