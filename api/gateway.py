@@ -8,6 +8,7 @@ is serialized by one lock (eth-tester is not thread-safe, and one lock also keep
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 from web3.contract.contract import ContractFunction
 
 from ledger.chain import Chain
@@ -203,37 +205,55 @@ class Gateway:
 
     def transact(self, account: LocalAccount, fn: ContractFunction, value: int = 0) -> TxOutcome:
         """Simulate, sign with ``account``, send and wait for the receipt; a revert raises ApiError."""
-        with self.lock:
+        with self.lock:  # build (nonce) and broadcast together; the receipt is awaited without the lock
             tx = self.build(fn, account.address, value)
             raw, _ = sign_transaction(account, tx)
-            return self.send_raw(raw)
+            h = self._broadcast(raw)
+        return self._await(h)
 
     def send_raw(self, raw: bytes) -> TxOutcome:
         with self.lock:
-            try:
-                h = self.w3.eth.send_raw_transaction(raw)
-            except Exception as e:
-                api = self.revert_error(e)
-                if api is not None:
-                    raise api from e
-                raise ApiError(422, "tx_rejected", f"the node refused the transaction: {e}") from e
-            pending = _UNCONFIRMED.get()
-            tx_hash = "0x" + bytes(h).hex()
-            if pending is not None:
-                pending.append(tx_hash)
-            outcome = self.wait(h)  # raises ChainUnavailable when no receipt comes: the hash stays pending
-            if pending is not None:
-                pending.remove(tx_hash)
-            return outcome
+            h = self._broadcast(raw)
+        return self._await(h)
+
+    def _broadcast(self, raw: bytes) -> str:
+        try:
+            h = self.w3.eth.send_raw_transaction(raw)
+        except Exception as e:
+            api = self.revert_error(e)
+            if api is not None:
+                raise api from e
+            raise ApiError(422, "tx_rejected", f"the node refused the transaction: {e}") from e
+        tx_hash = "0x" + bytes(h).hex()
+        pending = _UNCONFIRMED.get()
+        if pending is not None:
+            pending.append(tx_hash)
+        return tx_hash
+
+    def _await(self, tx_hash: str) -> TxOutcome:
+        outcome = self.wait(HexBytes(tx_hash))  # raises ChainUnavailable when no receipt comes: the hash stays pending
+        pending = _UNCONFIRMED.get()
+        if pending is not None and tx_hash in pending:
+            pending.remove(tx_hash)
+        return outcome
 
     def wait(self, tx_hash: Any) -> TxOutcome:
-        try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout_s, poll_latency=self._poll
-            )
-        except Exception as e:
-            raise ChainUnavailable(f"no receipt for {HexBytes(tx_hash).hex()}: {e}") from e
-        return self.outcome(receipt)
+        """The receipt of ``tx_hash``, polled with the lock taken per poll only: a transaction waiting for its
+        block (seconds on a real chain) does not hold up every other read and send."""
+        deadline = time.monotonic() + self.receipt_timeout_s
+        while True:
+            with self.lock:
+                try:
+                    receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+                except TransactionNotFound:
+                    receipt = None
+                except Exception as e:
+                    raise ChainUnavailable(f"no receipt for {HexBytes(tx_hash).hex()}: {e}") from e
+            if receipt is not None:
+                return self.outcome(receipt)
+            if time.monotonic() >= deadline:
+                raise ChainUnavailable(f"no receipt for {HexBytes(tx_hash).hex()} after {self.receipt_timeout_s:g} s")
+            time.sleep(self._poll)
 
     def outcome(self, receipt: Any) -> TxOutcome:
         events = self.decode_logs(list(receipt["logs"]))
@@ -258,7 +278,8 @@ class Gateway:
                 **self._fees(),
             }
             raw, _ = sign_transaction(sender, tx)
-            return self.send_raw(raw)
+            h = self._broadcast(raw)
+        return self._await(h)
 
     def _fees(self) -> dict[str, int]:
         block = self.w3.eth.get_block("latest")

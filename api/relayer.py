@@ -250,7 +250,7 @@ class Relayer:
             self._stage("signed")
             self._broadcast(tx_id, raw)
             self._stage("sent")
-            outcome = gw.wait(tx_hash)
+        outcome = gw.wait(tx_hash)  # polls with the gateway lock taken per poll only
         return early + self._resolve(tx_id, outcome)
 
     def _stage(self, name: str) -> None:
