@@ -21,8 +21,18 @@ def unpack_samples(data: bytes) -> list[Sample]:
 
 def sample_with_proof(samples: Sequence[Sample], index: int) -> tuple[Sample, bytes, list[bytes]]:
     """(sample, leaf, proof) of the sample at ``index`` in submission order; IndexError when out of range."""
-    if index < 0 or index >= len(samples):
-        raise IndexError(index)
+    return samples_with_proofs(samples, [index])[0]
+
+
+def samples_with_proofs(samples: Sequence[Sample], indices: Sequence[int]) -> list[tuple[Sample, bytes, list[bytes]]]:
+    """:func:`sample_with_proof` for many indices, building the tree once; IndexError names the first
+    index out of range."""
+    for i in indices:
+        if i < 0 or i >= len(samples):
+            raise IndexError(i)
     tree = MerkleTree.of_samples(samples)
-    leaf = sample_leaf(samples[index])
-    return samples[index], leaf, tree.proof(leaf)
+    out = []
+    for i in indices:
+        leaf = sample_leaf(samples[i])
+        out.append((samples[i], leaf, tree.proof(leaf)))
+    return out

@@ -260,6 +260,10 @@ def proof_from_json(d: Mapping[str, Any]) -> SampleProof:
 # --- the bridge's API ------------------------------------------------------------------------------------
 
 
+# sample proofs asked per request (the bridge answers at most 256)
+PROOFS_PER_REQUEST = 256
+
+
 class ApiSource:
     """Reads a lease from the bridge (AUDIT_API.md). ``client`` may be any ``httpx.Client`` (tests pass one
     bound to an in-process app); otherwise one is made for ``base_url``."""
@@ -327,6 +331,19 @@ class ApiSource:
     def proof(self, lease_id: int, seq: int, index: int) -> SampleProof:
         return proof_from_json(self._get(f"/v1/leases/{lease_id}/reports/{seq}/samples/{index}/proof"))
 
+    def proofs(self, lease_id: int, seq: int, indices: list[int]) -> tuple[SampleProof, ...]:
+        """Spot-check proofs of one report in one request (the bridge builds the report's tree once)."""
+        got: tuple[SampleProof, ...] = ()
+        for at in range(0, len(indices), PROOFS_PER_REQUEST):
+            chunk = indices[at : at + PROOFS_PER_REQUEST]
+            page = self._get(
+                f"/v1/leases/{lease_id}/reports/{seq}/samples/proofs", {"indices": ",".join(str(i) for i in chunk)}
+            )
+            got += tuple(proof_from_json(d) for d in page.get("proofs", ()))
+        if [p.index for p in got] != list(indices):
+            raise AuditSourceError(f"report {seq}: the bridge answered proofs of other samples than asked")
+        return got
+
     def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
         lease = self._get(f"/v1/leases/{lease_id}")
         terms = terms_from_json(lease)
@@ -336,7 +353,7 @@ class ApiSource:
             reports = []
             for sr in self.reports(lease_id, samples=False):
                 idx = pick_spot_indices(sr.report.sampleCount, spot_check_k, self._rng)
-                proofs = tuple(self.proof(lease_id, sr.report.seq, i) for i in idx)
+                proofs = self.proofs(lease_id, sr.report.seq, list(idx))
                 reports.append(SignedReport(sr.report, sr.signature, None, proofs))
         return AuditInput(
             terms,

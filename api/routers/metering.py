@@ -16,7 +16,7 @@ from ledger.protocol import REPORT_FIELDS
 from ..deps import ServicesDep
 from ..errors import ApiError, ErrorResponse, READ_RESPONSES
 from ..metering import accept_report_async
-from ..samples import sample_with_proof, unpack_samples
+from ..samples import sample_with_proof, samples_with_proofs, unpack_samples
 from ..store import LeaseRow, Report, SampleSet
 
 router = APIRouter(tags=["metering"])
@@ -168,6 +168,58 @@ def lease_reports(
     return ReportPage(reports=out, nextFromSeq=rows[limit].seq if len(rows) > limit else None)
 
 
+MAX_PROOFS_PER_REQUEST = 256
+
+
+class SampleProofsOut(BaseModel):
+    proofs: list[SampleProofOut]
+
+
+def _report_samples(svc: Any, leaseId: int, seq: int) -> tuple[Any, list[Any]]:
+    with svc.store.session() as s:
+        r = s.scalars(select(Report).where(Report.lease_id == leaseId, Report.seq == seq)).first()
+        if r is None:
+            raise ApiError(404, "unknown_report", f"no report {seq} of lease {leaseId}")
+        ss = s.get(SampleSet, r.samples_root)
+    return r, unpack_samples(ss.data) if ss else []
+
+
+@router.get(
+    "/v1/leases/{leaseId}/reports/{seq}/samples/proofs", response_model=SampleProofsOut, responses=READ_RESPONSES
+)
+def sample_proofs(
+    leaseId: Annotated[int, Path(ge=0, lt=2**63)],
+    seq: Annotated[int, Path(ge=1, lt=2**63)],
+    indices: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9]{1,10}(,[0-9]{1,10}){0,%d}$" % (MAX_PROOFS_PER_REQUEST - 1),
+            description=f"comma-separated sample indices, at most {MAX_PROOFS_PER_REQUEST}",
+        ),
+    ],
+    svc: ServicesDep,
+) -> SampleProofsOut:
+    """Many raw samples of one report, each with its Merkle proof against the report's samplesRoot (the
+    tree is built once): an auditor's spot checks of a report in one request."""
+    r, smps = _report_samples(svc, leaseId, seq)
+    try:
+        found = samples_with_proofs(smps, [int(i) for i in indices.split(",")])
+    except IndexError as e:
+        raise ApiError(404, "unknown_sample", f"report {seq} has {len(smps)} samples; no index {e.args[0]}") from e
+    return SampleProofsOut(
+        proofs=[
+            SampleProofOut(
+                index=int(i),
+                sample=sample.to_list(),
+                leaf="0x" + leaf.hex(),
+                proof=["0x" + p.hex() for p in proof],
+                root=r.samples_root,
+            )
+            for i, (sample, leaf, proof) in zip(indices.split(","), found)
+        ]
+    )
+
+
 @router.get(
     "/v1/leases/{leaseId}/reports/{seq}/samples/{index}/proof", response_model=SampleProofOut, responses=READ_RESPONSES
 )
@@ -178,12 +230,7 @@ def sample_proof(
     svc: ServicesDep,
 ) -> SampleProofOut:
     """One raw sample with its Merkle proof against the report's samplesRoot (AUDIT_API.md §3)."""
-    with svc.store.session() as s:
-        r = s.scalars(select(Report).where(Report.lease_id == leaseId, Report.seq == seq)).first()
-        if r is None:
-            raise ApiError(404, "unknown_report", f"no report {seq} of lease {leaseId}")
-        ss = s.get(SampleSet, r.samples_root)
-    smps = unpack_samples(ss.data) if ss else []
+    r, smps = _report_samples(svc, leaseId, seq)
     try:
         sample, leaf, proof = sample_with_proof(smps, index)
     except IndexError as e:

@@ -64,6 +64,14 @@ def test_metering_answers_protocol_codes(bridge: TestClient) -> None:
     assert [r["report"]["seq"] for r in stored] == [1, 2, 3] and all("samples" not in r or r["samples"] is None for r in stored)
     assert _code(client.get(f"/v1/leases/{lease_id}/reports/9/samples/0/proof")) == (404, "unknown_report")
     assert _code(client.get(f"/v1/leases/{lease_id}/reports/1/samples/999/proof")) == (404, "unknown_sample")
+    proofs = f"/v1/leases/{lease_id}/reports/1/samples/proofs"
+    assert _code(client.get(proofs, params={"indices": "0,999"})) == (404, "unknown_sample")
+    assert _code(client.get(f"/v1/leases/{lease_id}/reports/9/samples/proofs", params={"indices": "0"})) == (
+        404,
+        "unknown_report",
+    )
+    for bad in ("", "1,,2", "-1", "a", ",".join("0" * 257)):
+        assert client.get(proofs, params={"indices": bad}).status_code == 422, bad
 
 
 def test_validation_errors_name_the_field_and_bodies_are_bounded(bridge: TestClient) -> None:

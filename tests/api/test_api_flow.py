@@ -200,5 +200,11 @@ def run_full_flow(client: TestClient) -> None:
     leaf = sample_leaf(Sample.from_values(proof["sample"]))
     assert "0x" + leaf.hex() == proof["leaf"]
     assert verify_proof(bytes.fromhex(proof["root"][2:]), leaf, [bytes.fromhex(p[2:]) for p in proof["proof"]])
+    # spot checks of one report in one request: every proof verifies, and the single-proof answer agrees
+    many = ok(client.get(f"/v1/leases/{lease_a}/reports/2/samples/proofs", params={"indices": "7,0,3"}))["proofs"]
+    assert [p["index"] for p in many] == [7, 0, 3] and many[0] == proof
+    for p in many:
+        leaf = sample_leaf(Sample.from_values(p["sample"]))
+        assert verify_proof(bytes.fromhex(p["root"][2:]), leaf, [bytes.fromhex(x[2:]) for x in p["proof"]])
     archive = client.get("/v1/audit/archive", params={"leaseId": lease_a})
     assert archive.status_code == 200 and len(archive.text.strip().splitlines()) == 5

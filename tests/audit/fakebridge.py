@@ -92,14 +92,14 @@ def create_fake_bridge(leases: dict[int, AuditInput]) -> tuple[FastAPI, Counter[
             entries.append(e)
         return {"reports": entries, "nextFromSeq": rs[limit].report.seq if len(rs) > limit else None}
 
-    @app.get("/v1/leases/{lease_id}/reports/{seq}/samples/{index}/proof")
-    def proof(lease_id: int, seq: int, index: int) -> dict[str, Any]:
-        hits["proof"] += 1
+    def _report(lease_id: int, seq: int, indices: list[int]) -> Any:
         sr = next((r for r in _lease(lease_id).reports if r.report.seq == seq), None)
-        if sr is None or sr.samples is None or not 0 <= index < len(sr.samples):
+        if sr is None or sr.samples is None or not all(0 <= i < len(sr.samples) for i in indices):
             raise HTTPException(404, detail={"code": "unknown_sample", "message": "no such sample"})
+        return sr
+
+    def _proof(sr: Any, tree: MerkleTree, index: int) -> dict[str, Any]:
         leaf = sample_leaf(sr.samples[index])
-        tree = MerkleTree.of_samples(sr.samples)
         return {
             "index": index,
             "sample": sr.samples[index].to_list(),
@@ -107,5 +107,19 @@ def create_fake_bridge(leases: dict[int, AuditInput]) -> tuple[FastAPI, Counter[
             "proof": ["0x" + p.hex() for p in tree.proof(leaf)],
             "root": "0x" + tree.root.hex(),
         }
+
+    @app.get("/v1/leases/{lease_id}/reports/{seq}/samples/proofs")
+    def proofs(lease_id: int, seq: int, indices: str) -> dict[str, Any]:
+        hits["proofs"] += 1
+        idx = [int(i) for i in indices.split(",")]
+        sr = _report(lease_id, seq, idx)
+        tree = MerkleTree.of_samples(sr.samples)
+        return {"proofs": [_proof(sr, tree, i) for i in idx]}
+
+    @app.get("/v1/leases/{lease_id}/reports/{seq}/samples/{index}/proof")
+    def proof(lease_id: int, seq: int, index: int) -> dict[str, Any]:
+        hits["proof"] += 1
+        sr = _report(lease_id, seq, [index])
+        return _proof(sr, MerkleTree.of_samples(sr.samples), index)
 
     return app, hits

@@ -97,7 +97,7 @@ def test_api_source_spot_check_fetches_k_proofs_per_report(bridge: Any) -> None:
     client, hits = bridge
     inp = ApiSource(client=client, rng=random.Random(3)).load(42, spot_check_k=4)
     assert all(sr.samples is None and len(sr.proofs) == 4 for sr in inp.reports)
-    assert hits["proof"] == 6 * 4
+    assert hits["proofs"] == 6 and hits["proof"] == 0  # one request per report, not one per proof
     v = verify_lease(inp, spot_check_k=4)
     assert v.ok, v.failures
     assert v.samples == 24
