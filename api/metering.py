@@ -1,4 +1,4 @@
-"""Accepting metering reports (METERING_API.md §1): parse, check the signer and the samples, keep the
+"""Accepting metering reports (api/METERING_API.md §1): parse, check the signer and the samples, keep the
 per-lease hash chain in order, store durably. Settlement is the relayer's job; the contract re-checks all
 of it anyway: the bridge refuses early what could never settle, and keeps every report for auditors."""
 

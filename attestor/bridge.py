@@ -1,4 +1,4 @@
-"""The attestor's side of the bridge API (wire format: ``METERING_API.md`` of the team notes).
+"""The attestor's side of the bridge API (wire format: ``api/METERING_API.md``).
 
 ``POST /v1/metering/reports`` submits a signed report with its samples; ``GET /v1/nodes/{id}/active-leases``
 says which leases to meter; ``GET /v1/metering/domain`` gives the EIP-712 domain. Also the static lease list

@@ -1,7 +1,7 @@
 """Where an audit's input comes from: the bridge's HTTP API, or the chain itself plus a samples archive.
 
 Both build the same :class:`ledger.audit.AuditInput`; the core never knows which one it was handed. The
-wire formats are written down in the team's AUDIT_API.md: lease JSON (terms, money, settlements), report
+wire formats are written down in api/AUDIT_API.md: lease JSON (terms, money, settlements), report
 entries (report JSON, signature, samples) and the JSON-lines samples archive (one report entry per line).
 
 * :class:`ApiSource` trusts the bridge for nothing it cannot check: it reads terms, events and reports from
@@ -109,7 +109,7 @@ def _order(d: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
-    """Lease terms from the lease JSON of AUDIT_API.md §1."""
+    """Lease terms from the lease JSON of api/AUDIT_API.md §1."""
     try:
         attestors = tuple(
             AttestorPeriod(str(a["address"]), _int(a, "fromMs", 0), _opt_int(a, "untilMs")) for a in d["attestors"]
@@ -140,7 +140,7 @@ _CKPT_FIELDS: tuple[str, ...] = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnerg
 
 
 def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
-    """One settled checkpoint (AUDIT_API.md §1): the record's ``ckpt`` word (or its fields), ``reportHash``,
+    """One settled checkpoint (api/AUDIT_API.md §1): the record's ``ckpt`` word (or its fields), ``reportHash``,
     ``charged``, and where it is in the chain (``block``, ``logIndex``, ``recordIndex``, ``txHash``).
 
     When both the word and fields are given they must agree; anything else the bridge adds (a derived
@@ -223,7 +223,7 @@ def sample_from_json(values: Any) -> Sample:
 
 
 def report_from_json(entry: Mapping[str, Any]) -> SignedReport:
-    """A report entry (AUDIT_API.md §2 / an archive line) → :class:`SignedReport`."""
+    """A report entry (api/AUDIT_API.md §2 / an archive line) → :class:`SignedReport`."""
     try:
         report = MeteringReport.from_json(entry["report"])
     except KeyError as e:
@@ -265,7 +265,7 @@ PROOFS_PER_REQUEST = 256
 
 
 class ApiSource:
-    """Reads a lease from the bridge (AUDIT_API.md). ``client`` may be any ``httpx.Client`` (tests pass one
+    """Reads a lease from the bridge (api/AUDIT_API.md). ``client`` may be any ``httpx.Client`` (tests pass one
     bound to an in-process app); otherwise one is made for ``base_url``."""
 
     def __init__(
@@ -367,7 +367,7 @@ class ApiSource:
 
 
 def write_archive(out: Path | IO[str], entries: Iterable[SignedReport | Mapping[str, Any]]) -> int:
-    """Write report entries as JSON lines (AUDIT_API.md §5); returns the number of lines."""
+    """Write report entries as JSON lines (api/AUDIT_API.md §5); returns the number of lines."""
     n = 0
     fh: IO[str]
     close = False

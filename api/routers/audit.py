@@ -1,4 +1,4 @@
-"""What auditors list and download (AUDIT_API.md §4-5). Public: anybody may audit."""
+"""What auditors list and download (api/AUDIT_API.md §4-5). Public: anybody may audit."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class LeaseList(BaseModel):
 
 
 class LeaseOut(BaseModel):
-    """AUDIT_API.md §1: terms, money and settlements, as indexed from the chain."""
+    """api/AUDIT_API.md §1: terms, money and settlements, as indexed from the chain."""
 
     leaseId: int
     chainId: int

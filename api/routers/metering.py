@@ -1,5 +1,5 @@
-"""Metering: attestors submit signed reports with their raw samples (METERING_API.md); anyone reads them
-back with Merkle proofs (AUDIT_API.md §2-3)."""
+"""Metering: attestors submit signed reports with their raw samples (api/METERING_API.md); anyone reads them
+back with Merkle proofs (api/AUDIT_API.md §2-3)."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def lease_reports(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     samples: Annotated[bool, Query(description="include raw samples")] = True,
 ) -> ReportPage:
-    """Every stored report of the lease in seq order (AUDIT_API.md §2)."""
+    """Every stored report of the lease in seq order (api/AUDIT_API.md §2)."""
     lease = _lease_known(svc, leaseId)
     with svc.store.session() as s:
         rows = list(
@@ -229,7 +229,7 @@ def sample_proof(
     index: Annotated[int, Path(ge=0, lt=2**31)],
     svc: ServicesDep,
 ) -> SampleProofOut:
-    """One raw sample with its Merkle proof against the report's samplesRoot (AUDIT_API.md §3)."""
+    """One raw sample with its Merkle proof against the report's samplesRoot (api/AUDIT_API.md §3)."""
     r, smps = _report_samples(svc, leaseId, seq)
     try:
         sample, leaf, proof = sample_with_proof(smps, index)

@@ -123,7 +123,7 @@ def get_node(nodeId: NodeId, svc: ServicesDep) -> NodeOut:
 
 @router.get("/{nodeId}/active-leases", response_model=ActiveLeases, responses=READ_RESPONSES)
 def active_leases(nodeId: NodeId, svc: ServicesDep) -> ActiveLeases:
-    """Leases the node's attestor must meter now (METERING_API.md §2)."""
+    """Leases the node's attestor must meter now (api/METERING_API.md §2)."""
     if svc.indexer.node_row(nodeId) is None:
         raise ApiError(404, "unknown_node", f"node {nodeId} is unknown to the bridge")
     with svc.store.session() as s:

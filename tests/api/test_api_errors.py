@@ -1,4 +1,4 @@
-"""Errors: metering codes of METERING_API.md, 422 naming the field, 413, contract reverts mapped to statuses."""
+"""Errors: metering codes of api/METERING_API.md, 422 naming the field, 413, contract reverts mapped to statuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A minimal bridge serving AUDIT_API.md from fixture leases, to test the auditor's API source and CLI.
+"""A minimal bridge serving api/AUDIT_API.md from fixture leases, to test the auditor's API source and CLI.
 
 It implements the documented wire format only (not the real bridge's store); requests are counted so
 tests can assert the traffic a spot check causes.

@@ -1,6 +1,6 @@
 """End to end against the real bridge (api.create_app on the memory chain): a provider, a buyer and an
 attestor go through the HTTP API, the relayer settles, the buyer closes; the auditor then reads everything
-back through AUDIT_API.md and verifies it, in full and by spot checks, and from the bridge's archive plus
+back through api/AUDIT_API.md and verifies it, in full and by spot checks, and from the bridge's archive plus
 the chain."""
 
 from __future__ import annotations
