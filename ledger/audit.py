@@ -250,14 +250,7 @@ class Settlement:
     @property
     def ckpt(self) -> int:
         """The packed ``ckpt`` word (the inverse of :meth:`of_ckpt`)."""
-        return (
-            self.seq
-            | self.cumBusyMs << 32
-            | self.cumAllocatedMs << 80
-            | self.cumEnergyMj << 128
-            | self.windowEndMs << 176
-            | self.settledAt << 224
-        )
+        return self.checkpoint.word
 
     def billable(self, mode: int) -> int:
         """Cumulative billable GPU-ms the chain recorded (``Checkpoint.billable``)."""

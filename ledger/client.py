@@ -51,7 +51,7 @@ from .base import LedgerError
 from .compiler import load_artifact
 from .deploy import Deployment, escrow_abi
 from .errors import ContractRevert, TransactionReverted, decode_exception
-from .protocol import MeteringReport, ProtocolError
+from .protocol import ZERO_HASH, MeteringReport, ProtocolError
 from .settlement import (
     LeaseState,
     SettlementRecord,
@@ -65,7 +65,6 @@ from .settlement import (
 ETH = "0x0000000000000000000000000000000000000000"
 # blocks per eth_getLogs request when the client rebuilds lease states from events
 LOG_SCAN_BLOCKS = 5_000
-ZERO_HASH = b"\x00" * 32
 
 
 class ClientError(LedgerError):
@@ -445,32 +444,25 @@ class LedgerClient:
             if to_checksum_address(log["address"]) != contract.address:
                 continue
             data = contract.events[name]().process_log(log)
-            if name == "CheckpointSettled":  # settle(): one record, as an event of its own
+            # settle()'s CheckpointSettled and each record of settleBatch's CheckpointsSettled: one shape
+            records: list[SettlementRecord] | None = None
+            if name == "CheckpointSettled":
                 a = data["args"]
-                rec = SettlementRecord(int(a["leaseId"]), bytes(a["reportHash"]), int(a["ckpt"]), int(a["charged"]))
-                out.append(
+                records = [SettlementRecord(int(a["leaseId"]), bytes(a["reportHash"]), int(a["ckpt"]), int(a["charged"]))]
+            elif name == "CheckpointsSettled":
+                records = decode_records(bytes(data["args"]["records"]))
+            if records is not None:
+                out.extend(
                     Event(
                         name="CheckpointSettled",
                         address=to_checksum_address(log["address"]),
-                        args={**rec.as_args(), "recordIndex": 0},
+                        args={**rec.as_args(), "recordIndex": i},
                         block_number=int(log["blockNumber"]),
                         tx_hash=bytes(log["transactionHash"]),
                         log_index=int(log["logIndex"]),
                     )
+                    for i, rec in enumerate(records)
                 )
-                continue
-            if name == "CheckpointsSettled":
-                for i, rec in enumerate(decode_records(bytes(data["args"]["records"]))):
-                    out.append(
-                        Event(
-                            name="CheckpointSettled",
-                            address=to_checksum_address(log["address"]),
-                            args={**rec.as_args(), "recordIndex": i},
-                            block_number=int(log["blockNumber"]),
-                            tx_hash=bytes(log["transactionHash"]),
-                            log_index=int(log["logIndex"]),
-                        )
-                    )
                 continue
             out.append(
                 Event(

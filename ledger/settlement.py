@@ -87,6 +87,18 @@ class Checkpoint:
             settled_at=ckpt >> 224,
         )
 
+    @property
+    def word(self) -> int:
+        """The packed ``ckpt`` word (the inverse of :meth:`of`)."""
+        return (
+            self.seq
+            | self.cum_busy_ms << 32
+            | self.cum_allocated_ms << 80
+            | self.cum_energy_mj << 128
+            | self.last_window_end_ms << 176
+            | self.settled_at << 224
+        )
+
     def billable(self, mode: int) -> int:
         """Cumulative billable GPU-ms: allocated time (reserved, mode 0) or busy time (metered, 1)."""
         return self.cum_allocated_ms if mode == 0 else self.cum_busy_ms
@@ -98,7 +110,7 @@ def initial_ckpt(terms: int) -> int:
     start_s = terms_start_s(terms)
     if start_s == 0:
         return 0
-    return ((start_s * 1000) << 176) | (start_s << 224)
+    return Checkpoint(0, 0, 0, 0, start_s * 1000, start_s).word
 
 
 def commitment(terms: int, ckpt: int, last_hash: bytes) -> bytes:

@@ -352,6 +352,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             while (p < end) {
                 uint256 size;
                 bool bad;
+                // `_entrySize` inlined: a call per entry costs ~50 gas on the batch's hot path
                 assembly ("memory-safe") {
                     let flags := and(shr(200, calldataload(add(p, 32))), 0xff)
                     size := add(231, mul(flags, 32))
