@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ledger import safejson
 
 from .errors import ApiError
 from .settings import Settings
@@ -66,6 +69,7 @@ def create_app(
     from .routers.offers import OffersFastPath
 
     app.add_middleware(OffersFastPath)
+    app.add_middleware(JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     _plain_optional_parameters(app)
@@ -165,6 +169,59 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if not started:
                 await _too_large(send, self.max_bytes)
+
+
+class JsonDepthMiddleware:
+    """Refuses, with 422 ``invalid_json``, a request body that a recursive JSON parser must not see.
+
+    Runs inside ``BodyLimitMiddleware`` (so the body is bounded) and before any route parses the body: a
+    body nested thousands deep would overflow the C stack (see ``ledger.safejson``) and kill the process.
+    The check is C-speed (a few ms per MB) and runs in a worker thread for large bodies, off the event
+    loop. Every body is checked, whatever its content type: a body that is not JSON has no brackets to
+    refuse, and routes parse JSON whatever the type curl sends."""
+
+    OFF_LOOP_BYTES = 64 * 1024
+
+    def __init__(self, app: ASGIApp, max_depth: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # client gone: let the app see the disconnect
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if body:
+            try:
+                if len(body) > self.OFF_LOOP_BYTES:
+                    await anyio.to_thread.run_sync(safejson.check, body, self.max_depth)
+                else:
+                    safejson.check(body, self.max_depth)
+            except safejson.JsonRefused as e:
+                err = JSONResponse(status_code=422, content=ApiError(422, "invalid_json", str(e)).body())
+                await err(scope, receive, send)
+                return
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 class _BodyTooLarge(Exception):

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ledger import safejson
+
 from .errors import BridgeError
 from .spool import SpooledReport
 
@@ -90,7 +92,7 @@ class BridgeClient:
         except httpx.HTTPError as e:
             return SubmitOutcome(False, 0, error=f"bridge unreachable: {type(e).__name__}: {e}")
         try:
-            data = resp.json()
+            data = safejson.loads(resp.content)
         except ValueError:
             data = None
         if resp.status_code in (200, 201) and isinstance(data, dict) and data.get("accepted") is True:
@@ -131,14 +133,14 @@ class BridgeClient:
             code, message = _error_of(_json_or_none(resp))
             raise BridgeError(f"GET {path}: HTTP {resp.status_code} {code or ''} {message}".strip())
         try:
-            return resp.json()
+            return safejson.loads(resp.content)
         except ValueError as e:
             raise BridgeError(f"GET {path}: answer is not JSON") from e
 
 
 def _json_or_none(resp: httpx.Response) -> Any:
     try:
-        return resp.json()
+        return safejson.loads(resp.content)
     except ValueError:
         return None
 

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 
+from . import safejson
 from .audit import (
     AttestorPeriod,
     AuditError,
@@ -300,7 +301,7 @@ class ApiSource:
         if resp.status_code != 200:
             raise AuditSourceError(f"GET {path}: HTTP {resp.status_code} {resp.text[:200]}")
         try:
-            return resp.json()
+            return safejson.loads(resp.content)
         except ValueError as e:
             raise AuditSourceError(f"GET {path}: not JSON") from e
 
@@ -398,7 +399,7 @@ class ArchiveSource:
                     if not line.strip():
                         continue
                     try:
-                        sr = report_from_json(json.loads(line))
+                        sr = report_from_json(safejson.loads(line))
                     except (ValueError, AuditSourceError) as e:
                         raise AuditSourceError(f"{path.name}:{lineno}: {e}") from e
                     self._by_lease.setdefault(sr.report.leaseId, []).append(sr)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from ledger import safejson
 from ledger.protocol import REPORT_FIELDS
 
 from ..deps import ServicesDep
@@ -104,9 +105,9 @@ async def submit_report(request: Request, svc: ServicesDep) -> JSONResponse:
     """Submit one signed report with its raw samples (the attestor authenticates by its signature)."""
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, "invalid_report", "the body is not JSON") from e
+        body = safejson.loads(raw)
+    except safejson.JsonRefused as e:
+        raise ApiError(400, "invalid_report", str(e)) from e
     try:
         res = await accept_report_async(svc, body)
     except ApiError as e:
