@@ -20,9 +20,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ledger import safejson
+from ledger.protocol import safejson
 
-from .errors import ApiError
+from ledger.chain.backends import Chain
+from ledger.chain.deployment import Deployment
+from ledger.chain.errors import ChainError
+
+from .container import Bridge
+from .errors import ApiError, from_chain
+from .routers import ALL_ROUTERS, faucet
+from .routers.offers import OffersFastPath
 from .settings import Settings
 
 log = logging.getLogger("api")
@@ -33,24 +40,22 @@ Message = MutableMapping[str, Any]
 def create_app(
     settings: Settings | None = None,
     *,
-    chain: Any = None,
-    deployment: Any = None,
+    chain: Chain | None = None,
+    deployment: Deployment | None = None,
 ) -> FastAPI:
-    """Build the app. ``chain``/``deployment`` (a ``ledger.chain.Chain`` and ``ledger.deploy.Deployment``)
-    share an existing chain with the caller; the app then never closes that chain."""
+    """Build the app. ``chain``/``deployment`` share an existing chain with the caller; the app then never
+    closes that chain."""
     settings = settings or Settings()
     settings.check_secret()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from .services import Services
-
-        services = Services.start(settings, chain=chain, deployment=deployment)
-        app.state.services = services
+        bridge = Bridge.start(settings, chain=chain, deployment=deployment)
+        app.state.bridge = bridge
         try:
             yield
         finally:
-            services.stop()
+            bridge.stop()
 
     app = FastAPI(
         title="Compute Ledger bridge",
@@ -60,16 +65,15 @@ def create_app(
     )
     app.state.settings = settings
     _install_error_handlers(app)
-    from .routers import ALL_ROUTERS, faucet
-
     for router in ALL_ROUTERS:
         app.include_router(router)
     if settings.chain_backend in ("memory", "anvil"):
         app.include_router(faucet.router)
-    from .routers.offers import OffersFastPath
-
     app.add_middleware(OffersFastPath)
-    app.add_middleware(JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH)
+    # the metering wire (api/METERING_API.md) answers every malformed body 400 invalid_report
+    app.add_middleware(
+        JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH, refusals={"/v1/metering/": (400, "invalid_report")}
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     _plain_optional_parameters(app)
@@ -106,6 +110,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content=exc.body())
+
+    @app.exception_handler(ChainError)
+    async def _chain_error(_: Request, exc: ChainError) -> JSONResponse:
+        err = from_chain(exc)
+        return JSONResponse(status_code=err.status, content=err.body())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,19 +181,21 @@ class BodyLimitMiddleware:
 
 
 class JsonDepthMiddleware:
-    """Refuses, with 422 ``invalid_json``, a request body that a recursive JSON parser must not see.
+    """Refuses, with 422 ``invalid_json`` (or the status and code a path's wire contract fixes), a request body
+    that a recursive JSON parser must not see.
 
     Runs inside ``BodyLimitMiddleware`` (so the body is bounded) and before any route parses the body: a
-    body nested thousands deep would overflow the C stack (see ``ledger.safejson``) and kill the process.
+    body nested thousands deep would overflow the C stack (see ``ledger.protocol.safejson``) and kill the process.
     The check is C-speed (a few ms per MB) and runs in a worker thread for large bodies, off the event
     loop. Every body is checked, whatever its content type: a body that is not JSON has no brackets to
     refuse, and routes parse JSON whatever the type curl sends."""
 
     OFF_LOOP_BYTES = 64 * 1024
 
-    def __init__(self, app: ASGIApp, max_depth: int) -> None:
+    def __init__(self, app: ASGIApp, max_depth: int, refusals: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_depth = max_depth
+        self.refusals = refusals or {}  # path prefix -> (status, code) where a wire contract fixes them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -207,7 +218,9 @@ class JsonDepthMiddleware:
                 else:
                     safejson.check(body, self.max_depth)
             except safejson.JsonRefused as e:
-                err = JSONResponse(status_code=422, content=ApiError(422, "invalid_json", str(e)).body())
+                path = str(scope.get("path", ""))
+                status, code = next((v for k, v in self.refusals.items() if path.startswith(k)), (422, "invalid_json"))
+                err = JSONResponse(status_code=status, content=ApiError(status, code, str(e)).body())
                 await err(scope, receive, send)
                 return
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
@@ -258,10 +271,11 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            services = getattr(scope.get("app").state, "services", None) if scope.get("app") else None
-            if services is not None:
+            app = scope.get("app")
+            bridge = getattr(app.state, "bridge", None) if app is not None else None
+            if bridge is not None:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
-                services.metrics.requests.labels(scope["method"], path, str(status)).inc()
-                services.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+                bridge.metrics.requests.labels(scope["method"], path, str(status)).inc()
+                bridge.metrics.latency.labels(path).observe(time.perf_counter() - t0)
 

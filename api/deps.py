@@ -1,55 +1,104 @@
-"""FastAPI dependencies: the app's services, the caller (API key or wallet address), settings."""
+"""FastAPI dependencies: the bridge's services, the caller (API key or wallet address), settings.
+
+Each router asks for the services it uses (``LeasesDep``, ``OffersDep``, ...), never for the container."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
-from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, to_checksum_address
 from fastapi import Depends, Header, Request
 
-from .errors import Forbidden, Invalid, Unauthorized
-from .keys import parse_api_key, secret_matches
+from .errors import Unauthorized
+from .services.caller import Caller
 from .settings import Settings
-from .store import Account, ApiKey
 
 if TYPE_CHECKING:
-    from .services import Services
+    from .container import Bridge
+    from .services.accounts import Accounts
+    from .services.audit import AuditData
+    from .services.funds import Faucet, Funds, Relay
+    from .services.health import Health
+    from .services.leases import Leases
+    from .services.metering import Metering
+    from .services.offers import Offers
+    from .services.providers import Nodes, Providers
+    from .services.tokens import Tokens
 
 
-def get_services(request: Request) -> "Services":
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated["Services", Depends(get_services)]
+def _bridge(request: Request) -> "Bridge":
+    bridge: Bridge = request.app.state.bridge
+    return bridge
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.services.settings
-    return settings
+    return _bridge(request).settings
+
+
+def get_accounts(request: Request) -> "Accounts":
+    return _bridge(request).accounts
+
+
+def get_providers(request: Request) -> "Providers":
+    return _bridge(request).providers
+
+
+def get_nodes(request: Request) -> "Nodes":
+    return _bridge(request).nodes
+
+
+def get_offers(request: Request) -> "Offers":
+    return _bridge(request).offers
+
+
+def get_leases(request: Request) -> "Leases":
+    return _bridge(request).leases
+
+
+def get_metering(request: Request) -> "Metering":
+    return _bridge(request).metering
+
+
+def get_funds(request: Request) -> "Funds":
+    return _bridge(request).funds
+
+
+def get_faucet(request: Request) -> "Faucet":
+    return _bridge(request).faucet
+
+
+def get_relay(request: Request) -> "Relay":
+    return _bridge(request).relay
+
+
+def get_tokens(request: Request) -> "Tokens":
+    return _bridge(request).tokens
+
+
+def get_audit(request: Request) -> "AuditData":
+    return _bridge(request).audit
+
+
+def get_health(request: Request) -> "Health":
+    return _bridge(request).health
+
+
+def get_after_write(request: Request) -> object:
+    return _bridge(request).after_write
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling. ``account`` is set for a managed account (the bridge signs for it); for a wallet
-    caller it is None and write endpoints answer an unsigned transaction for the wallet to sign."""
-
-    address: str
-    roles: frozenset[str]
-    account: LocalAccount | None
-
-    @property
-    def managed(self) -> bool:
-        return self.account is not None
-
-    def require(self, role: str) -> None:
-        if self.managed and role not in self.roles:
-            raise Forbidden(f"this account does not have the {role} role", code="missing_role")
+AccountsDep = Annotated["Accounts", Depends(get_accounts)]
+ProvidersDep = Annotated["Providers", Depends(get_providers)]
+NodesDep = Annotated["Nodes", Depends(get_nodes)]
+OffersDep = Annotated["Offers", Depends(get_offers)]
+LeasesDep = Annotated["Leases", Depends(get_leases)]
+MeteringDep = Annotated["Metering", Depends(get_metering)]
+FundsDep = Annotated["Funds", Depends(get_funds)]
+FaucetDep = Annotated["Faucet", Depends(get_faucet)]
+RelayDep = Annotated["Relay", Depends(get_relay)]
+TokensDep = Annotated["Tokens", Depends(get_tokens)]
+AuditDep = Annotated["AuditData", Depends(get_audit)]
+HealthDep = Annotated["Health", Depends(get_health)]
 
 
 def _caller(
@@ -65,32 +114,7 @@ def _caller(
         ),
     ] = None,
 ) -> Caller | None:
-    services: Services = request.app.state.services
-    if authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("Authorization must be `Bearer <API key>`")
-        parsed = parse_api_key(token.strip())
-        if parsed is None:
-            raise Unauthorized("malformed API key")
-        key_id, secret = parsed
-        with services.store.session() as s:
-            key = s.get(ApiKey, key_id)
-            if key is None or key.revoked or not secret_matches(secret, key.secret_hash):
-                raise Unauthorized("unknown or revoked API key")
-            acct = s.get(Account, key.address)
-        if acct is None:
-            raise Unauthorized("the API key's account is gone")
-        roles = frozenset(r for r in acct.roles.split(",") if r)
-        local = services.keybox.open(acct.address, acct.encrypted_key) if acct.encrypted_key else None
-        if local is None:
-            raise Forbidden("this account has no managed key")
-        return Caller(address=acct.address, roles=roles, account=local)
-    if x_wallet_address is not None:
-        if not is_address(x_wallet_address.strip()):
-            raise Invalid("X-Wallet-Address is not an address", field="X-Wallet-Address")
-        return Caller(address=to_checksum_address(x_wallet_address.strip()), roles=frozenset(), account=None)
-    return None
+    return _bridge(request).accounts.caller(authorization, x_wallet_address)
 
 
 def _required_caller(caller: Annotated[Caller | None, Depends(_caller)]) -> Caller:

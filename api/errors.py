@@ -2,8 +2,8 @@
 
 Every error response is ``{"detail": {"code": ..., "message": ..., "field": ..., "details": ...}}`` (the
 shape of FastAPI's ``HTTPException(detail={...})``, which the attestor's client reads).
-Contract custom errors arrive already decoded by ``ledger.errors`` (``ContractRevert(name, args)``); this
-module only chooses the HTTP status from the error's name.
+Errors of the chain layer (``ledger.chain.errors``; contract reverts arrive decoded as
+``ContractRevert(name, args)``) become statuses here, in :func:`from_chain`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +12,17 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from ledger.chain.errors import (
+    ChainError,
+    ChainUnavailable as ChainDown,
+    InsufficientFunds,
+    NoKey,
+    StateUnavailable,
+    TxRejected,
+    UnknownLease,
+)
+from ledger.chain.reverts import ContractRevert
 
 
 class ApiError(Exception):
@@ -101,11 +112,51 @@ _REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
 
 def revert_status(name: str) -> tuple[int, str]:
     """HTTP status and code for a contract custom error's name (422 for a rejected argument)."""
-    if name != "Unknown":  # "Unknown" is a revert without error data (ledger.errors), not "not found"
+    if name != "Unknown":  # "Unknown" is a revert without error data (ledger.chain.reverts), not "not found"
         for pattern, status, code in _REVERT_STATUS:
             if pattern.search(name):
                 return status, code
     return 422, "rejected_by_contract"
+
+
+def jsonable(value: Any) -> Any:
+    """Values to JSON: bytes as 0x-hex, ints above 2**53 as decimal strings (JavaScript loses digits)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**53) < value < 2**53 else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def revert_error(rev: ContractRevert) -> ApiError:
+    """The API error for a contract's refusal: status by the error's name, the name and args in details."""
+    status, code = revert_status(rev.name)
+    return ApiError(status, code, f"the contract refused: {rev.name}", details={"error": rev.name, "args": jsonable(rev.kwargs)})
+
+
+def from_chain(e: ChainError) -> ApiError:
+    """The one mapping of chain-layer errors to API errors."""
+    if isinstance(e, ContractRevert):
+        return revert_error(e)
+    if isinstance(e, InsufficientFunds):
+        return ApiError(402, "insufficient_funds", "the sender cannot pay for this transaction (value + gas)")
+    if isinstance(e, TxRejected):
+        return ApiError(422, "tx_rejected", f"the node refused the transaction: {e}")
+    if isinstance(e, UnknownLease):
+        return NotFound("lease", str(e).rsplit(" ", 1)[-1])
+    if isinstance(e, StateUnavailable):
+        return ChainUnavailable(f"the lease's settlement state cannot be rebuilt from the escrow's events now: {e}")
+    if isinstance(e, NoKey):
+        return ApiError(500, "no_key", str(e))
+    if isinstance(e, ChainDown):
+        return ChainUnavailable(str(e))
+    return ChainUnavailable(f"chain error: {e}")
 
 
 # Statuses every route may answer; declared on every route so the OpenAPI document is true.

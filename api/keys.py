@@ -5,7 +5,8 @@
   does not decrypt.
 - API keys are ``cl_<id>_<secret>``: 128 bits of random secret, stored as SHA-256 (a random secret needs
   no slow hash), compared in constant time.
-- Transactions of managed accounts and of the relayer are signed here.
+- Keys are turned into signers here (``ledger.chain.signing``); transactions are signed by the chain
+  layer's sender.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
+
+from ledger.chain.signing import account, decrypt_keystore
 
 from .errors import ApiError
 
@@ -32,14 +34,16 @@ class KeyBox:
     """Encrypts and decrypts managed accounts' private keys with the server secret."""
 
     def __init__(self, server_secret: str) -> None:
-        self._key = HKDF(server_secret.encode(), 32, b"compute-ledger/managed-keys/v1", SHA256)
+        key = HKDF(server_secret.encode(), 32, b"compute-ledger/managed-keys/v1", SHA256)
+        assert isinstance(key, bytes)  # one key asked (num_keys=1)
+        self._key: bytes = key
 
     def seal(self, address: str, private_key: bytes) -> bytes:
         nonce = secrets.token_bytes(12)
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce)
         cipher.update(address.lower().encode())
         ct, tag = cipher.encrypt_and_digest(private_key)
-        return _KEY_VERSION + nonce + tag + ct
+        return bytes(_KEY_VERSION + nonce + tag + ct)
 
     def open(self, address: str, blob: bytes) -> LocalAccount:
         if not blob or blob[:1] != _KEY_VERSION:
@@ -51,23 +55,16 @@ class KeyBox:
             key = cipher.decrypt_and_verify(ct, tag)
         except ValueError as e:
             raise ApiError(500, "key_unreadable", "a managed key does not decrypt with this server secret") from e
-        acct: LocalAccount = Account.from_key(key)
-        return acct
-
-
-def new_account() -> LocalAccount:
-    acct: LocalAccount = Account.create()
-    return acct
+        return account(key)
 
 
 def account_from_key(key: bytes | str) -> LocalAccount:
-    acct: LocalAccount = Account.from_key(key)
-    return acct
+    """The signer of a raw key (the relayer's, the dev faucet's)."""
+    return account(key)
 
 
 def load_keystore(path: Path, password: str) -> LocalAccount:
-    data = json.loads(path.read_text())
-    return account_from_key(Account.decrypt(data, password))
+    return decrypt_keystore(json.loads(path.read_text()), password)
 
 
 def new_api_key() -> tuple[str, str, bytes]:
@@ -91,9 +88,3 @@ def parse_api_key(token: str) -> tuple[str, str] | None:
 
 def secret_matches(secret: str, stored: bytes) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored)
-
-
-def sign_transaction(account: LocalAccount, tx: dict[str, Any]) -> tuple[bytes, str]:
-    """(raw signed transaction, 0x tx hash)."""
-    signed = account.sign_transaction(tx)
-    return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()

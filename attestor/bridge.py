@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ledger import safejson
+from ledger.protocol import safejson
 
 from .errors import BridgeError
 from .spool import SpooledReport

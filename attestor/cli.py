@@ -22,10 +22,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from prometheus_client import CollectorRegistry
+
 from ledger.protocol import gpu_uuid_hash
 
-from .errors import AttestorError, NoDriverError
-from .source import GpuSource
+from .bridge import BridgeClient, BridgeLeases, LeaseProvider, ReportSink, StaticLeases, SubmitOutcome
+from .clock import Clock, ScaledClock, SystemClock
+from .config import FileConfig, load_config
+from .daemon import Attestor, Backoff
+from .errors import AttestorError, ConfigError, NoDriverError
+from .keys import create_keystore, load_signer, read_password
+from .meter import ReportBuilder, SamplingPolicy
+from .metrics import Metrics
+from .source import GpuSource, SimulatedSource
+from .spool import Spool, SpooledReport
 
 log = logging.getLogger("attestor")
 
@@ -116,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .keys import create_keystore, read_password
-
     password = read_password(args.password_file, args.password_env)
     address = create_keystore(
         args.keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force
@@ -128,8 +136,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .spool import Spool
-
     path = Path(args.data_dir) / "spool.sqlite"
     if not path.exists():
         print(f"no spool at {path}", file=sys.stderr)
@@ -173,8 +179,6 @@ def _status(args: argparse.Namespace) -> int:
 def _open_source(simulate: str | None, seed: int, profile: str, gpus: Sequence[str] | None) -> GpuSource:
     """The simulated source for ``--simulate``, else NVML (raises NoDriverError without a driver)."""
     if simulate:
-        from .source import SimulatedSource
-
         sim = SimulatedSource.from_spec(simulate, seed=seed, profile=profile)
         if gpus is not None and list(gpus) != list(sim.uuids):
             log.warning("--simulate ignores the configured GPU UUIDs (simulated UUIDs come from the seed)")
@@ -191,8 +195,6 @@ def _lock_data_dir(data_dir: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``data_dir/attestor.lock`` for the process's life (released even on SIGKILL)."""
     import fcntl
 
-    from .errors import ConfigError
-
     data_dir.mkdir(parents=True, exist_ok=True)
     f = open(data_dir / "attestor.lock", "ab")
     try:
@@ -204,8 +206,6 @@ def _lock_data_dir(data_dir: Path) -> IO[bytes]:
 
 
 def _gpus(args: argparse.Namespace) -> int:
-    from .config import load_config
-
     cfg = load_config(args.config) if args.config else None
     src = _open_source(args.simulate, args.seed, "idle", None if cfg is None else cfg.gpus)
     try:
@@ -217,18 +217,6 @@ def _gpus(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from .bridge import BridgeClient, BridgeLeases, LeaseProvider, ReportSink, StaticLeases, SubmitOutcome
-    from .clock import Clock, ScaledClock, SystemClock
-    from .config import FileConfig, load_config
-    from .daemon import Attestor, Backoff
-    from .errors import ConfigError
-    from .keys import load_signer, read_password
-    from .meter import ReportBuilder, SamplingPolicy
-    from .metrics import Metrics
-    from .spool import Spool, SpooledReport
-
     cfg = load_config(args.config) if args.config else FileConfig()
     node_id = args.node_id if args.node_id is not None else cfg.node_id
     if node_id is None:

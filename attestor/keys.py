@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from ledger.protocol import address_of, sign_digest
+from ledger.chain.signing import address_of, decrypt_keystore, encrypt_keystore, sign_digest
 
 from .errors import KeystoreError
 
@@ -73,14 +73,12 @@ def create_keystore(
     overwrite: bool = False,
 ) -> str:
     """Write a new encrypted keystore (mode 0600) and return its address. Refuses to overwrite by default."""
-    from eth_account import Account
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeystoreError(f"{path} already exists; refusing to overwrite a key")
     key = secrets.token_bytes(32) if private_key is None else private_key
     try:
-        data = Account.encrypt(key, password, kdf=kdf, iterations=iterations)
+        data = encrypt_keystore(key, password, kdf=kdf, iterations=iterations)
     except Exception:
         raise KeystoreError("cannot encrypt the key (invalid key or kdf parameters)") from None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +94,6 @@ def create_keystore(
 
 def load_signer(path: Path, password: str) -> Signer:
     """Decrypt the keystore at ``path``; raises :class:`KeystoreError` (wrong password, missing, corrupt)."""
-    from eth_account import Account
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
@@ -105,7 +101,7 @@ def load_signer(path: Path, password: str) -> Signer:
     except ValueError:
         raise KeystoreError(f"keystore {path} is not JSON") from None
     try:
-        key = bytes(Account.decrypt(data, password))
+        key = bytes(decrypt_keystore(data, password).key)
     except Exception:
         # The underlying message may quote key material in some versions: never chain it.
         raise KeystoreError(f"cannot decrypt keystore {path}: wrong password or corrupt file") from None

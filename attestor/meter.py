@@ -1,6 +1,6 @@
 """Samples of one lease's window -> a signed, hash-chained :class:`~ledger.protocol.MeteringReport`.
 
-The window figures come from :func:`ledger.metering.aggregate_window` (the rule auditors re-derive), the
+The window figures come from :func:`ledger.protocol.metering.aggregate_window` (the rule auditors re-derive), the
 samples' commitment from :func:`ledger.protocol.samples_root`, the chain link from
 :func:`ledger.protocol.report_struct_hash` and the signature from :mod:`attestor.keys`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ledger.metering import aggregate_window
+from ledger.protocol.metering import aggregate_window
 from ledger.protocol import (
     ZERO_HASH,
     MeteringReport,

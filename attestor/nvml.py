@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import pynvml as _pynvml  # type: ignore[import-untyped]
+import pynvml as _pynvml
 
 from ledger.protocol import ReportFlag
 

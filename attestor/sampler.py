@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.metering import SampleField
+from ledger.protocol.metering import SampleField
 from ledger.protocol import ReportFlag, Sample
 
 from .source import GpuReading, GpuSource

@@ -36,12 +36,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "api"))
 
-from api.services import Services  # noqa: E402
+from api.container import Bridge  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from bridge_helpers import SigningAttestor, submission  # noqa: E402
 from eth_account import Account  # noqa: E402
-from ledger.chain import connect, free_port  # noqa: E402
-from ledger.deploy import deploy_suite  # noqa: E402
+from ledger.chain.backends import connect, free_port  # noqa: E402
+from ledger.chain.deploy import deploy_suite  # noqa: E402
 from ledger.protocol import gpu_set_hash, gpu_uuid_hash  # noqa: E402
 
 PRICE = 10**9
@@ -255,10 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(chain_backend="rpc", rpc_url=chain.rpc_url, data_dir=tmp, deployment_file=tmp / "deployment.json",
                             server_secret=env["LEDGER_API_SERVER_SECRET"], relayer_private_key=env["LEDGER_API_RELAYER_PRIVATE_KEY"],
                             background=True, relayer_tick_s=3600.0, relayer_batch_max=100)
-        svc = Services.start(settings)
+        svc = Bridge.start(settings)
         try:
-            from api.metering import accept_report
-
             settled = 0
             spent = 0.0
             t0 = time.perf_counter()
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for att in attestors:
                     rep = att.next_report()
-                    accept_report(svc, json.loads(json.dumps(submission(node_id, *rep))))
+                    svc.metering.accept(json.loads(json.dumps(submission(node_id, *rep))))
                 t0 = time.perf_counter()
                 settled += svc.relayer.flush()
                 spent += time.perf_counter() - t0

@@ -2,7 +2,7 @@
 
   full verification      signature recovery + hash-chain link + Merkle root rebuilt from 8 GPUs × 60 samples
   signature and chain    signature recovery + hash-chain link (what a spot-check audit pays per report)
-  full audit             ledger.audit.verify_lease with every check (sanity, aggregates, physics, payments)
+  full audit             auditor.core.verify_lease with every check (sanity, aggregates, physics, payments)
 
 Targets (issue 6): ≥ 500 full verifications/s, ≥ 5,000 signature-and-chain checks/s.
 
@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fake GPU lives in tests/audit
 
-from ledger.audit import AuditInput, SignedReport, verify_lease  # noqa: E402
+from auditor.core import AuditInput, SignedReport, verify_lease  # noqa: E402
 from ledger.protocol import (  # noqa: E402
     ZERO_HASH,
     domain_separator,

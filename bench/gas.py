@@ -31,18 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger.chain import Chain, connect  # noqa: E402
-from ledger.client import ETH, BillingMode, LedgerClient, LeaseInfo  # noqa: E402
-from ledger.compiler import load_artifact  # noqa: E402
-from ledger.deploy import deploy_suite  # noqa: E402
-from ledger.protocol import (  # noqa: E402
-    ZERO_HASH,
-    MeteringReport,
-    gpu_uuid_hash,
-    report_digest,
-    report_struct_hash,
-    sign_digest,
-)
+from ledger.chain.backends import Chain, connect  # noqa: E402
+from ledger.chain.compiler import load_artifact  # noqa: E402
+from ledger.chain.deploy import deploy_suite  # noqa: E402
+from ledger.chain.sender import TxOutcome  # noqa: E402
+from ledger.chain.signing import sign_digest  # noqa: E402
+from ledger.chain.suite import LedgerChain  # noqa: E402
+from ledger.chain.views import LeaseInfo  # noqa: E402
+from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash  # noqa: E402
+from ledger.protocol.economics import ETH, BillingMode, lease_escrow, quote_lease, top_up_fee  # noqa: E402
 
 TARGETS = {"settle_single": 40_000, "settle_batch_50_per_checkpoint": 15_000, "gas_per_window_hourly": 300}
 PRICE = 10**9  # wei per GPU-second
@@ -100,7 +97,7 @@ def _advance(ls: LeaseState, r: MeteringReport) -> None:
     ls.cum_energy = r.cumEnergyMj
 
 
-def _calldata_gas(chain: Chain, tx_hash: bytes) -> int:
+def _calldata_gas(chain: Chain, tx_hash: str) -> int:
     data = bytes(chain.w3.eth.get_transaction(tx_hash)["input"])
     return sum(16 if b else 4 for b in data)
 
@@ -112,51 +109,65 @@ def run() -> dict[str, Any]:
     providers = acc[1:4]
     attestors = acc[4:7]
     dep = deploy_suite(chain, admin, challenge_period_s=3600)
-    cl = LedgerClient(chain.w3, dep)
+    ledger = LedgerChain(chain, dep, estimate=False)
+    calls, read, states_of = ledger.calls, ledger.read, ledger.states
+
+    def send(who: str, call: Any) -> TxOutcome:
+        return ledger.sender.send(who, call)
+
+    def open_lease(offer_id: int, holder: str, duration_s: int, start_by: int) -> tuple[int, TxOutcome]:
+        o = read.offer(offer_id)
+        q = quote_lease(o.price_per_gpu_second, o.gpu_count, duration_s, read.fee_bps_for(o.provider))
+        value = q.total if o.token == ETH else 0
+        res = send(buyer, calls.open_lease(offer_id, holder, duration_s, start_by, q.total, value=value))
+        return int(res.event("LeaseOpened").args["leaseId"]), res
+
+    def settle_batch(reports: list[MeteringReport], sigs: list[bytes]) -> TxOutcome:
+        st = states_of.states([r.leaseId for r in reports])
+        return send(relayer, calls.settle_batch((r, s, st[r.leaseId]) for r, s in zip(reports, sigs)))
+
     out: dict[str, Any] = {}
 
     # providers, nodes, offers (one GPU each so 50 leases can run at once)
     now = chain.now()
     offers: list[int] = []
     for p_i, (prov, att) in enumerate(zip(providers, attestors)):
-        r = cl.register_provider(prov, prov, f"ipfs://provider-{p_i}")
+        r = send(prov, calls.register_provider(prov, f"ipfs://provider-{p_i}"))
         out.setdefault("register_provider", r.gas_used)
         uuids = [gpu_uuid_hash(f"GPU-{p_i}-{g}") for g in range(GPUS_PER_NODE)]
-        node = cl.register_node(prov, att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1")
-        out.setdefault(f"register_node_{GPUS_PER_NODE}_gpus", node.tx.gas_used)
+        node = send(prov, calls.register_node(att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1"))
+        node_id = int(node.event("NodeRegistered").args["nodeId"])
+        out.setdefault(f"register_node_{GPUS_PER_NODE}_gpus", node.gas_used)
         for g in range(GPUS_PER_NODE):
             if len(offers) >= BATCH + 2:
                 break
-            o = cl.publish_offer(prov, node.id, 1 << g, PRICE, ETH, BillingMode.METERED, now, now + 30 * 86400)
-            out.setdefault("publish_offer", o.tx.gas_used)
-            offers.append(o.id)
+            o = send(prov, calls.publish_offer(node_id, 1 << g, PRICE, ETH, BillingMode.METERED, now, now + 30 * 86400))
+            out.setdefault("publish_offer", o.gas_used)
+            offers.append(int(o.event("OfferPublished").args["offerId"]))
 
     # an ERC-20 lease for its own figure
-    token_art = load_artifact("MockERC20")
-    token = chain.w3.eth.contract(abi=token_art["abi"], bytecode=token_art["bytecode"])
-    th = token.constructor("USD Coin", "USDC", 6).transact({"from": admin})
-    token_addr = chain.w3.eth.wait_for_transaction_receipt(th)["contractAddress"]
-    tok = chain.w3.eth.contract(address=token_addr, abi=token_art["abi"])
-    chain.w3.eth.wait_for_transaction_receipt(tok.functions.mint(buyer, 10**15).transact({"from": admin}))
+    token_addr, _ = ledger.sender.deploy(admin, load_artifact("MockERC20"), ["USD Coin", "USDC", 6])
+    send(admin, calls.mint(token_addr, buyer, 10**15))
     uu = [gpu_uuid_hash("GPU-erc20-0")]
-    n20 = cl.register_node(providers[0], attestors[0], "NVIDIA L4", uu, 23_034, 72_000, "us-east1")
-    o20 = cl.publish_offer(providers[0], n20.id, 1, 1_000, token_addr, BillingMode.RESERVED, now, now + 86400)
-    cl.erc20_approve(buyer, token_addr, dep.escrow, 10**15)
-    l20 = cl.open_lease(buyer, o20.id, providers[0], 3600, now + 600, approve=False)
-    out["open_lease_erc20"] = l20.tx.gas_used
+    n20 = send(providers[0], calls.register_node(attestors[0], "NVIDIA L4", uu, 23_034, 72_000, "us-east1"))
+    n20_id = int(n20.event("NodeRegistered").args["nodeId"])
+    o20 = send(providers[0], calls.publish_offer(n20_id, 1, 1_000, token_addr, BillingMode.RESERVED, now, now + 86400))
+    send(buyer, calls.approve(token_addr, dep.escrow, 10**15))
+    _, l20 = open_lease(int(o20.event("OfferPublished").args["offerId"]), providers[0], 3600, now + 600)
+    out["open_lease_erc20"] = l20.gas_used
 
     # 50 ETH leases, metered, 1 GPU, 10 days each
     keys = {a: chain.private_keys[a] for a in attestors}
     states: list[LeaseState] = []
     for i, oid in enumerate(offers[:BATCH]):
-        prov = cl.offer(oid).provider
-        lease = cl.open_lease(buyer, oid, prov, 10 * 86400, now + 600)
+        prov = read.offer(oid).provider
+        lease_id, opened = open_lease(oid, prov, 10 * 86400, now + 600)
         if i == 0:
-            out["open_lease_eth"] = lease.tx.gas_used
-        act = cl.activate_lease(prov, lease.id)
+            out["open_lease_eth"] = opened.gas_used
+        act = send(prov, calls.activate_lease(lease_id))
         if i == 0:
             out["activate_lease"] = act.gas_used
-        info = cl.lease(lease.id)
+        info = read.lease(lease_id)
         att = attestors[providers.index(prov)]
         states.append(LeaseState(info=info, attestor_key=keys[att], end_ms=info.start_ms))
 
@@ -171,7 +182,7 @@ def run() -> dict[str, Any]:
         r = _report(ls, 60, min(ls.info.start_ms + 3_600_000, t_ms))
         first_reports.append(r)
         first_sigs.append(signed(ls, r))
-    res = cl.settle_batch(relayer, first_reports, first_sigs)
+    res = settle_batch(first_reports, first_sigs)
     assert len(res.named("CheckpointSettled")) == BATCH, res.named("CheckpointSkipped")
     out["settle_batch_50_first_checkpoint_per_checkpoint"] = res.gas_used // BATCH
     for ls, r in zip(states, first_reports):
@@ -183,7 +194,7 @@ def run() -> dict[str, Any]:
     ls0 = states[0]
     r = _report(ls0, ls0.seq + 1, ls0.end_ms + 60_000)
     assert r.windowEndMs <= t_ms
-    res = cl.settle(relayer, r, signed(ls0, r))
+    res = send(relayer, calls.settle(r, signed(ls0, r), states_of.state(r.leaseId)))
     out["settle_single"] = res.gas_used
     out["settle_single_calldata"] = _calldata_gas(chain, res.tx_hash)
     _advance(ls0, r)
@@ -192,7 +203,7 @@ def run() -> dict[str, Any]:
     chain.increase_time(600)
     ls1 = states[1]
     r = _report(ls1, ls1.seq + 10, ls1.end_ms + 600_000)
-    res = cl.settle(relayer, r, signed(ls1, r))
+    res = send(relayer, calls.settle(r, signed(ls1, r), states_of.state(r.leaseId)))
     out["settle_single_after_gap"] = res.gas_used
     _advance(ls1, r)
 
@@ -203,7 +214,7 @@ def run() -> dict[str, Any]:
         r = _report(ls, ls.seq + 1, ls.end_ms + 60_000)
         reports.append(r)
         sigs.append(signed(ls, r))
-    res = cl.settle_batch(relayer, reports, sigs)
+    res = settle_batch(reports, sigs)
     assert len(res.named("CheckpointSettled")) == BATCH, res.named("CheckpointSkipped")
     out["settle_batch_50_total"] = res.gas_used
     out["settle_batch_50_per_checkpoint"] = res.gas_used // BATCH
@@ -218,7 +229,7 @@ def run() -> dict[str, Any]:
         r = _report(ls, ls.seq + 60, ls.end_ms + 3_600_000)
         reports.append(r)
         sigs.append(signed(ls, r))
-    res = cl.settle_batch(relayer, reports, sigs)
+    res = settle_batch(reports, sigs)
     assert len(res.named("CheckpointSettled")) == BATCH, res.named("CheckpointSkipped")
     per_cp = res.gas_used // BATCH
     out["settle_batch_50_hourly_per_checkpoint"] = per_cp
@@ -227,17 +238,20 @@ def run() -> dict[str, Any]:
         _advance(ls, r)
 
     # the rest of a lease's life on lease 1 and 2
-    l1 = states[0].info
-    out["top_up"] = cl.top_up(buyer, l1.lease_id, PRICE * l1.gpu_count * 600).gas_used
-    out["dispute"] = cl.dispute(buyer, l1.lease_id).gas_used
-    out["resolve_dispute"] = cl.resolve_dispute(admin, l1.lease_id, 5_000, False).gas_used
-    out["close_lease"] = cl.close_lease(buyer, l1.lease_id).gas_used
-    out["rate"] = cl.rate(buyer, l1.lease_id, 5).gas_used
-    l2 = states[1].info
-    cl.close_lease(buyer, l2.lease_id)
+    l1 = read.lease(states[0].info.lease_id)
+    amount = PRICE * l1.gpu_count * 600
+    fee = top_up_fee(lease_escrow(l1.price_per_gpu_second, l1.gpu_count, l1.duration_s), amount, l1.fee_bps)
+    lid = l1.lease_id
+    out["top_up"] = send(buyer, calls.top_up(states_of.state(lid), amount, value=amount + fee)).gas_used
+    out["dispute"] = send(buyer, calls.dispute(states_of.state(lid))).gas_used
+    out["resolve_dispute"] = send(admin, calls.resolve_dispute(states_of.state(lid), 5_000, False)).gas_used
+    out["close_lease"] = send(buyer, calls.close_lease(states_of.state(lid))).gas_used
+    out["rate"] = send(buyer, calls.rate(lid, 5)).gas_used
+    l2 = states[1].info.lease_id
+    send(buyer, calls.close_lease(states_of.state(l2)))
     chain.increase_time(3601)
-    out["release_earnings"] = cl.release_earnings(relayer, l2.lease_id).gas_used
-    out["withdraw"] = cl.withdraw(buyer, ETH).gas_used
+    out["release_earnings"] = send(relayer, calls.release_earnings(states_of.state(l2))).gas_used
+    out["withdraw"] = send(buyer, calls.withdraw(ETH)).gas_used
     return out
 
 

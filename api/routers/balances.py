@@ -8,13 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from .. import chainview
-from ..actions import act
-from ..deps import CallerDep, IdempotencyKey, ServicesDep
+from ..deps import CallerDep, FundsDep, IdempotencyKey
 from ..errors import MONEY_RESPONSES, READ_RESPONSES
-from ..idempotency import fingerprint, run_idempotent
+from .answer import respond
 from ..schemas import ETH, ActionOut, Address, Strict
-from ..tokens import balance_of
 
 router = APIRouter(tags=["balances"])
 
@@ -38,27 +35,20 @@ class ReputationOut(BaseModel):
 
 
 @router.get("/v1/balances/{address}", response_model=BalanceOut, responses=READ_RESPONSES)
-def balance(address: Address, svc: ServicesDep, token: Annotated[Address, Query()] = ETH) -> BalanceOut:
+def balance(address: Address, funds: FundsDep, token: Annotated[Address, Query()] = ETH) -> BalanceOut:
     """What ``address`` may withdraw from the escrow in ``token`` (ETH by default, or an ERC-20), its wallet
     balance of that token, and its ETH balance."""
-    w = chainview.withdrawable(svc.gateway, address, token)
-    eth = balance_of(svc, ETH, address)
-    wallet = eth if token == ETH else balance_of(svc, token, address)
-    return BalanceOut(address=address, token=token, withdrawableWei=str(w), walletBalanceWei=str(wallet),
-                      ethBalanceWei=str(eth))
+    return BalanceOut(**funds.balance(address, token))
 
 
 @router.post("/v1/withdraw", response_model=ActionOut, responses=MONEY_RESPONSES)
-def withdraw(body: WithdrawIn, caller: CallerDep, svc: ServicesDep, idempotency_key: IdempotencyKey = None) -> Response:
+def withdraw(body: WithdrawIn, caller: CallerDep, funds: FundsDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Pull everything the caller may withdraw in ``token`` (earnings, refunds; ETH by default): one token per
     call."""
-    fn = svc.client.escrow.functions.withdraw(body.token)
-    return run_idempotent(
-        svc.store, caller.address, idempotency_key, fingerprint("POST", "/v1/withdraw", body), lambda: act(svc, caller, fn)
-    )
+    return respond(funds.withdraw(caller, body.token, idempotency_key, body))
 
 
 @router.get("/v1/reputation/{address}", response_model=ReputationOut, responses=READ_RESPONSES, tags=["reputation"])
-def reputation(address: Address, svc: ServicesDep) -> ReputationOut:
+def reputation(address: Address, funds: FundsDep) -> ReputationOut:
     """Beta-model score in basis points with the counts it comes from."""
-    return ReputationOut(**chainview.reputation(svc.gateway, address))
+    return ReputationOut(**funds.reputation(address))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from ..deps import ServicesDep
+from ..deps import HealthDep
 
 router = APIRouter(tags=["health"])
 
@@ -25,25 +25,9 @@ class HealthOut(BaseModel):
 
 
 @router.get("/v1/health", response_model=HealthOut)
-def health(svc: ServicesDep) -> HealthOut:
+def health(health: HealthDep) -> HealthOut:
     """``ok`` when the chain answers; the indexer's lag is head − indexedBlock."""
-    try:
-        with svc.gateway.lock:
-            head = int(svc.chain.w3.eth.block_number)
-        status = "ok"
-    except Exception:
-        head, status = -1, "chain_unreachable"
-    return HealthOut(
-        status=status,
-        chainBackend=svc.chain.backend,
-        chainId=svc.gateway.chain_id,
-        head=head,
-        indexedBlock=svc.indexer.indexed_block(),
-        pendingLeases=svc.relayer.pending_count(),
-        escrow=svc.client.escrow.address,
-        registry=svc.client.registry.address,
-        reputation=svc.client.reputation.address,
-    )
+    return HealthOut(**health.status())
 
 
 @router.get(
@@ -51,6 +35,5 @@ def health(svc: ServicesDep) -> HealthOut:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-def metrics(svc: ServicesDep) -> Response:
-    svc.metrics.relayer_pending.set(svc.relayer.pending_count())
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(health: HealthDep) -> Response:
+    return Response(health.prometheus(), media_type=CONTENT_TYPE_LATEST)

@@ -1,48 +1,26 @@
-"""Offers: publish (providers), and the price-comparison list buyers asked for.
-
-The list is served from the indexer's projection, filtered and sorted in SQL, and cached per (projection
-generation, chain time, query) so that a burst of identical comparisons costs one query.
-"""
+"""Offers: publish (providers), and the price-comparison list buyers asked for (served from the indexer's
+projection and cached, ``api.services.offers``)."""
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import chainview
-from ..actions import act
-from ..deps import CallerDep, ServicesDep
-from ..errors import COMMON_RESPONSES, READ_RESPONSES, ApiError, NotFound
+from ..deps import CallerDep, OffersDep
+from ..errors import COMMON_RESPONSES, READ_RESPONSES
 from ..schemas import ETH, ActionOut, Address, Hex32, Strict
-from ..store import OfferRow, pad_uint
+from ..services.offers import OfferFilters
 
 router = APIRouter(prefix="/v1/offers", tags=["offers"])
 
 OfferId = Annotated[int, Path(ge=0, lt=2**63)]
 BILLING = {"reserved": 0, "metered": 1}
-SORTS = {
-    "price": (OfferRow.price_per_gpu_hour, False),
-    "-price": (OfferRow.price_per_gpu_hour, True),
-    "vram": (OfferRow.vram_mib, False),
-    "-vram": (OfferRow.vram_mib, True),
-    "gpuModel": (OfferRow.gpu_model, False),
-    "-gpuModel": (OfferRow.gpu_model, True),
-    "region": (OfferRow.region, False),
-    "-region": (OfferRow.region, True),
-    "reputation": (OfferRow.provider_score_bps, False),
-    "-reputation": (OfferRow.provider_score_bps, True),
-    "gpuCount": (OfferRow.gpu_count, False),
-    "-gpuCount": (OfferRow.gpu_count, True),
-}
 SortKey = Literal[
     "price", "-price", "vram", "-vram", "gpuModel", "-gpuModel", "region", "-region",
     "reputation", "-reputation", "gpuCount", "-gpuCount",
@@ -96,77 +74,13 @@ class OfferList(BaseModel):
     offset: int
 
 
-def offer_out(row: OfferRow, now_s: int) -> dict[str, Any]:
-    d = json.loads(row.data)
-    return OfferOut(
-        offerId=row.offer_id,
-        provider=row.provider,
-        nodeId=row.node_id,
-        gpuModel=row.gpu_model,
-        gpuCount=row.gpu_count,
-        gpuIndices=d["gpuIndices"],
-        vramMiB=row.vram_mib,
-        region=row.region,
-        pricePerGpuSecond=str(d["pricePerGpuSecond"]),
-        pricePerGpuHour=str(d["pricePerGpuHour"]),
-        token=row.token,
-        billingMode="metered" if row.billing_mode == 1 else "reserved",
-        validFrom=int(d["validFrom"]),
-        validUntil=row.valid_until,
-        minBuyerScoreBps=int(d["minBuyerScoreBps"]),
-        providerScoreBps=row.provider_score_bps,
-        gpuSetHash=d["gpuSetHash"],
-        available=bool(row.active and row.live_lease_id == 0 and row.valid_until > now_s),
-        liveLeaseId=row.live_lease_id,
-    ).model_dump()
-
-
 @router.post("", response_model=ActionOut, responses=COMMON_RESPONSES)
-def publish_offer(body: OfferIn, caller: CallerDep, svc: ServicesDep) -> ActionOut:
+def publish_offer(body: OfferIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
     """Publish an offer on one of the caller's nodes; mints the capacity rights to its payout address."""
-    caller.require("provider")
-    node = chainview.node(svc.gateway, body.nodeId)
-    if caller.managed and node["provider"] != caller.address:
-        raise ApiError(403, "forbidden", f"node {body.nodeId} belongs to another provider")
-    mask = 0
-    for i in body.gpuIndices:
-        mask |= 1 << i
-    fn = svc.client.registry.functions.publishOffer(
-        body.nodeId,
-        mask,
-        body.pricePerGpuSecondWei,
-        body.token,
-        BILLING[body.billingMode],
-        body.validFrom,
-        body.validUntil,
-        body.minBuyerScoreBps,
-        bytes.fromhex(body.termsHash[2:]),
+    return offers.publish(
+        caller, body.nodeId, body.gpuIndices, body.pricePerGpuSecondWei, body.token, body.billingMode, body.validFrom,
+        body.validUntil, body.minBuyerScoreBps, body.termsHash,
     )
-    return act(svc, caller, fn)
-
-
-class _Cache:
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self.lock = threading.Lock()
-        self.data: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
-        with self.lock:
-            v = self.data.get(key)
-            if v is not None:
-                self.data.move_to_end(key)
-            return v
-
-    def put(self, key: tuple[Any, ...], value: bytes) -> None:
-        with self.lock:
-            self.data[key] = value
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-
-
-_cache = _Cache()
-raw_cache = _Cache(size=2048)
 
 
 class OffersFastPath:
@@ -179,13 +93,12 @@ class OffersFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/v1/offers":
-            services = getattr(scope["app"].state, "services", None)
-            if services is not None:
-                ix = services.indexer
-                body = raw_cache.get((ix.generation, ix.head_ts, scope.get("query_string", b"")))
+            bridge = getattr(scope["app"].state, "bridge", None)
+            if bridge is not None:
+                body = bridge.offers.fast(scope.get("query_string", b""))
                 if body is not None:
                     scope["route"] = _FAST_ROUTE  # for the metrics middleware's route label
-                    await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS(len(body))})
+                    await send({"type": "http.response.start", "status": 200, "headers": _json_headers(len(body))})
                     await send({"type": "http.response.body", "body": body})
                     return
         await self.app(scope, receive, send)
@@ -198,14 +111,14 @@ class _FastRoute:
 _FAST_ROUTE = _FastRoute()
 
 
-def _JSON_HEADERS(length: int) -> list[tuple[bytes, bytes]]:
+def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
 
 
 @router.get("", response_model=OfferList, responses=READ_RESPONSES)
 async def list_offers(
     request: Request,
-    svc: ServicesDep,
+    offers: OffersDep,
     gpuModel: Annotated[str | None, Query(max_length=64, description="exact GPU model")] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
     minVramMiB: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
@@ -221,81 +134,25 @@ async def list_offers(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     """Compare offers by price per GPU-hour, GPU model, VRAM, region and provider reputation."""
-    now_s = svc.indexer.head_ts
+    generation, now_s = offers.cache_key()
     key = (
-        svc.indexer.generation, now_s, gpuModel, region, minVramMiB, minGpuCount, maxPricePerGpuHourWei,
+        generation, now_s, gpuModel, region, minVramMiB, minGpuCount, maxPricePerGpuHourWei,
         token, billingMode, provider, minProviderScoreBps, available, sort, limit, offset,
     )
-    cached = _cache.get(key)
+    cached = offers.cached_list(key)
     if cached is None:  # the store is read off the event loop; a hit costs no thread hop
-        cached = await run_in_threadpool(
-            _query_offers, svc, key, now_s, gpuModel, region, minVramMiB, minGpuCount, maxPricePerGpuHourWei,
-            token, billingMode, provider, minProviderScoreBps, available, sort, limit, offset,
+        filters = OfferFilters(
+            gpu_model=gpuModel, region=region, min_vram_mib=minVramMiB, min_gpu_count=minGpuCount,
+            max_price_per_gpu_hour=maxPricePerGpuHourWei, token=token,
+            billing_mode=None if billingMode is None else BILLING[billingMode], provider=provider,
+            min_provider_score_bps=minProviderScoreBps, available_at=now_s if available else None,
         )
+        cached = await run_in_threadpool(offers.list_json, key, filters, sort, limit, offset, now_s)
     # the raw query string of a request that validated answers the same bytes next time (OffersFastPath)
-    raw_cache.put((key[0], now_s, request.scope.get("query_string", b"")), cached)
+    offers.remember(request.scope.get("query_string", b""), (generation, now_s), cached)
     return Response(cached, media_type="application/json")
 
 
-def _query_offers(
-    svc: Any,
-    key: tuple[Any, ...],
-    now_s: int,
-    gpuModel: str | None,
-    region: str | None,
-    minVramMiB: int | None,
-    minGpuCount: int | None,
-    maxPricePerGpuHourWei: int | None,
-    token: str | None,
-    billingMode: str | None,
-    provider: str | None,
-    minProviderScoreBps: int | None,
-    available: bool,
-    sort: str,
-    limit: int,
-    offset: int,
-) -> bytes:
-    q = select(OfferRow)
-    if gpuModel is not None:
-        q = q.where(OfferRow.gpu_model == gpuModel)
-    if region is not None:
-        q = q.where(OfferRow.region == region)
-    if minVramMiB is not None:
-        q = q.where(OfferRow.vram_mib >= minVramMiB)
-    if minGpuCount is not None:
-        q = q.where(OfferRow.gpu_count >= minGpuCount)
-    if maxPricePerGpuHourWei is not None:
-        q = q.where(OfferRow.price_per_gpu_hour <= pad_uint(maxPricePerGpuHourWei))
-    if token is not None:
-        q = q.where(OfferRow.token == token)
-    if billingMode is not None:
-        q = q.where(OfferRow.billing_mode == BILLING[billingMode])
-    if provider is not None:
-        q = q.where(OfferRow.provider == provider)
-    if minProviderScoreBps is not None:
-        q = q.where(OfferRow.provider_score_bps >= minProviderScoreBps)
-    if available:
-        q = q.where(OfferRow.active.is_(True), OfferRow.live_lease_id == 0, OfferRow.valid_until > now_s)
-    col, desc = SORTS[sort]
-    with svc.store.session() as s:
-        total = int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
-        rows = s.scalars(
-            q.order_by(col.desc() if desc else col.asc(), OfferRow.offer_id.asc()).limit(limit).offset(offset)
-        ).all()
-    body = {"offers": [offer_out(r, now_s) for r in rows], "total": total, "limit": limit, "offset": offset}
-    data = json.dumps(body, separators=(",", ":")).encode()
-    _cache.put(key, data)
-    return data
-
-
 @router.get("/{offerId}", response_model=OfferOut, responses=READ_RESPONSES)
-def get_offer(offerId: OfferId, svc: ServicesDep) -> Response:
-    with svc.store.session() as s:
-        row = s.get(OfferRow, offerId)
-    if row is None:
-        svc.indexer.refresh(offers=[offerId])
-        with svc.store.session() as s:
-            row = s.get(OfferRow, offerId)
-    if row is None:
-        raise NotFound("offer", offerId)
-    return Response(json.dumps(offer_out(row, svc.indexer.head_ts)), media_type="application/json")
+def get_offer(offerId: OfferId, offers: OffersDep) -> Response:
+    return Response(json.dumps(offers.get(offerId)), media_type="application/json")

@@ -5,10 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ..deps import ServicesDep
+from ..deps import TokensDep
 from ..errors import READ_RESPONSES
-from ..schemas import ETH
-from ..tokens import dev_tokens, is_dev_chain, metadata, offer_tokens
 
 router = APIRouter(tags=["tokens"])
 
@@ -30,25 +28,12 @@ class TokenList(BaseModel):
 
 
 @router.get("/v1/tokens", response_model=TokenList, responses=READ_RESPONSES)
-def list_tokens(svc: ServicesDep) -> TokenList:
+def list_tokens(tokens: TokensDep) -> TokenList:
     """ETH, the dev token and the ERC-20s offers are priced in. Paying in an ERC-20 needs an approval of the
     escrow: the bridge sends it for managed accounts; wallets get it to sign (409 ``approval_required``)."""
-    dev = is_dev_chain(svc)
-    in_offers = set(offer_tokens(svc))
-    out = [TokenOut(address=ETH, name="Ether", symbol="ETH", decimals=18, native=True, dev=False,
-                    faucet=dev and svc.faucet_account is not None, inOffers=False)]
-    seen = {ETH}
-    for row in dev_tokens(svc):
-        seen.add(row.address)
-        out.append(TokenOut(address=row.address, name=row.name, symbol=row.symbol, decimals=row.decimals, native=False,
-                            dev=True, faucet=svc.faucet_account is not None, inOffers=row.address in in_offers))
-    for addr in sorted(in_offers - seen):
-        meta = metadata(svc, addr)
-        out.append(TokenOut(
-            address=addr,
-            name=meta["name"] if isinstance(meta["name"], str) else None,
-            symbol=meta["symbol"] if isinstance(meta["symbol"], str) else None,
-            decimals=int(meta["decimals"]) if isinstance(meta["decimals"], int) else None,
-            native=False, dev=False, faucet=False, inOffers=True,
-        ))
-    return TokenList(tokens=out, devToken=svc.dev_token if dev else None)
+    out = [
+        TokenOut(address=t.address, name=t.name, symbol=t.symbol, decimals=t.decimals, native=t.native, dev=t.dev,
+                 faucet=t.faucet, inOffers=t.in_offers)
+        for t in tokens.listing()
+    ]
+    return TokenList(tokens=out, devToken=tokens.dev_token if tokens.dev_chain else None)

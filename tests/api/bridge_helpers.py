@@ -8,18 +8,9 @@ from typing import Any
 from eth_account import Account
 from fastapi.testclient import TestClient
 
-from ledger.metering import aggregate_window
-from ledger.protocol import (
-    ZERO_HASH,
-    MeteringReport,
-    ReportFlag,
-    Sample,
-    config_hash,
-    report_digest,
-    report_struct_hash,
-    samples_root,
-    sign_digest,
-)
+from ledger.protocol.metering import aggregate_window
+from ledger.protocol import ZERO_HASH, MeteringReport, ReportFlag, Sample, config_hash, report_digest, report_struct_hash, samples_root
+from ledger.chain.signing import sign_digest
 
 PERIOD_MS = 1000
 CONFIG = config_hash("test", "550.0", "12.0", {"period_ms": PERIOD_MS})
@@ -110,3 +101,9 @@ def new_account(client: TestClient, *roles: str, fund_wei: int = 10**20) -> tupl
     if fund_wei:
         ok(client.post("/v1/faucet", json={"address": body["address"], "amountWei": fund_wei}))
     return body["address"], body["apiKey"]
+
+
+def checkpoint(svc: Any, lease_id: int) -> Any:
+    """The escrow's checkpoint view of a lease (``ledger.chain.views.CheckpointInfo``), read by the bridge's
+    chain collaborators."""
+    return svc.ledger.read.checkpoint(lease_id, svc.ledger.states.state(lease_id))

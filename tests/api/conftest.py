@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from ledger.chain import Chain, connect
-from ledger.deploy import Deployment, deploy_suite
+from ledger.chain.backends import Chain, connect
+from ledger.chain.deployment import Deployment
+from ledger.chain.deploy import deploy_suite
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from conftest import bridge_settings
-from ledger.chain import ANVIL_BIN, Chain, connect
-from ledger.deploy import Deployment, deploy_suite
+from ledger.chain.backends import ANVIL_BIN, Chain, connect
+from ledger.chain.deployment import Deployment
+from ledger.chain.deploy import deploy_suite
 from test_api_flow import run_full_flow
 from test_api_relayer import run_reorg
 

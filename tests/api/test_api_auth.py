@@ -115,13 +115,13 @@ def test_open_lease_same_idempotency_key_escrows_once(bridge: TestClient) -> Non
     assert second.json() == first.json()
     assert second.headers.get("Idempotent-Replayed") == "true"
     assert svc.chain.w3.eth.get_balance(buyer) == balance_after_first
-    opened = svc.client.events("LeaseOpened")
+    opened = svc.ledger.events.read("LeaseOpened")
     assert len(opened) == 1 and opened[0].args["buyer"] == buyer
     assert int(opened[0].args["escrowed"]) == PRICE * 2 * HOUR
     # the same key with another body is refused, and still escrows nothing
     other = client.post("/v1/leases", json={**body, "durationS": HOUR + 1}, headers=headers)
     assert other.status_code == 422 and other.json()["detail"]["code"] == "idempotency_key_reused"
-    assert len(svc.client.events("LeaseOpened")) == 1
+    assert len(svc.ledger.events.read("LeaseOpened")) == 1
     # a refused request is remembered too: the retry answers the same error without sending anything
     gone = {"offerId": 999, "durationS": HOUR}
     h2 = {**auth(key), "Idempotency-Key": "lease-43"}
@@ -133,7 +133,7 @@ def test_open_lease_same_idempotency_key_escrows_once(bridge: TestClient) -> Non
 def test_open_lease_retry_after_receipt_timeout_does_not_escrow_twice(bridge: TestClient, monkeypatch: Any) -> None:
     """The openLease transaction went out but its receipt never came (node slow, connection lost): it may
     still be mined, so a retry with the same key must not run the action again."""
-    from api.errors import ChainUnavailable
+    from ledger.chain.errors import ChainUnavailable
 
     client = bridge
     svc = services(client)
@@ -141,38 +141,38 @@ def test_open_lease_retry_after_receipt_timeout_does_not_escrow_twice(bridge: Te
     buyer, key = new_account(client, "buyer")
     headers = {**auth(key), "Idempotency-Key": "lease-timeout"}
     body = {"offerId": prov["offerId"], "durationS": HOUR}
-    real_wait = svc.gateway.wait
+    real_wait = svc.ledger.sender.wait
     seen: list[str] = []
 
-    def lost_receipt(tx_hash: Any) -> Any:
-        seen.append("0x" + bytes(tx_hash).hex())
-        raise ChainUnavailable("no receipt (simulated timeout)")
+    def lost_receipt(tx_hash: str, timeout_s: float | None = None) -> Any:
+        seen.append(tx_hash)
+        raise ChainUnavailable("no receipt (simulated timeout)", tx_hash)
 
-    monkeypatch.setattr(svc.gateway, "wait", lost_receipt)
+    monkeypatch.setattr(svc.ledger.sender, "wait", lost_receipt)
     first = client.post("/v1/leases", json=body, headers=headers)
     assert first.status_code == 503
-    monkeypatch.setattr(svc.gateway, "wait", real_wait)
-    assert len(svc.client.events("LeaseOpened")) == 1  # the chain did mine it
+    monkeypatch.setattr(svc.ledger.sender, "wait", real_wait)
+    assert len(svc.ledger.events.read("LeaseOpened")) == 1  # the chain did mine it
     retry = client.post("/v1/leases", json=body, headers=headers)
     assert retry.status_code == 409
     detail = retry.json()["detail"]
     assert detail["code"] == "idempotency_tx_unconfirmed"
     assert detail["details"]["txHashes"] == seen
-    assert len(svc.client.events("LeaseOpened")) == 1  # escrowed once
+    assert len(svc.ledger.events.read("LeaseOpened")) == 1  # escrowed once
     # a failure before anything was broadcast still lets the client retry with the same key
     h2 = {**auth(key), "Idempotency-Key": "lease-retryable"}
-    real_build = svc.gateway.build
+    real_build = svc.ledger.sender.build
 
     def node_down(*a: Any, **k: Any) -> Any:
         raise ChainUnavailable("node down (simulated)")
 
     other = setup_provider(client, ["GPU-idem-to-2"], PRICE)
-    monkeypatch.setattr(svc.gateway, "build", node_down)
+    monkeypatch.setattr(svc.ledger.sender, "build", node_down)
     body2 = {"offerId": other["offerId"], "durationS": HOUR}
     assert client.post("/v1/leases", json=body2, headers=h2).status_code == 503
-    monkeypatch.setattr(svc.gateway, "build", real_build)
+    monkeypatch.setattr(svc.ledger.sender, "build", real_build)
     assert client.post("/v1/leases", json=body2, headers=h2).status_code == 200
-    assert len(svc.client.events("LeaseOpened")) == 2
+    assert len(svc.ledger.events.read("LeaseOpened")) == 2
 
 
 def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -> None:
@@ -183,7 +183,7 @@ def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -
     built = ok(client.post("/v1/providers", json={"metadataURI": "wallet"}, headers={"X-Wallet-Address": wallet.address}))
     assert built["status"] == "unsigned" and built["txHash"] is None
     utx = built["unsignedTx"]
-    assert utx["to"] == svc.client.registry.address and utx["from"] == wallet.address
+    assert utx["to"] == svc.deployment.registry and utx["from"] == wallet.address
     tx = {k: int(v) if k in ("value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas") else v
           for k, v in utx.items() if v is not None and k != "from"}
     raw = wallet.sign_transaction(tx).raw_transaction
@@ -203,10 +203,9 @@ def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -
 def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_chain: Any, tmp_path: Any, monkeypatch: Any) -> None:
     """A bridge that dies while a keyed request runs leaves its record ``pending``; the next start marks it
     ``abandoned``: a retry is neither told "in progress" forever nor run again (it may have paid)."""
-    import api.idempotency
     from api.app import create_app
-    from api.errors import ChainUnavailable
     from conftest import bridge_settings
+    from ledger.chain.errors import ChainUnavailable
 
     chain, dep = memory_chain
     snap = chain.snapshot()
@@ -222,8 +221,8 @@ def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_c
                 raise ChainUnavailable("the process dies here (simulated)")
 
             # a crash runs no cleanup: the record stays as the request left it
-            monkeypatch.setattr(api.idempotency, "_forget", lambda *a: None)
-            monkeypatch.setattr(svc.gateway, "transact", killed)
+            monkeypatch.setattr(svc.store.idempotency, "forget", lambda *a: None)
+            monkeypatch.setattr(svc.ledger.sender, "send", killed)
             assert client.post("/v1/leases", json=body, headers=headers).status_code == 503
             again = client.post("/v1/leases", json=body, headers=headers)
             assert again.status_code == 409 and again.json()["detail"]["code"] == "idempotency_in_progress"
@@ -231,7 +230,7 @@ def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_c
         with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
             retry = client.post("/v1/leases", json=body, headers=headers)
             assert retry.status_code == 409 and retry.json()["detail"]["code"] == "idempotency_abandoned", retry.text
-            assert services(client).client.events("LeaseOpened") == []  # never run again
+            assert services(client).ledger.events.read("LeaseOpened") == []  # never run again
             fresh = client.post("/v1/leases", json=body, headers={**auth(key), "Idempotency-Key": "lease-crash-2"})
             assert fresh.status_code == 200
     finally:

@@ -11,14 +11,13 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.errors import ChainUnavailable
-from api.tokens import erc20
+from ledger.chain.errors import ChainUnavailable
 from conftest import bridge_settings
-from ledger.chain import Chain
-from ledger.client import LeaseStatus
-from ledger.deploy import Deployment
+from ledger.chain.backends import Chain
+from tests.support.ledger_client import LeaseStatus
+from ledger.chain.deployment import Deployment
 
-from bridge_helpers import auth, new_account, ok, submission
+from bridge_helpers import auth, checkpoint, new_account, ok, submission
 from test_api_flow import HOUR, PRICE, attestor_for, services, setup_provider
 
 MINTED = 10**20
@@ -34,21 +33,21 @@ def dev_token(client: TestClient) -> str:
 
 
 def token_balance(client: TestClient, token: str, who: str) -> int:
-    return int(erc20(services(client), token).functions.balanceOf(who).call())
+    return int(services(client).ledger.contracts.erc20(token).functions.balanceOf(who).call())
 
 
 def approvals(client: TestClient, token: str, owner: str, spender: str) -> list[int]:
     """Values of the token's Approval(owner, spender, value) events, oldest first."""
-    logs = erc20(services(client), token).events.Approval().get_logs(from_block=0)
+    logs = services(client).ledger.contracts.erc20(token).events.Approval().get_logs(from_block=0)
     return [int(e.args["value"]) for e in logs if e.args["owner"] == owner and e.args["spender"] == spender]
 
 
 def allowance(client: TestClient, token: str, owner: str, spender: str) -> int:
-    return int(erc20(services(client), token).functions.allowance(owner, spender).call())
+    return int(services(client).ledger.contracts.erc20(token).functions.allowance(owner, spender).call())
 
 
 def opened_by(client: TestClient, buyer: str) -> list[int]:
-    return [int(e.args["leaseId"]) for e in services(client).client.events("LeaseOpened") if e.args["buyer"] == buyer]
+    return [int(e.args["leaseId"]) for e in services(client).ledger.events.read("LeaseOpened") if e.args["buyer"] == buyer]
 
 
 def escrow_held(client: TestClient, token: str, accounts: list[str], leases: list[int]) -> int:
@@ -56,9 +55,9 @@ def escrow_held(client: TestClient, token: str, accounts: list[str], leases: lis
     charged yet (a live lease's; a finished lease's was refunded to a withdrawable balance), the charges
     pending (frozen ones included) and the fee still held."""
     svc = services(client)
-    owed = sum(svc.client.withdrawable(a, token) for a in accounts)
+    owed = sum(svc.ledger.read.withdrawable(a, token) for a in accounts)
     for lease_id in leases:
-        ls, cp = svc.client.lease(lease_id), svc.client.checkpoint(lease_id)
+        ls, cp = svc.ledger.read.lease(lease_id), checkpoint(svc, lease_id)
         live = ls.status in (LeaseStatus.OPEN, LeaseStatus.ACTIVE)
         owed += (cp.remaining if live else 0) + cp.pending + (0 if ls.fees_settled else ls.fee_held)
     return int(owed)
@@ -73,7 +72,7 @@ def run_erc20_flow(bridge: TestClient) -> None:
     refund and earnings withdrawn in tokens; the escrow's token balance always equals what its getters owe."""
     svc = services(bridge)
     chain = svc.chain
-    escrow = svc.client.escrow.address
+    escrow = svc.deployment.escrow
     treasury = svc.deployment.treasury
     token = dev_token(bridge)
     prov = setup_provider(bridge, ["GPU-tok-1", "GPU-tok-2"], PRICE, token=token)
@@ -96,7 +95,7 @@ def run_erc20_flow(bridge: TestClient) -> None:
                             headers={**auth(bkey), "Idempotency-Key": "erc20-open"}))
     lease_id = int(opened["result"]["leaseId"])
     escrowed = PRICE * 2 * HOUR
-    fee_bps = svc.client.fee_bps_for(prov["address"])
+    fee_bps = svc.ledger.read.fee_bps_for(prov["address"])
     fee = escrowed * fee_bps // 10_000
     assert opened["result"]["totalWei"] == str(escrowed + fee) and opened["result"]["token"] == token
     assert len(opened["result"]["approveTxHashes"]) == 1
@@ -118,7 +117,7 @@ def run_erc20_flow(bridge: TestClient) -> None:
         ok(bridge.post("/v1/metering/reports", json=submission(prov["nodeId"], rep, sig, samples)), 201)
     assert svc.relayer.flush() == 1
     charged_so_far = PRICE * att.cum["alloc"] // 1000
-    assert svc.client.checkpoint(lease_id).pending == charged_so_far
+    assert checkpoint(svc, lease_id).pending == charged_so_far
     assert token_balance(bridge, token, escrow) == escrow_held(bridge, token, [buyer, prov["address"]], [lease_id])
     assert ok(bridge.get(f"/v1/leases/{lease_id}"))["samplePeriodMs"] == 1000  # the helper samples every 1000 ms
 
@@ -151,7 +150,7 @@ def run_erc20_flow(bridge: TestClient) -> None:
     # challenge period over: earnings released to the provider, fees split, everything withdrawn in tokens
     chain.time_travel(chain.now() + svc.deployment.challenge_period_s + 1)
     ok(bridge.post(f"/v1/leases/{lease_id}/release-earnings", headers=auth(prov["key"])))
-    settled = [e for e in svc.client.events("FeesSettled") if int(e.args["leaseId"]) == lease_id]
+    settled = [e for e in svc.ledger.events.read("FeesSettled") if int(e.args["leaseId"]) == lease_id]
     assert len(settled) == 1
     treasury_fee = int(settled[0].args["treasuryFee"])
     assert treasury_fee == charged * fee_bps // 10_000
@@ -175,28 +174,28 @@ def test_api_erc20_open_retry_approves_and_escrows_once(bridge: TestClient, monk
     """The first attempt dies after its approval was mined (503, the key is released); the retry with the same
     key finds the exact allowance standing, sends no second approval, and opens; a third call replays."""
     svc = services(bridge)
-    escrow = svc.client.escrow.address
+    escrow = svc.deployment.escrow
     token = dev_token(bridge)
     prov = setup_provider(bridge, ["GPU-idem-1"], PRICE, token=token)
     buyer, bkey = new_account(bridge, "buyer")
     ok(bridge.post("/v1/faucet", json={"address": buyer, "amountWei": MINTED, "token": token}))
-    total = PRICE * HOUR + PRICE * HOUR * svc.client.fee_bps_for(prov["address"]) // 10_000
+    total = PRICE * HOUR + PRICE * HOUR * svc.ledger.read.fee_bps_for(prov["address"]) // 10_000
 
-    real = svc.gateway.transact
+    real = svc.ledger.sender.send
 
-    def crash_on_open(account: Any, fn: Any, value: int = 0) -> Any:
-        if fn.fn_name == "openLease":
+    def crash_on_open(account: Any, call: Any, **kw: Any) -> Any:
+        if call.label == "escrow.openLease":
             raise ChainUnavailable("node went away")
-        return real(account, fn, value)
+        return real(account, call, **kw)
 
-    monkeypatch.setattr(svc.gateway, "transact", crash_on_open)
+    monkeypatch.setattr(svc.ledger.sender, "send", crash_on_open)
     body = {"offerId": prov["offerId"], "durationS": HOUR}
     headers = {**auth(bkey), "Idempotency-Key": "open-once"}
     first = bridge.post("/v1/leases", json=body, headers=headers)
     assert first.status_code == 503
     assert approvals(bridge, token, buyer, escrow) == [total]
     assert opened_by(bridge, buyer) == [] and token_balance(bridge, token, buyer) == MINTED
-    monkeypatch.setattr(svc.gateway, "transact", real)
+    monkeypatch.setattr(svc.ledger.sender, "send", real)
 
     second = ok(bridge.post("/v1/leases", json=body, headers=headers))
     assert second["result"]["approveTxHashes"] == []
@@ -215,7 +214,7 @@ def test_api_erc20_refused_open_leaves_no_approval(bridge: TestClient) -> None:
     """Not enough tokens: 402 before anything is sent. A contract refusal (offer busy) is answered before any
     approval is sent."""
     svc = services(bridge)
-    escrow = svc.client.escrow.address
+    escrow = svc.deployment.escrow
     token = dev_token(bridge)
     prov = setup_provider(bridge, ["GPU-poor-1"], PRICE, token=token)
     poor, pkey = new_account(bridge, "buyer")
@@ -242,7 +241,7 @@ def test_api_erc20_wallet_gets_approve_then_open(bridge: TestClient) -> None:
     """A wallet user: 409 approval_required with the unsigned approve (not stored under the key); once the
     approval is relayed, the same request answers the unsigned openLease."""
     svc = services(bridge)
-    escrow = svc.client.escrow.address
+    escrow = svc.deployment.escrow
     token = dev_token(bridge)
     prov = setup_provider(bridge, ["GPU-wal-1"], PRICE, token=token)
     wallet = Account.create()
@@ -250,7 +249,7 @@ def test_api_erc20_wallet_gets_approve_then_open(bridge: TestClient) -> None:
     ok(bridge.post("/v1/faucet", json={"address": wallet.address, "amountWei": MINTED, "token": token}))
     headers = {"X-Wallet-Address": wallet.address, "Idempotency-Key": "wallet-open"}
     body = {"offerId": prov["offerId"], "durationS": HOUR}
-    total = PRICE * HOUR + PRICE * HOUR * svc.client.fee_bps_for(prov["address"]) // 10_000
+    total = PRICE * HOUR + PRICE * HOUR * svc.ledger.read.fee_bps_for(prov["address"]) // 10_000
 
     r = bridge.post("/v1/leases", json=body, headers=headers)
     assert r.status_code == 409
@@ -278,7 +277,7 @@ def test_api_erc20_wallet_gets_approve_then_open(bridge: TestClient) -> None:
 def test_api_faucet_mints_only_the_dev_token(bridge: TestClient) -> None:
     svc = services(bridge)
     buyer, _ = new_account(bridge, "buyer", fund_wei=0)
-    r = bridge.post("/v1/faucet", json={"address": buyer, "amountWei": 1, "token": svc.client.escrow.address})
+    r = bridge.post("/v1/faucet", json={"address": buyer, "amountWei": 1, "token": svc.deployment.escrow})
     assert r.status_code == 422 and r.json()["detail"]["code"] == "unknown_token" and r.json()["detail"]["field"] == "token"
     r = bridge.get(f"/v1/balances/{buyer}", params={"token": buyer})
     assert r.status_code == 422 and r.json()["detail"]["code"] == "not_a_token"
@@ -303,7 +302,7 @@ def test_api_rpc_bridge_has_no_dev_token_and_no_faucet(memory_chain: tuple[Chain
 
 def test_api_erc20_stake_is_approved_to_the_registry(bridge: TestClient) -> None:
     svc = services(bridge)
-    registry = svc.client.registry.address
+    registry = svc.deployment.registry
     token = dev_token(bridge)
     prov, pkey = new_account(bridge, "provider")
     ok(bridge.post("/v1/providers", json={"metadataURI": "tok"}, headers=auth(pkey)))
@@ -312,7 +311,7 @@ def test_api_erc20_stake_is_approved_to_the_registry(bridge: TestClient) -> None
                             headers={**auth(pkey), "Idempotency-Key": "stake-tok"}))
     assert len(staked["result"]["approveTxHashes"]) == 1
     assert approvals(bridge, token, prov, registry) == [10**18] and allowance(bridge, token, prov, registry) == 0
-    assert svc.client.stake_of(prov, token).bonded == 10**18
+    assert svc.ledger.read.stake_of(prov, token).bonded == 10**18
     assert token_balance(bridge, token, prov) == MINTED - 10**18
     assert token_balance(bridge, token, registry) == 10**18
 
@@ -325,23 +324,20 @@ def test_api_erc20_concurrent_payments_of_one_account_are_serialized(
     so both open and no allowance is left standing."""
     import threading
 
-    import api.actions
-    import api.tokens
-
     svc = services(bridge)
-    escrow = svc.client.escrow.address
+    escrow = svc.deployment.escrow
     token = dev_token(bridge)
     provs = [setup_provider(bridge, [f"GPU-conc-{i}"], PRICE, token=token) for i in range(2)]
     buyer, bkey = new_account(bridge, "buyer")
     ok(bridge.post("/v1/faucet", json={"address": buyer, "amountWei": MINTED, "token": token}))
     held: list[bool] = []
-    real_approve = api.tokens.approve_exact
+    real_approve = svc.actor.approve_exact
 
-    def checked_approve(svc_: Any, account: Any, token_: str, spender: str, amount: int, current: int) -> Any:
-        held.append(svc_.pay_lock(account.address, token_, spender).locked())
-        return real_approve(svc_, account, token_, spender, amount, current)
+    def checked_approve(account: Any, token_: str, spender: str, amount: int, current: int) -> Any:
+        held.append(svc.actor.pay_lock(account.address, token_, spender).locked())
+        return real_approve(account, token_, spender, amount, current)
 
-    monkeypatch.setattr(api.tokens, "approve_exact", checked_approve)
+    monkeypatch.setattr(svc.actor, "approve_exact", checked_approve)
     results: list[Any] = []
 
     def open_one(offer_id: int) -> None:
@@ -356,4 +352,4 @@ def test_api_erc20_concurrent_payments_of_one_account_are_serialized(
     assert held and all(held)
     assert len(opened_by(bridge, buyer)) == 2
     assert allowance(bridge, token, buyer, escrow) == 0
-    assert svc.pay_lock(buyer.upper(), token, escrow) is svc.pay_lock(buyer, token.lower(), escrow)
+    assert svc.actor.pay_lock(buyer.upper(), token, escrow) is svc.actor.pay_lock(buyer, token.lower(), escrow)

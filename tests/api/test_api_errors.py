@@ -33,7 +33,8 @@ def test_metering_answers_protocol_codes(bridge: TestClient) -> None:
     assert dup.status_code == 200 and dup.json() == {**first.json(), "duplicate": True}
     # same seq, other content
     forged = r1[0].replace(busyMs=r1[0].busyMs - 1)
-    from ledger.protocol import report_digest, sign_digest
+    from ledger.protocol import report_digest
+    from ledger.chain.signing import sign_digest
 
     sig = sign_digest(report_digest(forged, att.chain_id, att.escrow), att.key)
     assert _code(client.post("/v1/metering/reports", json=submission(node, forged, sig, r1[2]))) == (409, "seq_conflict")
@@ -171,26 +172,28 @@ def test_indexer_rpc_outage_is_not_taken_for_a_reorg(bridge: TestClient, monkeyp
     svc = services(client)
     setup_provider(client, ["GPU-outage-1"], PRICE)
     svc.indexer.sync_once()
-    from api.store import ChainEvent
+    from api.store.models import ChainEvent
     from sqlalchemy import func, select
 
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         before = s.scalar(select(func.count()).select_from(ChainEvent))
     assert before and before > 0
     reorgs = svc.metrics.reorgs._value.get()
-    w3 = svc.gateway.w3
+    w3 = svc.chain.w3
 
     def down(*_: object, **__: object) -> object:
         raise ConnectionError("node unreachable (simulated)")
 
     mp = pytest.MonkeyPatch()
     mp.setattr(w3.eth, "get_block", down)
+    from ledger.chain.errors import ChainUnavailable
+
     try:
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ChainUnavailable, match="node unreachable"):
             svc.indexer._check_reorg()
     finally:
         mp.undo()
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         assert s.scalar(select(func.count()).select_from(ChainEvent)) == before
     assert svc.metrics.reorgs._value.get() == reorgs
 

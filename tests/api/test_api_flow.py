@@ -16,7 +16,7 @@ HOUR = 3600
 
 
 def services(client: TestClient) -> Any:
-    return client.app.state.services  # type: ignore[attr-defined]
+    return client.app.state.bridge  # type: ignore[attr-defined]
 
 
 def setup_provider(
@@ -87,8 +87,8 @@ def attestor_for(client: TestClient, prov: dict[str, Any], lease_id: int) -> Sig
     lease = ok(client.get(f"/v1/leases/{lease_id}"))
     return SigningAttestor(
         key=bytes(prov["attestor"].key),
-        chain_id=svc.gateway.chain_id,
-        escrow=svc.client.escrow.address,
+        chain_id=svc.ledger.chain_id,
+        escrow=svc.deployment.escrow,
         lease_id=lease_id,
         gpu_indices=lease["gpuIndices"],
         gpu_set_hash=prov["gpuSetHash"],
@@ -145,7 +145,7 @@ def run_full_flow(client: TestClient) -> None:
     # not due yet (cadence 300 s, threshold high): nothing settles; flush settles both leases in ONE batch
     assert svc.relayer.tick() == 0
     assert svc.relayer.flush() == 2
-    settled = [e for e in svc.client.events("CheckpointSettled")]
+    settled = [e for e in svc.ledger.events.read("CheckpointSettled")]
     assert sorted((int(e.args["leaseId"]), int(e.args["seq"])) for e in settled) == [(lease_a, 3), (lease_b, 3)]
     assert len({e.tx_hash for e in settled}) == 1
     cp = ok(client.get(f"/v1/leases/{lease_a}"))["checkpoint"]

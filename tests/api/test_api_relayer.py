@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.relayer import RelayerCrash
-from api.store import ChainEvent, Report, SettlementTx
+from api.workers.relayer import RelayerCrash
+from api.store.models import ChainEvent, Report, SettlementTx
 from bridge_helpers import new_account, ok, submission
 from conftest import bridge_settings
-from ledger.chain import Chain
-from ledger.deploy import Deployment
+from ledger.chain.backends import Chain
+from ledger.chain.deployment import Deployment
 from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
 
 
@@ -39,7 +39,7 @@ def _leases_with_reports(client: TestClient, n_leases: int, n_reports: int, tag:
 
 
 def _settled_counts(client: TestClient) -> Counter[tuple[int, int]]:
-    return Counter((int(e.args["leaseId"]), int(e.args["seq"])) for e in services(client).client.events("CheckpointSettled"))
+    return Counter((int(e.args["leaseId"]), int(e.args["seq"])) for e in services(client).ledger.events.read("CheckpointSettled"))
 
 
 @pytest.mark.parametrize("crash_at", ["signed", "sent"])
@@ -55,7 +55,7 @@ def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
             svc.relayer.crash_at = crash_at
             with pytest.raises(RelayerCrash):
                 svc.relayer.flush()
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 txs = list(s.scalars(select(SettlementTx)))
                 assert [t.status for t in txs] == [crash_at]
                 queued = s.scalar(select(func.count()).select_from(Report).where(Report.status == "queued"))
@@ -66,7 +66,7 @@ def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
         with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
             svc = services(client)
             assert dict(_settled_counts(client)) == {(lid, 2): 1 for lid in leases}
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 statuses = Counter(s.scalars(select(Report.status)))
                 assert statuses == Counter({"settled": 2, "superseded": 2})
                 assert [t.status for t in s.scalars(select(SettlementTx))] == ["mined"]
@@ -90,10 +90,10 @@ def test_relayer_requeues_dropped_tx_and_settles_once(memory_chain: tuple[Chain,
                 svc.relayer.flush()
             # the relayer's nonce is consumed by another transaction: the signed batch can never be mined
             relayer = svc.relayer_account
-            svc.gateway.send_eth(relayer, Account.create().address, 1)
+            svc.ledger.sender.send_eth(relayer, Account.create().address, 1)
         with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
             svc = services(client)
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 assert [t.status for t in s.scalars(select(SettlementTx))] == ["dropped"]
             assert svc.relayer.flush() == 2
             assert dict(_settled_counts(client)) == {(lid, 1): 1 for lid in leases}
@@ -115,7 +115,7 @@ def test_relayer_settles_due_leases_on_cadence_and_threshold(memory_chain: tuple
             assert svc.relayer.tick() == 1
             assert dict(_settled_counts(client)) == {(prov_second[0], 2): 1}
             # cadence: the first lease's report is old enough once settle_every_s has passed
-            with svc.store.write() as s:
+            with svc.store.db.write() as s:
                 for r in s.scalars(select(Report).where(Report.lease_id == leases[0])):
                     r.accepted_ms -= 3_600_001
             assert svc.relayer.tick() == 1
@@ -133,14 +133,14 @@ def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, D
             svc = services(client)
             first = svc.indexer.indexed_block()
         # while the bridge is down, the chain moves on without it
-        from ledger.client import LedgerClient
+        from tests.support.ledger_client import LedgerClient
 
-        cl = LedgerClient(chain.w3, dep)
+        cl = LedgerClient(chain, dep)
         cl.register_provider(chain.accounts[3], chain.accounts[3], "direct")
         with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
             svc = services(client)
             assert svc.indexer.indexed_block() == chain.w3.eth.block_number > first
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 names = list(s.scalars(select(ChainEvent.name).order_by(ChainEvent.block_number, ChainEvent.log_index)))
                 keys = list(s.execute(select(ChainEvent.tx_hash, ChainEvent.log_index, ChainEvent.record_index)))
             assert len(keys) == len(set(keys))
@@ -164,13 +164,13 @@ def run_reorg(chain: Chain, dep: Deployment, tmp_path: Path, **settings: object)
             fork = chain.snapshot()
             prov = setup_provider(client, ["GPU-rg-1"], PRICE)
             assert ok(client.get("/v1/offers"))["total"] == 1
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 assert s.scalar(select(func.count()).select_from(ChainEvent).where(ChainEvent.name == "OfferPublished")) == 1
             chain.revert(fork)  # the blocks holding the provider, node and offer are gone
             chain.mine(3)
             svc.indexer.sync_once()
             assert svc.metrics.reorgs._value.get() == 1
-            with svc.store.session() as s:
+            with svc.store.db.session() as s:
                 assert s.scalar(select(func.count()).select_from(ChainEvent).where(ChainEvent.name.in_(
                     ("ProviderRegistered", "NodeRegistered", "OfferPublished")))) == 0
             assert ok(client.get("/v1/offers"))["total"] == 0

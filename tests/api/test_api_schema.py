@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 
 from api.app import create_app
 from conftest import bridge_settings
-from ledger.chain import Chain
-from ledger.deploy import Deployment
+from ledger.chain.backends import Chain
+from ledger.chain.deployment import Deployment
 
 import schemathesis  # noqa: E402  (pinned in the test extra: a missing install must fail, not skip)
 
@@ -54,7 +54,7 @@ def test_openapi_document_holds_for_generated_requests(memory_chain: tuple[Chain
                 except BaseException as e:  # collect every operation's failure, then report them all
                     failures.append(f"{op.method.upper()} {op.path}: {str(e)[:1500]}")
             statuses: dict[str, float] = {}
-            for metric in app.state.services.metrics.requests.collect():
+            for metric in app.state.bridge.metrics.requests.collect():
                 for sample in metric.samples:
                     if sample.name.endswith("_total"):
                         code = sample.labels["status"]

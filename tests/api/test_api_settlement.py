@@ -14,15 +14,16 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api import chainview
 from api.errors import revert_status
-from api.migrations.runner import alembic_config
-from api.store import Account, ChainEvent, Report, SettlementTx, Store
-from bridge_helpers import auth, new_account, ok, submission
-from ledger.client import LedgerClient
-from ledger.errors import error_registry
-from ledger.protocol import report_digest, report_struct_hash, sign_digest
-from ledger.settlement import LeaseState, initial_ckpt
+from api.store.migrations.runner import alembic_config
+from api.store import Store
+from api.store.models import Account, ChainEvent, Report, SettlementTx
+from bridge_helpers import auth, checkpoint, new_account, ok, submission
+from tests.support.ledger_client import LedgerClient
+from ledger.chain.reverts import error_registry
+from ledger.protocol import report_digest, report_struct_hash
+from ledger.chain.signing import sign_digest
+from ledger.protocol.settlement import LeaseState, initial_ckpt
 from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
 
 ZERO = b"\x00" * 32
@@ -62,7 +63,7 @@ def test_batch_records_share_a_log_are_indexed_apart_and_rewound(bridge: TestCli
     assert svc.relayer.flush() == 2
 
     # one transaction, one CheckpointsSettled log: two records, indexed as two events of that log
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         rows = list(s.scalars(select(ChainEvent).where(ChainEvent.name == "CheckpointSettled")))
         txs = list(s.scalars(select(SettlementTx)))
     assert len(txs) == 1 and txs[0].status == "mined"
@@ -70,10 +71,10 @@ def test_batch_records_share_a_log_are_indexed_apart_and_rewound(bridge: TestCli
     assert sorted((r.lease_id, r.record_index) for r in rows) == [(lease_a, 0), (lease_b, 1)]
     assert {r.tx_hash for r in rows} == {txs[0].tx_hash}
     # the lease's state now is the record's: seq and hash of the settled report
-    states = chainview.lease_states(svc.gateway, [lease_a, lease_b])
+    states = svc.ledger.states.states_or_none([lease_a, lease_b])
     assert (states[lease_a].checkpoint.seq, states[lease_a].last_hash) == (2, report_struct_hash(reps_a[-1][0]))
     assert (states[lease_b].checkpoint.seq, states[lease_b].last_hash) == (1, report_struct_hash(reps_b[-1][0]))
-    assert states[lease_a].commitment() == svc.client.state_hash(lease_a)
+    assert states[lease_a].commitment() == svc.ledger.read.state_hash(lease_a)
     doc = ok(bridge.get(f"/v1/leases/{lease_a}"))
     assert [(x["seq"], x["recordIndex"], x["billableDelta"]) for x in doc["settlements"]] == [(2, 0, att_a.cum["alloc"])]
     assert ok(bridge.get("/v1/audit/leases"))["leases"][-2:] == [
@@ -85,9 +86,9 @@ def test_batch_records_share_a_log_are_indexed_apart_and_rewound(bridge: TestCli
     chain.revert(fork)
     chain.mine(3)
     svc.indexer.sync_once()
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         assert s.scalar(select(ChainEvent.id).where(ChainEvent.name == "CheckpointSettled")) is None
-    states = chainview.lease_states(svc.gateway, [lease_a, lease_b])
+    states = svc.ledger.states.states_or_none([lease_a, lease_b])
     for lid in (lease_a, lease_b):
         assert (states[lid].checkpoint.seq, states[lid].last_hash) == (0, ZERO)
         assert states[lid].ckpt == initial_ckpt(states[lid].terms)
@@ -102,12 +103,12 @@ def test_stale_state_entry_is_queued_again_and_settled_with_the_fresh_state(
     prov, lease_id, att, _ = _lease(bridge, "stale")
     chain.time_travel(chain.now() + 10 * 60)
     (rep1, sig1), (rep2, _) = _submit(bridge, prov, att, 2)
-    before = svc.client.lease_state(lease_id)
+    before = svc.ledger.states.state(lease_id)
     # someone else settles report 1 directly: the escrow's commitment moves past what the bridge read
-    LedgerClient(chain.w3, svc.deployment).settle(chain.accounts[2], rep1, sig1)
-    assert svc.client.state_hash(lease_id) != before.commitment()
+    LedgerClient(chain, svc.deployment).settle(chain.accounts[2], rep1, sig1)
+    assert svc.ledger.read.state_hash(lease_id) != before.commitment()
 
-    real = svc.client.lease_states
+    real = svc.ledger.states.states
     calls: list[list[int]] = []
 
     def first_call_stale(ids: Any) -> dict[int, LeaseState]:
@@ -116,21 +117,21 @@ def test_stale_state_entry_is_queued_again_and_settled_with_the_fresh_state(
             return {lease_id: before}
         return real(ids)
 
-    monkeypatch.setattr(svc.client, "lease_states", first_call_stale)
+    monkeypatch.setattr(svc.ledger.states, "states", first_call_stale)
     assert svc.relayer.flush() == 1
     assert calls[0] == [lease_id] and len(calls) >= 2  # one state read per batch
-    skipped = [e for e in svc.client.events("CheckpointSkipped") if int(e.args["leaseId"]) == lease_id]
+    skipped = [e for e in svc.ledger.events.read("CheckpointSkipped") if int(e.args["leaseId"]) == lease_id]
     assert [(int(e.args["seq"]), bytes(e.args["reason"])) for e in skipped] == [(2, _selector("LeaseEscrowStaleState"))]
-    settled = [e for e in svc.client.events("CheckpointSettled") if int(e.args["leaseId"]) == lease_id]
+    settled = [e for e in svc.ledger.events.read("CheckpointSettled") if int(e.args["leaseId"]) == lease_id]
     assert [int(e.args["seq"]) for e in settled] == [1, 2]  # the third party's, then the bridge's retry
     assert settled[1].args["reportHash"] == report_struct_hash(rep2)
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         assert [(r.seq, r.status) for r in s.scalars(select(Report).order_by(Report.seq))] == [
             (1, "superseded"),
             (2, "settled"),
         ]
         assert [t.status for t in s.scalars(select(SettlementTx).order_by(SettlementTx.id))] == ["mined", "mined"]
-    assert svc.client.checkpoint(lease_id).last_seq == 2
+    assert checkpoint(svc, lease_id).last_seq == 2
 
 
 def test_report_beyond_the_entry_fields_is_refused_at_intake(bridge: TestClient) -> None:
@@ -143,7 +144,7 @@ def test_report_beyond_the_entry_fields_is_refused_at_intake(bridge: TestClient)
     r = bridge.post("/v1/metering/reports", json=submission(prov["nodeId"], wide, sig, samples))
     assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_report", r.text
     assert "cumEnergyMj" in r.json()["detail"]["message"]
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         assert s.scalars(select(Report).where(Report.lease_id == lease_id)).first() is None
 
 
@@ -162,11 +163,11 @@ def test_report_beyond_the_entry_fields_is_rejected_without_blocking_the_batch(
     rep, _, samples = att_b.next_report()
     wide = dataclasses.replace(rep, cumEnergyMj=2**48)
     sig = sign_digest(report_digest(wide, att_b.chain_id, att_b.escrow), att_b.key)
-    monkeypatch.setattr("api.metering.check_settleable", lambda report: None)  # the intake check, off
+    monkeypatch.setattr("api.services.metering.check_settleable", lambda report: None)  # the intake check, off
     ok(bridge.post("/v1/metering/reports", json=submission(prov_b["nodeId"], wide, sig, samples)), 201)
     assert svc.relayer.flush() == 1
-    assert [int(e.args["leaseId"]) for e in svc.client.events("CheckpointSettled")] == [lease_a]
-    with svc.store.session() as s:
+    assert [int(e.args["leaseId"]) for e in svc.ledger.events.read("CheckpointSettled")] == [lease_a]
+    with svc.store.db.session() as s:
         bad = s.scalars(select(Report).where(Report.lease_id == lease_b)).one()
         good = s.scalars(select(Report).where(Report.lease_id == lease_a)).one()
     assert good.status == "settled"
@@ -175,7 +176,7 @@ def test_report_beyond_the_entry_fields_is_rejected_without_blocking_the_batch(
 
 
 def _managed_key(svc: Any, address: str) -> Any:
-    with svc.store.session() as s:
+    with svc.store.db.session() as s:
         acct = s.get(Account, address)
     return svc.keybox.open(acct.address, acct.encrypted_key)
 
@@ -194,13 +195,13 @@ def test_calls_needing_the_checkpoint_carry_the_current_state(bridge: TestClient
     chain.time_travel(chain.now() + 10 * 60)
     _submit(bridge, prov, att, 2)
     assert svc.relayer.flush() == 1
-    st = svc.client.lease_state(lease_id)
+    st = svc.ledger.states.state(lease_id)
     assert st.checkpoint.seq == 2 and st.last_hash != ZERO
 
     # a wallet user gets the unsigned dispute with the lease's (ckpt, lastReportHash) as arguments
     built = ok(bridge.post(f"/v1/leases/{lease_id}/dispute", headers={"X-Wallet-Address": buyer}))
     assert built["status"] == "unsigned"
-    fn, args = svc.client.escrow.decode_function_input(built["unsignedTx"]["data"])
+    fn, args = svc.ledger.contracts.escrow.decode_function_input(built["unsignedTx"]["data"])
     assert fn.fn_name == "dispute"
     lid, ckpt, last = args.values()  # (leaseId, ckpt, lastReportHash) in ABI order
     assert (lid, ckpt, bytes(last)) == (lease_id, st.ckpt, st.last_hash)
@@ -213,22 +214,22 @@ def test_calls_needing_the_checkpoint_carry_the_current_state(bridge: TestClient
     # managed: the bridge reads the state itself; top-up then dispute go through with the settled state
     top = ok(bridge.post(f"/v1/leases/{lease_id}/top-up", json={"amountWei": PRICE * 60}, headers=auth(bkey)))
     assert [int(e["args"]["durationS"]) for e in top["events"] if e["name"] == "ToppedUp"] == [3600 + 60]
-    pending = svc.client.checkpoint(lease_id).pending
+    pending = checkpoint(svc, lease_id).pending
     assert pending == PRICE * att.cum["alloc"] // 1000
     # the state read races a settlement (here: the first read returns the state before report 3): the
     # escrow refuses the stale state in the simulation and the bridge retries once with the fresh one
-    real, reads = chainview.lease_state, []
+    real, reads = svc.views.lease_state, []
 
-    def stale_once(gw: Any, lid: int) -> LeaseState:
+    def stale_once(lid: int) -> LeaseState:
         reads.append(lid)
-        return st if len(reads) == 1 else real(gw, lid)
+        return st if len(reads) == 1 else real(lid)
 
-    monkeypatch.setattr(chainview, "lease_state", stale_once)
+    monkeypatch.setattr(svc.views, "lease_state", stale_once)
     disputed = ok(bridge.post(f"/v1/leases/{lease_id}/dispute", headers=auth(bkey)))
     assert reads == [lease_id, lease_id]
-    monkeypatch.setattr(chainview, "lease_state", real)
+    monkeypatch.setattr(svc.views, "lease_state", real)
     assert [int(e["args"]["amount"]) for e in disputed["events"] if e["name"] == "DisputeOpened"] == [pending]
-    assert svc.client.checkpoint(lease_id).frozen == pending
+    assert checkpoint(svc, lease_id).frozen == pending
     # release with the dispute open: the contract's refusal, not a stale state
     r = bridge.post(f"/v1/leases/{lease_id}/release-earnings", headers=auth(prov["key"]))
     assert r.json()["detail"]["details"]["error"] == "LeaseEscrowDisputeOpen"
@@ -239,7 +240,7 @@ def test_migration_0003_upgrades_an_existing_store(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite3"
     store = Store(f"sqlite:///{db.as_posix()}")
     cfg = alembic_config()
-    with store.engine.begin() as conn:
+    with store.db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0002")
     row = ("0x" + "11" * 32, 5, "0x" + "22" * 32)
@@ -250,17 +251,17 @@ def test_migration_0003_upgrades_an_existing_store(tmp_path: Path) -> None:
             (row[0], row[2], row[1]),
         )
     store.migrate()  # 0002 -> head on a store with data
-    with store.session() as s:
+    with store.db.session() as s:
         ev = s.scalars(select(ChainEvent)).one()
         assert (ev.block_hash, ev.log_index, ev.record_index, ev.name) == (row[0], 5, 0, "LeaseOpened")
     common = dict(block_number=7, block_hash=row[0], block_ts=1, tx_hash=row[2], log_index=5, contract="escrow",
                   name="CheckpointSettled", args="{}")
-    with store.write() as s:  # a second record of the same log
+    with store.db.write() as s:  # a second record of the same log
         s.add(ChainEvent(record_index=1, **common))
     with pytest.raises(Exception, match="UNIQUE"):
-        with store.write() as s:  # the same record twice
+        with store.db.write() as s:  # the same record twice
             s.add(ChainEvent(record_index=1, **common))
-    with store.session() as s:
+    with store.db.session() as s:
         assert sorted(s.scalars(select(ChainEvent.record_index))) == [0, 1]
     store.close()
     # and from scratch

@@ -25,7 +25,7 @@ import pytest
 
 from attestor.keys import create_keystore
 from attestor.spool import Spool
-from ledger.metering import aggregate_window, energy_baseline_after
+from ledger.protocol.metering import aggregate_window, energy_baseline_after
 from ledger.protocol import (
     ZERO_HASH,
     MeteringReport,

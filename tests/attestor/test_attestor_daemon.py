@@ -19,7 +19,7 @@ from attestor.metrics import Metrics
 from attestor.nvml import NvmlSource
 from attestor.source import GpuSource, SimulatedSource
 from attestor.spool import Spool, SpooledReport
-from ledger.metering import aggregate_window
+from ledger.protocol.metering import aggregate_window
 from ledger.protocol import (
     ZERO_HASH,
     MeteringReport,

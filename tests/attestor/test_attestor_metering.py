@@ -1,10 +1,10 @@
-"""ledger.metering.aggregate_window: window figures from known samples."""
+"""ledger.protocol.metering.aggregate_window: window figures from known samples."""
 
 from __future__ import annotations
 
 import pytest
 
-from ledger.metering import MeteringError, SampleField, aggregate_window
+from ledger.protocol.metering import MeteringError, SampleField, aggregate_window
 from ledger.protocol import ReportFlag, Sample
 
 P = 1_000  # sampling period (ms)

@@ -8,7 +8,7 @@ from fake_pynvml import NOT_SUPPORTED, FakeGpu, FakeNvml
 from attestor.errors import GpuNotFoundError, NoDriverError
 from attestor.nvml import NO_DRIVER_MESSAGE, NvmlSource
 from attestor.sampler import Sampler
-from ledger.metering import SampleField
+from ledger.protocol.metering import SampleField
 from ledger.protocol import ReportFlag
 
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000001"]

@@ -15,10 +15,10 @@ from attestor.source import SimulatedSource
 from attestor.spool import Spool, SpooledReport
 from ledger.protocol import MeteringReport, ReportFlag, Sample, gpu_uuid_hash, report_struct_hash
 
-import ledger.audit as audit
-import ledger.chain as chain_mod
-import ledger.client as client_mod
-import ledger.deploy as deploy_mod
+import auditor.core as audit
+import ledger.chain.backends as chain_mod
+import tests.support.ledger_client as client_mod
+import ledger.chain.deploy as deploy_mod
 
 ETH = "0x0000000000000000000000000000000000000000"
 
@@ -54,7 +54,7 @@ def test_attestor_reports_settle_on_chain(tmp_path: Path) -> None:
     try:
         admin, provider, buyer = chain.accounts[0], chain.accounts[1], chain.accounts[2]
         dep = deploy_mod.deploy_suite(chain, admin=admin, challenge_period_s=60)
-        client = client_mod.LedgerClient(chain.w3, dep)
+        client = client_mod.LedgerClient(chain, dep)
         src = SimulatedSource.from_spec("4xH100", seed=11, profile="steady")
         signer = Signer(b"\x2a" * 32)
 
@@ -136,7 +136,7 @@ def test_attestor_reports_settle_on_chain(tmp_path: Path) -> None:
                 bytes(e.args["reportHash"]),
                 int(e.args["charged"]),
                 order=(e.block_number, e.log_index, int(e.args["recordIndex"])),
-                txHash="0x" + e.tx_hash.hex(),
+                txHash=e.tx_hash,
             )
             for e in client.events("CheckpointSettled")
         ]

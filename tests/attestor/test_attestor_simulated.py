@@ -7,7 +7,7 @@ import pytest
 from attestor.errors import ConfigError
 from attestor.sampler import Sampler
 from attestor.source import GPU_MODELS, SimulatedSource, parse_simulate_spec
-from ledger.metering import aggregate_window
+from ledger.protocol.metering import aggregate_window
 from ledger.protocol import ReportFlag
 
 T0 = 1_764_120_000_000

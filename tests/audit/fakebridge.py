@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
-from ledger.audit import AuditInput
-from ledger.audit_sources import report_to_json, settlement_to_json
+from auditor.core import AuditInput
+from auditor.sources import report_to_json, settlement_to_json
 from ledger.protocol import MerkleTree, sample_leaf
 
 

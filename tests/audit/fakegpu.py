@@ -2,7 +2,7 @@
 
 Utilization follows a fixed pseudo-random walk per GPU, power follows utilization between idle and max,
 the energy counter integrates power exactly (trapezoid, in mJ), samples are taken every period on every
-GPU, reports are built with ``ledger.metering.aggregate_window`` and signed with ``ledger.protocol``, and
+GPU, reports are built with ``ledger.protocol.metering.aggregate_window`` and signed with ``ledger.protocol``, and
 the chain's checkpoints are computed by the escrow's rule. Hooks let a test play a lying attestor: they
 change samples or report fields *before* signing, so the signature and hash chain stay valid and only the
 semantic check can catch the lie.
@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ledger.audit import (
+from auditor.core import (
     AttestorPeriod,
     AuditInput,
     BillingMode,
@@ -26,21 +26,9 @@ from ledger.audit import (
     billable_of,
     charge_for,
 )
-from ledger.metering import aggregate_window
-from ledger.protocol import (
-    ZERO_HASH,
-    MeteringReport,
-    ReportFlag,
-    Sample,
-    address_of,
-    config_hash,
-    gpu_set_hash,
-    gpu_uuid_hash,
-    report_digest,
-    report_struct_hash,
-    samples_root,
-    sign_digest,
-)
+from ledger.protocol.metering import aggregate_window
+from ledger.protocol import ZERO_HASH, MeteringReport, ReportFlag, Sample, config_hash, gpu_set_hash, gpu_uuid_hash, report_digest, report_struct_hash, samples_root
+from ledger.chain.signing import address_of, sign_digest
 
 ATTESTOR_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 OTHER_KEY = bytes.fromhex("8da4ef21b864d2cc526dbdb2a120bd2874c36c9d0a1fb7f8c63d7f7a8b41de8f")

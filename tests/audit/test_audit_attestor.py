@@ -12,7 +12,7 @@ from attestor.keys import Signer  # noqa: E402
 from attestor.meter import LeaseSpec, LeaseState, ReportBuilder, SamplingPolicy  # noqa: E402
 from attestor.sampler import Sampler, samples_for  # noqa: E402
 from attestor.source import GPU_MODELS, SimulatedSource  # noqa: E402
-from ledger.audit import (  # noqa: E402
+from auditor.core import (  # noqa: E402
     AttestorPeriod,
     AuditInput,
     BillingMode,
@@ -20,7 +20,8 @@ from ledger.audit import (  # noqa: E402
     SignedReport,
     verify_lease,
 )
-from ledger.protocol import ReportFlag, address_of  # noqa: E402
+from ledger.protocol import ReportFlag  # noqa: E402
+from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, CHAIN_ID, ESCROW, LEASE_START_MS  # noqa: E402
 
 PERIOD_MS = 1000

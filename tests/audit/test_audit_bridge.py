@@ -19,12 +19,13 @@ with warnings.catch_warnings():  # starlette's TestClient warns about its httpx 
 
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from ledger.audit import verify_lease  # noqa: E402
-from ledger.audit_sources import ApiSource, ArchiveSource, ChainLeaseReader, ChainSource  # noqa: E402
-from ledger.chain import connect  # noqa: E402
-from ledger.client import LedgerClient  # noqa: E402
-from ledger.deploy import deploy_suite  # noqa: E402
-from ledger.protocol import address_of, gpu_uuid_hash  # noqa: E402
+from auditor.core import verify_lease  # noqa: E402
+from auditor.sources import ApiSource, ArchiveSource, ChainLeaseReader, ChainSource  # noqa: E402
+from ledger.chain.backends import connect  # noqa: E402
+from tests.support.ledger_client import LedgerClient  # noqa: E402
+from ledger.chain.deploy import deploy_suite  # noqa: E402
+from ledger.protocol import gpu_uuid_hash  # noqa: E402
+from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, FakeLease, make_lease  # noqa: E402
 
 UUIDS = ["GPU-audit-0001", "GPU-audit-0002"]
@@ -105,7 +106,7 @@ def bridge_lease(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tes
             settle_at=(),
         )
         chain.time_travel(doc["startMs"] // 1000 + 120)
-        svc = app.state.services
+        svc = app.state.bridge
         for i, sr in enumerate(fake.reports):
             assert sr.samples is not None
             body = {
@@ -118,7 +119,7 @@ def bridge_lease(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tes
             if i == 2:
                 assert svc.relayer.flush() == 1  # a checkpoint at seq 3
         _ok(client.post(f"/v1/leases/{lease_id}/close", headers=buyer))  # settles seq 6 first, then closes
-        yield client, lease_id, fake, (chain, LedgerClient(chain.w3, dep))
+        yield client, lease_id, fake, (chain, LedgerClient(chain, dep))
     chain.close()
 
 
@@ -155,7 +156,7 @@ def test_bridge_archive_plus_chain_agrees_with_the_api(bridge_lease: Any, tmp_pa
     assert resp.status_code == 200
     archive = tmp_path / "archive.jsonl"
     archive.write_bytes(resp.content)
-    chain_inp = ChainSource(ChainLeaseReader(ledger_client), ArchiveSource(archive)).load(lease_id)
+    chain_inp = ChainSource(ChainLeaseReader(ledger_client.ledger), ArchiveSource(archive)).load(lease_id)
     api_inp = ApiSource(client=client).load(lease_id)
     assert chain_inp.reports == api_inp.reports
     assert chain_inp.settlements == api_inp.settlements

@@ -11,14 +11,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from ledger.audit import AuditInput, verify_lease
-from ledger.audit_cli import main
-from ledger.base import LedgerError
-from ledger.audit_sources import ArchiveSource, AuditSourceError, ChainLeaseReader, ChainSource, write_archive
-from ledger.chain import Chain, connect
-from ledger.client import ETH, BillingMode, LedgerClient
-from ledger.deploy import deploy_suite
-from ledger.protocol import address_of, gpu_set_hash, gpu_uuid_hash, report_struct_hash
+from auditor.core import AuditInput, verify_lease
+from auditor.cli import main
+from ledger.protocol.errors import LedgerError
+from auditor.sources import ArchiveSource, AuditSourceError, ChainLeaseReader, ChainSource, write_archive
+from ledger.chain.backends import Chain, connect
+from tests.support.ledger_client import ETH, BillingMode, LedgerClient
+from ledger.chain.deploy import deploy_suite
+from ledger.protocol import gpu_set_hash, gpu_uuid_hash, report_struct_hash
+from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, MAX_MW, OTHER_KEY, FakeLease, ReportHook, make_lease
 
 PRICE = 10**9
@@ -44,7 +45,7 @@ def run_lease(chain: Chain, report_hook: ReportHook | None = None) -> Scenario:
     ``settleBatch`` each (one CheckpointsSettled log, a record per lease), checkpoint 4 of each by ``settle``.
     ``report_hook`` lets the attestor of the first lease lie before signing (``tests.audit.fakegpu``)."""
     dep = deploy_suite(chain, admin=chain.accounts[0])
-    cl = LedgerClient(chain.w3, dep, keys=chain.private_keys)
+    cl = LedgerClient(chain, dep, keys=chain.private_keys)
     provider, buyer, relayer = chain.accounts[1:4]
     cl.register_provider(provider, payout=provider, metadata_uri="ipfs://provider")
     node_id = cl.register_node(provider, address_of(ATTESTOR_KEY), "H100", UUIDS, 81_559, MAX_MW, "eu-west").id
@@ -103,7 +104,7 @@ def scenario() -> Iterator[Scenario]:
 def _load(sc: Scenario, tmp_path: Path, reports: Any = None, lease_id: int | None = None) -> AuditInput:
     archive = tmp_path / "archive.jsonl"
     write_archive(archive, list(sc.fake.reports if reports is None else reports) + sc.neighbour.reports)
-    return ChainSource(ChainLeaseReader(sc.client), ArchiveSource(archive)).load(lease_id or sc.lease_id)
+    return ChainSource(ChainLeaseReader(sc.client.ledger), ArchiveSource(archive)).load(lease_id or sc.lease_id)
 
 
 def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_path: Path) -> None:
@@ -166,12 +167,13 @@ def test_chain_source_events_that_do_not_explain_the_state_commitment_are_refuse
 ) -> None:
     """A node that drops a log (here: the last checkpoint's record) cannot pass for the chain: the escrow's
     stateHash commits to the last ckpt and report hash, which the reader's events must reproduce."""
-    real = scenario.client.events
+    events = scenario.client.ledger.events
+    real = events.read
 
     def lossy(*args: Any, **kwargs: Any) -> list[Any]:
         return [e for e in real(*args, **kwargs) if not (e.name == "CheckpointSettled" and e.args["seq"] == 6)]
 
-    monkeypatch.setattr(scenario.client, "events", lossy)
+    monkeypatch.setattr(events, "read", lossy)
     with pytest.raises(AuditSourceError, match="do not explain the escrow's state commitment"):
         _load(scenario, tmp_path)
 
@@ -204,7 +206,7 @@ def test_chain_source_rotated_attestor_gets_a_validity_period(scenario: Scenario
     try:
         sc.client.rotate_attestor(sc.provider, sc.node_id, address_of(OTHER_KEY))
         rotated_at = sc.chain.now() * 1000
-        periods = ChainLeaseReader(sc.client).attestors(sc.node_id)
+        periods = ChainLeaseReader(sc.client.ledger).attestors(sc.node_id)
         assert [(p.address, p.untilMs) for p in periods] == [
             (address_of(ATTESTOR_KEY), rotated_at),
             (address_of(OTHER_KEY), None),
@@ -243,4 +245,4 @@ def test_audit_cli_chain_source_over_json_rpc(tmp_path: Path, capsys: pytest.Cap
 
 def test_chain_source_unknown_lease_raises_source_error(scenario: Scenario) -> None:
     with pytest.raises(AuditSourceError, match="lease 999"):
-        ChainLeaseReader(scenario.client).lease(999)
+        ChainLeaseReader(scenario.client.ledger).lease(999)

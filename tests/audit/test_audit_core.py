@@ -1,4 +1,4 @@
-"""ledger.audit.verify_lease: the honest lease passes, and each tamper is caught and named precisely."""
+"""auditor.core.verify_lease: the honest lease passes, and each tamper is caught and named precisely."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ledger.audit import (
+from auditor.core import (
     CHECKS,
     AttestorPeriod,
     AuditInput,
@@ -17,18 +17,9 @@ from ledger.audit import (
     SignedReport,
     verify_lease,
 )
-from ledger.metering import SampleField
-from ledger.protocol import (
-    MerkleTree,
-    gpu_set_hash,
-    gpu_uuid_hash,
-    ReportFlag,
-    Sample,
-    address_of,
-    report_struct_hash,
-    sample_leaf,
-    samples_root,
-)
+from ledger.protocol.metering import SampleField
+from ledger.protocol import MerkleTree, gpu_set_hash, gpu_uuid_hash, ReportFlag, Sample, report_struct_hash, sample_leaf, samples_root
+from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, LEASE_START_MS, OTHER_KEY, FakeLease, make_lease, resign
 
 
@@ -573,7 +564,7 @@ def test_verify_lease_sample_outside_window_or_lease_gpus_fails_sanity() -> None
             samples[1] = dataclasses.replace(samples[1], gpuIndex=7)  # not a GPU of the lease
         return samples
 
-    # the fixture aggregates with ledger.metering, which refuses such windows: build honest figures first,
+    # the fixture aggregates with ledger.protocol.metering, which refuses such windows: build honest figures first,
     # then swap the samples in and re-commit them as a lying attestor would
     fl = make_lease()
     reports = list(fl.input.reports)

@@ -16,20 +16,8 @@ from typing import Any
 
 import pytest
 
-from ledger.protocol import (
-    DOMAIN_NAME,
-    DOMAIN_VERSION,
-    EIP712_REPORT_TYPES,
-    REPORT_TYPE_STRING,
-    MeteringReport,
-    MerkleTree,
-    Sample,
-    address_of,
-    report_struct_hash,
-    report_typed_message,
-    sample_leaf,
-    verify_proof,
-)
+from ledger.protocol import DOMAIN_NAME, DOMAIN_VERSION, EIP712_REPORT_TYPES, REPORT_TYPE_STRING, MeteringReport, MerkleTree, Sample, report_struct_hash, report_typed_message, sample_leaf, verify_proof
+from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, CHAIN_ID, ESCROW, make_lease
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import uvicorn
 
-from ledger.audit import AuditInput, LeaseMoney, LeaseTerms, Settlement, verify_lease
-from ledger.audit_cli import ProgressBar, format_table, main
-from ledger.audit_sources import (
+from auditor.core import AuditInput, LeaseMoney, LeaseTerms, Settlement, verify_lease
+from auditor.cli import ProgressBar, format_table, main
+from auditor.sources import (
     ApiSource,
     ArchiveSource,
     AuditSourceError,
@@ -27,7 +27,7 @@ from ledger.audit_sources import (
     settlement_to_json,
     write_archive,
 )
-from ledger.chain import free_port
+from ledger.chain.backends import free_port
 from tests.audit.fakebridge import create_fake_bridge
 from tests.audit.fakegpu import make_lease
 
@@ -273,7 +273,7 @@ def test_format_table_names_report_of_each_failure(leases: dict[int, AuditInput]
 
 
 def test_compute_ledger_console_command_delegates_audit(bridge_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from ledger.cli import main as console_main
+    from compute_ledger.cli import main as console_main
 
     rc = console_main(["audit", "lease", "43", "--api", bridge_url, "--quiet"])
     assert rc == 1

@@ -8,20 +8,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from ledger.chain import Chain, connect
-from ledger.client import ETH, BillingMode, LedgerClient, LeaseInfo, TxResult
-from ledger.compiler import load_artifact
-from ledger.deploy import Deployment, deploy_suite
-from ledger.errors import ContractRevert
-from ledger.protocol import (
-    ZERO_HASH,
-    MeteringReport,
-    gpu_uuid_hash,
-    report_digest,
-    report_struct_hash,
-    sign_digest,
-)
-from ledger.settlement import LeaseState, encode_entries
+from ledger.chain.backends import Chain, connect
+from tests.support.ledger_client import ETH, BillingMode, LedgerClient, LeaseInfo, TxResult
+from ledger.chain.compiler import load_artifact
+from ledger.chain.deployment import Deployment
+from ledger.chain.deploy import deploy_suite
+from ledger.chain.reverts import ContractRevert
+from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash
+from ledger.chain.signing import sign_digest
+from ledger.protocol.settlement import LeaseState, encode_entries
 
 PRICE = 10**9  # wei per GPU-second
 TOKEN_PRICE = 1_000  # token units per GPU-second
@@ -236,7 +231,7 @@ def base_world() -> Iterator[World]:
         unbonding_delay_s=UNBONDING_S,
         base_fee_bps=FEE_BPS,
     )
-    cl = LedgerClient(chain.w3, dep)
+    cl = LedgerClient(chain, dep)
     cl.register_provider(provider, provider, "ipfs://provider-1")
     cl.register_provider(provider2, provider2, "ipfs://provider-2")
     uuids = [gpu_uuid_hash(f"GPU-aaaa-{i}") for i in range(4)]

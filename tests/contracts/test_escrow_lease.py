@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.client import ETH, BillingMode, ClientError, LeaseStatus
-from ledger.deploy import ARBITER_ROLE, PAUSER_ROLE
+from tests.support.ledger_client import ETH, BillingMode, ClientError, LeaseStatus
+from ledger.chain.deployment import ARBITER_ROLE, PAUSER_ROLE
 
 from .conftest import FEE_BPS, PRICE, TOKEN_PRICE, World, expect_revert, settle_in_one_batch
 
@@ -420,7 +420,7 @@ def test_activate_by_payout_address_and_unpause_event(world: World) -> None:
 
 
 def test_reputation_rejects_bad_uptime(world: World) -> None:
-    from ledger.deploy import ESCROW_ROLE
+    from ledger.chain.deployment import ESCROW_ROLE
 
     world.send(world.cl.reputation.functions.grantRole(ESCROW_ROLE, world.admin), world.admin)
     fn = world.cl.reputation.functions.recordUptime(world.buyer, 11, 10)
@@ -434,7 +434,7 @@ def test_reputation_rejects_bad_uptime(world: World) -> None:
 
 
 def test_escrow_constructor_rejects_bad_config(world: World) -> None:
-    from ledger.compiler import load_artifact
+    from ledger.chain.compiler import load_artifact
 
     art = load_artifact("LeaseEscrow")
     args = [world.admin, world.dep.registry, world.dep.reputation, world.treasury, 60, 10_001, world.dep.escrow_extension]

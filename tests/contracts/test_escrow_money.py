@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.client import ETH, BillingMode, LeaseStatus
-from ledger.deploy import ARBITER_ROLE
-from ledger.errors import decode_exception, decode_revert_data, error_selector
+from tests.support.ledger_client import ETH, BillingMode, LeaseStatus
+from ledger.chain.deployment import ARBITER_ROLE
+from ledger.chain.reverts import decode_exception, decode_revert_data, error_selector
 from ledger.protocol import report_struct_hash
-from ledger.settlement import LeaseState, encode_entry
+from ledger.protocol.settlement import LeaseState, encode_entry
 
 from .conftest import (
     CHALLENGE_S,

@@ -11,24 +11,12 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from ledger.client import ClientError, LeaseStatus, LedgerClient
-from ledger.errors import ContractRevert, decode_revert_data, error_selector
-from ledger.protocol import (
-    REPORT_TYPEHASH,
-    SECP256K1_HALF_N,
-    SECP256K1_N,
-    WINDOW_TYPEHASH,
-    ZERO_HASH,
-    MeteringReport,
-    ProtocolError,
-    domain_separator,
-    gpu_set_hash,
-    report_digest,
-    report_struct_hash,
-    sign_digest,
-    window_struct_hash,
-)
-from ledger.settlement import (
+from tests.support.ledger_client import ClientError, LeaseStatus, LedgerClient
+from ledger.chain.reverts import ContractRevert, decode_revert_data, error_selector
+from ledger.protocol import REPORT_TYPEHASH, SECP256K1_HALF_N, SECP256K1_N, WINDOW_TYPEHASH, ZERO_HASH, MeteringReport, ProtocolError, domain_separator, gpu_set_hash, report_digest, report_struct_hash, window_struct_hash
+from ledger.chain.signing import sign_digest
+from ledger.protocol.economics import checkpoint_billable
+from ledger.protocol.settlement import (
     ENTRY_SIZE,
     ENTRY_SIZE_WITH_LAST,
     Checkpoint,
@@ -81,7 +69,7 @@ def _active(world: World, offer: int | None = None, duration_s: int = 3600):  # 
 
 
 def _record(lease_id: int, h: bytes, ckpt: int, charged: int) -> bytes:
-    """One CheckpointsSettled record, written out from ILeaseEscrow's header (not from ledger.settlement)."""
+    """One CheckpointsSettled record, written out from ILeaseEscrow's header (not from ledger.protocol.settlement)."""
     return lease_id.to_bytes(4, "big") + h + ckpt.to_bytes(32, "big") + charged.to_bytes(16, "big")
 
 
@@ -141,7 +129,7 @@ def test_settle_charges_busy_time_for_metered_offer(world: World) -> None:
     res = world.cl.settle(world.relayer, r, sig)
     ev = res.event("CheckpointSettled").args
     after = Checkpoint.of(ev["ckpt"])
-    assert after.billable(1) - before.billable(1) == r.cumBusyMs == 30_000  # metered bills busy time
+    assert checkpoint_billable(1, after) - checkpoint_billable(1, before) == r.cumBusyMs == 30_000  # metered bills busy time
     assert after.cum_allocated_ms == 120_000  # allocated time is recorded, not billed
     assert ev["charged"] == PRICE * 30
     assert world.cl.checkpoint(lease.lease_id).charged == PRICE * 30
@@ -162,7 +150,7 @@ def test_settle_latest_report_pays_every_skipped_window(world: World) -> None:
     res = world.cl.settle(world.relayer, r5, s5, state=st)
     ev = res.event("CheckpointSettled").args
     assert ev["seq"] == 5 and ev["charged"] == PRICE * 480
-    assert Checkpoint.of(ev["ckpt"]).billable(0) - st.checkpoint.billable(0) == 4 * 120_000
+    assert checkpoint_billable(0, Checkpoint.of(ev["ckpt"])) - checkpoint_billable(0, st.checkpoint) == 4 * 120_000
     cp = world.cl.checkpoint(lease.lease_id)
     assert cp.charged == PRICE * 600 and cp.last_seq == 5 and cp.last_report_hash == report_struct_hash(r5)
 
@@ -881,11 +869,11 @@ def test_events_and_lease_state_read_the_log_range_in_bounded_requests(world: Wo
         assert int(flt["toBlock"]) - int(flt["fromBlock"]) < 3
         return real_get_logs(flt)
 
-    monkeypatch.setattr("ledger.client.LOG_SCAN_BLOCKS", 3)
+    monkeypatch.setattr("ledger.chain.events.LOG_SCAN_BLOCKS", 3)
     monkeypatch.setattr(world.w3.eth, "get_logs", counting_get_logs)
     chunked = [(e.name, e.block_number, e.log_index, e.args.get("recordIndex")) for e in world.cl.events()]
     assert chunked == whole and len(requests) > 1
-    fresh = LedgerClient(world.w3, world.cl.deployment)  # knows no settlement: must scan
+    fresh = LedgerClient(world.chain, world.cl.deployment)  # knows no settlement: must scan
     requests.clear()
     st = fresh.lease_state(lease.lease_id)
     assert st == world.cl.lease_state(lease.lease_id) and st.checkpoint.seq == 3 and len(requests) > 1

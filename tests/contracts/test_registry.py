@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ledger.client import ETH, BillingMode
-from ledger.deploy import ESCROW_ROLE
+from tests.support.ledger_client import ETH, BillingMode
+from ledger.chain.deployment import ESCROW_ROLE
 from ledger.protocol import gpu_set_hash, gpu_uuid_hash
 
 from .conftest import PRICE, UNBONDING_S, World, expect_revert

@@ -2,7 +2,7 @@
 
 One suite is deployed per module on the in-process chain; every example starts from a snapshot of it.
 Rules: open, activate, settle and settleBatch (signed reports built with ``ledger.protocol``, sent as
-settlement entries built with ``ledger.settlement`` carrying the lease state the model tracks; cumulative
+settlement entries built with ``ledger.protocol.settlement`` carrying the lease state the model tracks; cumulative
 counters growing by random amounts; a batch may hold several leases and consecutive reports of one lease;
 entries sometimes corrupted in one of the ways of ``CORRUPTIONS`` that must be rejected with the matching
 custom error), top-up, close, expire, dispute, resolve, release, withdraw and time travel; each rule also
@@ -30,22 +30,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ledger.chain import Chain, connect
-from ledger.client import ETH, BillingMode, CheckpointInfo, LeaseInfo, LeaseStatus, LedgerClient, OfferInfo, TxResult
-from ledger.compiler import load_artifact
-from ledger.deploy import Deployment, deploy_suite
+from ledger.chain.backends import Chain, connect
+from tests.support.ledger_client import ETH, BillingMode, CheckpointInfo, LeaseInfo, LeaseStatus, LedgerClient, OfferInfo, TxResult
+from ledger.chain.compiler import load_artifact
+from ledger.chain.deployment import Deployment
+from ledger.chain.deploy import deploy_suite
 from tests.contracts.conftest import expected_ckpt
-from ledger.errors import ContractRevert, error_name
-from ledger.protocol import (
-    SECP256K1_HALF_N,
-    ZERO_HASH,
-    MeteringReport,
-    gpu_uuid_hash,
-    report_digest,
-    report_struct_hash,
-    sign_digest,
-)
-from ledger.settlement import Checkpoint, LeaseState, commitment, encode_entries, initial_ckpt
+from ledger.chain.reverts import ContractRevert, error_name
+from ledger.protocol import SECP256K1_HALF_N, ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash
+from ledger.chain.signing import sign_digest
+from ledger.protocol.settlement import Checkpoint, LeaseState, commitment, encode_entries, initial_ckpt
+from ledger.protocol.economics import checkpoint_billable
 
 ETH_PRICE = 10**9  # wei per GPU-second
 TOKEN_PRICE = 1_000  # token units per GPU-second
@@ -146,7 +141,7 @@ def world() -> World:
         challenge_period_s=CHALLENGE_S,
         base_fee_bps=FEE_BPS,
     )
-    cl = LedgerClient(chain.w3, dep)
+    cl = LedgerClient(chain, dep)
     cl.register_provider(provider, provider, "ipfs://provider")
     gpus_a = [gpu_uuid_hash(f"GPU-prop-a-{i}") for i in range(3)]
     gpus_b = [gpu_uuid_hash(f"GPU-prop-b-{i}") for i in range(1)]
@@ -463,8 +458,8 @@ class EscrowMachine(RuleBasedStateMachine):
         assert ev["leaseId"] == lm.lease_id and ev["seq"] == r.seq
         assert ev["reportHash"] == report_struct_hash(r)
         assert ev["ckpt"] == expected_ckpt(r, settled_at), "the new ckpt is not what the report implies"
-        old_bill = Checkpoint.of(before.ckpt).billable(mode)
-        new_bill = Checkpoint.of(ev["ckpt"]).billable(mode)
+        old_bill = checkpoint_billable(mode, Checkpoint.of(before.ckpt))
+        new_bill = checkpoint_billable(mode, Checkpoint.of(ev["ckpt"]))
         assert old_bill == (m.cum_alloc if reserved else m.cum_busy)
         assert new_bill == (r.cumAllocatedMs if reserved else r.cumBusyMs)
         price = ls.price_per_gpu_second

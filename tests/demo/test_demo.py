@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run_demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "demo", "--windows", "6", "--out", str(tmp_path / "demo"), *extra],
+        [sys.executable, "-m", "compute_ledger.cli", "demo", "--windows", "6", "--out", str(tmp_path / "demo"), *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -47,7 +47,7 @@ def test_demo_memory_runs_end_to_end_and_audit_passes(tmp_path: Path) -> None:
 
 def test_demo_rejects_bad_window_count(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "demo", "--windows", "0"],
+        [sys.executable, "-m", "compute_ledger.cli", "demo", "--windows", "0"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -72,8 +72,8 @@ def test_demo_exits_nonzero_when_audit_catches_tampering(
     """The demo's verdict is the auditor's: a bridge that served one altered sample fails the demo."""
     import dataclasses
 
-    import ledger.audit_cli as audit_cli
-    from ledger.demo import main as demo_main
+    import auditor.cli as audit_cli
+    from compute_ledger.demo import main as demo_main
 
     real_verify = audit_cli.verify_lease
 

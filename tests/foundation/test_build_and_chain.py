@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from ledger import compiler
-from ledger.chain import Chain, ChainError, connect
-from ledger.cli import main as cli_main
+from ledger.chain import compiler
+from ledger.chain.backends import Chain, ChainError, connect
+from compute_ledger.cli import main as cli_main
 
 COUNTER_SOL = """// SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
@@ -173,7 +173,7 @@ def test_cli_chain_unreachable_rpc_exits_nonzero_with_one_line(capsys: pytest.Ca
 
 
 def test_anvil_missing_binary_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import ledger.chain as chain_mod
+    import ledger.chain.backends as chain_mod
 
     monkeypatch.setattr(chain_mod, "ANVIL_BIN", tmp_path / "nope")
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -188,7 +188,7 @@ def test_unknown_backend_rejected() -> None:
 
 def test_checksum_dev_accounts_have_keys() -> None:
     chain = connect("memory")
-    from ledger.protocol import address_of
+    from ledger.chain.signing import address_of
 
     for addr in chain.accounts[:3]:
         assert Web3.is_checksum_address(addr)

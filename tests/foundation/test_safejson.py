@@ -1,4 +1,4 @@
-"""``ledger.safejson``: JSON from strangers is refused before it can overflow the C stack, and everything
+"""``ledger.protocol.safejson``: JSON from strangers is refused before it can overflow the C stack, and everything
 else parses exactly as ``json.loads`` does."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import safejson
+from ledger.protocol import safejson
 
 ATTACK = "[" * 80_000 + "]" * 80_000  # 160 KB: SIGSEGV in json.loads once py-evm raised the recursion limit
 
@@ -100,7 +100,7 @@ def test_auditor_and_attestor_refuse_a_hostile_bridges_deep_answer() -> None:
 
     from attestor.bridge import BridgeClient
     from attestor.errors import BridgeError
-    from ledger.audit_sources import ApiSource, AuditSourceError
+    from auditor.sources import ApiSource, AuditSourceError
 
     deep = httpx.MockTransport(lambda req: httpx.Response(200, content=ATTACK.encode()))
     src = ApiSource(client=httpx.Client(transport=deep, base_url="http://bridge"))

@@ -1,0 +1,255 @@
+"""Metering: accepting signed reports (api/METERING_API.md §1: parse, check the signer and the samples, keep
+the per-lease hash chain in order, store durably) and serving them back with Merkle proofs
+(api/AUDIT_API.md §2-3). Settlement is the relayer's job; the contract re-checks all of it anyway: the bridge
+refuses early what could never settle, and keeps every report for auditors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from ledger.protocol import (
+    MeteringReport,
+    domain_separator,
+    ProtocolError,
+    Sample,
+    recover_signer,
+    report_struct_hash,
+    samples_root,
+    typed_data_digest,
+)
+from ledger.protocol.economics import billable
+from ledger.protocol.samples import MerkleTree, sample_leaf
+from ledger.protocol.settlement import check_settleable
+
+from ..errors import ApiError
+from ..metrics import Metrics
+from ..store import NewReport, Store
+from ..store.samples import pack_samples, unpack_samples
+from ..workers.indexer import Indexer
+from ..workers.intake import Accepted, PendingReport, ReportWriter
+
+_I64 = 2**63 - 1  # SQL BIGINT; the contract bounds counters to 48 bits anyway
+MAX_PROOFS_PER_REQUEST = 256
+
+
+def _err(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, code, message)
+
+
+def parse_submission(body: Any, max_samples: int) -> tuple[int, MeteringReport, bytes, list[Sample]]:
+    """(nodeId, report, signature, samples) or 400 ``invalid_report``."""
+    if not isinstance(body, dict):
+        raise _err(400, "invalid_report", "the body must be a JSON object")
+    node_id = body.get("nodeId")
+    if not isinstance(node_id, int) or isinstance(node_id, bool) or node_id < 0 or node_id >= 2**63:
+        raise _err(400, "invalid_report", "nodeId must be a non-negative integer")
+    raw_report = body.get("report")
+    if not isinstance(raw_report, dict):
+        raise _err(400, "invalid_report", "report must be an object")
+    try:
+        report = MeteringReport.from_json(raw_report)
+    except ProtocolError as e:
+        raise _err(400, "invalid_report", f"report: {e}") from e
+    sig_hex = body.get("signature")
+    if not isinstance(sig_hex, str) or not sig_hex.startswith("0x") or len(sig_hex) != 132:
+        raise _err(400, "invalid_report", "signature must be 0x followed by 65 bytes of hex")
+    try:
+        signature = bytes.fromhex(sig_hex[2:])
+    except ValueError as e:
+        raise _err(400, "invalid_report", "signature is not hex") from e
+    raw_samples = body.get("samples")
+    if not isinstance(raw_samples, list):
+        raise _err(400, "invalid_report", "samples must be a list")
+    if len(raw_samples) > max_samples:
+        raise _err(400, "invalid_report", f"at most {max_samples} samples per report")
+    samples: list[Sample] = []
+    for i, v in enumerate(raw_samples):
+        if not isinstance(v, list):
+            raise _err(400, "invalid_report", f"samples[{i}] must be a list of 8 integers")
+        try:
+            samples.append(Sample.from_values(v))
+        except ProtocolError as e:
+            raise _err(400, "invalid_report", f"samples[{i}]: {e}") from e
+    return node_id, report, signature, samples
+
+
+class _NotCached(Exception):
+    """prepare(cached_only=True) would have to read the store or the chain."""
+
+
+@dataclass(frozen=True)
+class SampleProof:
+    index: int
+    sample: Sample
+    leaf: bytes
+    proof: list[bytes]
+
+
+class Metering:
+    """Report intake and report reads. Collaborators: the store, the indexer's projections (node attestor,
+    lease terms, with a chain fallback), the report writer, metrics, and the EIP-712 domain (chain id and
+    escrow address)."""
+
+    def __init__(
+        self,
+        store: Store,
+        indexer: Indexer,
+        writer: ReportWriter,
+        metrics: Metrics,
+        *,
+        chain_id: int,
+        escrow: str,
+        max_samples_per_report: int,
+    ) -> None:
+        self.chain_id = chain_id
+        self.escrow = escrow
+        self.store = store
+        self.indexer = indexer
+        self.writer = writer
+        self.metrics = metrics
+        self.domain_separator = domain_separator(chain_id, escrow)
+        self.max_samples = max_samples_per_report
+
+    def domain(self) -> tuple[int, str]:
+        """(chainId, verifyingContract) of the EIP-712 domain reports are signed under."""
+        return self.chain_id, self.escrow
+
+    # --- intake ------------------------------------------------------------------------------------------
+
+    def accept(self, body: Any) -> Accepted:
+        """Check and store one report; raises ApiError with the METERING_API codes."""
+        try:
+            accepted = self.writer.submit(PendingReport(self.prepare(body)))
+        except ApiError as e:
+            self.metrics.reports_rejected.labels(e.code).inc()
+            raise
+        if not accepted.duplicate:
+            self.metrics.reports_accepted.inc()
+        return accepted
+
+    async def accept_async(self, body: Any) -> Accepted:
+        """:meth:`accept` for the event loop: the checks run inline when the node and lease projections are in
+        memory (CPU only), otherwise in a worker thread (a miss reads the store and maybe the chain, which
+        must not block the loop); the commit is awaited without holding a worker thread."""
+        try:
+            try:
+                item = self.prepare(body, cached_only=True)
+            except _NotCached:
+                item = await anyio.to_thread.run_sync(self.prepare, body)
+            accepted = await self.writer.submit_async(PendingReport(item))
+        except ApiError as e:
+            self.metrics.reports_rejected.labels(e.code).inc()
+            raise
+        if not accepted.duplicate:
+            self.metrics.reports_accepted.inc()
+        return accepted
+
+    def prepare(self, body: Any, *, cached_only: bool = False) -> NewReport:
+        """Everything but the store: parse, signer, samples; raises ApiError with the METERING_API codes."""
+        node_id, report, signature, samples = parse_submission(body, self.max_samples)
+        if cached_only and not (self.indexer.is_cached("node", node_id) and self.indexer.is_cached("lease", report.leaseId)):
+            raise _NotCached
+        try:
+            check_settleable(report)
+        except ProtocolError as e:
+            raise _err(422, "invalid_report", f"the escrow cannot settle this report: {e}") from e
+        node = self.indexer.node_row(node_id)
+        if node is None:
+            raise _err(404, "unknown_lease", f"node {node_id} is unknown to the bridge")
+        lease = self.indexer.lease_row(report.leaseId) if report.leaseId < 2**63 else None
+        if lease is None:
+            raise _err(404, "unknown_lease", f"lease {report.leaseId} is unknown to the bridge")
+        struct_hash_bytes = report_struct_hash(report)
+        digest = typed_data_digest(self.domain_separator, struct_hash_bytes)  # = report_digest(report, chainId, escrow)
+        try:
+            signer = recover_signer(digest, signature)
+        except ProtocolError as e:
+            raise _err(400, "invalid_report", f"signature: {e}") from e
+        if lease.node_id != node_id:
+            raise _err(403, "wrong_signer", f"lease {report.leaseId} is not on node {node_id}")
+        if signer != node.attestor:
+            raise _err(403, "wrong_signer", f"signed by {signer}, node {node_id}'s attestor is {node.attestor}")
+        if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
+            raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
+        mode = int(json.loads(lease.data).get("billingMode", 0))
+        return NewReport(
+            lease_id=report.leaseId,
+            seq=report.seq,
+            struct_hash="0x" + struct_hash_bytes.hex(),
+            prev_hash="0x" + report.prevReportHash.hex(),
+            signer=signer,
+            signature="0x" + signature.hex(),
+            body=json.dumps(report.to_json(), separators=(",", ":")),
+            samples_root="0x" + report.samplesRoot.hex(),
+            packed_samples=pack_samples(samples) if samples else b"",
+            sample_count=len(samples),
+            window_end_ms=min(report.windowEndMs, _I64),
+            cum_billable=min(billable(mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs), _I64),
+        )
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def lease_known(self, lease_id: int) -> Any:
+        row = self.indexer.lease_row(lease_id)
+        if row is None:
+            raise ApiError(404, "unknown_lease", f"lease {lease_id} is unknown to the bridge")
+        return row
+
+    def reports(self, lease_id: int, from_seq: int, limit: int, *, samples: bool) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of the lease's stored reports in seq order (api/AUDIT_API.md §2): entries and the next seq."""
+        lease = self.lease_known(lease_id)
+        rows, sets, next_seq = self.store.reports.page(lease_id, from_seq, limit, samples=samples)
+        out = []
+        for r in rows:
+            entry: dict[str, Any] = {
+                "report": json.loads(r.body),
+                "signature": r.signature,
+                "reportHash": r.struct_hash,
+                "nodeId": lease.node_id,
+                "status": r.status,
+            }
+            if samples:
+                data = sets.get(r.samples_root)
+                entry["samples"] = [smp.to_list() for smp in unpack_samples(data)] if data else []
+            out.append(entry)
+        return out, next_seq
+
+    def proofs(self, lease_id: int, seq: int, indices: list[int]) -> tuple[str, list[SampleProof]]:
+        """Samples of one report at ``indices`` in submission order, each with its Merkle proof (the tree is
+        built once), and the report's stored samples root. 404 for an unknown report or index."""
+        found = self.store.reports.get(lease_id, seq)
+        if found is None:
+            raise ApiError(404, "unknown_report", f"no report {seq} of lease {lease_id}")
+        r, data = found
+        smps = unpack_samples(data) if data else []
+        for i in indices:
+            if i < 0 or i >= len(smps):
+                raise ApiError(404, "unknown_sample", f"report {seq} has {len(smps)} samples; no index {i}")
+        tree = MerkleTree.of_samples(smps) if smps else None
+        out = []
+        for i in indices:
+            leaf = sample_leaf(smps[i])
+            assert tree is not None
+            out.append(SampleProof(i, smps[i], leaf, tree.proof(leaf)))
+        return r.samples_root, out
+
+    def observed_sample_period_ms(self, lease_id: int) -> int | None:
+        """Median interval between consecutive samples of the same GPU in the lease's latest accepted report."""
+        data = self.store.reports.latest_samples(lease_id)
+        if data is None:
+            return None
+        last: dict[int, int] = {}
+        gaps: list[int] = []
+        for smp in sorted(unpack_samples(data), key=lambda x: (x.gpuIndex, x.tsMs)):
+            prev = last.get(smp.gpuIndex)
+            if prev is not None and smp.tsMs > prev:
+                gaps.append(smp.tsMs - prev)
+            last[smp.gpuIndex] = smp.tsMs
+        if not gaps:
+            return None
+        gaps.sort()
+        return gaps[(len(gaps) - 1) // 2]

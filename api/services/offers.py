@@ -1,0 +1,144 @@
+"""Offers: publish (providers), and the price-comparison list buyers asked for.
+
+The list is served from the indexer's projection, filtered and sorted in SQL, and cached per (projection
+generation, chain time, query) so that a burst of identical comparisons costs one query; the exact raw query
+string of a request that validated is cached too, for the HTTP fast path (``api.app``'s ``OffersFastPath``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from ledger.chain.suite import LedgerChain
+from ledger.protocol.economics import BillingMode
+
+from ..errors import ApiError, NotFound
+from ..schemas import ActionOut
+from ..store import OfferQuery, Store
+from ..store.models import OfferRow
+from ..workers.indexer import Indexer
+from .actions import Actor
+from .caller import Caller
+from ..chain_reads import ChainViews
+
+
+OfferFilters = OfferQuery
+"""The offer list's filters (the store's query, named for the HTTP layer)."""
+
+
+class _Cache:
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.data: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        with self.lock:
+            v = self.data.get(key)
+            if v is not None:
+                self.data.move_to_end(key)
+            return v
+
+    def put(self, key: tuple[Any, ...], value: bytes) -> None:
+        with self.lock:
+            self.data[key] = value
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+def offer_out(row: OfferRow, now_s: int) -> dict[str, Any]:
+    """An offer as the API lists it (api ``OfferOut``)."""
+    d = json.loads(row.data)
+    return {
+        "offerId": row.offer_id,
+        "provider": row.provider,
+        "nodeId": row.node_id,
+        "gpuModel": row.gpu_model,
+        "gpuCount": row.gpu_count,
+        "gpuIndices": d["gpuIndices"],
+        "vramMiB": row.vram_mib,
+        "region": row.region,
+        "pricePerGpuSecond": str(d["pricePerGpuSecond"]),
+        "pricePerGpuHour": str(d["pricePerGpuHour"]),
+        "token": row.token,
+        "billingMode": BillingMode(row.billing_mode).label,
+        "validFrom": int(d["validFrom"]),
+        "validUntil": row.valid_until,
+        "minBuyerScoreBps": int(d["minBuyerScoreBps"]),
+        "providerScoreBps": row.provider_score_bps,
+        "gpuSetHash": d["gpuSetHash"],
+        "available": bool(row.active and row.live_lease_id == 0 and row.valid_until > now_s),
+        "liveLeaseId": row.live_lease_id,
+    }
+
+
+class Offers:
+    def __init__(self, ledger: LedgerChain, views: ChainViews, actor: Actor, store: Store, indexer: Indexer) -> None:
+        self._calls = ledger.calls
+        self._views = views
+        self._actor = actor
+        self._store = store
+        self._indexer = indexer
+        self._cache = _Cache()
+        self.raw_cache = _Cache(size=2048)
+
+    def publish(
+        self,
+        caller: Caller,
+        node_id: int,
+        gpu_indices: list[int],
+        price_per_gpu_second: int,
+        token: str,
+        billing_mode: str,
+        valid_from: int,
+        valid_until: int,
+        min_buyer_score_bps: int,
+        terms_hash: str,
+    ) -> ActionOut:
+        """Publish an offer on one of the caller's nodes; mints the capacity rights to its payout address."""
+        caller.require("provider")
+        node = self._views.node(node_id)
+        if caller.managed and node["provider"] != caller.address:
+            raise ApiError(403, "forbidden", f"node {node_id} belongs to another provider")
+        mask = 0
+        for i in gpu_indices:
+            mask |= 1 << i
+        call = self._calls.publish_offer(
+            node_id, mask, price_per_gpu_second, token, int(BillingMode.parse(billing_mode)), valid_from, valid_until,
+            min_buyer_score_bps, bytes.fromhex(terms_hash[2:]),
+        )
+        return self._actor.act(caller, call)
+
+    def cache_key(self) -> tuple[int, int]:
+        """(projection generation, chain time of the last indexed block): what an offer list depends on."""
+        return self._indexer.generation, self._indexer.head_ts
+
+    def fast(self, raw_query: bytes) -> bytes | None:
+        """The cached answer to a raw query string that validated before under the same cache key."""
+        return self.raw_cache.get((*self.cache_key(), raw_query))
+
+    def remember(self, raw_query: bytes, key: tuple[int, int], body: bytes) -> None:
+        self.raw_cache.put((*key, raw_query), body)
+
+    def cached_list(self, key: tuple[Any, ...]) -> bytes | None:
+        return self._cache.get(key)
+
+    def list_json(self, key: tuple[Any, ...], q: OfferQuery, sort: str, limit: int, offset: int, now_s: int) -> bytes:
+        """The offer list as JSON bytes (cached under ``key``)."""
+        total, rows = self._store.index.offers(q, sort, limit, offset)
+        body = {"offers": [offer_out(r, now_s) for r in rows], "total": total, "limit": limit, "offset": offset}
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self._cache.put(key, data)
+        return data
+
+    def get(self, offer_id: int) -> dict[str, Any]:
+        row = self._store.index.offer(offer_id)
+        if row is None:
+            self._indexer.refresh(offers=[offer_id])
+            row = self._store.index.offer(offer_id)
+        if row is None:
+            raise NotFound("offer", offer_id)
+        return offer_out(row, self._indexer.head_ts)

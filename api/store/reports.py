@@ -1,0 +1,351 @@
+"""Metering reports and their samples: intake (the per-lease hash chain, checked where each report is stored),
+reads for attestors and auditors, and the settlement queue's statuses.
+
+A report's status: ``accepted`` (waiting to be settled) → ``queued`` (carried by a signed settlement
+transaction) → ``settled`` | ``superseded`` (a later checkpoint paid for its window) | ``rejected``
+(``reason`` says why); a failed or stale settlement puts it back to ``accepted``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, aliased
+
+from ledger.protocol.crypto import ZERO_HASH
+
+from .db import Database
+from .models import LeaseRow, Report, SampleSet, SettlementTx, now_ms
+
+OPEN_STATUSES = ("accepted", "queued")
+
+
+@dataclass(frozen=True)
+class NewReport:
+    """A checked report ready to be stored (hashes 0x-hex, samples packed by ``api.store.samples``)."""
+
+    lease_id: int
+    seq: int
+    struct_hash: str
+    prev_hash: str
+    signer: str
+    signature: str
+    body: str  # the report's JSON (MeteringReport.to_json)
+    samples_root: str
+    packed_samples: bytes
+    sample_count: int
+    window_end_ms: int
+    cum_billable: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What storing one report came to: ``outcome`` is "stored", "duplicate", or the refusal's code
+    ("seq_conflict", "seq_gap", "chain_mismatch") with ``message``."""
+
+    outcome: str
+    message: str = ""
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class QueueHead:
+    """A lease with accepted reports: its latest seq, when its oldest was accepted, its highest cumulative
+    billable GPU-ms."""
+
+    lease_id: int
+    seq: int
+    oldest_ms: int
+    cum_billable: int
+
+
+class ReportRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- intake ------------------------------------------------------------------------------------------
+
+    def store_batch(self, items: Sequence[NewReport]) -> list[Stored]:
+        """Store reports in ONE transaction (group commit: one fsync for many), each in its own savepoint,
+        in order: a report refused by the hash chain does not undo the others. Raises when the commit
+        itself fails (then nothing of the batch is stored)."""
+        out: list[Stored] = []
+        with self._db.write_lock(), self._db.engine.begin() as conn:
+            for item in items:
+                try:
+                    with conn.begin_nested():
+                        out.append(_store_one(conn, item))
+                except _Refused as e:
+                    out.append(Stored(e.code, e.message))
+        return out
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def page(self, lease_id: int, from_seq: int, limit: int, *, samples: bool) -> tuple[list[Report], dict[str, bytes], int | None]:
+        """Up to ``limit`` reports of a lease from ``from_seq`` in seq order, their packed samples by root
+        (when ``samples``), and the seq the next page starts at (None: the last page)."""
+        with self._db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(Report)
+                    .where(Report.lease_id == lease_id, Report.seq >= from_seq)
+                    .order_by(Report.seq)
+                    .limit(limit + 1)
+                )
+            )
+            roots = {r.samples_root for r in rows[:limit]} if samples else set()
+            sets = {ss.root: ss.data for ss in s.scalars(select(SampleSet).where(SampleSet.root.in_(roots)))} if roots else {}
+        return rows[:limit], sets, rows[limit].seq if len(rows) > limit else None
+
+    def get(self, lease_id: int, seq: int) -> tuple[Report, bytes | None] | None:
+        """A report and its packed samples (None when it has none)."""
+        with self._db.session() as s:
+            r = s.scalars(select(Report).where(Report.lease_id == lease_id, Report.seq == seq)).first()
+            if r is None:
+                return None
+            ss = s.get(SampleSet, r.samples_root)
+        return r, ss.data if ss is not None else None
+
+    def latest_samples(self, lease_id: int) -> bytes | None:
+        """Packed samples of the lease's latest report that was not rejected."""
+        with self._db.session() as s:
+            root = s.scalar(
+                select(Report.samples_root)
+                .where(Report.lease_id == lease_id, Report.status != "rejected")
+                .order_by(Report.seq.desc())
+                .limit(1)
+            )
+            ss = s.get(SampleSet, root) if root is not None else None
+        return ss.data if ss is not None else None
+
+    def roots_by_hash(self, struct_hashes: Iterable[str]) -> dict[str, str]:
+        """samplesRoot of stored reports by their struct hash."""
+        hashes = set(struct_hashes)
+        if not hashes:
+            return {}
+        with self._db.session() as s:
+            rows = s.execute(select(Report.struct_hash, Report.samples_root).where(Report.struct_hash.in_(hashes)))
+            return {str(h): str(r) for h, r in rows}
+
+    def counts(self, lease_ids: Sequence[int]) -> dict[int, int]:
+        if not lease_ids:
+            return {}
+        with self._db.session() as s:
+            rows = s.execute(
+                select(Report.lease_id, func.count()).where(Report.lease_id.in_(lease_ids)).group_by(Report.lease_id)
+            )
+            return {int(lid): int(n) for lid, n in rows}
+
+    def archive(self, lease_id: int | None = None) -> Iterator[tuple[Report, bytes | None, int | None]]:
+        """Every stored report with its packed samples and its lease's node, lease by lease, in seq order
+        (streamed: one session for the whole walk)."""
+        with self._db.session() as s:
+            nodes = {r.lease_id: r.node_id for r in s.scalars(select(LeaseRow))}
+            q = select(Report).order_by(Report.lease_id, Report.seq)
+            if lease_id is not None:
+                q = q.where(Report.lease_id == lease_id)
+            for r in s.scalars(q).yield_per(200):
+                ss = s.get(SampleSet, r.samples_root)
+                yield r, ss.data if ss is not None else None, nodes.get(r.lease_id)
+
+    # --- the settlement queue -------------------------------------------------------------------------------
+
+    def queue_heads(self, lease_id: int | None = None) -> list[QueueHead]:
+        """Leases with accepted reports, the longest waiting first."""
+        with self._db.session() as s:
+            q = (
+                select(Report.lease_id, func.max(Report.seq), func.min(Report.accepted_ms), func.max(Report.cum_billable))
+                .where(Report.status == "accepted")
+                .group_by(Report.lease_id)
+                .order_by(func.min(Report.accepted_ms))
+            )
+            if lease_id is not None:
+                q = q.where(Report.lease_id == lease_id)
+            return [QueueHead(int(a), int(b), int(c), int(d)) for a, b, c, d in s.execute(q).all()]
+
+    def settled_cum_billable(self, lease_id: int) -> int:
+        with self._db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.max(Report.cum_billable)).where(Report.lease_id == lease_id, Report.status == "settled")
+                )
+                or 0
+            )
+
+    def by_seq(self, lease_id: int, seq: int) -> Report:
+        with self._db.session() as s:
+            return s.scalars(select(Report).where(Report.lease_id == lease_id, Report.seq == seq)).one()
+
+    def of_tx(self, tx_id: int) -> list[Report]:
+        with self._db.session() as s:
+            return list(s.scalars(select(Report).where(Report.settle_tx_id == tx_id)))
+
+    def pending_leases(self) -> int:
+        """Leases with a report not yet settled."""
+        with self._db.session() as s:
+            return int(
+                s.scalar(select(func.count(func.distinct(Report.lease_id))).where(Report.status.in_(OPEN_STATUSES)))
+                or 0
+            )
+
+    def set_final(self, report_id: int, status: str, reason: str | None) -> None:
+        """A report's final status (settled, superseded, rejected); a settled one supersedes the lease's
+        unsettled reports below it."""
+        with self._db.write() as s:
+            row = s.get(Report, report_id)
+            if row is None:
+                return
+            row.status, row.reason = status, reason
+            s.flush()
+            if status == "settled":
+                supersede(s, [row.lease_id])
+
+
+def supersede(s: Session, lease_ids: Sequence[int]) -> None:
+    """Unsettled reports below a lease's latest settled one were paid for by it (cumulative counters)."""
+    if not lease_ids:
+        return
+    settled = aliased(Report)
+    head = (
+        select(func.max(settled.seq))
+        .where(settled.lease_id == Report.lease_id, settled.status == "settled")
+        .scalar_subquery()
+    )
+    s.execute(
+        update(Report)
+        .where(Report.lease_id.in_(lease_ids), Report.status.in_(OPEN_STATUSES), Report.seq < head)
+        .values(status="superseded")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _store_one(conn: Connection, item: NewReport) -> Stored:
+    existing = conn.execute(
+        select(Report.struct_hash).where(Report.lease_id == item.lease_id, Report.seq == item.seq)
+    ).first()
+    if existing is not None:
+        if existing[0] == item.struct_hash:
+            return Stored("duplicate")
+        raise _Refused("seq_conflict", f"seq {item.seq} of lease {item.lease_id} is stored with another hash")
+    head = conn.execute(
+        select(Report.seq, Report.struct_hash)
+        .where(Report.lease_id == item.lease_id)
+        .order_by(Report.seq.desc())
+        .limit(1)
+    ).first()
+    last_seq, last_hash = (int(head[0]), str(head[1])) if head else (0, "0x" + ZERO_HASH.hex())
+    if item.seq != last_seq + 1:
+        raise _Refused("seq_gap", f"seq {item.seq} after {last_seq}: send the missing reports first")
+    if item.prev_hash != last_hash:
+        raise _Refused("chain_mismatch", f"prevReportHash is not the hash of report {last_seq}")
+    if item.sample_count and conn.execute(select(SampleSet.root).where(SampleSet.root == item.samples_root)).first() is None:
+        conn.execute(insert(SampleSet).values(root=item.samples_root, count=item.sample_count, data=item.packed_samples))
+    conn.execute(
+        insert(Report).values(
+            lease_id=item.lease_id,
+            seq=item.seq,
+            struct_hash=item.struct_hash,
+            signer=item.signer,
+            signature=item.signature,
+            body=item.body,
+            samples_root=item.samples_root,
+            window_end_ms=item.window_end_ms,
+            cum_billable=item.cum_billable,
+            status="accepted",
+            accepted_ms=now_ms(),
+        )
+    )
+    return Stored("stored")
+
+
+class SettlementRepo:
+    """The relayer's signed settlement transactions (stored before they are broadcast) and the reports each
+    one carries."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record_signed(self, tx_hash: str, sender: str, nonce: int, raw: bytes, report_ids: Sequence[int]) -> int:
+        """Store a signed transaction and mark its reports ``queued`` (one transaction); its id."""
+        with self._db.write() as s:
+            row = SettlementTx(tx_hash=tx_hash, sender=sender, nonce=nonce, raw=raw, status="signed",
+                               created_ms=now_ms(), updated_ms=now_ms())
+            s.add(row)
+            s.flush()
+            s.execute(update(Report).where(Report.id.in_(list(report_ids))).values(status="queued", settle_tx_id=row.id))
+            return int(row.id)
+
+    def mark_sent(self, tx_id: int) -> None:
+        with self._db.write() as s:
+            s.execute(update(SettlementTx).where(SettlementTx.id == tx_id).values(status="sent", updated_ms=now_ms()))
+
+    def unresolved(self) -> list[SettlementTx]:
+        """Transactions signed or sent whose outcome is not recorded yet."""
+        with self._db.session() as s:
+            return list(s.scalars(select(SettlementTx).where(SettlementTx.status.in_(("signed", "sent")))))
+
+    def requeue(self, tx_id: int, status: str, error: str) -> int:
+        """The transaction failed or was dropped: record why, put its queued reports back; how many."""
+        with self._db.write() as s:
+            s.execute(
+                update(SettlementTx).where(SettlementTx.id == tx_id).values(status=status, error=error, updated_ms=now_ms())
+            )
+            res = s.execute(
+                update(Report)
+                .where(Report.settle_tx_id == tx_id, Report.status == "queued")
+                .values(status="accepted", settle_tx_id=None)
+            )
+            return int(getattr(res, "rowcount", 0) or 0)
+
+    def resolve(
+        self,
+        tx_id: int,
+        block_number: int,
+        *,
+        settled: Sequence[int],
+        requeued: Sequence[int],
+        finals: dict[int, tuple[str, str | None]],
+    ) -> None:
+        """Record a mined transaction's outcome in one transaction: ``settled`` reports, reports back in the
+        queue, other reports' final (status, reason); unsettled reports below a lease's newly settled one
+        become ``superseded``."""
+        with self._db.write() as s:
+            touched: set[int] = set()
+            if settled:
+                s.execute(
+                    update(Report)
+                    .where(Report.id.in_(list(settled)))
+                    .values(status="settled", reason=None)
+                    .execution_options(synchronize_session=False)
+                )
+                touched.update(s.scalars(select(Report.lease_id).where(Report.id.in_(list(settled)))))
+            if requeued:
+                s.execute(
+                    update(Report)
+                    .where(Report.id.in_(list(requeued)))
+                    .values(status="accepted", settle_tx_id=None, reason=None)
+                    .execution_options(synchronize_session=False)
+                )
+            for report_id, (status, reason) in finals.items():
+                row = s.get(Report, report_id)
+                if row is None:
+                    continue
+                row.status, row.reason = status, reason
+                if status == "settled":
+                    touched.add(row.lease_id)
+            s.flush()
+            supersede(s, sorted(touched))
+            s.execute(
+                update(SettlementTx)
+                .where(SettlementTx.id == tx_id)
+                .values(status="mined", block_number=block_number, updated_ms=now_ms())
+            )

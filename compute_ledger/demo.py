@@ -1,0 +1,404 @@
+"""``compute-ledger demo``: the whole story end to end, on the embedded chain, through the real HTTP API.
+
+1. a chain (memory by default, ``--backend anvil`` for a real node) and the contract suite;
+2. the bridge (FastAPI + uvicorn) in this process, on a free 127.0.0.1 port;
+3. a provider, through the API, registers a simulated 8×H100 node and publishes two offers
+   (reserved on GPUs 0-3, metered on GPUs 4-7);
+4. a buyer without a wallet creates an account, compares offers and opens a lease with escrow;
+5. the node's attestor meters the lease window by window on an accelerated clock (the chain's clock is
+   moved forward with it), signs every report and submits it to the bridge;
+6. the relayer settles the latest reports as checkpoints, in batches;
+7. the buyer closes the lease (unused escrow refunded), the provider's earnings are released after the
+   challenge period and withdrawn, the buyer withdraws the refund and rates the provider;
+8. an auditor verifies every report and payment from the bridge's public data and writes an HTML report.
+
+Exits 0 only when every step and the audit succeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.settings import Settings
+from attestor.bridge import BridgeClient, BridgeLeases
+from attestor.daemon import Attestor
+from attestor.keys import Signer
+from attestor.meter import ReportBuilder, SamplingPolicy
+from attestor.source import SimulatedSource
+from attestor.spool import Spool
+from auditor.cli import format_table
+from auditor.cli import run as audit_run
+from auditor.core import AuditError
+from auditor.report_html import render_html
+from auditor.sources import ApiSource
+from ledger.chain.backends import connect, free_port
+from ledger.chain.deploy import deploy_suite
+from ledger.chain.signing import new_account
+from ledger.chain.suite import LedgerChain
+from ledger.protocol.errors import LedgerError
+
+log = logging.getLogger("compute_ledger.demo")
+
+STEPS = 9
+GPU_SPEC = "8xH100"
+PRICE_RESERVED = 2_000_000_000_000  # wei per GPU-second: 0.0072 ETH per GPU-hour
+PRICE_METERED = 2_500_000_000_000  # 0.009 ETH per GPU-hour, billed on attested busy time only
+LEASE_S = 3600
+
+
+class DemoError(LedgerError):
+    """A step of the demo failed; the message says which and why."""
+
+
+@dataclass
+class Summary:
+    escrowed: int = 0
+    fee: int = 0
+    fee_refunded: int = 0
+    paid: int = 0
+    refunded: int = 0
+    reports: int = 0
+    checkpoints: int = 0
+    batches: int = 0
+    gas_used: int = 0
+    gas_deploy: int = 0
+    verdict: str = "not run"
+    report_path: str = ""
+
+
+class ManualClock:
+    """The attestor's clock, moved by the demo: one sampling period per tick, far faster than real time."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._ms = start_ms
+
+    def advance(self, ms: int) -> None:
+        self._ms += ms
+
+    def wall_ms(self) -> int:
+        return self._ms
+
+    def monotonic(self) -> float:
+        return self._ms / 1000
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self._ms += int(seconds * 1000)
+        return event.is_set()
+
+
+def _step(n: int, text: str) -> None:
+    print(f"[{n}/{STEPS}] {text}", file=sys.stderr, flush=True)
+
+
+def _ok(resp: httpx.Response, what: str, status: tuple[int, ...] = (200, 201)) -> Any:
+    if resp.status_code not in status:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise DemoError(f"{what}: HTTP {resp.status_code}: {detail}")
+    return resp.json()
+
+
+def _eth(wei: int) -> str:
+    return f"{wei / 10**18:.6f} ETH"
+
+
+class _Server:
+    """uvicorn serving the app in a background thread of this process."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, name="bridge", daemon=True)
+
+    def __enter__(self) -> "_Server":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DemoError("the bridge did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def run_demo(backend: str, windows: int, out_dir: Path) -> Summary:
+
+    summary = Summary()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chain = connect(backend, data_dir=out_dir / "chain" if backend == "anvil" else None)
+    try:
+        admin = chain.accounts[0]
+        start_block = chain.block_number()
+        deployment = deploy_suite(chain, admin, keys=chain.private_keys)
+        read = LedgerChain(chain, deployment).read
+        deployed_block = read.block_number()
+        _step(1, f"{backend} chain {chain.chain_id}: contracts deployed (escrow {deployment.escrow})")
+
+        settings = Settings(
+            chain_backend=backend,  # type: ignore[arg-type]
+            data_dir=out_dir / "bridge",
+            relayer_private_key=SecretStr("0x" + chain.private_keys[chain.accounts[1]].hex()),
+            settle_every_s=3600.0,  # the demo asks for each batch itself (flush), as "at close" would
+            settle_threshold_wei=10**30,
+            server_secret=SecretStr("demo-only-secret-" + chain.accounts[2]),
+        )
+        app = create_app(settings, chain=chain, deployment=deployment)
+        port = free_port()
+        with _Server(app, port):
+            base = f"http://127.0.0.1:{port}"
+            http = httpx.Client(base_url=base, timeout=60)
+            services = app.state.bridge
+            _step(2, f"bridge listening on {base} (FastAPI, in this process)")
+
+            # --- provider ---------------------------------------------------------------------------
+            prov = _ok(http.post("/v1/accounts", json={"roles": ["provider"]}), "create provider account")
+            pauth = {"Authorization": f"Bearer {prov['apiKey']}"}
+            _ok(http.post("/v1/faucet", json={"address": prov["address"], "amountWei": 10**19}), "faucet")
+            _ok(http.post("/v1/providers", json={"metadataURI": "https://provider.example/gpu-farm"}, headers=pauth), "register provider")
+            source = SimulatedSource.from_spec(GPU_SPEC, seed=1, profile="bursty")
+            attestor_key = new_account()
+            node = _ok(
+                http.post(
+                    "/v1/nodes",
+                    json={
+                        "attestor": attestor_key.address,
+                        "gpuModel": source.model_names[0],
+                        "gpuUuids": list(source.uuids),
+                        "vramMiB": 81_559,
+                        "maxPowerMwPerGpu": 700_000,
+                        "region": "eu-west",
+                    },
+                    headers=pauth,
+                ),
+                "register node",
+            )
+            node_id = int(node["result"]["nodeId"])
+            now = chain.now()
+            offers: dict[str, int] = {}
+            for mode, gpus, price in (("reserved", [0, 1, 2, 3], PRICE_RESERVED), ("metered", [4, 5, 6, 7], PRICE_METERED)):
+                o = _ok(
+                    http.post(
+                        "/v1/offers",
+                        json={
+                            "nodeId": node_id,
+                            "gpuIndices": gpus,
+                            "pricePerGpuSecondWei": price,
+                            "billingMode": mode,
+                            "validFrom": now,
+                            "validUntil": now + 7 * 86_400,
+                        },
+                        headers=pauth,
+                    ),
+                    f"publish {mode} offer",
+                )
+                offers[mode] = int(o["result"]["offerId"])
+            _step(3, f"provider {prov['address']} registered node {node_id} ({GPU_SPEC}, simulated) and offers {offers}")
+
+            # --- buyers ---------------------------------------------------------------------------
+            buyers: list[dict[str, Any]] = []
+            for name in ("A", "B"):
+                b = _ok(http.post("/v1/accounts", json={"roles": ["buyer"]}), "create buyer account")
+                _ok(http.post("/v1/faucet", json={"address": b["address"], "amountWei": 10**19}), "faucet")
+                b["auth"] = {"Authorization": f"Bearer {b['apiKey']}"}
+                b["name"] = name
+                buyers.append(b)
+            listing = _ok(http.get("/v1/offers", params={"sort": "price"}), "list offers")["offers"]
+            print("      buyer A compares offers (GET /v1/offers?sort=price):", file=sys.stderr)
+            for o in listing:
+                print(
+                    f"        offer {o['offerId']}: {o['gpuCount']}x {o.get('gpuModel', '?')} {o['billingMode']:<8} "
+                    f"{int(o['pricePerGpuHour']) / 10**18:.6f} ETH per GPU-hour, region {o.get('region', '?')}",
+                    file=sys.stderr,
+                )
+            # A wants to pay only for busy time (metered); B wants the cheaper reserved rate.
+            leases: list[dict[str, Any]] = []
+            for b, mode in ((buyers[0], "metered"), (buyers[1], "reserved")):
+                opened = _ok(
+                    http.post(
+                        "/v1/leases",
+                        json={"offerId": offers[mode], "durationS": LEASE_S},
+                        headers={**b["auth"], "Idempotency-Key": f"demo-open-{b['name']}"},
+                    ),
+                    f"open lease for buyer {b['name']}",
+                )
+                lease_id = int(opened["result"]["leaseId"])
+                _ok(http.post(f"/v1/leases/{lease_id}/activate", headers=pauth), "activate lease")
+                lease = _ok(http.get(f"/v1/leases/{lease_id}"), "get lease")
+                summary.escrowed += int(lease["money"]["escrow"])
+                summary.fee += int(lease["money"].get("fee", 0))
+                leases.append({"id": lease_id, "buyer": b, "mode": mode, "doc": lease})
+                print(
+                    f"      buyer {b['name']} {b['address']} opened lease {lease_id} ({mode}): escrow "
+                    f"{_eth(int(lease['money']['escrow']))} + fee {_eth(int(lease['money'].get('fee', 0)))} "
+                    f"for {LEASE_S} s x 4 GPUs",
+                    file=sys.stderr,
+                )
+            _step(4, f"two buyers without wallets opened leases {[x['id'] for x in leases]} with escrow via the API")
+
+            # --- attestor ---------------------------------------------------------------------------
+            policy = SamplingPolicy(sample_period_ms=1_000, window_ms=60_000)
+            clock = ManualClock(max(int(x["doc"]["startMs"]) for x in leases))
+            builder = ReportBuilder(
+                Signer(bytes(attestor_key.key)),
+                chain.chain_id,
+                deployment.escrow,
+                policy,
+                driver_version=source.driver_version,
+                nvml_version=source.nvml_version,
+                simulated=source.simulated,
+            )
+            spool_dir = out_dir / "attestor"
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            att = Attestor(
+                node_id=node_id,
+                source=source,
+                builder=builder,
+                spool=Spool(spool_dir / "spool.sqlite"),
+                leases=BridgeLeases(BridgeClient(base), node_id),
+                sink_factory=lambda: BridgeClient(base),
+                clock=clock,
+            )
+            att.watcher.poll_once()
+            print(
+                f"      attestor {attestor_key.address}: accelerated clock, {windows} windows of 60 s "
+                f"(1 s samples) in a few seconds; chain time moved along",
+                file=sys.stderr,
+            )
+            for w in range(1, windows + 1):
+                for _ in range(policy.window_ms // policy.sample_period_ms):
+                    clock.advance(policy.sample_period_ms)
+                    att.tick()
+                att.close_windows(clock.wall_ms())
+                chain.time_travel(clock.wall_ms() // 1000 + 1)
+                sent = att.sender.send_due()
+                summary.reports += sent
+                if w % 5 == 0 or w == windows:
+                    n = services.relayer.flush()
+                    if n:
+                        summary.batches += 1
+                    summary.checkpoints += n
+                    cps = [_ok(http.get(f"/v1/leases/{x['id']}"), "get lease")["checkpoint"] for x in leases]
+                    print(
+                        f"      window {w}: relayer settled {n} checkpoint(s) in one settleBatch; charged so far "
+                        + ", ".join(f"lease {x['id']} {_eth(int(c['charged']))}" for x, c in zip(leases, cps)),
+                        file=sys.stderr,
+                    )
+            if att.sender.depth():
+                raise DemoError(f"{att.sender.depth()} report(s) were not acknowledged by the bridge")
+            att.close()
+            _step(5, f"attestor signed and submitted {summary.reports} reports; bridge acknowledged all")
+            _step(6, f"relayer settled {summary.checkpoints} checkpoint(s) in {summary.batches} settleBatch transaction(s)")
+
+            # --- close, release, withdraw, rate ----------------------------------------------------
+            for x in leases:
+                b = x["buyer"]
+                closed = _ok(
+                    http.post(f"/v1/leases/{x['id']}/close", headers={**b["auth"], "Idempotency-Key": f"demo-close-{b['name']}"}),
+                    "close lease",
+                )
+                ev = next(e for e in closed["events"] if e["name"] == "LeaseClosed")
+                x["charged"], x["refund"] = int(ev["args"]["charged"]), int(ev["args"]["refund"])
+                summary.paid += x["charged"]
+                summary.refunded += x["refund"]
+                print(
+                    f"      buyer {b['name']} closed lease {x['id']} ({x['mode']}): charged {_eth(x['charged'])}, "
+                    f"unused escrow refunded {_eth(x['refund'])}",
+                    file=sys.stderr,
+                )
+            chain.time_travel(chain.now() + int(deployment.challenge_period_s) + 1)
+            for x in leases:
+                _ok(http.post(f"/v1/leases/{x['id']}/release-earnings", headers=pauth), "release earnings")
+            earned = int(_ok(http.get(f"/v1/balances/{prov['address']}"), "balance")["withdrawableWei"])
+            _ok(http.post("/v1/withdraw", json={}, headers={**pauth, "Idempotency-Key": "demo-wd-p"}), "provider withdraw")
+            for x in leases:
+                b = x["buyer"]
+                refund = int(_ok(http.get(f"/v1/balances/{b['address']}"), "balance")["withdrawableWei"])
+                _ok(http.post("/v1/withdraw", json={}, headers={**b["auth"], "Idempotency-Key": f"demo-wd-{b['name']}"}), "buyer withdraw")
+                _ok(http.post(f"/v1/leases/{x['id']}/rate", json={"stars": 5 if x["mode"] == "metered" else 4}, headers=b["auth"]), "rate")
+                money = _ok(http.get(f"/v1/leases/{x['id']}"), "get lease")["money"]
+                summary.fee_refunded += int(money.get("feeRefund", 0))
+                print(f"      buyer {b['name']} withdrew {_eth(refund)} (escrow and fee refunds) and rated the provider", file=sys.stderr)
+            rep = _ok(http.get(f"/v1/reputation/{prov['address']}"), "reputation")
+            _step(
+                7,
+                f"challenge period passed: provider withdrew {_eth(earned)}; "
+                f"provider score {rep.get('scoreBps')} bps from {rep.get('counts')}",
+            )
+
+            # --- audit ------------------------------------------------------------------------------
+            ids = [x["id"] for x in leases]
+            summary.report_path = str(out_dir / "audit.html")
+            try:
+                with ApiSource(base) as src:
+                    audits = audit_run(src, ids)
+            except AuditError as e:  # the bridge's data could not be read: no verdict, not a pass
+                raise DemoError(f"the auditor could not read the bridge's public data: {e}") from e
+            for _, verdict in audits:
+                print(format_table(verdict), file=sys.stderr)
+            Path(summary.report_path).write_text(render_html(audits))
+            all_ok = all(v.ok for _, v in audits)
+            summary.verdict = "PASS" if all_ok else "FAIL"
+            _step(8, f"auditor verified leases {ids} from the bridge's public data: {summary.verdict}")
+            http.close()
+
+        end_block = read.block_number()
+        gas = {b: int(read.block(b)["gasUsed"]) for b in range(start_block + 1, end_block + 1)}
+        summary.gas_used = sum(gas.values())
+        summary.gas_deploy = sum(g for b, g in gas.items() if b <= deployed_block)
+        return summary
+    finally:
+        chain.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="compute-ledger demo", description="Run the whole story end to end.")
+    p.add_argument("--backend", choices=["memory", "anvil"], default="memory", help="chain to run on (default: memory)")
+    p.add_argument("--windows", type=int, default=12, help="metering windows of 60 s to run (default 12)")
+    p.add_argument("--out", type=Path, default=Path(".data/demo"), help="where to write state and the audit report")
+    args = p.parse_args(list(argv or []))
+    if not 1 <= args.windows <= 60:
+        p.error("--windows must be between 1 and 60 (the lease is one hour)")
+    for name in ("api", "attestor", "httpx", "alembic", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if args.out.exists():
+        shutil.rmtree(args.out)  # the demo always starts from a fresh chain
+    t0 = time.monotonic()
+    try:
+        s = run_demo(args.backend, args.windows, args.out)
+    except DemoError as e:
+        print(f"demo failed: {e}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - t0
+    _step(9, f"done in {elapsed:.1f} s")
+    print("")
+    print("Summary")
+    print(f"  escrowed      {_eth(s.escrowed)}")
+    print(f"  platform fee  {_eth(s.fee - s.fee_refunded)}  ({_eth(s.fee)} escrowed, unused part refunded)")
+    print(f"  paid          {_eth(s.paid)}  (attested GPU time only: busy for metered, allocated for reserved)")
+    print(f"  refunded      {_eth(s.refunded)}")
+    print(f"  reports       {s.reports} signed, hash-chained, Merkle-committed")
+    print(f"  settlements   {s.checkpoints} checkpoints in {s.batches} settleBatch transaction(s)")
+    print(f"  gas used      {s.gas_used - s.gas_deploy:,} by the story's transactions (+{s.gas_deploy:,} to deploy)")
+    print(f"  audit verdict {s.verdict}")
+    print(f"  audit report  {s.report_path}")
+    return 0 if s.verdict == "PASS" else 1

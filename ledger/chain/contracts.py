@@ -1,0 +1,111 @@
+"""The deployed suite's contract bindings: one ABI per address, loaded from the committed artifacts.
+
+``LeaseEscrow`` answers for itself and, through its fallback, for ``LeaseEscrowExtension`` (DELEGATECALL on
+the escrow's storage): its ABI is the whole escrow interface. ERC-20 tokens are bound on demand.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, cast
+
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+
+from .compiler import ArtifactNotFound, load_artifact
+from .deployment import Deployment
+
+ABI = list[dict[str, Any]]
+
+# what each deployed address answers to, by the name the events and the bridge use
+SUITE_NAMES: tuple[str, ...] = ("registry", "escrow", "reputation")
+
+
+@lru_cache(maxsize=None)
+def escrow_abi() -> tuple[dict[str, Any], ...]:
+    """ABI of the escrow as callers see it: LeaseEscrow plus the LeaseEscrowExtension functions its
+    fallback delegates to (each entry once)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for name in ("LeaseEscrow", "LeaseEscrowExtension"):
+        for item in load_artifact(name)["abi"]:
+            kind = item.get("type")
+            if name == "LeaseEscrowExtension" and kind in ("constructor", "fallback", "receive"):
+                continue
+            key = (kind, item.get("name"), tuple(str(i.get("type")) for i in item.get("inputs", [])))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(item)
+    return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def contract_abi(name: str) -> tuple[dict[str, Any], ...]:
+    """The ABI callers use for a suite contract (``CapacityRegistry``, ``Reputation``, ``LeaseEscrow``)."""
+    if name == "LeaseEscrow":
+        return escrow_abi()
+    return tuple(load_artifact(name)["abi"])
+
+
+@lru_cache(maxsize=1)
+def erc20_abi() -> tuple[dict[str, Any], ...]:
+    """ERC-20 plus the dev token's ``mint`` (MockERC20); the standard subset when that artifact is absent."""
+    try:
+        return tuple(load_artifact("MockERC20")["abi"])
+    except ArtifactNotFound:
+        return tuple(_MIN_ERC20_ABI)
+
+
+class Contracts:
+    """web3 bindings of one deployment's three contracts, and of any ERC-20 on demand."""
+
+    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.registry = self._bind(deployment.registry, contract_abi("CapacityRegistry"))
+        self.escrow = self._bind(deployment.escrow, contract_abi("LeaseEscrow"))
+        self.reputation = self._bind(deployment.reputation, contract_abi("Reputation"))
+        self.by_name: dict[str, Contract] = {"registry": self.registry, "escrow": self.escrow, "reputation": self.reputation}
+        self.name_of: dict[str, str] = {str(c.address): n for n, c in self.by_name.items()}
+        self._erc20: dict[str, Contract] = {}
+
+    def _bind(self, address: str, abi: tuple[dict[str, Any], ...]) -> Contract:
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=cast(Any, list(abi)))
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(self.registry.address), str(self.escrow.address), str(self.reputation.address)]
+
+    def erc20(self, token: str) -> Contract:
+        addr = to_checksum_address(token)
+        c = self._erc20.get(addr)
+        if c is None:
+            c = self._erc20[addr] = self._bind(addr, erc20_abi())
+        return c
+
+
+_MIN_ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "allowance",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+]

@@ -1,0 +1,408 @@
+"""Typed reads of the suite: every view function of the three contracts (and of ERC-20 tokens) as a method
+that returns a frozen dataclass or an int.
+
+Every read takes the chain lock (eth-tester is not thread-safe; one lock also keeps reads and sends of
+many threads simple). A contract's refusal raises :class:`ledger.chain.reverts.ContractRevert`; a read that
+gets no answer raises :class:`ledger.chain.errors.ChainUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eth_abi.exceptions import DecodingError
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import BadFunctionCallOutput, BlockNotFound
+
+from ..protocol.economics import ETH, BillingMode, LeaseStatus
+from ..protocol.report import MeteringReport
+from ..protocol.settlement import LeaseState, encode_entry
+from .contracts import Contracts
+from .errors import ChainUnavailable, UndecodableAnswer
+from .reverts import decode_exception
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    payout: str
+    registered: bool
+    locked_rights: int
+    metadata_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    node_id: int
+    provider: str
+    attestor: str
+    gpu_model: bytes
+    gpu_count: int
+    vram_mib: int
+    max_power_mw_per_gpu: int
+    region: bytes
+    active: bool
+    gpu_uuid_hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInfo:
+    offer_id: int
+    provider: str
+    node_id: int
+    gpu_mask: int
+    gpu_count: int
+    price_per_gpu_second: int
+    token: str
+    billing_mode: BillingMode
+    valid_from: int
+    valid_until: int
+    min_buyer_score_bps: int
+    gpu_set_hash: bytes
+    terms_hash: bytes
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        return [i for i in range(self.gpu_mask.bit_length()) if self.gpu_mask >> i & 1]
+
+
+@dataclass(frozen=True, slots=True)
+class StakeInfo:
+    bonded: int
+    unbonding: int
+    unbonding_ends: int
+
+
+@dataclass(frozen=True, slots=True)
+class RightsInfo:
+    minted: int
+    locked: int
+    burned: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    lease_id: int
+    offer_id: int
+    node_id: int
+    buyer: str
+    holder: str
+    provider: str
+    token: str
+    status: LeaseStatus
+    billing_mode: BillingMode
+    gpu_count: int
+    price_per_gpu_second: int
+    fee_bps: int
+    duration_s: int
+    start_by: int
+    start_ms: int
+    end_ms: int
+    gpu_set_hash: bytes
+    escrowed: int
+    fee_held: int
+    fees_settled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    last_seq: int
+    last_report_hash: bytes
+    cum_busy_ms: int
+    cum_energy_mj: int
+    cum_allocated_ms: int
+    last_window_end_ms: int
+    last_settled_at: int
+    charged: int
+    paid: int
+    pending: int
+    frozen: int
+    refunded: int
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationCounts:
+    completed: int
+    no_shows: int
+    disputes_won: int
+    disputes_lost: int
+    ratings: int
+    rating_sum: int
+    attested_ms: int
+    lease_ms: int
+    positive: int
+    negative: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeeConfig:
+    base_fee_bps: int
+    discounted_fee_bps: int
+    discount_min_score_bps: int
+    discount_min_completed: int
+    slash_bps: int
+    challenge_period_s: int
+
+
+def report_tuple(report: MeteringReport) -> tuple[Any, ...]:
+    """The full ``MeteringReport`` struct as the ABI tuple (for the digest views)."""
+    return tuple(bytes(v) if isinstance(v, (bytes, bytearray)) else v for v in report.values())
+
+
+class ChainReader:
+    """Typed views of one deployment. ``lock`` is the chain lock shared with the sender."""
+
+    def __init__(self, w3: Web3, contracts: Contracts, lock: Any) -> None:
+        self.w3 = w3
+        self.contracts = contracts
+        self.registry = contracts.registry
+        self.escrow = contracts.escrow
+        self.reputation = contracts.reputation
+        self.lock = lock
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        with self.lock:
+            try:
+                return fn()
+            except (BadFunctionCallOutput, DecodingError) as e:
+                raise UndecodableAnswer(f"the answer does not decode: {e}") from e
+            except Exception as e:
+                rev = decode_exception(e)
+                if rev is not None:
+                    raise rev from e
+                raise ChainUnavailable(f"chain call failed: {type(e).__name__}: {str(e)[:300]}") from e
+
+    def call(self, fn: Any) -> Any:
+        """Evaluate a bound web3 contract function (a view) with revert decoding."""
+        return self._read(fn.call)
+
+    # --- the chain itself --------------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        return int(self._read(lambda: self.w3.eth.chain_id))
+
+    def block_number(self) -> int:
+        return int(self._read(lambda: self.w3.eth.block_number))
+
+    def block(self, number: int | str) -> Any:
+        """The block (``number`` or a tag such as "latest")."""
+        return self._read(lambda: self.w3.eth.get_block(number))  # type: ignore[arg-type]
+
+    def block_or_none(self, number: int) -> Any:
+        """Block ``number``, or None when the chain does not have it (a fork dropped it, or not mined yet)."""
+        try:
+            return self.block(number)
+        except ChainUnavailable as e:
+            if isinstance(e.__cause__, BlockNotFound):
+                return None
+            raise
+
+    def now(self) -> int:
+        """Timestamp (unix s) of the latest block: the chain's clock."""
+        return int(self.block("latest")["timestamp"])
+
+    def eth_balance(self, account: str) -> int:
+        return int(self._read(lambda: self.w3.eth.get_balance(to_checksum_address(account))))
+
+    def code(self, address: str) -> bytes:
+        return bytes(self._read(lambda: self.w3.eth.get_code(to_checksum_address(address))))
+
+    def transaction_count(self, account: str, block: str = "latest") -> int:
+        return int(self._read(lambda: self.w3.eth.get_transaction_count(to_checksum_address(account), block)))  # type: ignore[arg-type]
+
+    # --- ERC-20 ------------------------------------------------------------------------------------------
+
+    def erc20_balance(self, token: str, account: str) -> int:
+        return int(self.call(self.contracts.erc20(token).functions.balanceOf(to_checksum_address(account))))
+
+    def erc20_allowance(self, token: str, owner: str, spender: str) -> int:
+        fn = self.contracts.erc20(token).functions.allowance(to_checksum_address(owner), to_checksum_address(spender))
+        return int(self.call(fn))
+
+    def erc20_field(self, token: str, name: str) -> Any:
+        """``name()``, ``symbol()`` or ``decimals()`` of a token."""
+        return self.call(getattr(self.contracts.erc20(token).functions, name)())
+
+    def balance(self, token: str, account: str) -> int:
+        """ETH (token == ETH) or ERC-20 balance of ``account``."""
+        if to_checksum_address(token) == ETH:
+            return self.eth_balance(account)
+        return self.erc20_balance(token, account)
+
+    # --- CapacityRegistry --------------------------------------------------------------------------------
+
+    def provider(self, account: str) -> ProviderInfo:
+        account = to_checksum_address(account)
+        p = self.call(self.registry.functions.provider(account))
+        uri = self.call(self.registry.functions.metadataURI(account))
+        return ProviderInfo(payout=p[0], registered=bool(p[1]), locked_rights=int(p[2]), metadata_uri=str(uri))
+
+    def node(self, node_id: int) -> NodeInfo:
+        n = self.call(self.registry.functions.node(node_id))
+        gpus = self.call(self.registry.functions.nodeGpus(node_id))
+        return NodeInfo(
+            node_id=node_id,
+            provider=n[0],
+            attestor=n[1],
+            gpu_model=bytes(n[2]),
+            gpu_count=int(n[3]),
+            vram_mib=int(n[4]),
+            max_power_mw_per_gpu=int(n[5]),
+            region=bytes(n[6]),
+            active=bool(n[7]),
+            gpu_uuid_hashes=tuple(bytes(h) for h in gpus),
+        )
+
+    def offer(self, offer_id: int) -> OfferInfo:
+        o = self.call(self.registry.functions.offer(offer_id))
+        return OfferInfo(
+            offer_id=offer_id,
+            provider=o[0],
+            node_id=int(o[1]),
+            gpu_mask=int(o[2]),
+            gpu_count=int(o[3]),
+            price_per_gpu_second=int(o[4]),
+            token=o[5],
+            billing_mode=BillingMode(int(o[6])),
+            valid_from=int(o[7]),
+            valid_until=int(o[8]),
+            min_buyer_score_bps=int(o[9]),
+            gpu_set_hash=bytes(o[10]),
+            terms_hash=bytes(o[11]),
+        )
+
+    def stake_of(self, provider: str, token: str) -> StakeInfo:
+        s = self.call(self.registry.functions.stakeOf(to_checksum_address(provider), to_checksum_address(token)))
+        return StakeInfo(bonded=int(s[0]), unbonding=int(s[1]), unbonding_ends=int(s[2]))
+
+    def rights_of(self, offer_id: int) -> RightsInfo:
+        m, lk, b = self.call(self.registry.functions.rightsOf(offer_id))
+        return RightsInfo(minted=int(m), locked=int(lk), burned=int(b))
+
+    def rights_balance(self, holder: str, offer_id: int) -> int:
+        return int(self.call(self.registry.functions.balanceOf(to_checksum_address(holder), offer_id)))
+
+    def is_rights_approved(self, holder: str, operator: str) -> bool:
+        fn = self.registry.functions.isApprovedForAll(to_checksum_address(holder), to_checksum_address(operator))
+        return bool(self.call(fn))
+
+    def node_count(self) -> int:
+        return int(self.call(self.registry.functions.nodeCount()))
+
+    def offer_count(self) -> int:
+        return int(self.call(self.registry.functions.offerCount()))
+
+    def unbonding_delay(self) -> int:
+        return int(self.call(self.registry.functions.unbondingDelay()))
+
+    def registry_escrow(self) -> str:
+        return str(self.call(self.registry.functions.escrow()))
+
+    # --- LeaseEscrow -------------------------------------------------------------------------------------
+
+    def lease(self, lease_id: int) -> LeaseInfo:
+        v = self.call(self.escrow.functions.lease(lease_id))
+        return LeaseInfo(
+            lease_id=lease_id,
+            offer_id=int(v[0]),
+            node_id=int(v[1]),
+            buyer=v[2],
+            holder=v[3],
+            provider=v[4],
+            token=v[5],
+            status=LeaseStatus(int(v[6])),
+            billing_mode=BillingMode(int(v[7])),
+            gpu_count=int(v[8]),
+            price_per_gpu_second=int(v[9]),
+            fee_bps=int(v[10]),
+            duration_s=int(v[11]),
+            start_by=int(v[12]),
+            start_ms=int(v[13]),
+            end_ms=int(v[14]),
+            gpu_set_hash=bytes(v[15]),
+            escrowed=int(v[16]),
+            fee_held=int(v[17]),
+            fees_settled=bool(v[18]),
+        )
+
+    def lease_terms(self, lease_ids: Sequence[int]) -> tuple[list[int], list[bytes]]:
+        """(terms words, state commitments) of many leases in one call (zero commitment: no such lease)."""
+        terms, hashes = self.call(self.escrow.functions.leaseTerms(list(lease_ids)))
+        return [int(t) for t in terms], [bytes(h) for h in hashes]
+
+    def checkpoint(self, lease_id: int, state: LeaseState) -> CheckpointInfo:
+        """The lease's checkpoint and money view; ``state`` is its current settlement state."""
+        v = self.call(self.escrow.functions.checkpoint(lease_id, state.ckpt, state.last_hash))
+        return CheckpointInfo(int(v[0]), bytes(v[1]), *(int(x) for x in v[2:]))
+
+    def withdrawable(self, account: str, token: str = ETH) -> int:
+        fn = self.escrow.functions.withdrawable(to_checksum_address(account), to_checksum_address(token))
+        return int(self.call(fn))
+
+    def fee_bps_for(self, provider: str) -> int:
+        return int(self.call(self.escrow.functions.feeBpsFor(to_checksum_address(provider))))
+
+    def live_lease_of(self, offer_id: int) -> int:
+        return int(self.call(self.escrow.functions.liveLeaseOf(offer_id)))
+
+    def lease_count(self) -> int:
+        return int(self.call(self.escrow.functions.leaseCount()))
+
+    def fee_config(self) -> FeeConfig:
+        return FeeConfig(*(int(x) for x in self.call(self.escrow.functions.feeConfig())))
+
+    def challenge_period(self) -> int:
+        return int(self.call(self.escrow.functions.challengePeriod()))
+
+    def treasury(self) -> str:
+        return str(self.call(self.escrow.functions.treasury()))
+
+    def node_cache(self, node_id: int) -> tuple[str, int]:
+        a, p = self.call(self.escrow.functions.nodeCache(node_id))
+        return str(a), int(p)
+
+    def paused(self) -> bool:
+        return bool(self.call(self.escrow.functions.paused()))
+
+    def domain_separator(self) -> bytes:
+        return bytes(self.call(self.escrow.functions.domainSeparator()))
+
+    def hash_report(self, report: MeteringReport) -> bytes:
+        """The contract's EIP-712 struct hash of ``report``."""
+        return bytes(self.call(self.escrow.functions.hashReport(report_tuple(report))))
+
+    def report_digest(self, report: MeteringReport) -> bytes:
+        """The contract's EIP-712 digest of ``report`` (what the attestor signs)."""
+        return bytes(self.call(self.escrow.functions.reportDigest(report_tuple(report))))
+
+    def entry_digest(self, report: MeteringReport) -> bytes:
+        """The digest the settle path computes from a settlement entry of ``report``."""
+        entry = encode_entry(report, bytes(65), LeaseState(report.leaseId, 0, 0, report.prevReportHash))
+        return bytes(self.call(self.escrow.functions.entryDigest(entry)))
+
+    def state_hash(self, lease_id: int) -> bytes:
+        """The escrow's commitment to the lease's (terms, ckpt, last report hash); zero: no lease."""
+        return bytes(self.call(self.escrow.functions.stateHash(lease_id)))
+
+    def has_role(self, contract: str, role: bytes, account: str) -> bool:
+        c = self.contracts.by_name[contract]
+        return bool(self.call(c.functions.hasRole(role, to_checksum_address(account))))
+
+    # --- Reputation --------------------------------------------------------------------------------------
+
+    def score_of(self, account: str) -> int:
+        """Beta-model score in basis points (5000 for a fresh account)."""
+        return int(self.call(self.reputation.functions.scoreOf(to_checksum_address(account))))
+
+    def counts_of(self, account: str) -> ReputationCounts:
+        v = self.call(self.reputation.functions.countsOf(to_checksum_address(account)))
+        return ReputationCounts(*(int(x) for x in v))
+
+    def rated(self, lease_id: int) -> bool:
+        return bool(self.call(self.reputation.functions.rated(lease_id)))
