@@ -7,9 +7,10 @@ only: no float is ever hashed, signed or paid.
 Units: times are unix milliseconds, energy millijoules, power milliwatts, utilization basis points
 (0..10_000), memory MiB.
 
-The EIP-712 domain is name ``ComputeLedger``, version ``1``, the chain id and, as verifying contract, the
-``LeaseEscrow`` address. The struct hash of a report is also its identity in the hash chain
-(``prevReportHash`` of report ``seq`` is the struct hash of report ``seq - 1``).
+The EIP-712 domain is name ``ComputeLedger``, version ``2`` (the protocol's version: version 2 brought
+interval samples from the driver's own buffers, SM activity and the SM-active billing basis), the chain id
+and, as verifying contract, the ``LeaseEscrow`` address. The struct hash of a report is also its identity in
+the hash chain (``prevReportHash`` of report ``seq`` is the struct hash of report ``seq - 1``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import ProtocolError
 from .samples import UINT_BITS as _UINT_BITS
 
 DOMAIN_NAME = "ComputeLedger"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 
 
 class ReportFlag(IntFlag):
@@ -40,15 +41,21 @@ class ReportFlag(IntFlag):
     GPU_LOST = 1 << 4  # a GPU of the lease stopped answering (fell off the bus, XID 79, ...)
     ECC_ERROR = 1 << 5  # uncorrected ECC errors were seen
     CLOCK_ADJUSTED = 1 << 6  # the wall clock jumped; windows are still closed on monotonic time
+    UTIL_HOLE = 1 << 7  # the driver's utilization buffer lost samples (read too late): that time is not covered
+    UTIL_POLLED = 1 << 8  # no utilization buffer: busy time comes from polling util.gpu (aliases with periodic loads)
+    NO_GPM = 1 << 9  # the GPU has no GPM (pre-Hopper): SM and tensor activity are not measured
 
 
-# The signed type is nested: what settlement needs on-chain is in MeteringReport itself, the rest of the
-# window in WindowDetail, so the contract takes one 32-byte hashStruct(WindowDetail) instead of nine fields.
-# The meaning of every field is the DESIGN's; only the grouping is for gas.
+# The signed type is nested: what settlement needs on-chain is in MeteringReport itself (the lease, the chain
+# link, where the window ends and the cumulative counters the escrow bills and bounds), the rest of the
+# window in WindowDetail, so the contract takes one 32-byte hashStruct(WindowDetail) instead of twelve fields.
 WINDOW_TYPE_STRING = (
     "WindowDetail("
+    "uint64 windowStartMs,"
     "bytes32 gpuSetHash,"
     "uint64 busyMs,"
+    "uint64 smActiveMs,"
+    "uint64 tensorActiveMs,"
     "uint64 energyMj,"
     "uint64 allocatedMs,"
     "uint32 maxMemUsedMiB,"
@@ -63,11 +70,11 @@ _REPORT_CORE_STRING = (
     "uint256 leaseId,"
     "uint64 seq,"
     "bytes32 prevReportHash,"
-    "uint64 windowStartMs,"
     "uint64 windowEndMs,"
     "uint64 cumBusyMs,"
     "uint64 cumEnergyMj,"
     "uint64 cumAllocatedMs,"
+    "uint64 cumSmActiveMs,"
     "WindowDetail window"
     ")"
 )
@@ -108,13 +115,16 @@ class MeteringReport:
     leaseId: int
     seq: int
     prevReportHash: bytes
-    windowStartMs: int
     windowEndMs: int
     cumBusyMs: int
     cumEnergyMj: int
     cumAllocatedMs: int
+    cumSmActiveMs: int
+    windowStartMs: int
     gpuSetHash: bytes
     busyMs: int
+    smActiveMs: int
+    tensorActiveMs: int
     energyMj: int
     allocatedMs: int
     maxMemUsedMiB: int
