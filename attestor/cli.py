@@ -275,14 +275,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         chain_id = args.chain_id if args.chain_id is not None else cfg.chain_id
         escrow = args.escrow or cfg.escrow
-        if chain_id is None or escrow is None:
-            if not api:
-                raise ConfigError("the EIP-712 domain is unknown: give --chain-id and --escrow")
+        if api and (chain_id is None or escrow is None or args.clock_speed != 1):
             probe = BridgeClient(api)
             try:
-                chain_id, escrow = probe.domain()
+                bridge_chain, bridge_escrow, chain_clock = probe.domain_info()
             finally:
                 probe.close()
+            chain_id = bridge_chain if chain_id is None else chain_id
+            escrow = escrow or bridge_escrow
+            if args.clock_speed != 1 and chain_clock != "follows":
+                print(
+                    "--clock-speed needs a chain whose clock can follow the attestor's (the bridge's memory "
+                    "backend); this bridge's chain keeps real time and would refuse reports from the future",
+                    file=sys.stderr,
+                )
+                return 2
+        if chain_id is None or escrow is None:
+            raise ConfigError("the EIP-712 domain is unknown: give --chain-id and --escrow")
 
         metrics: Metrics | None = None
         if args.metrics_port is not None:

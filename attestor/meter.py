@@ -34,7 +34,7 @@ PROTOCOL_VERSION = int(DOMAIN_VERSION)  # the EIP-712 domain version reports are
 
 
 DEFAULT_SAMPLE_PERIOD_MS = 18_000
-DEFAULT_WINDOW_MS = 90_000
+DEFAULT_WINDOW_MS = 180_000
 
 
 @dataclass(frozen=True, slots=True)

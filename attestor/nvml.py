@@ -380,7 +380,11 @@ class NvmlSource:
                 self._warned.add((g.index, figure))
                 log.warning("GPU %d: %s unreadable (%s)", g.index, figure, e)
             return []
-        out = sorted((int(s.timeStamp), int(s.sampleValue.uiVal)) for s in samples if int(s.timeStamp) > seen_us)
+        # one attribute read per field: pynvml's structures make each read costly
+        out = [(int(s.timeStamp), int(s.sampleValue.uiVal)) for s in samples]
+        out.sort()
+        if out and out[0][0] <= seen_us:  # the driver answers only newer samples; keep that true regardless
+            out = [x for x in out if x[0] > seen_us]
         return out
 
     def collect(self, read_energy: bool, until_ms: int | None = None) -> list[GpuInterval]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ledger.protocol import REPORT_FIELDS, safejson
+from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS, safejson
 
 from ..deps import MeteringDep
 from ..errors import ApiError, ErrorResponse, READ_RESPONSES
@@ -53,6 +53,11 @@ class SubmitOut(BaseModel):
 class DomainOut(BaseModel):
     chainId: int
     verifyingContract: str
+    domainVersion: str = Field(description="the EIP-712 domain version (the metering protocol)")
+    chainClock: str = Field(
+        description="real: reports whose window ends after the chain's time (+30 s) are refused; follows: the "
+        "chain has no clock of its own (in-process dev chain) and is moved forward to reports' windows"
+    )
 
 
 class ReportEntry(BaseModel):
@@ -114,7 +119,12 @@ async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse
 def domain(metering: MeteringDep) -> DomainOut:
     """The EIP-712 domain reports are signed under."""
     chain_id, escrow = metering.domain()
-    return DomainOut(chainId=chain_id, verifyingContract=escrow)
+    return DomainOut(
+        chainId=chain_id,
+        verifyingContract=escrow,
+        domainVersion=DOMAIN_VERSION,
+        chainClock="follows" if metering.chain_time.follows else "real",
+    )
 
 
 @router.get("/v1/leases/{leaseId}/reports", response_model=ReportPage, responses=READ_RESPONSES)

@@ -130,7 +130,7 @@ class Leases:
                     "cumBusyMs": st.cumBusyMs,
                     "cumAllocatedMs": st.cumAllocatedMs,
                     "cumEnergyMj": st.cumEnergyMj,
-                    "windowEndMs": st.windowEndMs,
+                    "cumSmActiveMs": st.cumSmActiveMs,
                     "settledAt": st.settledAt,
                     "billableDelta": billable_now - last_billable,
                     "charged": str(st.charged),

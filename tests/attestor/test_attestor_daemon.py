@@ -8,6 +8,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from fake_pynvml import NOT_SUPPORTED, FakeGpu, FakeNvml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -395,3 +397,27 @@ def test_metrics_endpoint_serves_dcgm_names_on_localhost(tmp_path: Path) -> None
     assert values[("compute_ledger_attestor_reports_total", None)][0] == 1.0
     assert values[("compute_ledger_attestor_spool_depth", None)][0] == 0.0
     assert values[("compute_ledger_attestor_util_holes_total", None)][0] == 0.0
+
+
+@pytest.mark.parametrize("on_ms,off_ms", [(500, 500), (300, 700), (2_000, 1_000), (50, 200)])
+def test_daemon_bills_duty_cycles_within_5_percent_at_its_default_policy(
+    tmp_path: Path, on_ms: int, off_ms: int
+) -> None:
+    """The duty cycles measured on the H200, through the whole daemon at its default settings, on the driver
+    model: every driver sample counts once, so busy time comes out within the driver's own flooring (polling
+    util.gpu once a second billed 0 s of the 0.5 s / 0.5 s load)."""
+    clock, rx = ManualClock(), Receiver()
+    src, driver = _node(clock, [DutyCycle(on_ms=on_ms, off_ms=off_ms)], sample_phase_us=0)
+    lease = LeaseInfo(1, (0,), T0 + 1_000, T0 + 361_000)
+    builder = ReportBuilder(
+        SIGNER, 31337, ESCROW, SamplingPolicy(), driver_version="x", nvml_version="y", simulated=False
+    )
+    att = Attestor(
+        node_id=1, source=src, builder=builder, spool=Spool(tmp_path / "spool.sqlite"),
+        leases=StaticLeases([lease]), sink_factory=lambda: rx, clock=clock,
+    )  # fmt: skip
+    _run_until(att, clock, lease.end_ms + 1_000)
+    last = MeteringReport.from_json(rx.stored[max(rx.stored)].report)
+    truth = driver.gpus[0].true_busy_ms(lease.start_ms * 1000, lease.end_ms * 1000)
+    assert abs(last.cumBusyMs - truth) <= truth * 0.05
+    assert abs(last.cumAllocatedMs - 360_000) <= 400  # the lease's span, up to a driver period at each end
