@@ -127,6 +127,17 @@ class ReportRepo:
             ss = s.get(SampleSet, root) if root is not None else None
         return ss.data if ss is not None else None
 
+    def latest_body(self, lease_id: int) -> str | None:
+        """The JSON of the lease's latest report that was not rejected."""
+        with self._db.session() as s:
+            body = s.scalar(
+                select(Report.body)
+                .where(Report.lease_id == lease_id, Report.status != "rejected")
+                .order_by(Report.seq.desc())
+                .limit(1)
+            )
+        return None if body is None else str(body)
+
     def roots_by_hash(self, struct_hashes: Iterable[str]) -> dict[str, str]:
         """samplesRoot of stored reports by their struct hash."""
         hashes = set(struct_hashes)
