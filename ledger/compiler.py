@@ -123,7 +123,8 @@ def run_compiler(std_input: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_artifacts(output: dict[str, Any], std_input: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One artifact per contract with bytecode (interfaces and abstract contracts have none)."""
+    """One artifact per contract with bytecode and an ABI: interfaces and abstract contracts have no bytecode,
+    and a library of internal functions (``contracts/src/types/``) has nothing to deploy or call."""
     version = compiler_version()
     artifacts: dict[str, dict[str, Any]] = {}
     for source_path, contracts in sorted(output.get("contracts", {}).items()):
@@ -132,8 +133,8 @@ def build_artifacts(output: dict[str, Any], std_input: dict[str, Any]) -> dict[s
         source_hash = hashlib.sha256(std_input["sources"][source_path]["content"].encode()).hexdigest()
         for name, c in sorted(contracts.items()):
             bytecode = c["evm"]["bytecode"]["object"]
-            if not bytecode:
-                continue
+            if not bytecode or not c["abi"]:
+                continue  # an interface or abstract contract; or a library of internal functions only
             if name in artifacts:
                 raise CompilerError(f"two contracts are named {name}; names must be unique")
             artifacts[name] = {

@@ -4,6 +4,12 @@ pragma solidity ^0.8.24;
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+import {Terms} from "./types/Terms.sol";
+import {Checkpoint} from "./types/Checkpoint.sol";
+import {NodeCache} from "./types/NodeCache.sol";
+import {
+    ENTRY_WORD1, ENTRY_FLAGS_SHIFT, ENTRY_FLAGS_MASK, ENTRY_FLAG_WITH_LAST, ENTRY_SIZE
+} from "./types/SettlementEntry.sol";
 
 /// @title LeaseEscrowExtension
 /// @notice The colder half of LeaseEscrow: disputes, release of earnings, rating, admin and views. It is
@@ -66,13 +72,13 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
-        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
+        uint256 pending = terms.charged(Checkpoint.wrap(ckpt)) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
-        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
+        uint256 endsAt = Checkpoint.wrap(ckpt).settledAt() + _fees.challengePeriod;
         // while paused (settlement goes on) a buyer may dispute whatever the period
         if (block.timestamp >= endsAt && !paused()) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
         m.frozen = uint128(pending);
@@ -88,7 +94,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bytes32 lastReportHash
     ) external nonReentrant onlyRole(ARBITER_ROLE) {
         if (buyerShareBps > 10_000) revert LeaseEscrowBadBps(buyerShareBps);
-        _verifiedTerms(leaseId, ckpt, lastReportHash);
+        _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         uint256 frozen = m.frozen;
         if (frozen == 0) revert LeaseEscrowNoDispute(leaseId);
@@ -117,32 +123,32 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bool buyerWon = buyerShareBps > 5_000;
         _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
         _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
-        _trySettleFees(leaseId, ckpt);
+        _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
     /// @notice See ILeaseEscrow.
     function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant whenNotPaused {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
-        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
+        uint256 pending = terms.charged(Checkpoint.wrap(ckpt)) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
-        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
+        uint256 endsAt = Checkpoint.wrap(ckpt).settledAt() + _fees.challengePeriod;
         if (block.timestamp < endsAt) revert LeaseEscrowInChallengePeriod(leaseId, endsAt);
         m.released += uint128(pending);
         address holder = _parties[leaseId].holder;
         _credit(holder, _accounts[leaseId].token, pending);
         emit EarningsReleased(leaseId, holder, pending);
-        _trySettleFees(leaseId, ckpt);
+        _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
     /// @notice See ILeaseEscrow.
     function rate(uint256 leaseId, uint8 stars) external nonReentrant {
-        uint256 terms = _terms[leaseId];
-        LeaseStatus st = _status(terms);
+        Terms terms = _terms[leaseId];
+        LeaseStatus st = terms.status();
         if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || (terms >> 32) & _M32 == 0) {
+        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || terms.startS() == 0) {
             revert LeaseEscrowNotRateable(leaseId, st);
         }
         _reputation.recordRating(leaseId, msg.sender, _accounts[leaseId].provider, stars);
@@ -152,25 +158,25 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice See ILeaseEscrow.
     function lease(uint256 leaseId) external view returns (LeaseView memory v) {
-        uint256 terms = _terms[leaseId];
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        Terms terms = _terms[leaseId];
+        if (terms.status() == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         LeaseInfo memory info = _info[leaseId];
         LeaseParties memory pt = _parties[leaseId];
         LeaseAccounts memory acc = _accounts[leaseId];
         v.offerId = pt.offerId;
-        v.nodeId = _tNode(terms);
+        v.nodeId = terms.nodeId();
         v.buyer = info.buyer;
         v.holder = pt.holder;
         v.provider = acc.provider;
         v.token = acc.token;
-        v.status = _status(terms);
-        v.billingMode = uint8(_tMode(terms));
-        v.gpuCount = uint16(_tGpus(terms));
-        v.pricePerGpuSecond = _tPrice(terms);
+        v.status = terms.status();
+        v.billingMode = uint8(terms.mode());
+        v.gpuCount = uint16(terms.gpuCount());
+        v.pricePerGpuSecond = terms.price();
         v.feeBps = info.feeBps;
-        v.durationS = uint32(_tDuration(terms));
+        v.durationS = uint32(terms.durationS());
         v.startBy = info.startBy;
-        v.startMs = uint64(_tStartMs(terms));
+        v.startMs = uint64(terms.startMs());
         v.endMs = v.startMs == 0 ? 0 : v.startMs + uint64(v.durationS) * 1000;
         v.gpuSetHash = _gpuSet[leaseId];
         v.escrowed = v.pricePerGpuSecond * v.gpuCount * v.durationS;
@@ -184,22 +190,22 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         view
         returns (CheckpointView memory v)
     {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Checkpoint ck = Checkpoint.wrap(ckpt);
+        Terms terms = _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney memory m = _money[leaseId];
-        v.lastSeq = uint64(ckpt & _M32);
+        v.lastSeq = uint64(ck.seq());
         v.lastReportHash = lastReportHash;
-        v.cumBusyMs = uint64((ckpt >> 32) & _M48);
-        v.cumAllocatedMs = uint64((ckpt >> 80) & _M48);
-        v.cumEnergyMj = uint64((ckpt >> 128) & _M48);
-        v.lastWindowEndMs = uint64((ckpt >> 176) & _M48);
-        v.lastSettledAt = uint64(ckpt >> 224);
-        v.charged = _charged(terms, ckpt);
+        v.cumBusyMs = uint64(ck.cumBusyMs());
+        v.cumAllocatedMs = uint64(ck.cumAllocatedMs());
+        v.cumEnergyMj = uint64(ck.cumEnergyMj());
+        v.lastWindowEndMs = uint64(ck.lastWindowEndMs());
+        v.lastSettledAt = uint64(ck.settledAt());
+        v.charged = terms.charged(ck);
         v.paid = m.released;
         v.refunded = _refunded[leaseId];
         v.frozen = m.frozen;
         v.pending = v.charged - v.refunded - v.paid;
-        uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
-        v.remaining = escrowed - v.charged;
+        v.remaining = terms.escrowed() - v.charged;
     }
 
     /// @notice See ILeaseEscrow.
@@ -217,7 +223,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         terms = new uint256[](n);
         stateHashes = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
-            terms[i] = _terms[leaseIds[i]];
+            terms[i] = Terms.unwrap(_terms[leaseIds[i]]);
             stateHashes[i] = _stateHash[leaseIds[i]];
         }
     }
@@ -245,8 +251,8 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     /// @notice The escrow's copy of a node's attestor and power cap.
     function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu) {
-        uint256 c = _nodeCache[nodeId];
-        return (address(uint160(c)), uint32(c >> 160));
+        NodeCache c = _nodeCache[nodeId];
+        return (c.attestor(), uint32(c.maxPowerMwPerGpu()));
     }
 
     /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, this contract).
@@ -297,10 +303,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         uint256 flags;
         assembly ("memory-safe") {
             p := entry.offset
-            flags := and(shr(200, calldataload(add(p, 32))), 0xff)
+            flags := and(shr(ENTRY_FLAGS_SHIFT, calldataload(add(p, ENTRY_WORD1))), ENTRY_FLAGS_MASK)
         }
         // the same rule as settle: flag bit 0 alone says whether the last report hash follows
-        if (flags > 1 || entry.length != _ENTRY + flags * 32) revert LeaseEscrowMalformedEntries(0);
+        if (flags > ENTRY_FLAG_WITH_LAST || entry.length != ENTRY_SIZE + flags * 32) {
+            revert LeaseEscrowMalformedEntries(0);
+        }
         return _hashTypedDataV4(_entryStructHash(p));
     }
 }

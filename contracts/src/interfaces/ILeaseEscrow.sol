@@ -14,7 +14,9 @@ pragma solidity ^0.8.24;
 /// the contract checks them against the commitment (`LeaseEscrowStaleState` otherwise). Both words are
 /// public: `terms` is `leaseTerms(leaseId)`, and `ckpt` / `lastReportHash` are in the last
 /// `CheckpointsSettled` record of the lease (before any: ckpt = startMs << 176 | startS << 224 once Active,
-/// 0 while Open; lastReportHash = 0). ledger/settlement.py rebuilds them from events.
+/// 0 while Open; lastReportHash = 0). ledger/settlement.py rebuilds them from events. The layouts below have
+/// one definition each in the contracts, a user-defined value type with its library: types/Terms.sol,
+/// types/Checkpoint.sol, types/SettlementEntry.sol (entry and record).
 ///  - terms = nodeId[31:0] | startS[63:32] | durationS[95:64] | gpuCount[111:96] | mode[115:112]
 ///          | status[119:116] | pricePerGpuSecond[215:120]            (startS = 0 while Open)
 ///  - ckpt  = seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
