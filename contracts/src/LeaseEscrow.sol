@@ -6,7 +6,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
-import {ILeaseEscrow} from "./interfaces/ILeaseEscrow.sol";
+import {ILeaseEscrowCore, LEASE_ESCROW_INTERFACE_ID} from "./interfaces/ILeaseEscrow.sol";
 import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 import {
     Terms,
@@ -103,7 +103,7 @@ import {
 /// node's registered attestor can sign, and auditors compare it with `lease(id).gpuSetHash` (a mismatch is
 /// grounds for a dispute). An on-chain comparison would cost a 32-byte word per checkpoint and catch only an
 /// attestor that signs its own mistake.
-contract LeaseEscrow is LeaseEscrowBase {
+contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     using SafeERC20 for IERC20;
 
     address private immutable _extension;
@@ -163,18 +163,23 @@ contract LeaseEscrow is LeaseEscrowBase {
         }
     }
 
+    /// @notice ERC-165: the escrow's own interface, LEASE_ESCROW_INTERFACE_ID (the XOR of every function
+    /// ILeaseEscrowBase, ILeaseEscrowCore and ILeaseEscrowExtension declare), and what AccessControl claims
+    /// (IAccessControl, IERC165).
+    /// @param interfaceId the ERC-165 id asked about
+    /// @return whether the escrow implements it
     function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
-        return interfaceId == type(ILeaseEscrow).interfaceId || super.supportsInterface(interfaceId);
+        return interfaceId == LEASE_ESCROW_INTERFACE_ID || super.supportsInterface(interfaceId);
     }
 
-    /// @notice The extension contract the fallback delegates to.
+    /// @inheritdoc ILeaseEscrowCore
     function extension() external view returns (address) {
         return _extension;
     }
 
     // --- leases -------------------------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function openLease(uint256 offerId, address holder, uint32 durationS, uint64 startBy, uint256 maxTotal)
         external
         payable
@@ -224,7 +229,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         emit LeaseOpened(leaseId, offerId, msg.sender, holder, durationS, startBy, escrowed, fee, feeBps);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function activateLease(uint256 leaseId) external nonReentrant whenNotPaused {
         Terms terms = _requireStatus(leaseId, LeaseStatus.Open);
         LeaseAccounts memory acc = _accounts[leaseId];
@@ -248,7 +253,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     /// @dev Not Pausable and not nonReentrant (see the contract's NatSpec): the fast path makes no external
     /// call, and the exhausting path (`_exhaust`) takes the reentrancy lock itself.
     function settle(bytes calldata entry) external {
@@ -270,13 +275,13 @@ contract LeaseEscrow is LeaseEscrowBase {
         }
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     /// @dev Not Pausable and not nonReentrant, like `settle`.
     function settleBatch(bytes calldata entries) external returns (uint256 settled) {
         return _settleEntries(entries);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function topUp(uint256 leaseId, uint256 amount, uint256 ckpt, bytes32 lastReportHash)
         external
         payable
@@ -317,7 +322,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         return (newEscrow * feeBps) / 10_000 - (unit * oldDuration * feeBps) / 10_000;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function closeLease(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
         Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseStatus st = terms.status();
@@ -333,7 +338,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         _endInteractions(leaseId, terms, charged, burned, released, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function expireLease(uint256 leaseId) external nonReentrant {
         Terms terms = _requireStatus(leaseId, LeaseStatus.Open);
         uint256 startBy = _info[leaseId].startBy;
@@ -347,7 +352,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function withdraw(address token) external nonReentrant returns (uint256 amount) {
         amount = _withdrawable[msg.sender][token];
         if (amount == 0) revert LeaseEscrowNothingToWithdraw(msg.sender, token);
@@ -361,22 +366,22 @@ contract LeaseEscrow is LeaseEscrowBase {
         emit Withdrawn(msg.sender, token, amount);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function syncNode(uint256 nodeId) external {
         _syncNode(nodeId);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function withdrawable(address account, address token) external view returns (uint256) {
         return _withdrawable[account][token];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function liveLeaseOf(uint256 offerId) external view returns (uint256) {
         return _liveLease[offerId];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function leaseCount() external view returns (uint256) {
         return _leaseCount;
     }

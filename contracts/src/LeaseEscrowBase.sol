@@ -5,7 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ILeaseEscrowTypes} from "./interfaces/ILeaseEscrow.sol";
+import {ILeaseEscrowBase} from "./interfaces/ILeaseEscrow.sol";
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {Terms, TERMS_STATUS_ACTIVE} from "./types/Terms.sol";
@@ -28,11 +28,15 @@ import {
 
 /// @title LeaseEscrowBase
 /// @notice Storage layout and shared internals of LeaseEscrow and LeaseEscrowExtension (which runs by
-/// DELEGATECALL from LeaseEscrow's fallback, so both must share this exact layout).
-abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable, ReentrancyGuardTransient, EIP712 {
+/// DELEGATECALL from LeaseEscrow's fallback, so both must share this exact layout), and the part of the escrow's
+/// interface both implement (ILeaseEscrowBase).
+abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, ReentrancyGuardTransient, EIP712 {
+    /// @inheritdoc ILeaseEscrowBase
     bytes32 public constant ARBITER_ROLE = keccak256("ARBITER_ROLE");
+    /// @inheritdoc ILeaseEscrowBase
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
+    /// @inheritdoc ILeaseEscrowBase
     /// @dev keccak256 of ledger.protocol.REPORT_TYPE_STRING (EIP-712 encodeType: the referenced
     /// WindowDetail type appended). The settlement path only sees hashStruct(WindowDetail), `windowHash`.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
@@ -40,12 +44,13 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     );
     /// @dev REPORT_TYPEHASH as a literal, for assembly (the constructor refuses to deploy if they differ).
     uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x2caa7d6079cb59905ec1e55c2e90b058c9b352c3e0ab63c930496793d867aa06;
+    /// @inheritdoc ILeaseEscrowBase
     /// @dev keccak256 of ledger.protocol.WINDOW_TYPE_STRING.
     bytes32 public constant WINDOW_TYPEHASH = keccak256(
         "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
 
-    /// @notice Energy may exceed power cap × GPUs × elapsed by this margin (counter granularity, boost).
+    /// @inheritdoc ILeaseEscrowBase
     uint256 public constant ENERGY_MARGIN_BPS = 500;
     /// @dev Energy cap of a report in mJ: maxPowerMwPerGpu × GPU-ms × _ENERGY_CAP_NUMERATOR / _ENERGY_CAP_DENOMINATOR
     /// (mW × ms = µJ, / 1000 → mJ; × (1 + ENERGY_MARGIN_BPS / 10_000)). Both settlement paths use these two
@@ -78,15 +83,6 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     struct LeaseMoney {
         uint128 released;
         uint128 frozen;
-    }
-
-    struct FeeConfig {
-        uint16 baseFeeBps;
-        uint16 discountedFeeBps;
-        uint16 discountMinScoreBps;
-        uint32 discountMinCompleted;
-        uint16 slashBps;
-        uint32 challengePeriod;
     }
 
     ICapacityRegistry internal immutable _registry;
@@ -207,7 +203,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         }
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowBase
     function feeBpsFor(address providerAccount) public view returns (uint16) {
         FeeConfig memory f = _fees;
         if (f.discountedFeeBps == f.baseFeeBps) return f.baseFeeBps;

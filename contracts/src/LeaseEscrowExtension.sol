@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+import {ILeaseEscrowExtension} from "./interfaces/ILeaseEscrow.sol";
 import {Terms} from "./types/Terms.sol";
 import {Checkpoint} from "./types/Checkpoint.sol";
 import {NodeCache} from "./types/NodeCache.sol";
@@ -17,13 +18,12 @@ import {
 /// directly acts on its own empty storage and is useless. The split keeps each contract under the
 /// EIP-170 code size limit.
 /// @dev Deploy with the same registry and reputation as the LeaseEscrow that points to it.
-contract LeaseEscrowExtension is LeaseEscrowBase {
+contract LeaseEscrowExtension is LeaseEscrowBase, ILeaseEscrowExtension {
     constructor(ICapacityRegistry registry_, IReputation reputation_) LeaseEscrowBase(registry_, reputation_) {}
 
     // --- admin --------------------------------------------------------------------------------------
 
-    /// @notice Fee rate, and the discounted rate for providers scoring at least `discountMinScoreBps` with
-    /// at least `discountMinCompleted` completed leases. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setFeeConfig(uint16 baseFeeBps, uint16 discountedFeeBps, uint16 discountMinScoreBps, uint32 discountMinCompleted)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -39,38 +39,39 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         emit FeeConfigSet(baseFeeBps, discountedFeeBps, discountMinScoreBps, discountMinCompleted);
     }
 
-    /// @notice Challenge period in seconds. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setChallengePeriod(uint32 seconds_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _fees.challengePeriod = seconds_;
         emit ChallengePeriodSet(seconds_);
     }
 
-    /// @notice Share of a disputed amount slashed from the provider's stake on provider fault. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setSlashBps(uint16 slashBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (slashBps > 10_000) revert LeaseEscrowBadConfig();
         _fees.slashBps = slashBps;
         emit SlashBpsSet(slashBps);
     }
 
-    /// @notice Fee recipient. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setTreasury(address treasury_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (treasury_ == address(0)) revert LeaseEscrowBadConfig();
         _treasury = treasury_;
         emit TreasurySet(treasury_);
     }
 
-    /// @notice Stop new leases, top-ups, activations and settlements. Withdrawals stay open.
+    /// @inheritdoc ILeaseEscrowExtension
     function pause() external onlyRole(PAUSER_ROLE) {
         _pause();
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function unpause() external onlyRole(PAUSER_ROLE) {
         _unpause();
     }
 
     // --- disputes and payouts -----------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
         Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
@@ -85,7 +86,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         emit DisputeOpened(leaseId, msg.sender, pending);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function resolveDispute(
         uint256 leaseId,
         uint16 buyerShareBps,
@@ -126,7 +127,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant whenNotPaused {
         Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseMoney storage m = _money[leaseId];
@@ -142,7 +143,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function rate(uint256 leaseId, uint8 stars) external nonReentrant {
         Terms terms = _terms[leaseId];
         LeaseStatus st = terms.status();
@@ -156,7 +157,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     // --- views --------------------------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function lease(uint256 leaseId) external view returns (LeaseView memory v) {
         Terms terms = _terms[leaseId];
         if (terms.status() == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
@@ -184,7 +185,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         v.feesSettled = info.feesSettled;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash)
         external
         view
@@ -208,12 +209,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         v.remaining = terms.escrowed() - v.charged;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function stateHash(uint256 leaseId) external view returns (bytes32) {
         return _stateHash[leaseId];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function leaseTerms(uint256[] calldata leaseIds)
         external
         view
@@ -228,39 +229,43 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         }
     }
 
-    /// @notice The fee configuration.
+    /// @inheritdoc ILeaseEscrowExtension
     function feeConfig() external view returns (FeeConfig memory) {
         return _fees;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function challengePeriod() external view returns (uint32) {
         return _fees.challengePeriod;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function treasury() external view returns (address) {
         return _treasury;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function registry() external view returns (address) {
         return address(_registry);
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function reputation() external view returns (address) {
         return address(_reputation);
     }
 
-    /// @notice The escrow's copy of a node's attestor and power cap.
+    /// @inheritdoc ILeaseEscrowExtension
     function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu) {
         NodeCache c = _nodeCache[nodeId];
         return (c.attestor(), uint32(c.maxPowerMwPerGpu()));
     }
 
-    /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, this contract).
+    /// @inheritdoc ILeaseEscrowExtension
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function hashReport(MeteringReport calldata r) public pure returns (bytes32) {
         bytes32 windowHash = keccak256(
             abi.encode(
@@ -292,12 +297,12 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         );
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function reportDigest(MeteringReport calldata r) external view returns (bytes32) {
         return _hashTypedDataV4(hashReport(r));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function entryDigest(bytes calldata entry) external view returns (bytes32) {
         uint256 p;
         uint256 flags;
