@@ -473,12 +473,13 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     /// one pass, then the commitment write and the record at `rec`. Returns false, having changed nothing,
     /// when any check fails or the report would exhaust the lease: the caller then runs `_settleOne`, which
     /// re-checks in order and reverts / skips with the precise error (or finalizes the exhausted lease). So
-    /// this path can only accept what `_settleOne` accepts, with the same effects.
+    /// this path can only accept what `_settleOne` accepts, with the same effects
+    /// (test/differential/SettlePathsDifferential.t.sol runs both alone on the same fuzzed entries).
     /// Every field is read with the constants its type's library uses (types/): Terms, Checkpoint, NodeCache,
     /// the entry and record layouts (SettlementEntry); the energy cap with _ENERGY_CAP_NUMERATOR / _DENOMINATOR.
     /// `memo` caches the last node read: (nodeId + 1) << _MEMO_NODE_SHIFT | _nodeCache[nodeId]. Returns the
     /// memo, with _SETTLED_FLAG set when the entry was settled.
-    function _fastSettle(uint256 p, uint256 rec, bytes32 domain, uint256 memo) private returns (uint256 memoOut) {
+    function _fastSettle(uint256 p, uint256 rec, bytes32 domain, uint256 memo) internal returns (uint256 memoOut) {
         memoOut = memo;
         assembly ("memory-safe") {
             for {} 1 {} {
@@ -641,7 +642,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     /// @dev Every check, cheapest first; signature last. strict: revert with the custom error; otherwise
     /// emit CheckpointSkipped(reason = that error's selector) and return false. On success writes the
     /// record at `rec` (and finalizes a lease this report exhausts).
-    function _settleOne(uint256 p, uint256 rec, bytes32 domain, bool strict) private returns (bool) {
+    function _settleOne(uint256 p, uint256 rec, bytes32 domain, bool strict) internal returns (bool) {
         Entry memory e = _decode(p);
         bytes4 err = _checkState(e, strict);
         if (err == 0) err = _checkWindow(e, strict);

@@ -54,7 +54,7 @@ abstract contract Suite is TestBase {
         registry = new CapacityRegistry(admin, 86_400);
         reputation = new Reputation(admin);
         LeaseEscrowExtension extension = new LeaseEscrowExtension(registry, reputation);
-        LeaseEscrow e = new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, address(extension));
+        LeaseEscrow e = LeaseEscrow(payable(_newEscrow(address(extension))));
         escrow = ILeaseEscrow(address(e));
         ext = LeaseEscrowExtension(address(e));
         registry.setEscrow(address(e));
@@ -106,6 +106,12 @@ abstract contract Suite is TestBase {
             vm.prank(provider);
             registry.safeTransferFrom(provider, reseller, offers[i], half, "");
         }
+    }
+
+    /// @dev Deploys the escrow under test with the suite's configuration (a test may install a harness that
+    /// extends LeaseEscrow instead).
+    function _newEscrow(address extension_) internal virtual returns (address) {
+        return address(new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, extension_));
     }
 
     // --- helpers shared by fuzz tests and the invariant handler ------------------------------------
