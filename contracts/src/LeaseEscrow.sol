@@ -214,7 +214,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         leaseId = ++_leaseCount;
         _setTerms(
             leaseId,
-            TermsLibrary.open(o.nodeId, durationS, o.gpuCount, uint8(o.billingMode), price),
+            TermsLibrary.open(price, uint8(o.billingMode), o.gpuCount, durationS, o.nodeId),
             Checkpoint.wrap(0),
             0
         );
@@ -789,7 +789,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     function _apply(Entry memory e, bytes32 h, uint256 rec) private {
         Terms terms = e.terms;
         Checkpoint newCk =
-            CheckpointLibrary.pack(e.seq, e.cumBusy, e.cumAlloc, e.cumEnergy, e.windowEndMs, block.timestamp);
+            CheckpointLibrary.pack(block.timestamp, e.windowEndMs, e.cumEnergy, e.cumAlloc, e.cumBusy, e.seq);
         uint256 newBill = terms.billableMs(newCk);
         uint256 charged = terms.charged(newCk) - terms.charged(e.ck);
         uint256 leaseId = e.leaseId;

@@ -23,20 +23,20 @@ uint256 constant CKPT_SETTLED_AT_OFFSET = 224; // the top 32 bits: no mask
 /// @title CheckpointLibrary
 /// @notice Packs and unpacks `Checkpoint` (layout above).
 library CheckpointLibrary {
-    /// @dev The checkpoint of a report settled at `settledAt` (unix s). Every value must fit its field (the
-    /// settlement entry's widths guarantee it).
+    /// @dev The checkpoint of a report settled at `settledAt_` (unix s), fields from the most significant down.
+    /// Every value must fit its field (the settlement entry's widths guarantee it).
     function pack(
-        uint256 seq_,
-        uint256 cumBusyMs_,
-        uint256 cumAllocatedMs_,
-        uint256 cumEnergyMj_,
+        uint256 settledAt_,
         uint256 lastWindowEndMs_,
-        uint256 settledAt_
+        uint256 cumEnergyMj_,
+        uint256 cumAllocatedMs_,
+        uint256 cumBusyMs_,
+        uint256 seq_
     ) internal pure returns (Checkpoint) {
         return Checkpoint.wrap(
-            seq_ | (cumBusyMs_ << CKPT_BUSY_OFFSET) | (cumAllocatedMs_ << CKPT_ALLOC_OFFSET)
-                | (cumEnergyMj_ << CKPT_ENERGY_OFFSET) | (lastWindowEndMs_ << CKPT_WINDOW_END_OFFSET)
-                | (settledAt_ << CKPT_SETTLED_AT_OFFSET)
+            (settledAt_ << CKPT_SETTLED_AT_OFFSET) | (lastWindowEndMs_ << CKPT_WINDOW_END_OFFSET)
+                | (cumEnergyMj_ << CKPT_ENERGY_OFFSET) | (cumAllocatedMs_ << CKPT_ALLOC_OFFSET)
+                | (cumBusyMs_ << CKPT_BUSY_OFFSET) | seq_
         );
     }
 

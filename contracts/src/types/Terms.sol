@@ -33,9 +33,10 @@ uint256 constant TERMS_STATUS_ACTIVE = 2;
 /// @title TermsLibrary
 /// @notice Packs and unpacks `Terms` (layout above). Getters return the field's value, never more bits.
 library TermsLibrary {
-    /// @dev Terms of a lease just opened: status Open, not started. Each argument must fit its field (the
-    /// caller checks the price against TERMS_PRICE_MASK; the others come from narrower types).
-    function open(uint256 nodeId_, uint256 durationS_, uint256 gpuCount_, uint256 mode_, uint256 price_)
+    /// @dev Terms of a lease just opened (status Open, not started), fields from the most significant down. Each
+    /// argument must fit its field (the caller checks the price against TERMS_PRICE_MASK; the others come from
+    /// narrower types).
+    function open(uint256 price_, uint256 mode_, uint256 gpuCount_, uint256 durationS_, uint256 nodeId_)
         internal
         pure
         returns (Terms)
