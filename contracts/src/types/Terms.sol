@@ -34,8 +34,9 @@ uint256 constant TERMS_STATUS_ACTIVE = 2;
 /// @notice Packs and unpacks `Terms` (layout above). Getters return the field's value, never more bits.
 library TermsLibrary {
     /// @dev Terms of a lease just opened (status Open, not started), fields from the most significant down. Each
-    /// argument must fit its field (the caller checks the price against TERMS_PRICE_MASK; the others come from
-    /// narrower types).
+    /// argument must fit its field: the caller checks the price against TERMS_PRICE_MASK; the others come from
+    /// the offer (uint32 duration, uint16 GPU count, a two-value billing mode, node ids below 2^32 as
+    /// settlement entries assume).
     function open(uint256 price_, uint256 mode_, uint256 gpuCount_, uint256 durationS_, uint256 nodeId_)
         internal
         pure
