@@ -6,8 +6,69 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
-import {ILeaseEscrow} from "./interfaces/ILeaseEscrow.sol";
+import {ILeaseEscrowCore, LEASE_ESCROW_INTERFACE_ID} from "./interfaces/ILeaseEscrow.sol";
 import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+import {
+    Terms,
+    TermsLibrary,
+    TERMS_NODE_MASK,
+    TERMS_START_OFFSET,
+    TERMS_START_MASK,
+    TERMS_DURATION_OFFSET,
+    TERMS_DURATION_MASK,
+    TERMS_GPUS_OFFSET,
+    TERMS_GPUS_MASK,
+    TERMS_MODE_OFFSET,
+    TERMS_MODE_MASK,
+    TERMS_STATUS_OFFSET,
+    TERMS_STATUS_MASK,
+    TERMS_STATUS_ACTIVE,
+    TERMS_PRICE_OFFSET,
+    TERMS_PRICE_MASK
+} from "./types/Terms.sol";
+import {
+    Checkpoint,
+    CheckpointLibrary,
+    CKPT_SEQ_MASK,
+    CKPT_BUSY_OFFSET,
+    CKPT_ALLOC_OFFSET,
+    CKPT_ENERGY_OFFSET,
+    CKPT_WINDOW_END_OFFSET,
+    CKPT_FIELD_MASK,
+    CKPT_SETTLED_AT_OFFSET
+} from "./types/Checkpoint.sol";
+import {
+    NodeCache, NodeCacheLibrary, NODE_CACHE_ATTESTOR_MASK, NODE_CACHE_POWER_OFFSET, NODE_CACHE_POWER_MASK
+} from "./types/NodeCache.sol";
+import {
+    EntryHead,
+    ENTRY_LEASE_ID_SHIFT,
+    ENTRY_SEQ_SHIFT,
+    ENTRY_SEQ_MASK,
+    ENTRY_WINDOW_START_SHIFT,
+    ENTRY_WINDOW_END_SHIFT,
+    ENTRY_CUM_BUSY_SHIFT,
+    ENTRY_FIELD_MASK,
+    ENTRY_WORD1,
+    ENTRY_CUM_ALLOC_SHIFT,
+    ENTRY_FLAGS_SHIFT,
+    ENTRY_FLAGS_MASK,
+    ENTRY_FLAG_WITH_LAST,
+    ENTRY_PREV_HASH,
+    ENTRY_WINDOW_HASH,
+    ENTRY_SIG_R,
+    ENTRY_SIG_VS,
+    ENTRY_TERMS,
+    ENTRY_CKPT,
+    ENTRY_LAST_HASH,
+    ENTRY_SIZE,
+    RECORD_SIZE,
+    RECORD_LEASE_ID_SHIFT,
+    RECORD_REPORT_HASH,
+    RECORD_CKPT,
+    RECORD_CHARGED,
+    RECORD_CHARGED_SHIFT
+} from "./types/SettlementEntry.sol";
 
 /// @title LeaseEscrow
 /// @notice Escrow of GPU leases, settled on metering reports signed (EIP-712) by the node's attestor.
@@ -42,10 +103,19 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// node's registered attestor can sign, and auditors compare it with `lease(id).gpuSetHash` (a mismatch is
 /// grounds for a dispute). An on-chain comparison would cost a 32-byte word per checkpoint and catch only an
 /// attestor that signs its own mistake.
-contract LeaseEscrow is LeaseEscrowBase {
+contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     using SafeERC20 for IERC20;
 
     address private immutable _extension;
+
+    /// @dev Settlement fast path (`_fastSettle`): the node memo's layout and the settled flag (bit 255) it returns.
+    uint256 private constant _MEMO_NODE_SHIFT = 192;
+    uint256 private constant _SETTLED_FLAG = 0x8000000000000000000000000000000000000000000000000000000000000000;
+    /// @dev Signature recovery in the fast path: the ecrecover precompile, EIP-2098's s bits, and the
+    /// largest s accepted (secp256k1 order / 2, the bound ECDSA.tryRecover applies).
+    uint256 private constant _ECRECOVER = 1;
+    uint256 private constant _EIP2098_S_MASK = 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff;
+    uint256 private constant _SECP256K1_HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
 
     constructor(
         address admin,
@@ -93,18 +163,23 @@ contract LeaseEscrow is LeaseEscrowBase {
         }
     }
 
+    /// @notice ERC-165: the escrow's own interface, LEASE_ESCROW_INTERFACE_ID (the XOR of every function
+    /// ILeaseEscrowBase, ILeaseEscrowCore and ILeaseEscrowExtension declare), and what AccessControl claims
+    /// (IAccessControl, IERC165).
+    /// @param interfaceId the ERC-165 id asked about
+    /// @return whether the escrow implements it
     function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
-        return interfaceId == type(ILeaseEscrow).interfaceId || super.supportsInterface(interfaceId);
+        return interfaceId == LEASE_ESCROW_INTERFACE_ID || super.supportsInterface(interfaceId);
     }
 
-    /// @notice The extension contract the fallback delegates to.
+    /// @inheritdoc ILeaseEscrowCore
     function extension() external view returns (address) {
         return _extension;
     }
 
     // --- leases -------------------------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function openLease(uint256 offerId, address holder, uint32 durationS, uint64 startBy, uint256 maxTotal)
         external
         payable
@@ -130,7 +205,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         // Resale hook: a lease's price is fixed per lease (stored in its terms) and comes from here, so a later
         // resale market only has to return a holder's own ask for its rights instead of the offer price.
         uint256 price = _leasePrice(o, holder);
-        if (price > _M96) revert LeaseEscrowAmountTooLarge(price); // 96-bit price field of the terms slot
+        if (price > TERMS_PRICE_MASK) revert LeaseEscrowAmountTooLarge(price); // the terms' 96-bit price field
         uint256 escrowed = price * o.gpuCount * durationS;
         if (escrowed > type(uint128).max) revert LeaseEscrowAmountTooLarge(escrowed);
         uint256 fee = (escrowed * feeBps) / 10_000;
@@ -139,9 +214,8 @@ contract LeaseEscrow is LeaseEscrowBase {
         leaseId = ++_leaseCount;
         _setTerms(
             leaseId,
-            uint256(o.nodeId) | (uint256(durationS) << 64) | (uint256(o.gpuCount) << 96)
-                | (uint256(uint8(o.billingMode)) << 112) | (uint256(uint8(LeaseStatus.Open)) << 116) | (price << 120),
-            0,
+            TermsLibrary.open(price, uint8(o.billingMode), o.gpuCount, durationS, o.nodeId),
+            Checkpoint.wrap(0),
             0
         );
         _gpuSet[leaseId] = o.gpuSetHash;
@@ -155,14 +229,13 @@ contract LeaseEscrow is LeaseEscrowBase {
         emit LeaseOpened(leaseId, offerId, msg.sender, holder, durationS, startBy, escrowed, fee, feeBps);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function activateLease(uint256 leaseId) external nonReentrant whenNotPaused {
-        uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
+        Terms terms = _requireStatus(leaseId, LeaseStatus.Open);
         LeaseAccounts memory acc = _accounts[leaseId];
-        uint256 nodeId = _tNode(terms);
         if (
             msg.sender != acc.provider && msg.sender != _registry.provider(acc.provider).payout
-                && msg.sender != address(uint160(_nodeCache[nodeId]))
+                && msg.sender != _nodeCache[terms.nodeId()].attestor()
         ) revert LeaseEscrowNotProviderSide(leaseId, msg.sender);
         uint256 validFrom = _registry.offer(_parties[leaseId].offerId).validFrom;
         if (block.timestamp < validFrom) revert LeaseEscrowOfferNotStarted(leaseId, validFrom);
@@ -172,15 +245,15 @@ contract LeaseEscrow is LeaseEscrowBase {
         uint256 startMs = block.timestamp * 1000;
         _setTerms(
             leaseId,
-            _withStatus(terms | (block.timestamp << 32), LeaseStatus.Active),
-            (startMs << 176) | (block.timestamp << 224),
+            terms.activated(block.timestamp),
+            CheckpointLibrary.initial(block.timestamp),
             0
         );
-        uint256 endMs = startMs + _tDuration(terms) * 1000;
+        uint256 endMs = startMs + terms.durationS() * 1000;
         emit LeaseActivated(leaseId, uint64(startMs), uint64(endMs));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     /// @dev Not Pausable and not nonReentrant (see the contract's NatSpec): the fast path makes no external
     /// call, and the exhausting path (`_exhaust`) takes the reentrancy lock itself.
     function settle(bytes calldata entry) external {
@@ -189,7 +262,7 @@ contract LeaseEscrow is LeaseEscrowBase {
         assembly ("memory-safe") {
             p := entry.offset
             rec := mload(0x40)
-            mstore(0x40, add(rec, 0x80)) // the record (84 bytes) + the unaligned tail of its last word
+            mstore(0x40, add(rec, 0x80)) // the record (RECORD_SIZE) + the unaligned tail of its last word
         }
         if (_entrySize(p, p + entry.length, p) != entry.length) revert LeaseEscrowMalformedEntries(0);
         bytes32 domain = _domainSeparatorV4();
@@ -197,42 +270,42 @@ contract LeaseEscrow is LeaseEscrowBase {
         // CheckpointSettled(leaseId, reportHash, ckpt, charged): the record's words, charged realigned
         bytes32 topic = CheckpointSettled.selector;
         assembly ("memory-safe") {
-            mstore(add(rec, 68), shr(128, mload(add(rec, 68))))
-            log2(add(rec, 4), 0x60, topic, shr(224, mload(rec)))
+            mstore(add(rec, RECORD_CHARGED), shr(RECORD_CHARGED_SHIFT, mload(add(rec, RECORD_CHARGED))))
+            log2(add(rec, RECORD_REPORT_HASH), 0x60, topic, shr(RECORD_LEASE_ID_SHIFT, mload(rec)))
         }
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     /// @dev Not Pausable and not nonReentrant, like `settle`.
     function settleBatch(bytes calldata entries) external returns (uint256 settled) {
         return _settleEntries(entries);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function topUp(uint256 leaseId, uint256 amount, uint256 ckpt, bytes32 lastReportHash)
         external
         payable
         nonReentrant
         whenNotPaused
     {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
-        LeaseStatus st = _status(terms);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
+        LeaseStatus st = terms.status();
         if (st != LeaseStatus.Open && st != LeaseStatus.Active) revert LeaseEscrowBadStatus(leaseId, st);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        uint256 unit = _tPrice(terms) * _tGpus(terms);
+        uint256 unit = terms.price() * terms.gpuCount();
         if (amount == 0 || amount % unit != 0) revert LeaseEscrowTopUpNotWholeSeconds(amount, unit);
-        uint256 oldDuration = _tDuration(terms);
+        uint256 oldDuration = terms.durationS();
         uint256 newDuration = oldDuration + amount / unit;
         if (newDuration > type(uint32).max) revert LeaseEscrowBadDuration(newDuration);
         LeaseParties memory pt = _parties[leaseId];
         {
             uint256 validUntil = _registry.offer(pt.offerId).validUntil;
-            uint256 startS = st == LeaseStatus.Active ? (terms >> 32) & _M32 : _info[leaseId].startBy;
+            uint256 startS = st == LeaseStatus.Active ? terms.startS() : _info[leaseId].startBy;
             if (startS + newDuration > validUntil) revert LeaseEscrowBeyondOffer(leaseId, startS + newDuration, validUntil);
         }
         uint256 fee = _topUpFee(leaseId, unit, oldDuration, newDuration);
-        _setTerms(leaseId, (terms & ~(_M32 << 64)) | (newDuration << 64), ckpt, lastReportHash);
-        _registry.lockRights(pt.holder, pt.offerId, _tGpus(terms) * (newDuration - oldDuration));
+        _setTerms(leaseId, terms.withDuration(newDuration), Checkpoint.wrap(ckpt), lastReportHash);
+        _registry.lockRights(pt.holder, pt.offerId, terms.gpuCount() * (newDuration - oldDuration));
         _pull(_accounts[leaseId].token, amount + fee, msg.value);
         emit ToppedUp(leaseId, amount, fee, uint32(newDuration));
     }
@@ -249,36 +322,37 @@ contract LeaseEscrow is LeaseEscrowBase {
         return (newEscrow * feeBps) / 10_000 - (unit * oldDuration * feeBps) / 10_000;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function closeLease(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
-        LeaseStatus st = _status(terms);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
+        LeaseStatus st = terms.status();
         if (st != LeaseStatus.Open && st != LeaseStatus.Active) revert LeaseEscrowBadStatus(leaseId, st);
         if (msg.sender != _info[leaseId].buyer) {
-            uint256 endMs = _tStartMs(terms) + _tDuration(terms) * 1000;
+            uint256 endMs = terms.endMs();
             if (st == LeaseStatus.Open || block.timestamp * 1000 < endMs) revert LeaseEscrowNotEnded(leaseId, endMs);
         }
         (uint256 charged, uint256 refund, uint256 burned, uint256 released) =
-            _finalize(leaseId, terms, LeaseStatus.Closed, ckpt, lastReportHash);
+            _finalize(leaseId, terms, LeaseStatus.Closed, Checkpoint.wrap(ckpt), lastReportHash);
         emit LeaseClosed(leaseId, msg.sender, charged, refund, burned, released);
-        _trySettleFees(leaseId, ckpt);
-        _endInteractions(leaseId, terms, charged, burned, released, ckpt);
+        _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
+        _endInteractions(leaseId, terms, charged, burned, released, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function expireLease(uint256 leaseId) external nonReentrant {
-        uint256 terms = _requireStatus(leaseId, LeaseStatus.Open);
+        Terms terms = _requireStatus(leaseId, LeaseStatus.Open);
         uint256 startBy = _info[leaseId].startBy;
         if (block.timestamp <= startBy) revert LeaseEscrowStartByNotPassed(leaseId, startBy);
         // an Open lease's state is (terms, 0, 0) by construction
-        (, uint256 refund,, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Expired, 0, 0);
+        Checkpoint none = Checkpoint.wrap(0);
+        (, uint256 refund,, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Expired, none, 0);
         emit LeaseExpired(leaseId, refund);
-        _trySettleFees(leaseId, 0);
-        _endInteractions(leaseId, terms, 0, 0, released, 0);
+        _trySettleFees(leaseId, none);
+        _endInteractions(leaseId, terms, 0, 0, released, none);
         _reputation.recordOutcome(_accounts[leaseId].provider, IReputation.Outcome.NoShow);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function withdraw(address token) external nonReentrant returns (uint256 amount) {
         amount = _withdrawable[msg.sender][token];
         if (amount == 0) revert LeaseEscrowNothingToWithdraw(msg.sender, token);
@@ -292,22 +366,22 @@ contract LeaseEscrow is LeaseEscrowBase {
         emit Withdrawn(msg.sender, token, amount);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function syncNode(uint256 nodeId) external {
         _syncNode(nodeId);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function withdrawable(address account, address token) external view returns (uint256) {
         return _withdrawable[account][token];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function liveLeaseOf(uint256 offerId) external view returns (uint256) {
         return _liveLease[offerId];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowCore
     function leaseCount() external view returns (uint256) {
         return _leaseCount;
     }
@@ -326,8 +400,8 @@ contract LeaseEscrow is LeaseEscrowBase {
         bytes32 prev;
         bytes32 r;
         bytes32 vs;
-        uint256 terms;
-        uint256 ck;
+        Terms terms;
+        Checkpoint ck;
         bytes32 lastHash;
     }
 
@@ -337,35 +411,36 @@ contract LeaseEscrow is LeaseEscrowBase {
         bytes32 domain = _domainSeparatorV4();
         uint256 p;
         uint256 end;
-        uint256 buf; // the event's ABI data: 0x20 | length | records (84 bytes each) | zero padding
+        uint256 buf; // the event's ABI data: 0x20 | length | records (RECORD_SIZE each) | zero padding
         assembly ("memory-safe") {
             p := data.offset
             end := add(p, data.length)
             buf := mload(0x40)
-            // at most length / 231 records (rounded up here: + 84), header 64, slack 32 for the last unaligned write
-            mstore(0x40, add(buf, add(0xb4, div(mul(data.length, 84), 231))))
+            // at most length / ENTRY_SIZE records (rounded up here: + RECORD_SIZE), header 64, slack 32 for the
+            // last unaligned write
+            mstore(0x40, add(buf, add(add(RECORD_SIZE, 0x60), div(mul(data.length, RECORD_SIZE), ENTRY_SIZE))))
         }
         uint256 start = p;
         uint256 rec = buf + 0x40;
-        uint256 memo; // (nodeId + 1) << 192 | _nodeCache[nodeId] of the last node read
+        uint256 memo; // (nodeId + 1) << _MEMO_NODE_SHIFT | _nodeCache[nodeId] of the last node read
         unchecked {
             while (p < end) {
                 uint256 size;
                 bool bad;
                 // `_entrySize` inlined: a call per entry costs ~50 gas on the batch's hot path
                 assembly ("memory-safe") {
-                    let flags := and(shr(200, calldataload(add(p, 32))), 0xff)
-                    size := add(231, mul(flags, 32))
-                    bad := or(gt(flags, 1), gt(add(p, size), end))
+                    let flags := and(shr(ENTRY_FLAGS_SHIFT, calldataload(add(p, ENTRY_WORD1))), ENTRY_FLAGS_MASK)
+                    size := add(ENTRY_SIZE, mul(flags, 32))
+                    bad := or(gt(flags, ENTRY_FLAG_WITH_LAST), gt(add(p, size), end))
                 }
                 if (bad) revert LeaseEscrowMalformedEntries(p - start);
                 memo = _fastSettle(p, rec, domain, memo);
-                if (memo >> 255 != 0) {
-                    memo ^= 1 << 255;
-                    rec += 84;
+                if (memo & _SETTLED_FLAG != 0) {
+                    memo ^= _SETTLED_FLAG;
+                    rec += RECORD_SIZE;
                     ++settled;
                 } else if (_settleOne(p, rec, domain, false)) {
-                    rec += 84;
+                    rec += RECORD_SIZE;
                     ++settled;
                 }
                 p += size;
@@ -387,9 +462,9 @@ contract LeaseEscrow is LeaseEscrowBase {
     function _entrySize(uint256 p, uint256 end, uint256 start) private pure returns (uint256 size) {
         bool bad;
         assembly ("memory-safe") {
-            let flags := and(shr(200, calldataload(add(p, 32))), 0xff)
-            size := add(231, mul(flags, 32))
-            bad := or(gt(flags, 1), gt(add(p, size), end))
+            let flags := and(shr(ENTRY_FLAGS_SHIFT, calldataload(add(p, ENTRY_WORD1))), ENTRY_FLAGS_MASK)
+            size := add(ENTRY_SIZE, mul(flags, 32))
+            bad := or(gt(flags, ENTRY_FLAG_WITH_LAST), gt(add(p, size), end))
         }
         if (bad) revert LeaseEscrowMalformedEntries(p - start);
     }
@@ -398,80 +473,98 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// one pass, then the commitment write and the record at `rec`. Returns false, having changed nothing,
     /// when any check fails or the report would exhaust the lease: the caller then runs `_settleOne`, which
     /// re-checks in order and reverts / skips with the precise error (or finalizes the exhausted lease). So
-    /// this path can only accept what `_settleOne` accepts, with the same effects.
-    /// `memo` caches the last node read: (nodeId + 1) << 192 | _nodeCache[nodeId]. Returns the memo, with
-    /// bit 255 set when the entry was settled.
-    function _fastSettle(uint256 p, uint256 rec, bytes32 domain, uint256 memo) private returns (uint256 memoOut) {
+    /// this path can only accept what `_settleOne` accepts, with the same effects
+    /// (test/differential/SettlePathsDifferential.t.sol runs both alone on the same fuzzed entries).
+    /// Every field is read with the constants its type's library uses (types/): Terms, Checkpoint, NodeCache,
+    /// the entry and record layouts (SettlementEntry); the energy cap with _ENERGY_CAP_NUMERATOR / _DENOMINATOR.
+    /// `memo` caches the last node read: (nodeId + 1) << _MEMO_NODE_SHIFT | _nodeCache[nodeId]. Returns the
+    /// memo, with _SETTLED_FLAG set when the entry was settled.
+    function _fastSettle(uint256 p, uint256 rec, bytes32 domain, uint256 memo) internal returns (uint256 memoOut) {
         memoOut = memo;
         assembly ("memory-safe") {
             for {} 1 {} {
                 let fm := mload(0x40)
-                let w0 := calldataload(p)
-                let terms := calldataload(add(p, 167))
-                let ck := calldataload(add(p, 199))
+                let w0 := calldataload(p) // EntryHead
+                let terms := calldataload(add(p, ENTRY_TERMS))
+                let ck := calldataload(add(p, ENTRY_CKPT))
                 let sl := 0
                 {
-                    // state commitment; lastHash = prevReportHash unless given (flag bit 0)
-                    let lh := calldataload(add(p, 39))
-                    if and(shr(200, calldataload(add(p, 32))), 1) { lh := calldataload(add(p, 231)) }
+                    // state commitment; lastHash = prevReportHash unless given (ENTRY_FLAG_WITH_LAST)
+                    let lh := calldataload(add(p, ENTRY_PREV_HASH))
+                    if and(shr(ENTRY_FLAGS_SHIFT, calldataload(add(p, ENTRY_WORD1))), ENTRY_FLAG_WITH_LAST) {
+                        lh := calldataload(add(p, ENTRY_LAST_HASH))
+                    }
                     mstore(fm, terms)
                     mstore(add(fm, 0x20), ck)
                     mstore(add(fm, 0x40), lh)
-                    mstore(0, shr(224, w0))
+                    mstore(0, shr(ENTRY_LEASE_ID_SHIFT, w0))
                     mstore(0x20, _stateHash.slot)
                     sl := keccak256(0, 0x40)
                     if iszero(eq(sload(sl), keccak256(fm, 0x60))) { break }
                     // Active
-                    if iszero(eq(and(shr(116, terms), 0xf), 2)) { break }
+                    if iszero(eq(and(shr(TERMS_STATUS_OFFSET, terms), TERMS_STATUS_MASK), TERMS_STATUS_ACTIVE)) {
+                        break
+                    }
                     // lastSeq < seq; hash chain when consecutive
-                    let seq := and(shr(192, w0), 0xffffffff)
-                    let lastSeq := and(ck, 0xffffffff)
+                    let seq := and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK)
+                    let lastSeq := and(ck, CKPT_SEQ_MASK)
                     if iszero(gt(seq, lastSeq)) { break }
-                    if eq(seq, add(lastSeq, 1)) { if iszero(eq(calldataload(add(p, 39)), lh)) { break } }
+                    if eq(seq, add(lastSeq, 1)) { if iszero(eq(calldataload(add(p, ENTRY_PREV_HASH)), lh)) { break } }
                 }
                 let cap := 0
                 {
                     // last window end <= start < end <= lease end; end <= now
-                    let ws := and(shr(144, w0), 0xffffffffffff)
-                    let we := and(shr(96, w0), 0xffffffffffff)
-                    let startMs := mul(and(shr(32, terms), 0xffffffff), 1000)
-                    if lt(ws, and(shr(176, ck), 0xffffffffffff)) { break }
+                    let ws := and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK)
+                    let we := and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK)
+                    let startMs := mul(and(shr(TERMS_START_OFFSET, terms), TERMS_START_MASK), 1000)
+                    if lt(ws, and(shr(CKPT_WINDOW_END_OFFSET, ck), CKPT_FIELD_MASK)) { break }
                     if iszero(gt(we, ws)) { break }
-                    if gt(we, add(startMs, mul(and(shr(64, terms), 0xffffffff), 1000))) { break }
+                    if gt(we, add(startMs, mul(and(shr(TERMS_DURATION_OFFSET, terms), TERMS_DURATION_MASK), 1000))) {
+                        break
+                    }
                     if gt(we, mul(timestamp(), 1000)) { break }
-                    cap := mul(and(shr(96, terms), 0xffff), sub(we, startMs))
+                    cap := mul(and(shr(TERMS_GPUS_OFFSET, terms), TERMS_GPUS_MASK), sub(we, startMs))
                 }
                 {
                     // counters never decreasing; busy/allocated within gpuCount x elapsed
-                    let cumBusy := and(shr(48, w0), 0xffffffffffff)
-                    let cumAlloc := shr(208, calldataload(add(p, 32)))
-                    if lt(cumBusy, and(shr(32, ck), 0xffffffffffff)) { break }
-                    if lt(cumAlloc, and(shr(80, ck), 0xffffffffffff)) { break }
-                    if lt(and(w0, 0xffffffffffff), and(shr(128, ck), 0xffffffffffff)) { break }
+                    let cumBusy := and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK)
+                    let cumAlloc := shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1)))
+                    if lt(cumBusy, and(shr(CKPT_BUSY_OFFSET, ck), CKPT_FIELD_MASK)) { break }
+                    if lt(cumAlloc, and(shr(CKPT_ALLOC_OFFSET, ck), CKPT_FIELD_MASK)) { break }
+                    if lt(and(w0, ENTRY_FIELD_MASK), and(shr(CKPT_ENERGY_OFFSET, ck), CKPT_FIELD_MASK)) { break }
                     if or(gt(cumBusy, cap), gt(cumAlloc, cap)) { break }
                 }
                 // node: attestor and power cap (memo: the previous entry's node)
                 {
-                    let nodeKey := add(and(terms, 0xffffffff), 1)
-                    if iszero(eq(shr(192, memoOut), nodeKey)) {
+                    let nodeKey := add(and(terms, TERMS_NODE_MASK), 1)
+                    if iszero(eq(shr(_MEMO_NODE_SHIFT, memoOut), nodeKey)) {
                         mstore(0, sub(nodeKey, 1))
                         mstore(0x20, _nodeCache.slot)
-                        memoOut := or(shl(192, nodeKey), sload(keccak256(0, 0x40)))
+                        memoOut := or(shl(_MEMO_NODE_SHIFT, nodeKey), sload(keccak256(0, 0x40)))
                     }
                 }
                 // energy within power cap x GPU time (+ ENERGY_MARGIN_BPS): mW x ms = uJ, / 1000 -> mJ
-                if gt(and(w0, 0xffffffffffff), div(mul(mul(and(shr(160, memoOut), 0xffffffff), cap), 10500), 10000000)) { break }
-                // struct hash, digest, signer
+                if gt(
+                    and(w0, ENTRY_FIELD_MASK),
+                    div(
+                        mul(
+                            mul(and(shr(NODE_CACHE_POWER_OFFSET, memoOut), NODE_CACHE_POWER_MASK), cap),
+                            _ENERGY_CAP_NUMERATOR
+                        ),
+                        _ENERGY_CAP_DENOMINATOR
+                    )
+                ) { break }
+                // struct hash (as `_entryStructHash`), digest, signer
                 mstore(fm, _REPORT_TYPEHASH_LITERAL)
-                    mstore(add(fm, 0x20), shr(224, w0))
-                    mstore(add(fm, 0x40), and(shr(192, w0), 0xffffffff))
-                    mstore(add(fm, 0x60), calldataload(add(p, 39)))
-                    mstore(add(fm, 0x80), and(shr(144, w0), 0xffffffffffff))
-                    mstore(add(fm, 0xa0), and(shr(96, w0), 0xffffffffffff))
-                    mstore(add(fm, 0xc0), and(shr(48, w0), 0xffffffffffff))
-                    mstore(add(fm, 0xe0), and(w0, 0xffffffffffff))
-                    mstore(add(fm, 0x100), shr(208, calldataload(add(p, 32))))
-                    mstore(add(fm, 0x120), calldataload(add(p, 71)))
+                    mstore(add(fm, 0x20), shr(ENTRY_LEASE_ID_SHIFT, w0))
+                    mstore(add(fm, 0x40), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK))
+                    mstore(add(fm, 0x60), calldataload(add(p, ENTRY_PREV_HASH)))
+                    mstore(add(fm, 0x80), and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK))
+                    mstore(add(fm, 0xa0), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
+                    mstore(add(fm, 0xc0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
+                    mstore(add(fm, 0xe0), and(w0, ENTRY_FIELD_MASK))
+                    mstore(add(fm, 0x100), shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1))))
+                    mstore(add(fm, 0x120), calldataload(add(p, ENTRY_WINDOW_HASH)))
                 let h := keccak256(fm, 0x140)
                 {
                     mstore(fm, 0x1901)
@@ -479,44 +572,68 @@ contract LeaseEscrow is LeaseEscrowBase {
                     mstore(add(fm, 0x40), h)
                     // ecrecover input at fm + 0x80: digest, v, r, s (EIP-2098: vs = s | (v - 27) << 255)
                     mstore(add(fm, 0x80), keccak256(add(fm, 30), 66))
-                    let vs := calldataload(add(p, 135))
+                    let vs := calldataload(add(p, ENTRY_SIG_VS))
                     mstore(add(fm, 0xa0), add(shr(255, vs), 27))
-                    mstore(add(fm, 0xc0), calldataload(add(p, 103)))
-                    vs := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
-                    // low s only
-                    if gt(vs, 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0) { break }
+                    mstore(add(fm, 0xc0), calldataload(add(p, ENTRY_SIG_R)))
+                    vs := and(vs, _EIP2098_S_MASK)
+                    // low s only (as ECDSA.tryRecover)
+                    if gt(vs, _SECP256K1_HALF_ORDER) { break }
                     mstore(add(fm, 0xe0), vs)
                     mstore(0, 0)
-                    if iszero(staticcall(gas(), 1, add(fm, 0x80), 0x80, 0, 0x20)) { break }
+                    if iszero(staticcall(gas(), _ECRECOVER, add(fm, 0x80), 0x80, 0, 0x20)) { break }
                     if iszero(mload(0)) { break }
-                    if iszero(eq(mload(0), and(memoOut, 0xffffffffffffffffffffffffffffffffffffffff))) { break }
+                    if iszero(eq(mload(0), and(memoOut, NODE_CACHE_ATTESTOR_MASK))) { break }
                 }
-                // billable: mode 0 reserved = allocated time, 1 metered = busy time
+                // the new checkpoint (CheckpointLibrary.pack of the entry's fields, settled now)
                 let newCk := or(
-                    or(or(shl(224, timestamp()), and(shr(192, w0), 0xffffffff)), shl(176, and(shr(96, w0), 0xffffffffffff))),
-                    or(or(shl(32, and(shr(48, w0), 0xffffffffffff)), shl(80, shr(208, calldataload(add(p, 32))))), shl(128, and(w0, 0xffffffffffff)))
+                    or(
+                        or(shl(CKPT_SETTLED_AT_OFFSET, timestamp()), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK)),
+                        shl(CKPT_WINDOW_END_OFFSET, and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
+                    ),
+                    or(
+                        or(
+                            shl(CKPT_BUSY_OFFSET, and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK)),
+                            shl(CKPT_ALLOC_OFFSET, shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1))))
+                        ),
+                        shl(CKPT_ENERGY_OFFSET, and(w0, ENTRY_FIELD_MASK))
+                    )
                 )
-                let shift := 32
-                if iszero(and(shr(112, terms), 0xf)) { shift := 80 }
-                let newBill := and(shr(shift, newCk), 0xffffffffffff)
+                // billable (CheckpointLibrary.billableMs): mode 0 reserved = allocated time, 1 metered = busy time
+                let shift := CKPT_BUSY_OFFSET
+                if iszero(and(shr(TERMS_MODE_OFFSET, terms), TERMS_MODE_MASK)) { shift := CKPT_ALLOC_OFFSET }
+                let newBill := and(shr(shift, newCk), CKPT_FIELD_MASK)
                 // exhausting the escrow: the full path finalizes the lease
-                if iszero(lt(newBill, mul(mul(and(shr(96, terms), 0xffff), and(shr(64, terms), 0xffffffff)), 1000))) {
-                    break
-                }
+                if iszero(
+                    lt(
+                        newBill,
+                        mul(
+                            mul(
+                                and(shr(TERMS_GPUS_OFFSET, terms), TERMS_GPUS_MASK),
+                                and(shr(TERMS_DURATION_OFFSET, terms), TERMS_DURATION_MASK)
+                            ),
+                            1000
+                        )
+                    )
+                ) { break }
                 mstore(fm, terms)
                 mstore(add(fm, 0x20), newCk)
                 mstore(add(fm, 0x40), h)
                 sstore(sl, keccak256(fm, 0x60))
-                // record: leaseId uint32 | reportHash | ckpt | charged uint128
-                let price := and(shr(120, terms), 0xffffffffffffffffffffffff)
-                mstore(rec, w0) // leaseId in the first 4 bytes; the rest is overwritten next
-                mstore(add(rec, 4), h)
-                mstore(add(rec, 36), newCk)
+                // the record (SettlementEntry's RECORD_*), charged as CheckpointLibrary.charged (new - old)
+                let price := and(shr(TERMS_PRICE_OFFSET, terms), TERMS_PRICE_MASK)
+                // leaseId: the head's top 32 bits are the record's (ENTRY_LEASE_ID_SHIFT = RECORD_LEASE_ID_SHIFT,
+                // checked at construction); the rest of the word is overwritten next
+                mstore(rec, w0)
+                mstore(add(rec, RECORD_REPORT_HASH), h)
+                mstore(add(rec, RECORD_CKPT), newCk)
                 mstore(
-                    add(rec, 68),
-                    shl(128, sub(div(mul(price, newBill), 1000), div(mul(price, and(shr(shift, ck), 0xffffffffffff)), 1000)))
+                    add(rec, RECORD_CHARGED),
+                    shl(
+                        RECORD_CHARGED_SHIFT,
+                        sub(div(mul(price, newBill), 1000), div(mul(price, and(shr(shift, ck), CKPT_FIELD_MASK)), 1000))
+                    )
                 )
-                memoOut := or(memoOut, shl(255, 1))
+                memoOut := or(memoOut, _SETTLED_FLAG)
                 break
             }
         }
@@ -525,7 +642,7 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// @dev Every check, cheapest first; signature last. strict: revert with the custom error; otherwise
     /// emit CheckpointSkipped(reason = that error's selector) and return false. On success writes the
     /// record at `rec` (and finalizes a lease this report exhausts).
-    function _settleOne(uint256 p, uint256 rec, bytes32 domain, bool strict) private returns (bool) {
+    function _settleOne(uint256 p, uint256 rec, bytes32 domain, bool strict) internal returns (bool) {
         Entry memory e = _decode(p);
         bytes4 err = _checkState(e, strict);
         if (err == 0) err = _checkWindow(e, strict);
@@ -539,30 +656,30 @@ contract LeaseEscrow is LeaseEscrowBase {
     }
 
     function _decode(uint256 p) private pure returns (Entry memory e) {
-        uint256 w0;
+        EntryHead head;
         uint256 w1;
         assembly ("memory-safe") {
-            w0 := calldataload(p)
-            w1 := calldataload(add(p, 32))
+            head := calldataload(p)
+            w1 := calldataload(add(p, ENTRY_WORD1))
         }
-        e.leaseId = w0 >> 224;
-        e.seq = uint64((w0 >> 192) & _M32);
-        e.windowStartMs = uint64((w0 >> 144) & _M48);
-        e.windowEndMs = uint64((w0 >> 96) & _M48);
-        e.cumBusy = uint64((w0 >> 48) & _M48);
-        e.cumEnergy = uint64(w0 & _M48);
-        e.cumAlloc = uint64(w1 >> 208);
+        e.leaseId = head.leaseId();
+        e.seq = uint64(head.seq());
+        e.windowStartMs = uint64(head.windowStartMs());
+        e.windowEndMs = uint64(head.windowEndMs());
+        e.cumBusy = uint64(head.cumBusyMs());
+        e.cumEnergy = uint64(head.cumEnergyMj());
+        e.cumAlloc = uint64(w1 >> ENTRY_CUM_ALLOC_SHIFT);
         // e.prev .. e.lastHash are the struct's words 7..12
         assembly ("memory-safe") {
-            let prev := calldataload(add(p, 39))
+            let prev := calldataload(add(p, ENTRY_PREV_HASH))
             mstore(add(e, 0xe0), prev)
-            mstore(add(e, 0x100), calldataload(add(p, 103)))
-            mstore(add(e, 0x120), calldataload(add(p, 135)))
-            mstore(add(e, 0x140), calldataload(add(p, 167)))
-            mstore(add(e, 0x160), calldataload(add(p, 199)))
-            switch and(shr(200, w1), 1)
+            mstore(add(e, 0x100), calldataload(add(p, ENTRY_SIG_R)))
+            mstore(add(e, 0x120), calldataload(add(p, ENTRY_SIG_VS)))
+            mstore(add(e, 0x140), calldataload(add(p, ENTRY_TERMS)))
+            mstore(add(e, 0x160), calldataload(add(p, ENTRY_CKPT)))
+            switch and(shr(ENTRY_FLAGS_SHIFT, w1), ENTRY_FLAG_WITH_LAST)
             case 0 { mstore(add(e, 0x180), prev) }
-            default { mstore(add(e, 0x180), calldataload(add(p, 231))) }
+            default { mstore(add(e, 0x180), calldataload(add(p, ENTRY_LAST_HASH))) }
         }
     }
 
@@ -583,12 +700,12 @@ contract LeaseEscrow is LeaseEscrowBase {
             if (strict) revert LeaseEscrowStaleState(e.leaseId, committed);
             return LeaseEscrowStaleState.selector;
         }
-        LeaseStatus st = _status(e.terms);
+        LeaseStatus st = e.terms.status();
         if (st != LeaseStatus.Active) {
             if (strict) revert LeaseEscrowBadStatus(e.leaseId, st);
             return LeaseEscrowBadStatus.selector;
         }
-        uint64 lastSeq = uint64(e.ck & _M32);
+        uint64 lastSeq = uint64(e.ck.seq());
         if (e.seq <= lastSeq) {
             if (strict) revert LeaseEscrowStaleReport(e.leaseId, e.seq, lastSeq);
             return LeaseEscrowStaleReport.selector;
@@ -601,12 +718,12 @@ contract LeaseEscrow is LeaseEscrowBase {
     }
 
     function _checkWindow(Entry memory e, bool strict) private view returns (bytes4) {
-        uint64 notBefore = uint64((e.ck >> 176) & _M48);
+        uint64 notBefore = uint64(e.ck.lastWindowEndMs());
         if (e.windowStartMs < notBefore || e.windowEndMs <= e.windowStartMs) {
             if (strict) revert LeaseEscrowBadWindow(e.leaseId, e.windowStartMs, e.windowEndMs, notBefore);
             return LeaseEscrowBadWindow.selector;
         }
-        uint64 endMs = uint64(_tStartMs(e.terms) + _tDuration(e.terms) * 1000);
+        uint64 endMs = uint64(e.terms.endMs());
         if (e.windowEndMs > endMs) {
             if (strict) revert LeaseEscrowWindowOutsideLease(e.leaseId, e.windowEndMs, endMs);
             return LeaseEscrowWindowOutsideLease.selector;
@@ -622,9 +739,9 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// power cap × that (+ margin).
     function _checkCounters(Entry memory e, bool strict) private view returns (bytes4) {
         {
-            uint64 lastBusy = uint64((e.ck >> 32) & _M48);
-            uint64 lastAlloc = uint64((e.ck >> 80) & _M48);
-            uint64 lastEnergy = uint64((e.ck >> 128) & _M48);
+            uint64 lastBusy = uint64(e.ck.cumBusyMs());
+            uint64 lastAlloc = uint64(e.ck.cumAllocatedMs());
+            uint64 lastEnergy = uint64(e.ck.cumEnergyMj());
             (bool down, uint8 c, uint64 v, uint64 last) = e.cumBusy < lastBusy
                 ? (true, 0, e.cumBusy, lastBusy)
                 : e.cumAlloc < lastAlloc
@@ -635,14 +752,14 @@ contract LeaseEscrow is LeaseEscrowBase {
                 return LeaseEscrowCounterDecreased.selector;
             }
         }
-        uint256 cap = _tGpus(e.terms) * (e.windowEndMs - _tStartMs(e.terms));
+        uint256 cap = e.terms.gpuCount() * (e.windowEndMs - e.terms.startMs());
         if (e.cumBusy > cap || e.cumAlloc > cap) {
             (uint8 c, uint64 v) = e.cumBusy > cap ? (0, e.cumBusy) : (1, e.cumAlloc);
             if (strict) revert LeaseEscrowTimeAboveCapacity(e.leaseId, c, v, cap);
             return LeaseEscrowTimeAboveCapacity.selector;
         }
         // mW × ms = µJ; / 1000 → mJ; times (1 + margin)
-        cap = (((_nodeCache[_tNode(e.terms)] >> 160) & _M32) * cap * (10_000 + ENERGY_MARGIN_BPS)) / 10_000_000;
+        cap = (_nodeCache[e.terms.nodeId()].maxPowerMwPerGpu() * cap * _ENERGY_CAP_NUMERATOR) / _ENERGY_CAP_DENOMINATOR;
         if (e.cumEnergy > cap) {
             if (strict) revert LeaseEscrowEnergyAboveCap(e.leaseId, e.cumEnergy, cap);
             return LeaseEscrowEnergyAboveCap.selector;
@@ -661,7 +778,7 @@ contract LeaseEscrow is LeaseEscrowBase {
             if (strict) revert LeaseEscrowInvalidSignature(e.leaseId);
             return LeaseEscrowInvalidSignature.selector;
         }
-        address attestor = address(uint160(_nodeCache[_tNode(e.terms)]));
+        address attestor = _nodeCache[e.terms.nodeId()].attestor();
         if (signer != attestor) {
             if (strict) revert LeaseEscrowWrongSigner(e.leaseId, signer, attestor);
             return LeaseEscrowWrongSigner.selector;
@@ -670,22 +787,21 @@ contract LeaseEscrow is LeaseEscrowBase {
     }
 
     function _apply(Entry memory e, bytes32 h, uint256 rec) private {
-        uint256 terms = e.terms;
-        uint256 newCk = uint256(e.seq) | (uint256(e.cumBusy) << 32) | (uint256(e.cumAlloc) << 80)
-            | (uint256(e.cumEnergy) << 128) | (uint256(e.windowEndMs) << 176) | (block.timestamp << 224);
-        uint256 newBill = _tMode(terms) == 0 ? e.cumAlloc : e.cumBusy;
-        uint256 price = _tPrice(terms);
-        uint256 charged = _charged(terms, newCk) - _charged(terms, e.ck);
+        Terms terms = e.terms;
+        Checkpoint newCk =
+            CheckpointLibrary.pack(block.timestamp, e.windowEndMs, e.cumEnergy, e.cumAlloc, e.cumBusy, e.seq);
+        uint256 newBill = terms.billableMs(newCk);
+        uint256 charged = terms.charged(newCk) - terms.charged(e.ck);
         uint256 leaseId = e.leaseId;
         assembly ("memory-safe") {
-            mstore(rec, shl(224, leaseId))
-            mstore(add(rec, 4), h)
-            mstore(add(rec, 36), newCk)
-            mstore(add(rec, 68), shl(128, charged))
+            mstore(rec, shl(RECORD_LEASE_ID_SHIFT, leaseId))
+            mstore(add(rec, RECORD_REPORT_HASH), h)
+            mstore(add(rec, RECORD_CKPT), newCk)
+            mstore(add(rec, RECORD_CHARGED), shl(RECORD_CHARGED_SHIFT, charged))
         }
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
-        if (newBill >= _tGpus(terms) * _tDuration(terms) * 1000) {
-            emit LeaseExhausted(leaseId, (price * newBill) / 1000);
+        if (newBill >= terms.gpuCount() * terms.durationS() * 1000) {
+            emit LeaseExhausted(leaseId, terms.charged(newCk));
             _exhaust(leaseId, terms, newCk, h);
         } else {
             _stateHash[leaseId] = _commitment(terms, newCk, h);
@@ -694,7 +810,7 @@ contract LeaseEscrow is LeaseEscrowBase {
 
     /// @dev Ends a lease its last report exhausted; holds the reentrancy lock over the external calls (the
     /// settlement entry points do not take it: their fast path calls nothing outside).
-    function _exhaust(uint256 leaseId, uint256 terms, uint256 ck, bytes32 h) private nonReentrant {
+    function _exhaust(uint256 leaseId, Terms terms, Checkpoint ck, bytes32 h) private nonReentrant {
         (uint256 total,, uint256 burned, uint256 released) = _finalize(leaseId, terms, LeaseStatus.Exhausted, ck, h);
         _trySettleFees(leaseId, ck);
         _endInteractions(leaseId, terms, total, burned, released, ck);
@@ -706,22 +822,22 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// frees the offer and credits the uncharged escrow to the buyer. Every caller then emits its event, runs
     /// `_trySettleFees` and finally `_endInteractions` (rights and reputation), so no state is written after
     /// an external call.
-    function _finalize(uint256 leaseId, uint256 terms, LeaseStatus to, uint256 ck, bytes32 lastHash)
+    function _finalize(uint256 leaseId, Terms terms, LeaseStatus to, Checkpoint ck, bytes32 lastHash)
         private
         returns (uint256 charged, uint256 refund, uint256 burned, uint256 released)
     {
-        uint256 gpus = _tGpus(terms);
-        uint256 duration = _tDuration(terms);
-        _setTerms(leaseId, _withStatus(terms, to), ck, lastHash);
+        uint256 gpus = terms.gpuCount();
+        uint256 duration = terms.durationS();
+        _setTerms(leaseId, terms.withStatus(to), ck, lastHash);
         delete _liveLease[_parties[leaseId].offerId];
-        if (_status(terms) == LeaseStatus.Active) {
-            charged = _charged(terms, ck);
+        if (terms.status() == LeaseStatus.Active) {
+            charged = terms.charged(ck);
             // used rights: GPU-seconds the lease ran (activation and now are whole block seconds)
-            uint256 startS = (terms >> 32) & _M32;
+            uint256 startS = terms.startS();
             uint256 endS = startS + duration;
             burned = gpus * ((block.timestamp < endS ? block.timestamp : endS) - startS);
         }
-        refund = _tPrice(terms) * gpus * duration - charged;
+        refund = terms.price() * gpus * duration - charged;
         released = gpus * duration - burned;
         if (refund != 0) _credit(_info[leaseId].buyer, _accounts[leaseId].token, refund);
     }
@@ -731,20 +847,20 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// it delivered billable time: no free reputation farming) a completed lease. Writes no escrow state.
     function _endInteractions(
         uint256 leaseId,
-        uint256 terms,
+        Terms terms,
         uint256 charged,
         uint256 burned,
         uint256 released,
-        uint256 ck
+        Checkpoint ck
     ) private {
         LeaseParties memory pt = _parties[leaseId];
         if (burned != 0) _registry.burnLocked(pt.offerId, burned);
         if (released != 0) _registry.releaseRights(pt.holder, pt.offerId, released);
-        if (_status(terms) != LeaseStatus.Active) return;
+        if (terms.status() != LeaseStatus.Active) return;
         address providerAccount = _accounts[leaseId].provider;
         uint256 leaseMs = burned * 1000;
         if (leaseMs != 0) {
-            uint256 attested = (ck >> 80) & _M48;
+            uint256 attested = ck.cumAllocatedMs();
             _reputation.recordUptime(providerAccount, attested < leaseMs ? attested : leaseMs, leaseMs);
         }
         if (charged != 0) _reputation.recordOutcome(providerAccount, IReputation.Outcome.Completed);
@@ -774,8 +890,8 @@ contract LeaseEscrow is LeaseEscrowBase {
     /// @dev Copies a node's attestor and power cap from the registry; returns whether the node is active.
     function _syncNode(uint256 nodeId) private returns (bool active) {
         (address attestor, uint32 maxPower, bool isActive) = _registry.nodeAttestor(nodeId);
-        uint256 packed = uint256(uint160(attestor)) | (uint256(maxPower) << 160);
-        if (_nodeCache[nodeId] != packed) {
+        NodeCache packed = NodeCacheLibrary.pack(attestor, maxPower);
+        if (NodeCache.unwrap(_nodeCache[nodeId]) != NodeCache.unwrap(packed)) {
             _nodeCache[nodeId] = packed;
             emit NodeSynced(nodeId, attestor, maxPower);
         }

@@ -5,17 +5,38 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ILeaseEscrowTypes} from "./interfaces/ILeaseEscrow.sol";
+import {ILeaseEscrowBase} from "./interfaces/ILeaseEscrow.sol";
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
+import {Terms, TERMS_STATUS_ACTIVE} from "./types/Terms.sol";
+import {Checkpoint} from "./types/Checkpoint.sol";
+import {NodeCache} from "./types/NodeCache.sol";
+import {
+    RECORD_LEASE_ID_SHIFT,
+    ENTRY_SEQ_SHIFT,
+    ENTRY_SEQ_MASK,
+    ENTRY_LEASE_ID_SHIFT,
+    ENTRY_WINDOW_START_SHIFT,
+    ENTRY_WINDOW_END_SHIFT,
+    ENTRY_CUM_BUSY_SHIFT,
+    ENTRY_FIELD_MASK,
+    ENTRY_WORD1,
+    ENTRY_CUM_ALLOC_SHIFT,
+    ENTRY_PREV_HASH,
+    ENTRY_WINDOW_HASH
+} from "./types/SettlementEntry.sol";
 
 /// @title LeaseEscrowBase
 /// @notice Storage layout and shared internals of LeaseEscrow and LeaseEscrowExtension (which runs by
-/// DELEGATECALL from LeaseEscrow's fallback, so both must share this exact layout).
-abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable, ReentrancyGuardTransient, EIP712 {
+/// DELEGATECALL from LeaseEscrow's fallback, so both must share this exact layout), and the part of the escrow's
+/// interface both implement (ILeaseEscrowBase).
+abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, ReentrancyGuardTransient, EIP712 {
+    /// @inheritdoc ILeaseEscrowBase
     bytes32 public constant ARBITER_ROLE = keccak256("ARBITER_ROLE");
+    /// @inheritdoc ILeaseEscrowBase
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
+    /// @inheritdoc ILeaseEscrowBase
     /// @dev keccak256 of ledger.protocol.REPORT_TYPE_STRING (EIP-712 encodeType: the referenced
     /// WindowDetail type appended). The settlement path only sees hashStruct(WindowDetail), `windowHash`.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
@@ -23,24 +44,22 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     );
     /// @dev REPORT_TYPEHASH as a literal, for assembly (the constructor refuses to deploy if they differ).
     uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x2caa7d6079cb59905ec1e55c2e90b058c9b352c3e0ab63c930496793d867aa06;
+    /// @inheritdoc ILeaseEscrowBase
     /// @dev keccak256 of ledger.protocol.WINDOW_TYPE_STRING.
     bytes32 public constant WINDOW_TYPEHASH = keccak256(
         "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
 
-    /// @notice Energy may exceed power cap × GPUs × elapsed by this margin (counter granularity, boost).
+    /// @inheritdoc ILeaseEscrowBase
     uint256 public constant ENERGY_MARGIN_BPS = 500;
+    /// @dev Energy cap of a report in mJ: maxPowerMwPerGpu × GPU-ms × _ENERGY_CAP_NUMERATOR / _ENERGY_CAP_DENOMINATOR
+    /// (mW × ms = µJ, / 1000 → mJ; × (1 + ENERGY_MARGIN_BPS / 10_000)). Both settlement paths use these two
+    /// constants; they are literals for the assembly, and the constructor refuses to deploy unless they are
+    /// derived from ENERGY_MARGIN_BPS: numerator = 10_000 + ENERGY_MARGIN_BPS, denominator = 10_000 × 1000.
+    uint256 internal constant _ENERGY_CAP_NUMERATOR = 10_500;
+    uint256 internal constant _ENERGY_CAP_DENOMINATOR = 10_000_000;
 
-    uint256 internal constant _M16 = 0xffff;
-    uint256 internal constant _M32 = 0xffffffff;
-    uint256 internal constant _M48 = 0xffffffffffff;
-    uint256 internal constant _M64 = 0xffffffffffffffff;
-    uint256 internal constant _M96 = 0xffffffffffffffffffffffff;
-    /// @dev Size of a settlement entry without / with the trailing lastReportHash (layout in ILeaseEscrow).
-    uint256 internal constant _ENTRY = 231;
-    uint256 internal constant _ENTRY_WITH_LAST = 263;
-
-    // _terms[id] and ckpt: layouts in ILeaseEscrow's header. _nodeCache: attestor[159:0] maxPowerMwPerGpu[191:160].
+    // Packed words (one library each, types/): Terms (_terms[id]), Checkpoint (ckpt), NodeCache (_nodeCache[id]).
     // _stateHash[id] = keccak256(abi.encode(terms, ckpt, lastReportHash)): the only per-lease slot settlement
     // reads and writes. Written at openLease and on every change of terms or checkpoint; never zero again.
 
@@ -66,15 +85,6 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         uint128 frozen;
     }
 
-    struct FeeConfig {
-        uint16 baseFeeBps;
-        uint16 discountedFeeBps;
-        uint16 discountMinScoreBps;
-        uint32 discountMinCompleted;
-        uint16 slashBps;
-        uint32 challengePeriod;
-    }
-
     ICapacityRegistry internal immutable _registry;
     IReputation internal immutable _reputation;
 
@@ -83,7 +93,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     // Written by LeaseEscrow; LeaseEscrowExtension runs on the same storage by DELEGATECALL (slither sees the
     // extension alone, which never writes them).
     // slither-disable-start uninitialized-state
-    mapping(uint256 leaseId => uint256) internal _terms;
+    mapping(uint256 leaseId => Terms) internal _terms;
     mapping(uint256 leaseId => bytes32) internal _stateHash;
     mapping(uint256 leaseId => bytes32) internal _gpuSet;
     mapping(uint256 leaseId => LeaseInfo) internal _info;
@@ -91,7 +101,7 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     mapping(uint256 leaseId => LeaseAccounts) internal _accounts;
     mapping(uint256 leaseId => LeaseMoney) internal _money;
     mapping(uint256 leaseId => uint256) internal _refunded;
-    mapping(uint256 nodeId => uint256) internal _nodeCache;
+    mapping(uint256 nodeId => NodeCache) internal _nodeCache;
     // slither-disable-end uninitialized-state
     mapping(uint256 offerId => uint256 leaseId) internal _liveLease;
     mapping(address account => mapping(address token => uint256)) internal _withdrawable;
@@ -102,6 +112,14 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     constructor(ICapacityRegistry registry_, IReputation reputation_) EIP712("ComputeLedger", "1") {
         // the settlement fast path hashes with the literal: it must be the type's hash
         if (bytes32(_REPORT_TYPEHASH_LITERAL) != REPORT_TYPEHASH) revert LeaseEscrowBadConfig();
+        // and compares the status field with this literal
+        if (TERMS_STATUS_ACTIVE != uint8(LeaseStatus.Active)) revert LeaseEscrowBadConfig();
+        // and copies an entry's leaseId bits into its record as they are
+        if (ENTRY_LEASE_ID_SHIFT != RECORD_LEASE_ID_SHIFT) revert LeaseEscrowBadConfig();
+        // and bounds energy with these literals
+        if (_ENERGY_CAP_NUMERATOR != 10_000 + ENERGY_MARGIN_BPS || _ENERGY_CAP_DENOMINATOR != 10_000 * 1000) {
+            revert LeaseEscrowBadConfig();
+        }
         _registry = registry_;
         _reputation = reputation_;
     }
@@ -111,24 +129,23 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         bytes32 typeHash = REPORT_TYPEHASH;
         assembly ("memory-safe") {
             let m := mload(0x40)
-            let w0 := calldataload(e)
-            let m48 := 0xffffffffffff
+            let w0 := calldataload(e) // EntryHead
             mstore(m, typeHash)
-            mstore(add(m, 0x20), shr(224, w0)) // leaseId
-            mstore(add(m, 0x40), and(shr(192, w0), 0xffffffff)) // seq
-            mstore(add(m, 0x60), calldataload(add(e, 39))) // prevReportHash
-            mstore(add(m, 0x80), and(shr(144, w0), m48)) // windowStartMs
-            mstore(add(m, 0xa0), and(shr(96, w0), m48)) // windowEndMs
-            mstore(add(m, 0xc0), and(shr(48, w0), m48)) // cumBusyMs
-            mstore(add(m, 0xe0), and(w0, m48)) // cumEnergyMj
-            mstore(add(m, 0x100), shr(208, calldataload(add(e, 32)))) // cumAllocatedMs
-            mstore(add(m, 0x120), calldataload(add(e, 71))) // windowHash
+            mstore(add(m, 0x20), shr(ENTRY_LEASE_ID_SHIFT, w0))
+            mstore(add(m, 0x40), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK))
+            mstore(add(m, 0x60), calldataload(add(e, ENTRY_PREV_HASH)))
+            mstore(add(m, 0x80), and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xa0), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xc0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xe0), and(w0, ENTRY_FIELD_MASK)) // cumEnergyMj
+            mstore(add(m, 0x100), shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(e, ENTRY_WORD1))))
+            mstore(add(m, 0x120), calldataload(add(e, ENTRY_WINDOW_HASH)))
             h := keccak256(m, 0x140)
         }
     }
 
     /// @dev keccak256(abi.encode(terms, ck, lastHash)).
-    function _commitment(uint256 terms, uint256 ck, bytes32 lastHash) internal pure returns (bytes32 c) {
+    function _commitment(Terms terms, Checkpoint ck, bytes32 lastHash) internal pure returns (bytes32 c) {
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(m, terms)
@@ -139,32 +156,32 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
     }
 
     /// @dev Reverts unless (terms in storage, ck, lastHash) is the lease's committed state; returns terms.
-    function _verifiedTerms(uint256 leaseId, uint256 ck, bytes32 lastHash) internal view returns (uint256 terms) {
+    function _verifiedTerms(uint256 leaseId, Checkpoint ck, bytes32 lastHash) internal view returns (Terms terms) {
         terms = _terms[leaseId];
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        if (terms.status() == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         bytes32 committed = _stateHash[leaseId];
         if (_commitment(terms, ck, lastHash) != committed) revert LeaseEscrowStaleState(leaseId, committed);
     }
 
     /// @dev Writes terms and the commitment together (every terms change goes through here).
-    function _setTerms(uint256 leaseId, uint256 terms, uint256 ck, bytes32 lastHash) internal {
+    function _setTerms(uint256 leaseId, Terms terms, Checkpoint ck, bytes32 lastHash) internal {
         _terms[leaseId] = terms;
         _stateHash[leaseId] = _commitment(terms, ck, lastHash);
     }
 
     /// @dev Once a finished lease has nothing pending or frozen: treasury gets the fee on what the holder
     /// earned, the buyer the rest of the fee it escrowed.
-    function _trySettleFees(uint256 leaseId, uint256 ck) internal {
-        uint256 terms = _terms[leaseId];
-        LeaseStatus st = _status(terms);
+    function _trySettleFees(uint256 leaseId, Checkpoint ck) internal {
+        Terms terms = _terms[leaseId];
+        LeaseStatus st = terms.status();
         if (st != LeaseStatus.Closed && st != LeaseStatus.Expired && st != LeaseStatus.Exhausted) return;
         LeaseInfo storage info = _info[leaseId];
         if (info.feesSettled) return;
         LeaseMoney memory m = _money[leaseId];
-        if (m.frozen != 0 || _charged(terms, ck) != _refunded[leaseId] + m.released) return;
+        if (m.frozen != 0 || terms.charged(ck) != _refunded[leaseId] + m.released) return;
         info.feesSettled = true;
         uint256 feeBps = info.feeBps;
-        uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
+        uint256 escrowed = terms.escrowed();
         uint256 held = (escrowed * feeBps) / 10_000;
         uint256 toTreasury = (uint256(m.released) * feeBps) / 10_000;
         address token = _accounts[leaseId].token;
@@ -173,59 +190,20 @@ abstract contract LeaseEscrowBase is ILeaseEscrowTypes, AccessControl, Pausable,
         emit FeesSettled(leaseId, toTreasury, held - toTreasury);
     }
 
-    function _charged(uint256 terms, uint256 ck) internal pure returns (uint256) {
-        uint256 bill = _tMode(terms) == 0 ? (ck >> 80) & _M48 : (ck >> 32) & _M48;
-        return (_tPrice(terms) * bill) / 1000;
-    }
-
     function _credit(address account, address token, uint256 amount) internal {
         _withdrawable[account][token] += amount;
     }
 
-    function _requireStatus(uint256 leaseId, LeaseStatus want) internal view returns (uint256 terms) {
+    function _requireStatus(uint256 leaseId, LeaseStatus want) internal view returns (Terms terms) {
         terms = _terms[leaseId];
-        LeaseStatus st = _status(terms);
+        LeaseStatus st = terms.status();
         if (st != want) {
             if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
             revert LeaseEscrowBadStatus(leaseId, st);
         }
     }
 
-    function _status(uint256 terms) internal pure returns (LeaseStatus) {
-        return LeaseStatus((terms >> 116) & 0xf);
-    }
-
-    function _withStatus(uint256 terms, LeaseStatus st) internal pure returns (uint256) {
-        return (terms & ~(uint256(0xf) << 116)) | (uint256(uint8(st)) << 116);
-    }
-
-    function _tNode(uint256 terms) internal pure returns (uint256) {
-        return terms & _M32;
-    }
-
-    /// @dev Activation time in unix ms (0 while Open).
-    function _tStartMs(uint256 terms) internal pure returns (uint256) {
-        return ((terms >> 32) & _M32) * 1000;
-    }
-
-    function _tDuration(uint256 terms) internal pure returns (uint256) {
-        return (terms >> 64) & _M32;
-    }
-
-    function _tGpus(uint256 terms) internal pure returns (uint256) {
-        return (terms >> 96) & _M16;
-    }
-
-    /// @dev Billing mode: 0 reserved (bills allocated time), 1 metered (bills busy time).
-    function _tMode(uint256 terms) internal pure returns (uint256) {
-        return (terms >> 112) & 0xf;
-    }
-
-    function _tPrice(uint256 terms) internal pure returns (uint256) {
-        return (terms >> 120) & _M96;
-    }
-
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowBase
     function feeBpsFor(address providerAccount) public view returns (uint16) {
         FeeConfig memory f = _fees;
         if (f.discountedFeeBps == f.baseFeeBps) return f.baseFeeBps;

@@ -4,6 +4,13 @@ pragma solidity ^0.8.24;
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
+import {ILeaseEscrowExtension} from "./interfaces/ILeaseEscrow.sol";
+import {Terms} from "./types/Terms.sol";
+import {Checkpoint} from "./types/Checkpoint.sol";
+import {NodeCache} from "./types/NodeCache.sol";
+import {
+    ENTRY_WORD1, ENTRY_FLAGS_SHIFT, ENTRY_FLAGS_MASK, ENTRY_FLAG_WITH_LAST, ENTRY_SIZE
+} from "./types/SettlementEntry.sol";
 
 /// @title LeaseEscrowExtension
 /// @notice The colder half of LeaseEscrow: disputes, release of earnings, rating, admin and views. It is
@@ -11,13 +18,12 @@ import {LeaseEscrowBase} from "./LeaseEscrowBase.sol";
 /// directly acts on its own empty storage and is useless. The split keeps each contract under the
 /// EIP-170 code size limit.
 /// @dev Deploy with the same registry and reputation as the LeaseEscrow that points to it.
-contract LeaseEscrowExtension is LeaseEscrowBase {
+contract LeaseEscrowExtension is LeaseEscrowBase, ILeaseEscrowExtension {
     constructor(ICapacityRegistry registry_, IReputation reputation_) LeaseEscrowBase(registry_, reputation_) {}
 
     // --- admin --------------------------------------------------------------------------------------
 
-    /// @notice Fee rate, and the discounted rate for providers scoring at least `discountMinScoreBps` with
-    /// at least `discountMinCompleted` completed leases. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setFeeConfig(uint16 baseFeeBps, uint16 discountedFeeBps, uint16 discountMinScoreBps, uint32 discountMinCompleted)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -33,53 +39,54 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         emit FeeConfigSet(baseFeeBps, discountedFeeBps, discountMinScoreBps, discountMinCompleted);
     }
 
-    /// @notice Challenge period in seconds. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setChallengePeriod(uint32 seconds_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _fees.challengePeriod = seconds_;
         emit ChallengePeriodSet(seconds_);
     }
 
-    /// @notice Share of a disputed amount slashed from the provider's stake on provider fault. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setSlashBps(uint16 slashBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (slashBps > 10_000) revert LeaseEscrowBadConfig();
         _fees.slashBps = slashBps;
         emit SlashBpsSet(slashBps);
     }
 
-    /// @notice Fee recipient. Admin only.
+    /// @inheritdoc ILeaseEscrowExtension
     function setTreasury(address treasury_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (treasury_ == address(0)) revert LeaseEscrowBadConfig();
         _treasury = treasury_;
         emit TreasurySet(treasury_);
     }
 
-    /// @notice Stop new leases, top-ups, activations and settlements. Withdrawals stay open.
+    /// @inheritdoc ILeaseEscrowExtension
     function pause() external onlyRole(PAUSER_ROLE) {
         _pause();
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function unpause() external onlyRole(PAUSER_ROLE) {
         _unpause();
     }
 
     // --- disputes and payouts -----------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowAlreadyDisputed(leaseId);
-        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
+        uint256 pending = terms.charged(Checkpoint.wrap(ckpt)) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToDispute(leaseId);
-        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
+        uint256 endsAt = Checkpoint.wrap(ckpt).settledAt() + _fees.challengePeriod;
         // while paused (settlement goes on) a buyer may dispute whatever the period
         if (block.timestamp >= endsAt && !paused()) revert LeaseEscrowChallengePeriodOver(leaseId, endsAt);
         m.frozen = uint128(pending);
         emit DisputeOpened(leaseId, msg.sender, pending);
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function resolveDispute(
         uint256 leaseId,
         uint16 buyerShareBps,
@@ -88,7 +95,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bytes32 lastReportHash
     ) external nonReentrant onlyRole(ARBITER_ROLE) {
         if (buyerShareBps > 10_000) revert LeaseEscrowBadBps(buyerShareBps);
-        _verifiedTerms(leaseId, ckpt, lastReportHash);
+        _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         uint256 frozen = m.frozen;
         if (frozen == 0) revert LeaseEscrowNoDispute(leaseId);
@@ -117,32 +124,32 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         bool buyerWon = buyerShareBps > 5_000;
         _reputation.recordOutcome(acc.provider, buyerWon ? IReputation.Outcome.DisputeLost : IReputation.Outcome.DisputeWon);
         _reputation.recordOutcome(buyer, buyerWon ? IReputation.Outcome.DisputeWon : IReputation.Outcome.DisputeLost);
-        _trySettleFees(leaseId, ckpt);
+        _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external nonReentrant whenNotPaused {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Terms terms = _verifiedTerms(leaseId, Checkpoint.wrap(ckpt), lastReportHash);
         LeaseMoney storage m = _money[leaseId];
         if (m.frozen != 0) revert LeaseEscrowDisputeOpen(leaseId);
-        uint256 pending = _charged(terms, ckpt) - _refunded[leaseId] - m.released;
+        uint256 pending = terms.charged(Checkpoint.wrap(ckpt)) - _refunded[leaseId] - m.released;
         if (pending == 0) revert LeaseEscrowNothingToRelease(leaseId);
-        uint256 endsAt = (ckpt >> 224) + _fees.challengePeriod;
+        uint256 endsAt = Checkpoint.wrap(ckpt).settledAt() + _fees.challengePeriod;
         if (block.timestamp < endsAt) revert LeaseEscrowInChallengePeriod(leaseId, endsAt);
         m.released += uint128(pending);
         address holder = _parties[leaseId].holder;
         _credit(holder, _accounts[leaseId].token, pending);
         emit EarningsReleased(leaseId, holder, pending);
-        _trySettleFees(leaseId, ckpt);
+        _trySettleFees(leaseId, Checkpoint.wrap(ckpt));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function rate(uint256 leaseId, uint8 stars) external nonReentrant {
-        uint256 terms = _terms[leaseId];
-        LeaseStatus st = _status(terms);
+        Terms terms = _terms[leaseId];
+        LeaseStatus st = terms.status();
         if (st == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         if (msg.sender != _info[leaseId].buyer) revert LeaseEscrowNotBuyer(leaseId, msg.sender);
-        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || (terms >> 32) & _M32 == 0) {
+        if ((st != LeaseStatus.Closed && st != LeaseStatus.Exhausted) || terms.startS() == 0) {
             revert LeaseEscrowNotRateable(leaseId, st);
         }
         _reputation.recordRating(leaseId, msg.sender, _accounts[leaseId].provider, stars);
@@ -150,27 +157,27 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
 
     // --- views --------------------------------------------------------------------------------------
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function lease(uint256 leaseId) external view returns (LeaseView memory v) {
-        uint256 terms = _terms[leaseId];
-        if (_status(terms) == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
+        Terms terms = _terms[leaseId];
+        if (terms.status() == LeaseStatus.None) revert LeaseEscrowUnknownLease(leaseId);
         LeaseInfo memory info = _info[leaseId];
         LeaseParties memory pt = _parties[leaseId];
         LeaseAccounts memory acc = _accounts[leaseId];
         v.offerId = pt.offerId;
-        v.nodeId = _tNode(terms);
+        v.nodeId = terms.nodeId();
         v.buyer = info.buyer;
         v.holder = pt.holder;
         v.provider = acc.provider;
         v.token = acc.token;
-        v.status = _status(terms);
-        v.billingMode = uint8(_tMode(terms));
-        v.gpuCount = uint16(_tGpus(terms));
-        v.pricePerGpuSecond = _tPrice(terms);
+        v.status = terms.status();
+        v.billingMode = uint8(terms.mode());
+        v.gpuCount = uint16(terms.gpuCount());
+        v.pricePerGpuSecond = terms.price();
         v.feeBps = info.feeBps;
-        v.durationS = uint32(_tDuration(terms));
+        v.durationS = uint32(terms.durationS());
         v.startBy = info.startBy;
-        v.startMs = uint64(_tStartMs(terms));
+        v.startMs = uint64(terms.startMs());
         v.endMs = v.startMs == 0 ? 0 : v.startMs + uint64(v.durationS) * 1000;
         v.gpuSetHash = _gpuSet[leaseId];
         v.escrowed = v.pricePerGpuSecond * v.gpuCount * v.durationS;
@@ -178,36 +185,36 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         v.feesSettled = info.feesSettled;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash)
         external
         view
         returns (CheckpointView memory v)
     {
-        uint256 terms = _verifiedTerms(leaseId, ckpt, lastReportHash);
+        Checkpoint ck = Checkpoint.wrap(ckpt);
+        Terms terms = _verifiedTerms(leaseId, ck, lastReportHash);
         LeaseMoney memory m = _money[leaseId];
-        v.lastSeq = uint64(ckpt & _M32);
+        v.lastSeq = uint64(ck.seq());
         v.lastReportHash = lastReportHash;
-        v.cumBusyMs = uint64((ckpt >> 32) & _M48);
-        v.cumAllocatedMs = uint64((ckpt >> 80) & _M48);
-        v.cumEnergyMj = uint64((ckpt >> 128) & _M48);
-        v.lastWindowEndMs = uint64((ckpt >> 176) & _M48);
-        v.lastSettledAt = uint64(ckpt >> 224);
-        v.charged = _charged(terms, ckpt);
+        v.cumBusyMs = uint64(ck.cumBusyMs());
+        v.cumAllocatedMs = uint64(ck.cumAllocatedMs());
+        v.cumEnergyMj = uint64(ck.cumEnergyMj());
+        v.lastWindowEndMs = uint64(ck.lastWindowEndMs());
+        v.lastSettledAt = uint64(ck.settledAt());
+        v.charged = terms.charged(ck);
         v.paid = m.released;
         v.refunded = _refunded[leaseId];
         v.frozen = m.frozen;
         v.pending = v.charged - v.refunded - v.paid;
-        uint256 escrowed = _tPrice(terms) * _tGpus(terms) * _tDuration(terms);
-        v.remaining = escrowed - v.charged;
+        v.remaining = terms.escrowed() - v.charged;
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function stateHash(uint256 leaseId) external view returns (bytes32) {
         return _stateHash[leaseId];
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function leaseTerms(uint256[] calldata leaseIds)
         external
         view
@@ -217,44 +224,48 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         terms = new uint256[](n);
         stateHashes = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
-            terms[i] = _terms[leaseIds[i]];
+            terms[i] = Terms.unwrap(_terms[leaseIds[i]]);
             stateHashes[i] = _stateHash[leaseIds[i]];
         }
     }
 
-    /// @notice The fee configuration.
+    /// @inheritdoc ILeaseEscrowExtension
     function feeConfig() external view returns (FeeConfig memory) {
         return _fees;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function challengePeriod() external view returns (uint32) {
         return _fees.challengePeriod;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function treasury() external view returns (address) {
         return _treasury;
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function registry() external view returns (address) {
         return address(_registry);
     }
 
+    /// @inheritdoc ILeaseEscrowExtension
     function reputation() external view returns (address) {
         return address(_reputation);
     }
 
-    /// @notice The escrow's copy of a node's attestor and power cap.
+    /// @inheritdoc ILeaseEscrowExtension
     function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu) {
-        uint256 c = _nodeCache[nodeId];
-        return (address(uint160(c)), uint32(c >> 160));
+        NodeCache c = _nodeCache[nodeId];
+        return (c.attestor(), uint32(c.maxPowerMwPerGpu()));
     }
 
-    /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, this contract).
+    /// @inheritdoc ILeaseEscrowExtension
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function hashReport(MeteringReport calldata r) public pure returns (bytes32) {
         bytes32 windowHash = keccak256(
             abi.encode(
@@ -286,21 +297,23 @@ contract LeaseEscrowExtension is LeaseEscrowBase {
         );
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function reportDigest(MeteringReport calldata r) external view returns (bytes32) {
         return _hashTypedDataV4(hashReport(r));
     }
 
-    /// @notice See ILeaseEscrow.
+    /// @inheritdoc ILeaseEscrowExtension
     function entryDigest(bytes calldata entry) external view returns (bytes32) {
         uint256 p;
         uint256 flags;
         assembly ("memory-safe") {
             p := entry.offset
-            flags := and(shr(200, calldataload(add(p, 32))), 0xff)
+            flags := and(shr(ENTRY_FLAGS_SHIFT, calldataload(add(p, ENTRY_WORD1))), ENTRY_FLAGS_MASK)
         }
         // the same rule as settle: flag bit 0 alone says whether the last report hash follows
-        if (flags > 1 || entry.length != _ENTRY + flags * 32) revert LeaseEscrowMalformedEntries(0);
+        if (flags > ENTRY_FLAG_WITH_LAST || entry.length != ENTRY_SIZE + flags * 32) {
+            revert LeaseEscrowMalformedEntries(0);
+        }
         return _hashTypedDataV4(_entryStructHash(p));
     }
 }

@@ -2,10 +2,12 @@
 
 Compilation goes through py-solc-x with a small node wrapper around the official solcjs build
 (``contracts/tools/solc.js``), because no native compiler can be downloaded where this project runs.
-Running the product never needs a compiler: it loads the committed artifacts in ``ledger/artifacts``.
+Running the product never needs a compiler: it loads the committed artifacts in ``ledger/chain/artifacts``.
 
-``compile_contracts()`` writes one artifact per deployable contract; ``check_artifacts()`` recompiles in
-memory and names every contract whose committed artifact differs from what its source compiles to.
+``compile_contracts()`` writes one artifact per deployable contract, and an ABI-only artifact per interface
+named in ``ABI_ARTIFACTS`` (``ILeaseEscrow``: the escrow's one ABI, LeaseEscrow with LeaseEscrowExtension behind
+its fallback); ``check_artifacts()`` recompiles in memory and names every artifact that differs from what its
+source compiles to.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ NODE_MODULES = CONTRACTS_DIR / "node_modules"
 SOLC_WRAPPER = CONTRACTS_DIR / "tools" / "solc.js"
 SETTINGS_FILE = CONTRACTS_DIR / "compiler.json"
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+# Interfaces the build writes an artifact for (ABI, no bytecode): ILeaseEscrow is the ABI of the escrow's address,
+# both halves in one Solidity type (see its NatSpec), so no caller stitches ABIs together.
+ABI_ARTIFACTS: tuple[str, ...] = ("ILeaseEscrow",)
 
 
 class CompilerError(LedgerError):
@@ -122,8 +127,12 @@ def run_compiler(std_input: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
-def build_artifacts(output: dict[str, Any], std_input: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One artifact per contract with bytecode (interfaces and abstract contracts have none)."""
+def build_artifacts(
+    output: dict[str, Any], std_input: dict[str, Any], abi_only: tuple[str, ...] = ABI_ARTIFACTS
+) -> dict[str, dict[str, Any]]:
+    """One artifact per contract with bytecode and an ABI (interfaces and abstract contracts have no bytecode,
+    and a library of internal functions, ``contracts/src/types/``, has nothing to deploy or call), plus an
+    ABI-only artifact (no ``bytecode`` keys) for each interface named in ``abi_only``."""
     version = compiler_version()
     artifacts: dict[str, dict[str, Any]] = {}
     for source_path, contracts in sorted(output.get("contracts", {}).items()):
@@ -132,8 +141,19 @@ def build_artifacts(output: dict[str, Any], std_input: dict[str, Any]) -> dict[s
         source_hash = hashlib.sha256(std_input["sources"][source_path]["content"].encode()).hexdigest()
         for name, c in sorted(contracts.items()):
             bytecode = c["evm"]["bytecode"]["object"]
-            if not bytecode:
+            if name in abi_only and not bytecode:
+                if name in artifacts:
+                    raise CompilerError(f"two contracts are named {name}; names must be unique")
+                artifacts[name] = {
+                    "contractName": name,
+                    "sourcePath": "contracts/" + source_path,
+                    "abi": c["abi"],
+                    "compiler": version,
+                    "sourceHash": "sha256:" + source_hash,
+                }
                 continue
+            if not bytecode or not c["abi"]:
+                continue  # an interface or abstract contract; or a library of internal functions only
             if name in artifacts:
                 raise CompilerError(f"two contracts are named {name}; names must be unique")
             artifacts[name] = {
@@ -148,10 +168,12 @@ def build_artifacts(output: dict[str, Any], std_input: dict[str, Any]) -> dict[s
     return artifacts
 
 
-def compile_contracts(source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_DIR) -> list[str]:
+def compile_contracts(
+    source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_DIR, abi_only: tuple[str, ...] = ABI_ARTIFACTS
+) -> list[str]:
     """Compile every source and (re)write the artifacts; stale artifacts of removed contracts are deleted."""
     std_input = standard_input(source_dir)
-    artifacts = build_artifacts(run_compiler(std_input), std_input)
+    artifacts = build_artifacts(run_compiler(std_input), std_input, abi_only)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.json"):
         if old.stem not in artifacts:
@@ -164,10 +186,13 @@ def compile_contracts(source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_D
     return sorted(artifacts)
 
 
-def check_artifacts(source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_DIR) -> list[StaleArtifact]:
-    """Recompile in memory; list every contract whose committed artifact is missing, extra or differs."""
+def check_artifacts(
+    source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_DIR, abi_only: tuple[str, ...] = ABI_ARTIFACTS
+) -> list[StaleArtifact]:
+    """Recompile in memory; list every artifact (contract or ABI-only interface) that is missing, extra or
+    differs."""
     std_input = standard_input(source_dir)
-    fresh = build_artifacts(run_compiler(std_input), std_input)
+    fresh = build_artifacts(run_compiler(std_input), std_input, abi_only)
     stale: list[StaleArtifact] = []
     committed = {p.stem for p in out_dir.glob("*.json")}
     for name, art in sorted(fresh.items()):
@@ -177,7 +202,7 @@ def check_artifacts(source_dir: Path = SOURCE_DIR, out_dir: Path = ARTIFACTS_DIR
             continue
         old = json.loads(path.read_text())
         for key in ("abi", "bytecode", "deployedBytecode", "sourceHash"):
-            if old.get(key) != art[key]:
+            if old.get(key) != art.get(key):
                 stale.append(StaleArtifact(name, f"{key} differs from {art['sourcePath']}"))
                 break
     for name in sorted(committed - set(fresh)):

@@ -44,7 +44,9 @@ def _layout(contract: str) -> list[str]:
         d = types.get(t) or {}
         members = [f"{m['slot']}:{m['offset']}:{m['label']}:{canon(m['type'])}" for m in d.get("members") or []]
         inner = [canon(d[k]) for k in ("key", "value", "base") if d.get(k)]
-        return re.sub(r"\)\d+_", ")_", t) + "{" + ",".join(members + inner) + "}"
+        # AST ids follow the type's name (t_struct(LeaseInfo)123_storage, t_userDefinedValueType(Terms)456) and
+        # differ between builds of the two contracts: drop them, keep the name
+        return re.sub(r"\)\d+", ")", t) + "{" + ",".join(members + inner) + "}"
 
     return [f"{s['slot']}:{s['offset']}:{s['label']}:{canon(s['type'])}" for s in data["storage"]]
 

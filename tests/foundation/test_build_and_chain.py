@@ -82,6 +82,27 @@ def test_check_reports_missing_artifact(counter_build: tuple[Path, Path], tmp_pa
     assert [(s.contract, s.reason) for s in stale] == [("Counter", "no committed artifact")]
 
 
+def test_compile_writes_abi_only_artifact_for_listed_interface_and_checks_it(
+    counter_build: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # as ILeaseEscrow, the escrow's one ABI: an interface named in ABI_ARTIFACTS gets an artifact without bytecode
+    src, _ = counter_build
+    out = tmp_path / "artifacts"
+    assert compiler.compile_contracts(src, out, abi_only=("IThing",)) == ["Counter", "IThing"]
+    art = json.loads((out / "IThing.json").read_text())
+    assert [e["name"] for e in art["abi"]] == ["x"]
+    assert "bytecode" not in art and art["sourceHash"].startswith("sha256:")
+    assert compiler.check_artifacts(src, out, abi_only=("IThing",)) == []
+    edited = tmp_path / "src"
+    shutil.copytree(src, edited)
+    (edited / "lib" / "IThing.sol").write_text(
+        "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\n"
+        "interface IThing { function x() external; function y() external; }\n"
+    )
+    stale = compiler.check_artifacts(edited, out, abi_only=("IThing",))
+    assert [(s.contract, s.reason) for s in stale] == [("IThing", "abi differs from contracts/src/lib/IThing.sol")]
+
+
 def test_compile_reports_solidity_error_as_compiler_error(tmp_path: Path) -> None:
     (tmp_path / "Bad.sol").write_text("pragma solidity ^0.8.24; contract Bad { function f( }")
     with pytest.raises(compiler.CompilerError, match="ParserError"):

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
+import {IERC5267} from "@openzeppelin/contracts/interfaces/IERC5267.sol";
+import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
+
 /// @title ILeaseEscrowTypes
 /// @notice Types, errors and events of the escrow. Leases of offered GPU capacity: escrow, settlement of signed metering checkpoints, disputes,
 /// pull payments.
@@ -14,7 +18,9 @@ pragma solidity ^0.8.24;
 /// the contract checks them against the commitment (`LeaseEscrowStaleState` otherwise). Both words are
 /// public: `terms` is `leaseTerms(leaseId)`, and `ckpt` / `lastReportHash` are in the last
 /// `CheckpointsSettled` record of the lease (before any: ckpt = startMs << 176 | startS << 224 once Active,
-/// 0 while Open; lastReportHash = 0). ledger/settlement.py rebuilds them from events.
+/// 0 while Open; lastReportHash = 0). ledger/protocol/settlement.py rebuilds them from events. The layouts below have
+/// one definition each in the contracts, a user-defined value type with its library: types/Terms.sol,
+/// types/Checkpoint.sol, types/SettlementEntry.sol (entry and record).
 ///  - terms = nodeId[31:0] | startS[63:32] | durationS[95:64] | gpuCount[111:96] | mode[115:112]
 ///          | status[119:116] | pricePerGpuSecond[215:120]            (startS = 0 while Open)
 ///  - ckpt  = seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
@@ -28,7 +34,7 @@ pragma solidity ^0.8.24;
 ///   [231,263) lastReportHash (only with flag bit 0).
 /// `windowHash` is the EIP-712 hashStruct of the report's `WindowDetail`; the contract rebuilds the
 /// `MeteringReport` struct hash from the entry, so the attestor signs the protocol's EIP-712 struct, never
-/// this packing (ledger/protocol.py holds the one definition). Field widths bound what can be settled:
+/// this packing (ledger/protocol/settlement.py holds the one definition). Field widths bound what can be settled:
 /// leaseId and seq below 2^32, times and cumulative counters below 2^48.
 ///
 /// `settle` takes exactly one entry and emits `CheckpointSettled`; `settleBatch` announces what it settled
@@ -137,6 +143,22 @@ interface ILeaseEscrowTypes {
         uint256 frozen;
         uint256 refunded;
         uint256 remaining;
+    }
+
+    /// @notice Fee and dispute configuration (admin).
+    /// @param baseFeeBps platform fee on a lease's escrow, basis points
+    /// @param discountedFeeBps fee for providers that qualify for the discount
+    /// @param discountMinScoreBps reputation score a provider needs for the discount
+    /// @param discountMinCompleted completed leases a provider needs for the discount
+    /// @param slashBps share of a disputed amount slashed from the provider's stake on provider fault
+    /// @param challengePeriod seconds after a lease's last settlement during which its buyer may dispute
+    struct FeeConfig {
+        uint16 baseFeeBps;
+        uint16 discountedFeeBps;
+        uint16 discountMinScoreBps;
+        uint32 discountMinCompleted;
+        uint16 slashBps;
+        uint32 challengePeriod;
     }
 
     // --- errors: leases ----------------------------------------------------------------------------
@@ -349,60 +371,264 @@ interface ILeaseEscrowTypes {
 
 }
 
-/// @title ILeaseEscrow
-/// @notice The escrow's functions (LeaseEscrow, with LeaseEscrowExtension behind its fallback).
-interface ILeaseEscrow is ILeaseEscrowTypes {
+/// @title ILeaseEscrowBase
+/// @notice What both halves of the escrow implement (LeaseEscrowBase): role ids, EIP-712 type hashes, the energy
+/// margin and the fee rate.
+interface ILeaseEscrowBase is ILeaseEscrowTypes {
+    /// @notice Role that resolves disputes.
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function ARBITER_ROLE() external view returns (bytes32);
+    /// @notice Role that pauses and unpauses (see `ILeaseEscrowExtension.pause`).
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function PAUSER_ROLE() external view returns (bytes32);
+    /// @notice EIP-712 type hash of `MeteringReport` (ledger.protocol.REPORT_TYPE_STRING, which references
+    /// `WindowDetail`).
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function REPORT_TYPEHASH() external view returns (bytes32);
+    /// @notice EIP-712 type hash of `WindowDetail` (ledger.protocol.WINDOW_TYPE_STRING).
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function WINDOW_TYPEHASH() external view returns (bytes32);
+    /// @notice Energy a report may claim above power cap × GPUs × elapsed time, in basis points (counter
+    /// granularity, boost clocks).
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function ENERGY_MARGIN_BPS() external view returns (uint256);
+    /// @notice Fee rate a lease on `providerAccount`'s offer pays now: the discounted rate if the provider's
+    /// reputation qualifies (see `FeeConfig`), else the base rate.
+    /// @param providerAccount provider account of the offer
+    /// @return fee rate in basis points
+    function feeBpsFor(address providerAccount) external view returns (uint16);
+}
 
+/// @title ILeaseEscrowCore
+/// @notice What LeaseEscrow implements itself: opening, activation, settlement, top-up, close, expiry and pull
+/// payments (the hot and the money-moving paths).
+interface ILeaseEscrowCore is ILeaseEscrowBase {
     /// @notice Open a lease on `offerId`, locking gpuCount × durationS rights of `holder` and escrowing
-    /// price × gpuCount × durationS plus the fee (ETH in msg.value, or pulled ERC-20).
+    /// price × gpuCount × durationS plus the fee (ETH in msg.value, or pulled ERC-20). Paused: reverts.
+    /// @param offerId the offer (no other lease on it may be Open or Active)
+    /// @param holder whose capacity rights the lease locks; it earns the charges
+    /// @param durationS lease length in seconds
+    /// @param startBy unix s deadline for activation (the lease must fit the offer's validity)
+    /// @param maxTotal most the caller pays (escrow + fee)
     /// @return leaseId the new lease id (ids start at 1)
     function openLease(uint256 offerId, address holder, uint32 durationS, uint64 startBy, uint256 maxTotal)
         external
         payable
         returns (uint256 leaseId);
-    /// @notice Start an Open lease (provider, its payout address or the node's attestor).
+    /// @notice Start an Open lease (provider, its payout address or the node's attestor), between the offer's
+    /// start and `startBy`. Paused: reverts.
+    /// @param leaseId the lease
     function activateLease(uint256 leaseId) external;
-    /// @notice Settle one entry (exactly one); reverts with the failing check's custom error.
+    /// @notice Settle one entry (exactly one; layout in ILeaseEscrowTypes' header); reverts with the failing
+    /// check's custom error. Not paused.
+    /// @param entry the packed settlement entry
     function settle(bytes calldata entry) external;
-    /// @notice Settle many reports; a failing one is skipped with CheckpointSkipped.
+    /// @notice Settle entries back to back; a failing one is skipped with CheckpointSkipped. Not paused.
+    /// @param entries the packed settlement entries
     /// @return settled how many were settled
     function settleBatch(bytes calldata entries) external returns (uint256 settled);
-    /// @notice Extend the lease by amount / (price × gpuCount) seconds (buyer; Open or Active).
+    /// @notice Extend the lease by amount / (price × gpuCount) seconds (buyer; Open or Active). Paused: reverts.
+    /// @param leaseId the lease
+    /// @param amount escrow added (a multiple of price × gpuCount); the fee on it is paid on top
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
     function topUp(uint256 leaseId, uint256 amount, uint256 ckpt, bytes32 lastReportHash) external payable;
-    /// @notice Close: buyer any time, anyone after the end. Refunds what was not charged.
+    /// @notice Close: buyer any time, anyone after the end. Refunds what was not charged; reports not settled by
+    /// then are not paid.
+    /// @param leaseId the lease
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
     function closeLease(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
     /// @notice Expire an Open lease past startBy (anyone): full refund, NoShow for the provider.
+    /// @param leaseId the lease
     function expireLease(uint256 leaseId) external;
-    /// @notice Buyer freezes everything pending, within the challenge period of the last settlement.
+    /// @notice Pull everything the caller may withdraw in `token` (open while paused).
+    /// @param token the token (address(0) = ETH)
+    /// @return amount what was sent
+    function withdraw(address token) external returns (uint256 amount);
+    /// @notice Refresh the escrow's copy of a node's attestor and power cap (the registry calls it on rotation).
+    /// @param nodeId the node
+    function syncNode(uint256 nodeId) external;
+    /// @notice What `account` may withdraw in `token`.
+    /// @param account the payee
+    /// @param token the token (address(0) = ETH)
+    /// @return the withdrawable amount
+    function withdrawable(address account, address token) external view returns (uint256);
+    /// @notice The Open or Active lease on an offer (0: none).
+    /// @param offerId the offer
+    /// @return the lease id
+    function liveLeaseOf(uint256 offerId) external view returns (uint256);
+    /// @notice Number of leases ever opened (the last lease id).
+    /// @return the count
+    function leaseCount() external view returns (uint256);
+    /// @notice The LeaseEscrowExtension the escrow's fallback delegates to.
+    /// @return the extension's address
+    function extension() external view returns (address);
+}
+
+/// @title ILeaseEscrowExtension
+/// @notice What LeaseEscrowExtension implements, reached through the escrow's fallback (DELEGATECALL on the
+/// escrow's storage): disputes, release of earnings, rating, admin and views.
+interface ILeaseEscrowExtension is ILeaseEscrowBase {
+    /// @notice Set the fee rate, and the discounted rate for providers scoring at least `discountMinScoreBps`
+    /// with at least `discountMinCompleted` completed leases. Admin only.
+    /// @param baseFeeBps fee rate, at most 10000
+    /// @param discountedFeeBps discounted rate, at most `baseFeeBps`
+    /// @param discountMinScoreBps score needed for the discount, at most 10000
+    /// @param discountMinCompleted completed leases needed for the discount
+    function setFeeConfig(uint16 baseFeeBps, uint16 discountedFeeBps, uint16 discountMinScoreBps, uint32 discountMinCompleted)
+        external;
+    /// @notice Set the challenge period. Admin only.
+    /// @param seconds_ seconds after a lease's last settlement during which its buyer may dispute
+    function setChallengePeriod(uint32 seconds_) external;
+    /// @notice Set the share of a disputed amount slashed from the provider's stake on provider fault. Admin only.
+    /// @param slashBps basis points, at most 10000
+    function setSlashBps(uint16 slashBps) external;
+    /// @notice Set the fee recipient. Admin only.
+    /// @param treasury_ the new treasury (not zero)
+    function setTreasury(address treasury_) external;
+    /// @notice Pause (PAUSER_ROLE). Stops openLease, topUp, activateLease and releaseEarnings. Settlement is NOT
+    /// paused: it only books escrow as pending, nothing pending can leave while paused, and while paused a buyer
+    /// may dispute pending charges whatever the challenge period. Withdrawals, closing, expiry, disputes and
+    /// their resolution stay open.
+    function pause() external;
+    /// @notice Lift the pause (PAUSER_ROLE).
+    function unpause() external;
+    /// @notice Buyer freezes everything pending, within the challenge period of the last settlement (any time
+    /// while paused).
+    /// @param leaseId the lease
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
     function dispute(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
     /// @notice Arbiter splits the frozen amount; on provider fault slashes stake to the buyer. Reputation follows
     /// the ruling: buyerShareBps > 5000 is a buyer win (provider DisputeLost), otherwise (an even split
     /// included) a provider win.
+    /// @param leaseId the lease
+    /// @param buyerShareBps share of the frozen amount refunded to the buyer, at most 10000
+    /// @param providerFault whether to slash the provider's stake (slashBps of the frozen amount)
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
     function resolveDispute(uint256 leaseId, uint16 buyerShareBps, bool providerFault, uint256 ckpt, bytes32 lastReportHash)
         external;
     /// @notice Move pending charges to the holder once the challenge period of the last settlement passed.
+    /// Paused: reverts.
+    /// @param leaseId the lease
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
     function releaseEarnings(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external;
-    /// @notice Pull everything the caller may withdraw in `token` (open while paused).
-    function withdraw(address token) external returns (uint256 amount);
-    /// @notice Buyer rates the provider 1..5 once per Closed or Exhausted lease.
+    /// @notice Buyer rates the provider 1..5 once per Closed or Exhausted lease that ran.
+    /// @param leaseId the lease
+    /// @param stars 1..5
     function rate(uint256 leaseId, uint8 stars) external;
-    /// @notice Refresh the escrow's copy of a node's attestor (the registry calls it on rotation).
-    function syncNode(uint256 nodeId) external;
-
-    function lease(uint256 leaseId) external view returns (LeaseView memory);
-    function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash) external view returns (CheckpointView memory);
-    /// @notice The lease's state commitment keccak256(abi.encode(terms, ckpt, lastReportHash)) (0: no lease).
+    /// @notice Everything about a lease.
+    /// @param leaseId the lease (reverts LeaseEscrowUnknownLease if none)
+    /// @return v the lease
+    function lease(uint256 leaseId) external view returns (LeaseView memory v);
+    /// @notice Settlement and money state of a lease, from its state words.
+    /// @param leaseId the lease
+    /// @param ckpt the lease's checkpoint word (state commitment)
+    /// @param lastReportHash the lease's last settled report hash (state commitment)
+    /// @return v the checkpoint and the money it accounts for
+    function checkpoint(uint256 leaseId, uint256 ckpt, bytes32 lastReportHash)
+        external
+        view
+        returns (CheckpointView memory v);
+    /// @notice The lease's state commitment keccak256(abi.encode(terms, ckpt, lastReportHash)).
+    /// @param leaseId the lease
+    /// @return the commitment (0: no lease)
     function stateHash(uint256 leaseId) external view returns (bytes32);
-    /// @notice The lease's packed terms word (layout in the header) and state commitment, for many leases.
-    function leaseTerms(uint256[] calldata leaseIds) external view returns (uint256[] memory terms, bytes32[] memory stateHashes);
-    function withdrawable(address account, address token) external view returns (uint256);
-    function feeBpsFor(address provider) external view returns (uint16);
-    function liveLeaseOf(uint256 offerId) external view returns (uint256);
-    function leaseCount() external view returns (uint256);
+    /// @notice The packed terms word (layout in the header) and state commitment of many leases.
+    /// @param leaseIds the leases
+    /// @return terms their terms words (0: no lease)
+    /// @return stateHashes their commitments (0: no lease)
+    function leaseTerms(uint256[] calldata leaseIds)
+        external
+        view
+        returns (uint256[] memory terms, bytes32[] memory stateHashes);
+    /// @notice The fee and dispute configuration.
+    /// @return the configuration
+    function feeConfig() external view returns (FeeConfig memory);
+    /// @notice The challenge period in seconds.
+    /// @return the period
+    function challengePeriod() external view returns (uint32);
+    /// @notice The fee recipient.
+    /// @return the treasury
+    function treasury() external view returns (address);
+    /// @notice The CapacityRegistry the escrow uses.
+    /// @return the registry
+    function registry() external view returns (address);
+    /// @notice The Reputation contract the escrow records outcomes in.
+    /// @return the reputation contract
+    function reputation() external view returns (address);
+    /// @notice The escrow's copy of a node's attestor and power cap (what settlement checks against).
+    /// @param nodeId the node
+    /// @return attestor the node's attestor
+    /// @return maxPowerMwPerGpu the node's power cap per GPU, mW
+    function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu);
+    /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, the escrow's address).
+    /// @return the separator
+    function domainSeparator() external view returns (bytes32);
     /// @notice EIP-712 struct hash of a report (also its link in the hash chain).
-    function hashReport(MeteringReport calldata report) external view returns (bytes32);
+    /// @param r the report, flat
+    /// @return the struct hash
+    function hashReport(MeteringReport calldata r) external pure returns (bytes32);
     /// @notice EIP-712 digest of a report, as the attestor signs it.
-    function reportDigest(MeteringReport calldata report) external view returns (bytes32);
+    /// @param r the report, flat
+    /// @return the digest
+    function reportDigest(MeteringReport calldata r) external view returns (bytes32);
     /// @notice EIP-712 digest of the report in a settlement entry (the path settle uses).
+    /// @param entry one packed settlement entry
+    /// @return the digest
     function entryDigest(bytes calldata entry) external view returns (bytes32);
+}
+
+/// @dev ERC-165 id of the escrow's own interface: the XOR of every function ILeaseEscrowBase, ILeaseEscrowCore
+/// and ILeaseEscrowExtension declare. (`type(ILeaseEscrow).interfaceId` counts only the functions ILeaseEscrow
+/// declares itself, which are OpenZeppelin's.) LeaseEscrow claims it, IAccessControl and IERC165.
+bytes4 constant LEASE_ESCROW_INTERFACE_ID =
+    type(ILeaseEscrowBase).interfaceId ^ type(ILeaseEscrowCore).interfaceId ^ type(ILeaseEscrowExtension).interfaceId;
+
+/// @title ILeaseEscrow
+/// @notice The whole escrow as callers see it at one address: LeaseEscrow (ILeaseEscrowCore) with
+/// LeaseEscrowExtension (ILeaseEscrowExtension) behind its fallback, their shared ILeaseEscrowBase, and what
+/// LeaseEscrow inherits from OpenZeppelin: AccessControl (IAccessControl), EIP712 (IERC5267), ERC165 and, declared
+/// here because those contracts have no interface, Pausable, ReentrancyGuardTransient, SafeERC20 and ShortStrings
+/// members. No contract implements it (the two halves each implement theirs); the build writes its ABI as the
+/// escrow's one ABI (ledger/artifacts/ILeaseEscrow.json), which tests/contracts check is exactly the union of
+/// both contracts' ABIs but for what no caller calls by name: LeaseEscrow's constructor, its `receive` (ETH only
+/// from the registry, slashed stake; anything else reverts LeaseEscrowUnexpectedEth) and its `fallback` (which
+/// delegates every ILeaseEscrowExtension function to the extension). Declaring those here would make the type
+/// payable-only for no caller's benefit.
+interface ILeaseEscrow is ILeaseEscrowCore, ILeaseEscrowExtension, IAccessControl, IERC5267, IERC165 {
+    /// @notice The contract was paused (Pausable).
+    /// @param account the pauser
+    // slither-disable-next-line unindexed-event-address (OpenZeppelin's event, as Pausable emits it)
+    event Paused(address account);
+    /// @notice The contract was unpaused (Pausable).
+    /// @param account the pauser
+    // slither-disable-next-line unindexed-event-address (OpenZeppelin's event, as Pausable emits it)
+    event Unpaused(address account);
+
+    /// @notice The call needs the contract not paused (Pausable).
+    error EnforcedPause();
+    /// @notice The call needs the contract paused (Pausable).
+    error ExpectedPause();
+    /// @notice A nonReentrant function was entered again (ReentrancyGuardTransient).
+    error ReentrancyGuardReentrantCall();
+    /// @notice An ERC-20 transfer failed or returned false (SafeERC20).
+    /// @param token the token
+    error SafeERC20FailedOperation(address token);
+    /// @notice EIP712's name or version does not fit a short string (ShortStrings; never with this escrow's).
+    error InvalidShortString();
+    /// @notice A string is too long for a short string (ShortStrings; never with this escrow's).
+    /// @param str the string
+    error StringTooLong(string str);
+
+    /// @notice Whether the escrow is paused (Pausable; see `ILeaseEscrowExtension.pause`).
+    /// @return paused or not
+    function paused() external view returns (bool);
+    /// @notice The admin role id (AccessControl): 0x00.
+    /// @return the role id
+    // slither-disable-next-line naming-convention (the getter of a constant keeps the constant's name)
+    function DEFAULT_ADMIN_ROLE() external view returns (bytes32);
 }

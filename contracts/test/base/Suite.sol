@@ -10,7 +10,7 @@ import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
 import {ILeaseEscrow, ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
 import {MockERC20} from "../../src/test/MockERC20.sol";
 
-/// @notice Deploys the whole suite the way `ledger.deploy.deploy_suite` does (registry, reputation,
+/// @notice Deploys the whole suite the way `ledger.chain.deploy.deploy_suite` does (registry, reputation,
 /// extension, escrow, roles) plus one provider with two nodes, four offers (ETH and a MockERC20, reserved
 /// and metered) and stakes in both tokens. Actors are plain addresses driven with `vm.prank`. Settlement
 /// helpers build packed entries (ILeaseEscrow.sol's header) from EIP-712-signed reports and track every
@@ -54,7 +54,7 @@ abstract contract Suite is TestBase {
         registry = new CapacityRegistry(admin, 86_400);
         reputation = new Reputation(admin);
         LeaseEscrowExtension extension = new LeaseEscrowExtension(registry, reputation);
-        LeaseEscrow e = new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, address(extension));
+        LeaseEscrow e = LeaseEscrow(payable(_newEscrow(address(extension))));
         escrow = ILeaseEscrow(address(e));
         ext = LeaseEscrowExtension(address(e));
         registry.setEscrow(address(e));
@@ -106,6 +106,12 @@ abstract contract Suite is TestBase {
             vm.prank(provider);
             registry.safeTransferFrom(provider, reseller, offers[i], half, "");
         }
+    }
+
+    /// @dev Deploys the escrow under test with the suite's configuration (a test may install a harness that
+    /// extends LeaseEscrow instead).
+    function _newEscrow(address extension_) internal virtual returns (address) {
+        return address(new LeaseEscrow(admin, registry, reputation, treasury, CHALLENGE_S, FEE_BPS, extension_));
     }
 
     // --- helpers shared by fuzz tests and the invariant handler ------------------------------------

@@ -24,6 +24,9 @@ interface Vm {
     function label(address account, string calldata newLabel) external;
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory logs);
+    function snapshotState() external returns (uint256 snapshotId);
+    function revertToState(uint256 snapshotId) external returns (bool success);
+    function etch(address target, bytes calldata newRuntimeBytecode) external;
 }
 
 /// @notice Minimal test base: cheatcodes, assertions that revert with the failing values, invariant
