@@ -12,7 +12,7 @@ from typing import Any
 from ledger.chain.errors import ChainError, UnknownLease
 from ledger.chain.reverts import ContractRevert
 from ledger.chain.suite import LedgerChain
-from ledger.protocol.economics import LeaseStatus
+from ledger.protocol.economics import LeaseStatus, NodeFeature
 from ledger.protocol.settlement import LeaseState
 
 from .errors import NotFound, from_chain, revert_status
@@ -72,6 +72,7 @@ class ChainViews:
             "maxPowerMwPerGpu": n.max_power_mw_per_gpu,
             "region": text32(n.region),
             "active": n.active,
+            "gpm": bool(n.features & NodeFeature.GPM),
             "gpuUuidHashes": [_hex(h) for h in n.gpu_uuid_hashes],
         }
 

@@ -102,8 +102,10 @@ class Spool:
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'protocol'").fetchone()
             if row is None:
-                if self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]:
-                    row = ("1",)  # reports written before the protocol was recorded: version 1
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(lease_state)")}
+                held = self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+                if held or "cum_sm_active_ms" not in columns:
+                    row = ("1",)  # written before the protocol was recorded: version 1
                 else:
                     self._db.execute("INSERT INTO meta (key, value) VALUES ('protocol', ?)", (SPOOL_PROTOCOL,))
                     row = (SPOOL_PROTOCOL,)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS, safejson
+from ledger.protocol.samples import SAMPLE_FIELDS
 
 from ..deps import MeteringDep
 from ..errors import ApiError, ErrorResponse, READ_RESPONSES
@@ -38,7 +39,10 @@ _SUBMIT_SCHEMA: dict[str, Any] = {
         "signature": {"type": "string", "pattern": "^0x[0-9a-fA-F]{130}$"},
         "samples": {
             "type": "array",
-            "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 8, "maxItems": 8},
+            "items": {
+                "type": "array", "items": {"type": "integer", "minimum": 0},
+                "minItems": len(SAMPLE_FIELDS), "maxItems": len(SAMPLE_FIELDS),
+            },  # fmt: skip
         },
     },
 }
@@ -98,7 +102,10 @@ def _e(description: str) -> dict[str, Any]:
         404: _e("unknown_lease: node or lease unknown (indexer lag: retry)"),
         409: _e("seq_conflict | seq_gap | chain_mismatch"),
         413: _e("body too large"),
-        422: _e("samples_mismatch"),
+        422: _e(
+            "samples_mismatch | figures_mismatch (the window's figures are not what its samples give) | "
+            "window_in_future (the window ends after the chain's time + 30 s) | invalid_report (cannot settle)"
+        ),
     },
 )
 async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse:

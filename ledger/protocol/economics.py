@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Any
 
 from .errors import ProtocolError
@@ -25,6 +25,13 @@ ETH = "0x0000000000000000000000000000000000000000"
 """The token address that means native ETH (offers, leases, balances, withdrawals)."""
 
 BPS = 10_000
+
+
+class NodeFeature(IntFlag):
+    """What a node's GPUs can measure, registered on-chain with the node (``CapacityRegistry`` ``features``)."""
+
+    NONE = 0
+    GPM = 1  # SM and tensor activity (NVML GPM, Hopper and later): SM-active offers need it
 
 
 class BillingMode(IntEnum):

@@ -211,3 +211,23 @@ def test_zero_hash_is_the_first_link() -> None:
     assert b[1].report.cumBusyMs == b[0].report.busyMs + b[1].report.busyMs
     assert b[1].report.cumEnergyMj == b[0].report.energyMj + b[1].report.energyMj
     assert b[1].report.cumAllocatedMs == b[0].report.allocatedMs + b[1].report.allocatedMs == 2 * 2 * 10_000
+
+
+def test_spool_of_protocol_1_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A data directory from the protocol-1 attestor: its reports can never settle under protocol 2, and its
+    lease state lacks the new counters; the attestor refuses it rather than mixing two protocols."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE lease_state (lease_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, last_hash TEXT NOT NULL,"
+        " last_end_ms INTEGER, cum_busy_ms INTEGER NOT NULL, cum_energy_mj INTEGER NOT NULL,"
+        " cum_allocated_ms INTEGER NOT NULL, energy_baseline TEXT NOT NULL);"
+        "INSERT INTO lease_state VALUES ('7', 3, '0x00', 5, 1, 1, 1, '{}');"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(SpoolError, match="protocol-1 reports; this attestor writes protocol 2"):
+        Spool(path)
+    fresh = Spool(tmp_path / "new.sqlite")  # a new data directory is fine, and stays protocol 2 on reopen
+    fresh.close()
+    Spool(tmp_path / "new.sqlite").close()
