@@ -18,15 +18,16 @@ from ..services.metering import MAX_PROOFS_PER_REQUEST, SampleProof
 
 router = APIRouter(tags=["metering"])
 
+_UINT: dict[str, Any] = {
+    "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,78}$"}],
+    "description": "64- and 256-bit integers are decimal strings (JavaScript numbers stop at 2^53); narrower "
+    "ones numbers; either is read",
+}
 _REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [name for name, _ in REPORT_FIELDS],
     "properties": {
-        name: (
-            {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
-            if typ == "bytes32"
-            else {"type": "integer", "minimum": 0}
-        )
+        name: {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"} if typ == "bytes32" else _UINT
         for name, typ in REPORT_FIELDS
     },
 }
@@ -40,7 +41,7 @@ _SUBMIT_SCHEMA: dict[str, Any] = {
         "samples": {
             "type": "array",
             "items": {
-                "type": "array", "items": {"type": "integer", "minimum": 0},
+                "type": "array", "items": _UINT,
                 "minItems": len(SAMPLE_FIELDS), "maxItems": len(SAMPLE_FIELDS),
             },  # fmt: skip
         },
@@ -70,7 +71,7 @@ class ReportEntry(BaseModel):
     reportHash: str
     nodeId: int
     status: str = Field(description="accepted | queued | settled | superseded | rejected")
-    samples: list[list[int]] | None = None
+    samples: list[list[int | str]] | None = None
 
 
 class ReportPage(BaseModel):
@@ -80,7 +81,7 @@ class ReportPage(BaseModel):
 
 class SampleProofOut(BaseModel):
     index: int
-    sample: list[int]
+    sample: list[int | str]
     leaf: str
     proof: list[str]
     root: str

@@ -150,11 +150,12 @@ class MeteringReport:
         return tuple(getattr(self, name) for name, _ in REPORT_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-safe dict: integers as numbers, bytes32 as 0x-hex."""
+        """JSON-safe dict: bytes32 as 0x-hex; integers as :func:`json_uint` writes them (uint64 and uint256 as
+        decimal strings, since JavaScript numbers lose digits above 2^53; narrower ones as numbers)."""
         out: dict[str, Any] = {}
         for name, typ in REPORT_FIELDS:
             v = getattr(self, name)
-            out[name] = "0x" + bytes(v).hex() if typ == "bytes32" else v
+            out[name] = "0x" + bytes(v).hex() if typ == "bytes32" else json_uint(v, typ)
         return out
 
     @classmethod
@@ -168,15 +169,33 @@ class MeteringReport:
             if typ == "bytes32":
                 kwargs[name] = hex_to_bytes32(v, name)
             else:
-                if isinstance(v, str) and v.isdigit():
-                    v = int(v)
-                if not isinstance(v, int) or isinstance(v, bool):
-                    raise ProtocolError(f"{name} must be an integer")
-                kwargs[name] = v
+                kwargs[name] = uint_of_json(v, name)
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> "MeteringReport":
         return replace(self, **changes)
+
+
+JSON_STRING_BITS = 53
+"""Integers of a type wider than this many bits travel in JSON as decimal strings (JavaScript's numbers are
+exact only up to 2^53); narrower ones as numbers. Readers accept either for any width."""
+
+
+def json_uint(value: int, typ: str) -> int | str:
+    """An integer of ABI type ``typ`` as the protocol's JSON writes it."""
+    return str(value) if _UINT_BITS[typ] > JSON_STRING_BITS else value
+
+
+def uint_of_json(value: Any, name: str = "value") -> int:
+    """An integer from JSON: a number, or a string of decimal digits (no sign, no spaces, at most 78 digits);
+    :class:`ProtocolError` otherwise."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()) or len(value) > 78:
+            raise ProtocolError(f"{name} must be an integer or a string of decimal digits")
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{name} must be an integer")
+    return value
 
 
 def hex_to_bytes32(value: Any, name: str = "value") -> bytes:

@@ -105,17 +105,25 @@ class Sample:
             self.flags,
         )
 
-    def to_list(self) -> list[int]:
-        return list(self.values())
+    def to_list(self) -> list[int | str]:
+        """The sample as JSON carries it: its values in leaf order, the 64-bit ones (``tsMs``, ``energyMj``)
+        as decimal strings (JavaScript numbers are exact only up to 2^53)."""
+        return [str(v) if UINT_BITS[t] > 53 else v for v, t in zip(self.values(), SAMPLE_LEAF_TYPES)]
 
     @classmethod
-    def from_values(cls, values: Sequence[int]) -> "Sample":
+    def from_values(cls, values: Sequence[int | str]) -> "Sample":
+        """From its values in leaf order (integers, or strings of decimal digits as :meth:`to_list` writes
+        the wide ones); :class:`ProtocolError` names the field that does not fit."""
         if len(values) != len(SAMPLE_LEAF_TYPES):
             raise ProtocolError(f"a sample has {len(SAMPLE_LEAF_TYPES)} fields, got {len(values)}")
+        out = []
         for v, (name, t) in zip(values, SAMPLE_FIELDS):
+            if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 20:
+                v = int(v)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 1 << UINT_BITS[t]:
                 raise ProtocolError(f"sample field {name}={v!r} does not fit {t}")
-        return cls(*values)
+            out.append(v)
+        return cls(*out)
 
 
 assert tuple(f.name for f in fields(Sample)) == SAMPLE_FIELD_NAMES
