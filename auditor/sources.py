@@ -25,7 +25,16 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 
-from ledger.protocol import ZERO_HASH, MeteringReport, ProtocolError, Sample, hex_to_bytes32, report_struct_hash, safejson
+from ledger.protocol import (
+    SAMPLE_FIELD_NAMES,
+    ZERO_HASH,
+    MeteringReport,
+    ProtocolError,
+    Sample,
+    hex_to_bytes32,
+    report_struct_hash,
+    safejson,
+)
 from ledger.protocol.economics import BillingMode, LeaseMoney, Settlement, TopUp, fold_lease
 from ledger.protocol.errors import LedgerError
 from ledger.protocol.settlement import commitment, initial_ckpt
@@ -42,6 +51,12 @@ from .core import (
 
 if TYPE_CHECKING:  # the chain reader imports web3 only when it is used
     from ledger.chain.suite import LedgerChain
+
+
+DEFAULT_SAMPLE_PERIOD_MS = 18_000
+"""The attestor's sampling period when a source does not say (protocol v2's default policy,
+``attestor.meter.SamplingPolicy``; the report's configHash commits to it but cannot be inverted). It sets
+the gap tolerance (half a period) of ``samples.gaps``: a source should send the node's own."""
 
 
 class AuditSourceError(AuditError):
@@ -91,15 +106,14 @@ def _b32(value: Any, name: str) -> bytes:
 
 
 def _billing(value: Any) -> BillingMode:
+    """The billing mode from its API name (``reserved``, ``metered``, ``sm_active``; any case, ``-`` for
+    ``_``) or the contract's number (0, 1, 2)."""
     if isinstance(value, str) and not value.isdigit():
-        try:
-            return BillingMode[value.upper()]
-        except KeyError as e:
-            raise AuditSourceError(f"unknown billingMode {value!r}") from e
+        value = value.strip().replace("-", "_")
     try:
-        return BillingMode(int(value))
-    except (TypeError, ValueError) as e:
-        raise AuditSourceError(f"unknown billingMode {value!r}") from e
+        return BillingMode.parse(value)
+    except ProtocolError as e:
+        raise AuditSourceError(f"unknown billingMode {value!r} (known: reserved, metered, sm_active)") from e
 
 
 def _order(d: Mapping[str, Any]) -> tuple[int, int]:
@@ -125,16 +139,26 @@ def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
             pricePerGpuSecond=_int(d, "pricePerGpuSecond"),
             billingMode=_billing(d.get("billingMode")),
             maxPowerMwPerGpu=_int(d, "maxPowerMwPerGpu"),
-            samplePeriodMs=_int(d, "samplePeriodMs", 1000),
+            samplePeriodMs=_int(d, "samplePeriodMs", DEFAULT_SAMPLE_PERIOD_MS),
             gpuIndices=None if gpu_indices is None else tuple(int(i) for i in gpu_indices),
             token=d.get("token"),
         )
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise AuditSourceError(f"lease JSON lacks {e}") from e
+    except (TypeError, ValueError) as e:
+        raise AuditSourceError(f"lease JSON is malformed: {e}") from e
 
 
-# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args).
-_CKPT_FIELDS: tuple[str, ...] = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "windowEndMs", "settledAt")
+# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args; protocol v2:
+# seq32 | busy48 | alloc48 | energy48 | smActive48 | settledAt32, ``ledger.protocol.settlement.Checkpoint``).
+_CKPT_FIELDS: tuple[str, ...] = (
+    "seq",
+    "cumBusyMs",
+    "cumAllocatedMs",
+    "cumEnergyMj",
+    "cumSmActiveMs",
+    "settledAt",
+)
 
 
 def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
@@ -142,7 +166,8 @@ def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
     ``charged``, and where it is in the chain (``block``, ``logIndex``, ``recordIndex``, ``txHash``).
 
     When both the word and fields are given they must agree; anything else the bridge adds (a derived
-    ``billableDelta``, the report's ``samplesRoot``) is not evidence and is ignored: the auditor derives it.
+    ``billableDelta``, the report's ``samplesRoot``, a protocol v1 ``windowEndMs``, which the v2 word no
+    longer carries) is not evidence and is ignored: the auditor derives it.
     """
     order = (_int(s, "block", 0), _int(s, "logIndex", 0), _int(s, "recordIndex", 0))
     report_hash = _b32(s.get("reportHash"), "reportHash")
@@ -164,7 +189,7 @@ def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
         cumBusyMs=_int(s, "cumBusyMs"),
         cumAllocatedMs=_int(s, "cumAllocatedMs"),
         cumEnergyMj=_int(s, "cumEnergyMj"),
-        windowEndMs=_int(s, "windowEndMs"),
+        cumSmActiveMs=_int(s, "cumSmActiveMs"),
         settledAt=_int(s, "settledAt"),
         order=order,
         txHash=tx,
@@ -187,7 +212,7 @@ def settlement_to_json(st: Settlement) -> dict[str, Any]:
         "cumBusyMs": st.cumBusyMs,
         "cumAllocatedMs": st.cumAllocatedMs,
         "cumEnergyMj": st.cumEnergyMj,
-        "windowEndMs": st.windowEndMs,
+        "cumSmActiveMs": st.cumSmActiveMs,
         "settledAt": st.settledAt,
         "block": order[0],
         "logIndex": order[1],
@@ -212,8 +237,10 @@ def money_from_json(m: Mapping[str, Any] | None) -> LeaseMoney | None:
 
 
 def sample_from_json(values: Any) -> Sample:
+    """A sample as the wire carries it: the list of its values in ``SAMPLE_FIELD_NAMES`` order (protocol v2:
+    13 integers)."""
     if not isinstance(values, list):
-        raise AuditSourceError("a sample must be a list of 8 integers")
+        raise AuditSourceError(f"a sample must be a list of {len(SAMPLE_FIELD_NAMES)} integers")
     try:
         return Sample.from_values(values)
     except ProtocolError as e:
@@ -456,7 +483,7 @@ class ChainLeaseReader:
     commitment, or the lease is not audited (:class:`AuditSourceError`).
     """
 
-    def __init__(self, chain: "LedgerChain", *, sample_period_ms: int = 1000) -> None:
+    def __init__(self, chain: "LedgerChain", *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS) -> None:
         self._chain = chain
         self._period = sample_period_ms
         self._by_lease: dict[int, list[Any]] | None = None
@@ -464,7 +491,9 @@ class ChainLeaseReader:
         self._block_ms: dict[int, int] = {}
 
     @classmethod
-    def connect(cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = 1000) -> "ChainLeaseReader":
+    def connect(
+        cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS
+    ) -> "ChainLeaseReader":
         """A reader over JSON-RPC for the deployment recorded in ``deployment`` (``ledger.chain.deployment``)."""
         from ledger.chain.backends import connect
         from ledger.chain.deployment import Deployment
@@ -541,7 +570,7 @@ class ChainLeaseReader:
             startMs=info.start_ms,
             endMs=info.end_ms,
             pricePerGpuSecond=info.price_per_gpu_second,
-            billingMode=BillingMode(int(info.billing_mode)),
+            billingMode=_billing(int(info.billing_mode)),
             maxPowerMwPerGpu=node.max_power_mw_per_gpu,
             samplePeriodMs=self._period,
             gpuIndices=tuple(offer.gpu_indices),
