@@ -89,10 +89,10 @@ def test_honest_lease_has_the_v2_shape(honest: FakeLease) -> None:
         mine = [s for s in rows if s.gpuIndex == g]
         assert all(a.tsMs == b.tsMs - b.intervalMs for a, b in zip(mine, mine[1:]))
         assert mine[0].tsMs - mine[0].intervalMs < LEASE_START_MS < mine[0].tsMs
-        read = [s for s in mine if not s.flags & UNREAD]
-        assert [s.tsMs for s in read] == [mine[0].tsMs] + [r.windowEndMs - (r.windowEndMs - s.tsMs) for r, s in
-                                                            zip(reports, read[1:])]  # fmt: skip
-        assert len(read) == 7 and all(s.energyMj == 0 for s in mine if s.flags & UNREAD)
+        # the counter is read at the lease's first collect and at each window's last one, nowhere else
+        boundary = {mine[0].tsMs} | {max(s.tsMs for s in sr.samples or () if s.gpuIndex == g) for sr in honest.reports}
+        assert {s.tsMs for s in mine if not s.flags & UNREAD} == boundary and len(boundary) == 7
+        assert all(s.energyMj == 0 for s in mine if s.flags & UNREAD)
     assert all(r.smActiveMs < r.busyMs <= r.allocatedMs for r in reports)
 
 
@@ -435,7 +435,6 @@ def test_energy_is_counter_growth_between_window_boundary_readings(honest: FakeL
     rows = [s for sr in honest.reports for s in sr.samples or ()]
     for g in (0, 1):
         read = _readings(rows, g)
-        assert sum(sr.report.energyMj for sr in honest.reports) >= read[-1].energyMj - read[0].energyMj
         truth = honest.driver.gpus[g].true_energy_mj(read[0].tsMs * 1000, read[-1].tsMs * 1000)
         assert abs((read[-1].energyMj - read[0].energyMj) - truth) <= MAX_MW * 250 // 1000  # read ≤ 250 ms later
     total = sum(_readings(rows, g)[-1].energyMj - _readings(rows, g)[0].energyMj for g in (0, 1))
