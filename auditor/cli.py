@@ -100,6 +100,11 @@ def format_usage(usage: LeaseUsage) -> str:
     lines.append(
         f"billing basis: {BILLING_BASIS[usage.billingMode]}: {_gpu_s(usage.billableMs)} GPU-s billable by the reports"
     )
+    if any((w.sm_share_of_busy_bps or 0) > 10_000 for w in usage.windows):
+        lines.append(
+            "note: SM-active time above busy time where utilization samples were lost (busy time counts only "
+            "the covered part) or GPM and the driver's utilization periods do not line up"
+        )
     for name, words in describe_flags(usage.flags):
         lines.append(f"flag {name}: {words}")
     return "\n".join(lines)

@@ -171,7 +171,9 @@ def _usage_table(usage: LeaseUsage) -> str:
         f'<p class="meta">billing basis: {html.escape(BILLING_BASIS[usage.billingMode])} — '
         f"{_gpu_s(usage.billableMs)} GPU-s billable by the reports. SM-active time is GPM's SM activity × time: "
         "SMs work only while a kernel runs, so it sits at or below busy time; a low share means kernels that "
-        "keep the GPU busy while using few of its SMs.</p>"
+        "keep the GPU busy while using few of its SMs. Above 100 %: utilization samples were lost (UTIL_HOLE: "
+        "busy time counts only the covered part, SM activity the whole interval) or GPM and the driver's "
+        "utilization periods do not line up over a short window.</p>"
     )
     explained = describe_flags(usage.flags)
     if explained:

@@ -386,6 +386,8 @@ def test_usage_names_flags_in_words_and_sm_active_billing() -> None:
     text = format_usage(lease_usage(holey.input))
     assert "billing basis: SM-active GPU time" in text
     assert "flag UTIL_HOLE: the driver's utilization buffer lost samples" in text and "not billed" in text
+    assert "note: SM-active time above busy time where utilization samples were lost" in text  # a full GPU, holes
+    assert "note:" not in format_usage(lease_usage(make_lease(2, settle_at=()).input))
     text2 = format_usage(lease_usage(polled.input))
     assert "flag UTIL_POLLED: no utilization buffer on this GPU" in text2
     assert "flag NO_GPM: the GPU has no GPM (pre-Hopper)" in text2
