@@ -75,6 +75,13 @@ class AuditSource(Protocol):
 
 # --- wire parsing (shared by every source) -------------------------------------------------------------
 
+_MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+"""What reading a document of the wrong shape raises (a list where an object belongs, a missing key, ...)."""
+
+
+def _malformed(what: str, e: Exception) -> AuditSourceError:
+    return AuditSourceError(f"{what} is not in the documented format ({type(e).__name__}: {e})")
+
 
 def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
     v = data.get(key, default)
@@ -330,6 +337,12 @@ class ApiSource:
             raise AuditSourceError(f"GET {path}: not JSON") from e
 
     def lease_ids(self) -> list[int]:
+        try:
+            return self._lease_ids()
+        except _MALFORMED as e:
+            raise _malformed("the bridge's lease list", e) from e
+
+    def _lease_ids(self) -> list[int]:
         out: list[int] = []
         cursor: Any = None
         while True:
@@ -341,6 +354,12 @@ class ApiSource:
                 return out
 
     def reports(self, lease_id: int, *, samples: bool = True) -> list[SignedReport]:
+        try:
+            return self._reports(lease_id, samples)
+        except _MALFORMED as e:
+            raise _malformed(f"the bridge's reports of lease {lease_id}", e) from e
+
+    def _reports(self, lease_id: int, samples: bool) -> list[SignedReport]:
         out: list[SignedReport] = []
         from_seq: int | None = 1
         while from_seq is not None:
@@ -370,6 +389,12 @@ class ApiSource:
         return got
 
     def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
+        try:
+            return self._load(lease_id, spot_check_k)
+        except _MALFORMED as e:
+            raise _malformed(f"the bridge's answer for lease {lease_id}", e) from e
+
+    def _load(self, lease_id: int, spot_check_k: int | None) -> AuditInput:
         lease = self._get(f"/v1/leases/{lease_id}")
         terms = terms_from_json(lease)
         if spot_check_k is None:
@@ -424,7 +449,7 @@ class ArchiveSource:
                         continue
                     try:
                         sr = report_from_json(safejson.loads(line))
-                    except (ValueError, AuditSourceError) as e:
+                    except (*_MALFORMED, AuditSourceError) as e:
                         raise AuditSourceError(f"{path.name}:{lineno}: {e}") from e
                     self._by_lease.setdefault(sr.report.leaseId, []).append(sr)
         except OSError as e:

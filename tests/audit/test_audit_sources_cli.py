@@ -398,3 +398,30 @@ def test_usage_names_flags_in_words_and_sm_active_billing() -> None:
         assert f"<tr><td>{name}</td><td>" in page
     assert "sm_active (SM-active GPU time" in page
     assert page.count('class="sm"') == 2  # the GPM-less node has no SM line to draw
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/v1/leases/42", [1, 2], "lease JSON is malformed"),
+        ("/v1/leases/42", {"leaseId": 42}, "lease JSON lacks 'attestors'"),
+        ("/v1/audit/leases", {"leases": [7]}, "the bridge's lease list is not in the documented format"),
+        ("/v1/leases/42/reports", {"reports": [{"report": []}]}, "malformed report"),
+    ],
+)
+def test_api_source_answer_of_the_wrong_shape_is_a_source_error(
+    leases: dict[int, AuditInput], path: str, body: Any, message: str
+) -> None:
+    """A bridge answering JSON of another shape gets a named error, never a stack trace."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path:
+            return httpx.Response(200, json=body)
+        if request.url.path == "/v1/leases/42":
+            return httpx.Response(200, json=lease_json(leases[42]))
+        return httpx.Response(200, json={"reports": [], "nextFromSeq": None})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://bridge") as client:
+        src = ApiSource(client=client)
+        with pytest.raises(AuditSourceError, match=message):
+            src.lease_ids() if path == "/v1/audit/leases" else src.load(42)
