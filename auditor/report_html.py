@@ -84,7 +84,9 @@ def gpu_plot(
     util = _downsample(
         [(s.tsMs, s.busyMs * 10_000 // s.coveredMs) for s in rows if not s.flags & _UTIL_INVALID and s.coveredMs]
     )
-    sm = _downsample([(s.tsMs, s.smActiveMs * 10_000 // s.intervalMs) for s in rows if not s.flags & _SM_INVALID])
+    sm = _downsample(
+        [(s.tsMs, s.smActiveMs * 10_000 // s.intervalMs) for s in rows if not s.flags & _SM_INVALID and s.intervalMs]
+    )
     power = _downsample([(s.tsMs, s.powerMw) for s in rows if not s.flags & _POWER_INVALID])
     p_max = max([max_power_mw] + [v for _, v in power])
     plot_w = _W - _PAD_L - _PAD_R

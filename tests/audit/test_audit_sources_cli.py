@@ -425,3 +425,16 @@ def test_api_source_answer_of_the_wrong_shape_is_a_source_error(
         src = ApiSource(client=client)
         with pytest.raises(AuditSourceError, match=message):
             src.lease_ids() if path == "/v1/audit/leases" else src.load(42)
+
+
+def test_html_report_of_malformed_samples_still_renders() -> None:
+    """The report is written for failing leases too: a sample with an empty interval fails the audit and is
+    drawn without dividing by it."""
+    fl = make_lease(1, settle_at=())
+    samples = list(fl.reports[0].samples or ())
+    samples[0] = dataclasses.replace(samples[0], intervalMs=0, coveredMs=0, busyMs=0, smActiveMs=0, tensorActiveMs=0)
+    inp = fl.with_reports([dataclasses.replace(fl.reports[0], samples=tuple(samples))])
+    v = verify_lease(inp)
+    assert ("samples.root", 1) in v.failed()
+    page = render_html([(inp, v)])
+    assert page.count("<svg") == 2 and "FAILED" in page
