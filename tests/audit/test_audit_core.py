@@ -170,7 +170,9 @@ def test_verify_lease_time_beyond_capacity_fails_window_capacity() -> None:
     # after it; and every checkpoint from report 2 on billed more GPU time than had passed (the fixture's chain
     # paid it: LeaseEscrow's own capacity bound would have refused it)
     assert v.failed() == (
-        {("aggregates", 2)} | {("window.capacity", s) for s in range(2, 7)} | {("settlement.billable", s) for s in (2, 4, 6)}
+        {("aggregates", 2)}
+        | {("window.capacity", s) for s in range(2, 7)}
+        | {("settlement.billable", s) for s in (2, 4, 6)}
     )
     detail = next(r.detail for r in v.failures if r.check == "window.capacity" and r.report_seq == 2)
     assert "GPU-ms its GPUs' intervals can span in this window" in detail and "cumAllocatedMs" in detail
@@ -593,8 +595,7 @@ def test_gpu_without_gpm_passes_and_bills_no_sm_time() -> None:
     assert v.ok, v.failures
     gpu0 = [s for s in rows if s.gpuIndex == 0]
     clipped = [  # GPU 0's SM time, its first interval clipped to the lease; none from GPU 1
-        s.smActiveMs if s.tsMs - s.intervalMs >= LEASE_START_MS else s.smActiveMs * (s.tsMs - LEASE_START_MS) // s.intervalMs
-        for s in gpu0
+        s.smActiveMs * min(s.intervalMs, s.tsMs - LEASE_START_MS) // s.intervalMs for s in gpu0
     ]
     assert fl.reports[-1].report.cumSmActiveMs == sum(clipped) > 0
 
@@ -702,8 +703,8 @@ def test_verify_lease_ckpt_billable_counter_not_the_reports_fails_checkpoint_and
     r4, r6 = honest.reports[3].report, honest.reports[5].report
     delta = r6.cumAllocatedMs - r4.cumAllocatedMs
     assert (
-        f"the chain billed {delta + 1000} GPU-ms (ckpt {r6.cumAllocatedMs + 1000} − {r4.cumAllocatedMs}), the reports "
-        f"{delta}" in details["settlement.billable"]
+        f"the chain billed {delta + 1000} GPU-ms (ckpt {r6.cumAllocatedMs + 1000} − {r4.cumAllocatedMs}), "
+        f"the reports {delta}" in details["settlement.billable"]
     )
     assert f"(at most {2 * (r6.windowEndMs - LEASE_START_MS)})" in details["settlement.billable"]
 
@@ -751,7 +752,8 @@ def test_verify_lease_chain_billing_more_time_than_elapsed_fails_settlement_bill
     assert ("settlement.billable", 2) in v.failed()
     detail = next(r.detail for r in v.failures if r.check == "settlement.billable" and r.report_seq == 2)
     elapsed = r2.windowEndMs - LEASE_START_MS
-    assert f"{2 * r2.cumAllocatedMs} GPU-ms billed by {elapsed} ms into the lease on 2 GPUs (at most {2 * elapsed})" in detail
+    want = f"{2 * r2.cumAllocatedMs} GPU-ms billed by {elapsed} ms into the lease on 2 GPUs (at most {2 * elapsed})"
+    assert want in detail
     assert {c for c, _ in v.failed()} == {"settlement.checkpoint", "settlement.billable"}
 
 

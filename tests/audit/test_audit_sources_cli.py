@@ -274,7 +274,8 @@ def test_audit_cli_json_is_one_object(bridge_url: str, capsys: pytest.CaptureFix
     assert usage["busyMs"] == sum(w["busyMs"] for w in usage["windows"]) > usage["smActiveMs"] > 0
     assert usage["smShareOfBusyBps"] == usage["smActiveMs"] * 10_000 // usage["busyMs"]
     assert usage["billableMs"] == usage["allocatedMs"]
-    assert usage["flags"] == [{"flag": "SIMULATED", "meaning": "readings come from a simulated GPU driver, not hardware"}]
+    simulated = {"flag": "SIMULATED", "meaning": "readings come from a simulated GPU driver, not hardware"}
+    assert usage["flags"] == [simulated]
 
 
 def test_audit_cli_spot_check_verifies_proofs(bridge_url: str, capsys: pytest.CaptureFixture[str]) -> None:
