@@ -159,14 +159,13 @@ _SENTINELS: tuple[tuple[str, int], ...] = (
     ("energyMj", _U64_MAX),
     ("memUsedMiB", _U32_MAX),
 )
-_LOST = int(ReportFlag.GPU_LOST)
 _POWER_INVALID = int(ReportFlag.GPU_LOST | SampleField.POWER)
 _ENERGY_INVALID = int(ReportFlag.GPU_LOST | SampleField.ENERGY | SampleField.ENERGY_UNREAD)
 _UTIL_INVALID = int(ReportFlag.GPU_LOST | SampleField.GPU_UTIL)
 _SM_INVALID = int(ReportFlag.GPU_LOST | SampleField.SM_ACTIVE)
 _POLLED = int(ReportFlag.UTIL_POLLED)
-_KNOWN_REPORT_BITS = int(sum(int(f) for f in ReportFlag))
-_KNOWN_FIELD_BITS = int(sum(int(f) for f in SampleField)) & ~int(SampleField.MEM_UTIL)
+_MEM_UTIL = int(SampleField.MEM_UTIL)  # protocol v1's memory utilization; no v2 sample sets it
+_KNOWN_BITS = int(sum(int(f) for f in ReportFlag)) | int(sum(int(f) for f in SampleField)) & ~_MEM_UTIL
 # which sample figures must be 0 when a SampleField bit marks them missing
 _MISSING_MEANS_ZERO: tuple[tuple[int, tuple[str, ...]], ...] = (
     (int(SampleField.GPU_UTIL), ("coveredMs", "busyMs", "utilSamples")),
@@ -785,11 +784,11 @@ def _sample_problems(smp: Sample, report_flags: int) -> list[str]:
             nonzero = [f"{nm}={getattr(smp, nm)}" for nm in names if getattr(smp, nm)]
             if nonzero:
                 out.append(f"marks {SampleField(bit).name} missing but gives {', '.join(nonzero)}")
-    if f & SampleField.MEM_UTIL:
+    if f & _MEM_UTIL:
         out.append("flags MEM_UTIL, a protocol v1 field")
-    unknown = (f & REPORT_FLAG_MASK & ~_KNOWN_REPORT_BITS) | (f & ~REPORT_FLAG_MASK & ~_KNOWN_FIELD_BITS)
-    if unknown & ~int(SampleField.MEM_UTIL):
-        out.append(f"unknown flag bits {unknown & ~int(SampleField.MEM_UTIL):#x}")
+    unknown = f & ~_KNOWN_BITS & ~_MEM_UTIL
+    if unknown:
+        out.append(f"unknown flag bits {unknown:#x}")
     if f & ReportFlag.NO_GPM and not f & SampleField.SM_ACTIVE:
         out.append("NO_GPM (the GPU cannot measure SM activity) without SM activity marked missing")
     report_bits = f & REPORT_FLAG_MASK
