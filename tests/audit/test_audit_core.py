@@ -195,6 +195,29 @@ def test_verify_lease_dropped_report_between_checkpoints_fails_chain_seq(honest:
     assert v.failures[0].detail == "report 3 missing before report 4"
 
 
+def test_verify_lease_after_a_missing_report_compares_energy_only_where_the_baseline_is_known() -> None:
+    """Report 3 is missing: report 4's energy cannot be re-derived. GPU 1's counter could not be read in
+    window 4 either, so in window 5 only GPU 0 has a known baseline: the auditor does not compare a figure
+    it cannot form (the attestor counted GPU 1 from its reading in window 3), and fails nothing for it."""
+
+    def unreadable(seq: int, samples: list[Sample]) -> list[Sample]:
+        if seq != 4:
+            return samples
+        missing = int(SampleField.ENERGY)
+        return [
+            dataclasses.replace(s, energyMj=0, flags=s.flags | missing)
+            if s.gpuIndex == 1 and not s.flags & UNREAD
+            else s
+            for s in samples
+        ]
+
+    fl = make_lease(sample_hook=unreadable)
+    v = verify_lease(fl.with_reports([sr for sr in fl.reports if sr.report.seq != 3]))
+    assert v.failed() == {("chain.seq", 4)}
+    # with every report there, the same energy is re-derived exactly
+    assert verify_lease(fl.input).ok
+
+
 def test_verify_lease_report_paid_twice_fails_settlement_duplicate(honest: FakeLease) -> None:
     st = list(honest.input.settlements)
     again = dataclasses.replace(st[1], order=(st[1].order[0], 1))
