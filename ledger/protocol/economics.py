@@ -46,7 +46,7 @@ class BillingMode(IntEnum):
 
     @property
     def label(self) -> str:
-        """The name the HTTP API uses (``reserved``, ``metered``)."""
+        """The name the HTTP API uses (``reserved``, ``metered``, ``sm_active``)."""
         return self.name.lower()
 
     @classmethod
@@ -56,7 +56,7 @@ class BillingMode(IntEnum):
             return value
         if isinstance(value, str) and not value.isdigit():
             try:
-                return cls[value.upper()]
+                return cls[value.upper().replace("-", "_")]
             except KeyError as e:
                 raise ProtocolError(f"unknown billing mode {value!r}") from e
         try:

@@ -32,8 +32,9 @@ follow one another over the whole lease without overlapping, so every instant co
    ``part = max(0, hi − lo)``; a figure ``x`` of the sample counts as ``x × part // intervalMs`` (all of it
    when the interval lies inside the lease).
 4. A gap: time from ``max(window_start_ms, lease_start_ms)`` to a GPU's last sample's ``tsMs`` not inside
-   any of its samples' intervals, for more than ``gap_tolerance_ms`` in one stretch, sets ``SAMPLE_GAP``.
-   Such time is in no figure below: it is never billed.
+   any of its samples' intervals, for more than ``gap_tolerance_ms`` in one stretch, sets ``SAMPLE_GAP``;
+   so does, when ``gpu_indices`` is given, a GPU of the lease with no sample at all in a window longer than
+   ``gap_tolerance_ms`` (from that same start). Such time is in no figure below: it is never billed.
 5. A sample flagged ``GPU_LOST`` counts nothing below (it is still committed).
 6. ``allocatedMs = Σ share(coveredMs)``: GPU time the driver's utilization samples vouch for.
 7. ``busyMs = Σ share(busyMs)``, ``smActiveMs = Σ share(smActiveMs)``, ``tensorActiveMs = Σ
@@ -210,6 +211,9 @@ def aggregate_window(
         if last is not None:
             baseline_out[gpu] = last
         ends_out[gpu] = prev_ts
+
+    if allowed is not None and window_end_ms - gap_from > tolerance and not allowed <= per_gpu.keys():
+        flags |= ReportFlag.SAMPLE_GAP  # a GPU of the lease with no sample in the whole window
 
     return WindowFigures(
         busyMs=busy,

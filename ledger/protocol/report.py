@@ -4,8 +4,7 @@ Everything here is shared by the attestor (which builds and signs reports), the 
 submits them), the bridge (which checks and stores them) and auditors (which re-derive them). Integers
 only: no float is ever hashed, signed or paid.
 
-Units: times are unix milliseconds, energy millijoules, power milliwatts, utilization basis points
-(0..10_000), memory MiB.
+Units: times are unix milliseconds (durations ms), energy millijoules, power milliwatts, memory MiB.
 
 The EIP-712 domain is name ``ComputeLedger``, version ``2`` (the protocol's version: version 2 brought
 interval samples from the driver's own buffers, SM activity and the SM-active billing basis), the chain id
@@ -35,12 +34,12 @@ class ReportFlag(IntFlag):
 
     NONE = 0
     ENERGY_RESET = 1 << 0  # the energy counter went backwards: a new epoch began inside the window
-    SAMPLE_GAP = 1 << 1  # at least one sampling period was missed
+    SAMPLE_GAP = 1 << 1  # some time of the window is in no sample's interval (the attestor was down), not billed
     FIELD_NOT_SUPPORTED = 1 << 2  # some NVML field answered NotSupported: recorded as missing, not zero
-    SIMULATED = 1 << 3  # readings come from the simulated GPU source, not from hardware
+    SIMULATED = 1 << 3  # readings come from the simulated driver (attestor.simdriver), not from hardware
     GPU_LOST = 1 << 4  # a GPU of the lease stopped answering (fell off the bus, XID 79, ...)
     ECC_ERROR = 1 << 5  # uncorrected ECC errors were seen
-    CLOCK_ADJUSTED = 1 << 6  # the wall clock jumped; windows are still closed on monotonic time
+    CLOCK_ADJUSTED = 1 << 6  # the clock the driver stamps with stepped back: an overlapping interval was dropped
     UTIL_HOLE = 1 << 7  # the driver's utilization buffer lost samples (read too late): that time is not covered
     UTIL_POLLED = 1 << 8  # no utilization buffer: busy time comes from polling util.gpu (aliases with periodic loads)
     NO_GPM = 1 << 9  # the GPU has no GPM (pre-Hopper): SM and tensor activity are not measured

@@ -37,7 +37,7 @@ class SampleField(IntFlag):
 
     NONE = 0
     GPU_UTIL = 1 << 16  # coveredMs, busyMs and utilSamples are unknown
-    MEM_UTIL = 1 << 17  # (protocol v1; unused since v2)
+    MEM_UTIL = 1 << 17  # protocol 1 only: a protocol-2 sample never sets it (auditors refuse one that does)
     POWER = 1 << 18  # powerMw is unknown
     ENERGY = 1 << 19  # energyMj could not be read
     MEM_USED = 1 << 20  # memUsedMiB is unknown

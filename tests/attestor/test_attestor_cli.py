@@ -38,7 +38,7 @@ def test_cli_run_once_with_static_leases_spools_and_status_reports_it(
     cfg = tmp_path / "attestor.toml"
     cfg.write_text(
         f'node_id = 4\nchain_id = 31337\nescrow = "0x5FbDB2315678afecb367f032d315f642f64180aa"\n'
-        f"sample_period_ms = 20\nwindow_ms = 100\n"
+        f"sample_period_ms = 250\nwindow_ms = 500\n"
         f"[[leases]]\nlease_id = 11\ngpu_indices = [0, 1]\nstart_ms = {now - 1000}\nend_ms = {now + 3_600_000}\n"
     )
     data = tmp_path / "data"

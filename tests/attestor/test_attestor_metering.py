@@ -192,3 +192,12 @@ def test_aggregate_is_independent_of_sample_order() -> None:
     a = aggregate_window(rows, W0, W0 + 7 * P, P, energy_baseline={0: 0})
     b = aggregate_window(list(reversed(rows)), W0, W0 + 7 * P, P, energy_baseline={0: 0})
     assert a == b
+
+
+def test_aggregate_a_lease_gpu_without_any_sample_is_a_gap() -> None:
+    rows = [s(0, W0 + k * P) for k in range(1, 4)]
+    assert aggregate_window(rows, W0, W0 + 3 * P, P, gpu_indices=[0]).flags == 0
+    f = aggregate_window(rows, W0, W0 + 3 * P, P, gpu_indices=[0, 1])
+    assert f.flags & ReportFlag.SAMPLE_GAP and f.allocatedMs == 3 * P
+    short = aggregate_window([s(0, W0 + 400, interval=400)], W0, W0 + 400, P, gpu_indices=[0, 1])
+    assert not short.flags & ReportFlag.SAMPLE_GAP  # a window shorter than the tolerance: nothing missed

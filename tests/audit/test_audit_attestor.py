@@ -185,11 +185,11 @@ def test_attestor_reports_pass_every_check(tmp_path: Path, workloads: list[Workl
     assert inp.reports[0].report.windowStartMs == LEASE.start_ms
 
 
-def test_attestor_default_policy_over_five_minutes_passes(tmp_path: Path) -> None:
-    """The attestor's own defaults: an 18 s sample period, 90 s windows."""
+def test_attestor_default_policy_over_ten_minutes_passes(tmp_path: Path) -> None:
+    """The attestor's own defaults: an 18 s sample period, 180 s windows (over ten minutes: four reports)."""
     node = _node(tmp_path, [DutyCycle(on_ms=5_000, off_ms=3_000), Full()], SamplingPolicy())
-    lease = LeaseInfo(3, (0, 1), T0 + 1_000, T0 + 301_000)
-    _run_until(node.attestor([lease]), node.clock, T0 + 320_000)
+    lease = LeaseInfo(3, (0, 1), T0 + 1_000, T0 + 601_000)
+    _run_until(node.attestor([lease]), node.clock, T0 + 620_000)
     inp = _audit_input(node, lease, BillingMode.SM_ACTIVE)
     assert len(inp.reports) >= 4
     _assert_clean(verify_lease(inp))
