@@ -27,6 +27,7 @@ from .services.funds import Faucet, Funds, Relay
 from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
+from .services.chain_info import ChainInfo
 from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
@@ -109,6 +110,9 @@ class Bridge:
         self.faucet = Faucet(ledger, self.actor, self.idempotency, self.tokens, faucet_account, settings.faucet_wei)
         self.relay = Relay(ledger, self.actor, self.idempotency, self.tokens)
         self.audit = AuditData(store, self.indexer)
+        self.chain_info = ChainInfo(
+            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url
+        )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
 
     @property
