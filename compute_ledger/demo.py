@@ -495,8 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gpu:
         try:
             node = DemoNode.gpus()
-        except NoDriverError as e:
-            print(f"compute-ledger demo --gpu: {e}", file=sys.stderr)
+        except NoDriverError:
+            print("compute-ledger demo --gpu: no NVIDIA driver found (run it without --gpu for the simulated node)",
+                  file=sys.stderr)  # fmt: skip
             return 2
     for name in ("api", "attestor", "httpx", "alembic", "uvicorn"):
         logging.getLogger(name).setLevel(logging.WARNING)
