@@ -34,6 +34,7 @@ from ledger.protocol.settlement import check_settleable
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..store import NewReport, Store
+from ..store.reports import chain_figures
 from ..store.samples import pack_samples, unpack_samples
 from ..workers.indexer import Indexer
 from ..workers.intake import Accepted, PendingReport, ReportWriter
@@ -256,6 +257,7 @@ class Metering:
             packed_samples=pack_samples(samples) if samples else b"",
             sample_count=len(samples),
             window_end_ms=min(report.windowEndMs, _I64),
+            chain_figures=chain_figures(report.to_json()),
             cum_billable=min(
                 billable(
                     mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs, sm_active_ms=report.cumSmActiveMs
