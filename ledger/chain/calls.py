@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import Any
 
 from eth_utils import to_checksum_address
 
+from ..protocol.economics import BillingMode
 from ..protocol.errors import ProtocolError
 from ..protocol.report import MeteringReport
 from ..protocol.settlement import LeaseState, encode_entries, encode_entry
@@ -32,6 +34,18 @@ class Call:
     data: bytes
     value: int = 0
     label: str = ""
+
+
+class NodeFeature(IntFlag):
+    """Feature bits of a registered node (``registerNode``'s ``features``, ``NodeInfo.features``; ICapacityRegistry's
+    NODE_FEATURE_*). ``GPM``: the node's GPUs measure SM activity (Hopper and later), which an offer billing
+    SM-active time needs."""
+
+    NONE = 0
+    GPM = 1 << 0
+
+
+NODE_FEATURES_KNOWN = int(NodeFeature.GPM)
 
 
 def pad_bytes(value: bytes | str, size: int, name: str) -> bytes:
@@ -97,8 +111,14 @@ class Calls:
         vram_mib: int,
         max_power_mw_per_gpu: int,
         region: bytes | str,
+        *,
+        features: int = NodeFeature.NONE,
     ) -> Call:
-        """``gpu_uuid_hashes[i]`` = ``ledger.protocol.gpu_uuid_hash`` of GPU i, in the node's order."""
+        """``gpu_uuid_hashes[i]`` = ``ledger.protocol.gpu_uuid_hash`` of GPU i, in the node's order. ``features``:
+        :class:`NodeFeature` bits, fixed for the node's life (``GPM`` for GPUs that measure SM activity: without
+        it the node cannot offer SM-active billing)."""
+        if not 0 <= int(features) <= 0xFF:
+            raise ProtocolError(f"features={int(features)} does not fit uint8")
         return self.call(
             "registry",
             "registerNode",
@@ -108,6 +128,7 @@ class Calls:
             vram_mib,
             max_power_mw_per_gpu,
             pad_bytes(region, 8, "region"),
+            int(features),
         )
 
     def rotate_attestor(self, node_id: int, new_attestor: str) -> Call:
@@ -128,7 +149,9 @@ class Calls:
         min_buyer_score_bps: int = 0,
         terms_hash: bytes = b"",
     ) -> Call:
-        """Publish an offer; mints gpuCount × (valid_until − valid_from) rights to the payout address."""
+        """Publish an offer; mints gpuCount × (valid_until − valid_from) rights to the payout address.
+        ``billing_mode``: a :class:`ledger.protocol.economics.BillingMode` (or its number / name); anything else
+        raises :class:`ProtocolError`. SM-active billing needs a node registered with ``NodeFeature.GPM``."""
         return self.call(
             "registry",
             "publishOffer",
@@ -136,7 +159,7 @@ class Calls:
             gpu_mask,
             price_per_gpu_second,
             to_checksum_address(token),
-            int(billing_mode),
+            int(BillingMode.parse(billing_mode)),
             valid_from,
             valid_until,
             min_buyer_score_bps,

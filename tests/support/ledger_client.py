@@ -17,7 +17,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from ledger.chain.backends import Chain
-from ledger.chain.calls import Call
+from ledger.chain.calls import Call, NodeFeature
 from ledger.chain.deployment import Deployment
 from ledger.chain.errors import ChainError
 from ledger.chain.events import ChainEvent
@@ -54,6 +54,7 @@ __all__ = [
     "LeaseQuote",
     "LeaseStatus",
     "LedgerClient",
+    "NodeFeature",
     "NodeInfo",
     "OfferInfo",
     "Outcome",
@@ -184,10 +185,12 @@ class LedgerClient:
         return self._send(self.calls.withdraw_stake(token), sender)
 
     def register_node(self, sender: str, attestor: str, gpu_model: bytes | str, gpu_uuid_hashes: Sequence[bytes],
-                      vram_mib: int, max_power_mw_per_gpu: int, region: bytes | str) -> Created:
-        res = self._send(
-            self.calls.register_node(attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region), sender
+                      vram_mib: int, max_power_mw_per_gpu: int, region: bytes | str, *,
+                      features: int = NodeFeature.NONE) -> Created:
+        call = self.calls.register_node(
+            attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region, features=features
         )
+        res = self._send(call, sender)
         return Created(int(res.event("NodeRegistered").args["nodeId"]), res)
 
     def rotate_attestor(self, sender: str, node_id: int, new_attestor: str) -> TxOutcome:
