@@ -36,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.chain.backends import Chain, connect  # noqa: E402
-from ledger.chain.calls import NodeFeature  # noqa: E402
 from ledger.chain.compiler import load_artifact  # noqa: E402
 from ledger.chain.deploy import deploy_suite  # noqa: E402
 from ledger.chain.sender import TxOutcome  # noqa: E402
@@ -44,7 +43,7 @@ from ledger.chain.signing import sign_digest  # noqa: E402
 from ledger.chain.suite import LedgerChain  # noqa: E402
 from ledger.chain.views import LeaseInfo  # noqa: E402
 from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash  # noqa: E402
-from ledger.protocol.economics import ETH, BillingMode, lease_escrow, quote_lease, top_up_fee  # noqa: E402
+from ledger.protocol.economics import ETH, BillingMode, NodeFeature, lease_escrow, quote_lease, top_up_fee  # noqa: E402
 
 TARGETS = {"settle_single": 40_000, "settle_batch_50_per_checkpoint": 15_000, "gas_per_window_hourly": 300}
 PRICE = 10**9  # wei per GPU-second

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import IntFlag
 from typing import Any
 
 from eth_utils import to_checksum_address
 
-from ..protocol.economics import BillingMode
+from ..protocol.economics import BillingMode, NodeFeature
 from ..protocol.errors import ProtocolError
 from ..protocol.report import MeteringReport
 from ..protocol.settlement import LeaseState, encode_entries, encode_entry
@@ -34,18 +33,6 @@ class Call:
     data: bytes
     value: int = 0
     label: str = ""
-
-
-class NodeFeature(IntFlag):
-    """Feature bits of a registered node (``registerNode``'s ``features``, ``NodeInfo.features``; ICapacityRegistry's
-    NODE_FEATURE_*). ``GPM``: the node's GPUs measure SM activity (Hopper and later), which an offer billing
-    SM-active time needs."""
-
-    NONE = 0
-    GPM = 1 << 0
-
-
-NODE_FEATURES_KNOWN = int(NodeFeature.GPM)
 
 
 def pad_bytes(value: bytes | str, size: int, name: str) -> bytes:
@@ -111,12 +98,11 @@ class Calls:
         vram_mib: int,
         max_power_mw_per_gpu: int,
         region: bytes | str,
-        *,
         features: int = NodeFeature.NONE,
     ) -> Call:
         """``gpu_uuid_hashes[i]`` = ``ledger.protocol.gpu_uuid_hash`` of GPU i, in the node's order. ``features``:
-        :class:`NodeFeature` bits, fixed for the node's life (``GPM`` for GPUs that measure SM activity: without
-        it the node cannot offer SM-active billing)."""
+        :class:`ledger.protocol.economics.NodeFeature` bits, fixed for the node's life (``GPM`` for GPUs that
+        measure SM activity: without it the node cannot offer SM-active billing; any other bit is refused)."""
         if not 0 <= int(features) <= 0xFF:
             raise ProtocolError(f"features={int(features)} does not fit uint8")
         return self.call(

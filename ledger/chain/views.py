@@ -17,10 +17,9 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, BlockNotFound
 
-from ..protocol.economics import ETH, BillingMode, LeaseStatus
+from ..protocol.economics import ETH, BillingMode, LeaseStatus, NodeFeature
 from ..protocol.report import MeteringReport
 from ..protocol.settlement import LeaseState, encode_entry
-from .calls import NodeFeature
 from .contracts import Contracts
 from .errors import ChainUnavailable, UndecodableAnswer
 from .reverts import decode_exception

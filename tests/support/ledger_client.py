@@ -17,7 +17,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from ledger.chain.backends import Chain
-from ledger.chain.calls import Call, NodeFeature
+from ledger.chain.calls import Call
 from ledger.chain.deployment import Deployment
 from ledger.chain.errors import ChainError
 from ledger.chain.events import ChainEvent
@@ -34,7 +34,16 @@ from ledger.chain.views import (
     RightsInfo,
     StakeInfo,
 )
-from ledger.protocol.economics import ETH, BillingMode, LeaseQuote, LeaseStatus, Outcome, quote_lease, top_up_fee
+from ledger.protocol.economics import (
+    ETH,
+    BillingMode,
+    LeaseQuote,
+    LeaseStatus,
+    NodeFeature,
+    Outcome,
+    quote_lease,
+    top_up_fee,
+)
 from ledger.protocol.report import MeteringReport
 from ledger.protocol.settlement import LeaseState, encode_entries
 
@@ -187,9 +196,7 @@ class LedgerClient:
     def register_node(self, sender: str, attestor: str, gpu_model: bytes | str, gpu_uuid_hashes: Sequence[bytes],
                       vram_mib: int, max_power_mw_per_gpu: int, region: bytes | str, *,
                       features: int = NodeFeature.NONE) -> Created:
-        call = self.calls.register_node(
-            attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region, features=features
-        )
+        call = self.calls.register_node(attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region, features)
         res = self._send(call, sender)
         return Created(int(res.event("NodeRegistered").args["nodeId"]), res)
 
