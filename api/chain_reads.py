@@ -154,7 +154,7 @@ class ChainViews:
                 "cumBusyMs": cp.cum_busy_ms,
                 "cumEnergyMj": cp.cum_energy_mj,
                 "cumAllocatedMs": cp.cum_allocated_ms,
-                "lastWindowEndMs": cp.last_window_end_ms,
+                "cumSmActiveMs": cp.cum_sm_active_ms,
                 "lastSettledAt": cp.last_settled_at,
                 "charged": cp.charged,
                 "paid": cp.paid,

@@ -79,9 +79,10 @@ class ChainTime:
     def follows(self) -> bool:
         return self._follow is not None
 
-    def now_ms(self) -> int:
+    def now_ms(self, *, fresh: bool = False) -> int:
+        """The chain's time (ms); ``fresh``: read the latest block now rather than within ``refresh_s``."""
         with self._lock:
-            if time.monotonic() - self._read_at >= self._refresh_s:
+            if fresh or time.monotonic() - self._read_at >= self._refresh_s:
                 self._block_ms = int(self._latest()) * 1000
                 self._read_at = time.monotonic()
             return max(self._block_ms, self._wall_ms())
@@ -92,10 +93,11 @@ class ChainTime:
             return
         with self._lock:
             target_s = -(-ms // 1000)
+            self._block_ms = int(self._latest()) * 1000  # fresh: someone else may have moved the chain meanwhile
+            self._read_at = time.monotonic()
             if target_s * 1000 > self._block_ms:
                 self._follow(target_s)
                 self._block_ms = target_s * 1000
-                self._read_at = time.monotonic()
 
 
 def _err(status: int, code: str, message: str) -> ApiError:
@@ -313,6 +315,12 @@ class Metering:
         now = ct.now_ms()
         if report.windowEndMs <= now + self.future_tolerance_ms:
             return
+        if not ct.follows:  # before refusing, make sure the chain has not moved since the last read
+            if cached_only:
+                raise _NotCached  # a chain read: not on the event loop
+            now = ct.now_ms(fresh=True)
+            if report.windowEndMs <= now + self.future_tolerance_ms:
+                return
         if ct.follows:
             ct.follow(report.windowEndMs)
             return

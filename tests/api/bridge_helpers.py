@@ -36,6 +36,12 @@ class SigningAttestor:
     baseline: dict[int, int] = field(default_factory=dict)
     ends: dict[int, int] = field(default_factory=dict)
 
+    def restart(self, key: bytes) -> None:
+        """Start the lease's chain again from seq 1 (another attestor key, say)."""
+        self.key, self.seq, self.prev, self.last_end_ms = key, 0, ZERO_HASH, 0
+        self.cum = {"busy": 0, "alloc": 0, "energy": 0, "sm": 0}
+        self.baseline, self.ends = {}, {}
+
     @property
     def address(self) -> str:
         return str(Account.from_key(self.key).address)
