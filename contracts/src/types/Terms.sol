@@ -131,7 +131,7 @@ library TermsLibrary {
 
     /// @dev Offset in the checkpoint word of the counter the terms' billing mode bills (TERMS_BILL_OFFSETS).
     function billOffset(Terms t) internal pure returns (uint256) {
-        return (TERMS_BILL_OFFSETS >> (((Terms.unwrap(t) >> TERMS_MODE_OFFSET) & TERMS_MODE_MASK) * 8)) & 0xff;
+        return (TERMS_BILL_OFFSETS >> (((Terms.unwrap(t) >> TERMS_MODE_OFFSET) & TERMS_MODE_MASK) << 3)) & 0xff;
     }
 
     /// @dev Cumulative billable GPU-ms at checkpoint `c` under the terms' billing mode: allocated time (mode 0,
