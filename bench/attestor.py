@@ -1,6 +1,6 @@
 """Attestor benchmark: CPU per GPU per second of metering, time per report, resident memory of the daemon.
 
-    python bench/attestor.py [--json] [--gpus 8] [--seconds 1800] [--reports 30] [--daemon-seconds 6]
+    python bench/attestor.py [--json] [--gpus 8] [--seconds 3600] [--reports 30] [--daemon-seconds 6]
 
 Targets (issue 11): <= 0.2 ms CPU per GPU-second metered; <= 20 ms to build, Merkle-commit and sign one
 report; <= 120 MiB resident memory for the running daemon. Prints figures; asserts nothing.
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--gpus", type=int, default=8)
-    p.add_argument("--seconds", type=int, default=1_800, help="metered (simulated) seconds")
+    p.add_argument("--seconds", type=int, default=3_600, help="metered (simulated) seconds: one lease that long")
     p.add_argument("--reports", type=int, default=30)
     p.add_argument("--daemon-seconds", type=float, default=6.0)
     args = p.parse_args(argv)
