@@ -12,7 +12,7 @@ from typing import Any
 from ledger.chain.errors import ChainError, UnknownLease
 from ledger.chain.reverts import ContractRevert
 from ledger.chain.suite import LedgerChain
-from ledger.protocol.economics import LeaseStatus
+from ledger.protocol.economics import LeaseStatus, NodeFeature
 from ledger.protocol.settlement import LeaseState
 
 from .errors import NotFound, from_chain, revert_status
@@ -72,6 +72,7 @@ class ChainViews:
             "maxPowerMwPerGpu": n.max_power_mw_per_gpu,
             "region": text32(n.region),
             "active": n.active,
+            "gpm": bool(n.features & NodeFeature.GPM),
             "gpuUuidHashes": [_hex(h) for h in n.gpu_uuid_hashes],
         }
 
@@ -153,7 +154,7 @@ class ChainViews:
                 "cumBusyMs": cp.cum_busy_ms,
                 "cumEnergyMj": cp.cum_energy_mj,
                 "cumAllocatedMs": cp.cum_allocated_ms,
-                "lastWindowEndMs": cp.last_window_end_ms,
+                "cumSmActiveMs": cp.cum_sm_active_ms,
                 "lastSettledAt": cp.last_settled_at,
                 "charged": cp.charged,
                 "paid": cp.paid,

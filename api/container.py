@@ -27,11 +27,13 @@ from .services.funds import Faucet, Funds, Relay
 from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
-from .services.metering import Metering
+from .services.chain_info import ChainInfo
+from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
 from .settings import Settings
+from .store.migrations.runner import MigrationRefused
 from .store import Store
 from .workers.indexer import Indexer, IndexerSettings
 from .workers.intake import ReportWriter
@@ -101,12 +103,16 @@ class Bridge:
             store, self.indexer, self.writer, self.metrics,
             chain_id=ledger.chain_id, escrow=ledger.deployment.escrow,
             max_samples_per_report=settings.max_samples_per_report,
+            chain_time=ChainTime(chain.now, follows=chain.time_travel if chain.backend == "memory" else None),
         )
         self.leases = Leases(ledger, self.views, self.actor, self.idempotency, store, self.relayer, self.metering)
         self.funds = Funds(ledger, self.views, self.actor, self.idempotency)
         self.faucet = Faucet(ledger, self.actor, self.idempotency, self.tokens, faucet_account, settings.faucet_wei)
         self.relay = Relay(ledger, self.actor, self.idempotency, self.tokens)
         self.audit = AuditData(store, self.indexer)
+        self.chain_info = ChainInfo(
+            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url
+        )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
 
     @property
@@ -143,7 +149,11 @@ class Bridge:
                 else:
                     db_url = settings.resolved_database_url()
             store = Store(db_url)
-            store.migrate()
+            try:
+                store.migrate()
+            except MigrationRefused as e:
+                store.close()
+                raise StartupError(str(e)) from None
             ledger = LedgerChain(chain, deployment, receipt_timeout_s=settings.relayer_tx_timeout_s)
             faucet = None
             if chain.backend in DEV_BACKENDS and chain.private_keys:

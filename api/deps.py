@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .container import Bridge
     from .services.accounts import Accounts
     from .services.audit import AuditData
+    from .services.chain_info import ChainInfo
     from .services.funds import Faucet, Funds, Relay
     from .services.health import Health
     from .services.leases import Leases
@@ -78,6 +79,10 @@ def get_audit(request: Request) -> "AuditData":
     return _bridge(request).audit
 
 
+def get_chain_info(request: Request) -> "ChainInfo":
+    return _bridge(request).chain_info
+
+
 def get_health(request: Request) -> "Health":
     return _bridge(request).health
 
@@ -99,6 +104,7 @@ RelayDep = Annotated["Relay", Depends(get_relay)]
 TokensDep = Annotated["Tokens", Depends(get_tokens)]
 AuditDep = Annotated["AuditData", Depends(get_audit)]
 HealthDep = Annotated["Health", Depends(get_health)]
+ChainInfoDep = Annotated["ChainInfo", Depends(get_chain_info)]
 
 
 def _caller(

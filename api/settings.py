@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     chain_backend: Literal["memory", "anvil", "rpc"] = "memory"
     rpc_url: str | None = None
+    public_rpc_url: str | None = Field(
+        default=None,
+        description="the RPC URL GET /v1/chain publishes for auditors (default: anvil's local node; none for rpc, "
+        "whose configured URL may carry a provider key)",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite in the data directory (or in memory)"
     )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ledger.protocol import safejson
+from ledger.protocol import DOMAIN_VERSION, safejson
 
 from .errors import BridgeError
 from .spool import SpooledReport
@@ -118,10 +118,21 @@ class BridgeClient:
         return [LeaseInfo.from_json(x) for x in leases]
 
     def domain(self) -> tuple[int, str]:
+        chain_id, escrow, _ = self.domain_info()
+        return chain_id, escrow
+
+    def domain_info(self) -> tuple[int, str, str]:
+        """(chainId, verifyingContract, chainClock): ``chainClock`` is ``follows`` where the bridge's chain
+        has no clock of its own (it is moved forward to reports' windows), else ``real``."""
         data = self._get_json("/v1/metering/domain")
         try:
-            return int(data["chainId"]), str(data["verifyingContract"])
-        except (KeyError, TypeError, ValueError) as e:
+            version = str(data.get("domainVersion", DOMAIN_VERSION))
+            if version != DOMAIN_VERSION:
+                raise BridgeError(
+                    f"the bridge takes protocol-{version} reports; this attestor signs protocol {DOMAIN_VERSION}"
+                )
+            return int(data["chainId"]), str(data["verifyingContract"]), str(data.get("chainClock", "real"))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BridgeError(f"malformed domain answer: {e}") from e
 
     def _get_json(self, path: str) -> Any:

@@ -32,9 +32,11 @@ from .config import FileConfig, load_config
 from .daemon import Attestor, Backoff
 from .errors import AttestorError, ConfigError, NoDriverError
 from .keys import create_keystore, load_signer, read_password
-from .meter import ReportBuilder, SamplingPolicy
+from .meter import DEFAULT_SAMPLE_PERIOD_MS, DEFAULT_WINDOW_MS, ReportBuilder, SamplingPolicy
 from .metrics import Metrics
-from .source import GpuSource, SimulatedSource
+from .nvml import NvmlSource
+from .simdriver import PROFILES, simulated_source
+from .source import GpuSource
 from .spool import Spool, SpooledReport
 
 log = logging.getLogger("attestor")
@@ -70,20 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api", default=None, help="bridge URL, e.g. http://127.0.0.1:8000")
     r.add_argument("--simulate", default=None, metavar="SPEC", help="simulated GPUs, e.g. 8xH100")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--profile", choices=["idle", "steady", "bursty"], default="steady")
+    r.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="steady",
+        help="the simulated GPUs' load: " + "; ".join(f"{k}: {v}" for k, v in PROFILES.items()),
+    )
     r.add_argument("--data-dir", type=Path, default=None, help=f"spool and keystore (default {DEFAULT_DATA_DIR})")
     r.add_argument("--keystore", type=Path, default=None)
     _password_args(r)
     r.add_argument("--chain-id", type=int, default=None)
     r.add_argument("--escrow", default=None, help="LeaseEscrow address (asked from the bridge if absent)")
-    r.add_argument("--sample-period-ms", type=int, default=None, help="default 1000")
-    r.add_argument("--window-ms", type=int, default=None, help="default 60000")
+    r.add_argument(
+        "--sample-period-ms",
+        type=int,
+        default=None,
+        help=f"how often each GPU's interval is closed into a sample (default {DEFAULT_SAMPLE_PERIOD_MS})",
+    )
+    r.add_argument(
+        "--window-ms",
+        type=int,
+        default=None,
+        help=f"how often a report is closed, a multiple of the period (default {DEFAULT_WINDOW_MS})",
+    )
     r.add_argument("--lease-refresh-ms", type=int, default=None)
     r.add_argument("--backoff-base-ms", type=int, default=500)
     r.add_argument("--backoff-max-ms", type=int, default=60_000)
     r.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics (off by default)")
     r.add_argument("--metrics-addr", default="127.0.0.1")
-    r.add_argument("--clock-speed", type=int, default=1, help="run time N times faster (demos only)")
+    r.add_argument(
+        "--clock-speed", type=int, default=1, help="run time N times faster (with --simulate only: demos)"
+    )
     r.add_argument("--once", action="store_true", help="meter one window, send, exit (1 if unsent)")
     r.add_argument("--once-timeout", type=float, default=10.0, help="seconds to try sending with --once")
 
@@ -176,15 +195,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_source(simulate: str | None, seed: int, profile: str, gpus: Sequence[str] | None) -> GpuSource:
-    """The simulated source for ``--simulate``, else NVML (raises NoDriverError without a driver)."""
+def _open_source(
+    simulate: str | None, seed: int, profile: str, gpus: Sequence[str] | None, clock: Clock | None = None
+) -> GpuSource:
+    """NVML over the simulated driver for ``--simulate``, else over the real one (raises NoDriverError
+    without a driver)."""
     if simulate:
-        sim = SimulatedSource.from_spec(simulate, seed=seed, profile=profile)
+        sim = simulated_source(simulate, seed=seed, profile=profile, clock_us=None if clock is None else clock.wall_us)
         if gpus is not None and list(gpus) != list(sim.uuids):
             log.warning("--simulate ignores the configured GPU UUIDs (simulated UUIDs come from the seed)")
         return sim
-    from .nvml import NvmlSource
-
     src = NvmlSource(gpus)
     if gpus is None:
         log.warning("no GPU list configured: using NVML's enumeration order; it must match the registered order")
@@ -209,8 +229,20 @@ def _gpus(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else None
     src = _open_source(args.simulate, args.seed, "idle", None if cfg is None else cfg.gpus)
     try:
-        for i, (u, name) in enumerate(zip(src.uuids, src.model_names, strict=True)):
-            print(f"{i}\t{u}\t0x{gpu_uuid_hash(u).hex()}\t{name}")
+        caps = src.capabilities()
+        sim = " (simulated)" if src.simulated else ""
+        print(f"driver {src.driver_version}, NVML {src.nvml_version}{sim}")
+        print("#\tUUID\tkeccak256(UUID)\tmodel\tVRAM\tpower limit\tbusy time from\tSM activity (GPM)")
+        for i, c in enumerate(caps):
+            vram = "-" if c.vram_mib is None else f"{c.vram_mib / 1024:.0f} GiB"
+            power = "-" if c.power_limit_mw is None else f"{c.power_limit_mw / 1000:.0f} W"
+            if c.util_buffer:
+                span = "" if c.util_buffer_span_ms is None else f", holds {c.util_buffer_span_ms / 1000:.1f} s"
+                busy = f"driver sample buffer{span}"
+            else:
+                busy = "polled util.gpu (no sample buffer: aliases with periodic loads)"
+            gpm = "yes" if c.gpm else "no (SM-active billing unavailable)"
+            print(f"{i}\t{c.uuid}\t0x{gpu_uuid_hash(c.uuid).hex()}\t{c.name}\t{vram}\t{power}\t{busy}\t{gpm}")
     finally:
         src.close()
     return 0
@@ -227,27 +259,40 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data_dir = args.data_dir or cfg.data_dir or DEFAULT_DATA_DIR
     keystore = args.keystore or cfg.keystore or data_dir / "keystore.json"
     policy = SamplingPolicy(
-        sample_period_ms=_first_set(args.sample_period_ms, cfg.sample_period_ms, 1_000),
-        window_ms=_first_set(args.window_ms, cfg.window_ms, 60_000),
+        sample_period_ms=_first_set(args.sample_period_ms, cfg.sample_period_ms, DEFAULT_SAMPLE_PERIOD_MS),
+        window_ms=_first_set(args.window_ms, cfg.window_ms, DEFAULT_WINDOW_MS),
     )
+    if args.clock_speed < 1:
+        parser.error("--clock-speed must be at least 1")
+    if args.clock_speed != 1 and not args.simulate:
+        parser.error("--clock-speed needs --simulate: a real driver stamps its samples with the real clock")
+    clock: Clock = SystemClock() if args.clock_speed == 1 else ScaledClock(args.clock_speed)
     # The GPU source first: a machine without a driver says so before anything else is asked for.
-    source = _open_source(args.simulate, args.seed, args.profile, cfg.gpus)
+    source = _open_source(args.simulate, args.seed, args.profile, cfg.gpus, clock)
     try:
         signer = load_signer(keystore, read_password(args.password_file, args.password_env))
         log.info("attestor %s for node %d", signer.address, node_id)
 
         chain_id = args.chain_id if args.chain_id is not None else cfg.chain_id
         escrow = args.escrow or cfg.escrow
-        if chain_id is None or escrow is None:
-            if not api:
-                raise ConfigError("the EIP-712 domain is unknown: give --chain-id and --escrow")
+        if api and (chain_id is None or escrow is None or args.clock_speed != 1):
             probe = BridgeClient(api)
             try:
-                chain_id, escrow = probe.domain()
+                bridge_chain, bridge_escrow, chain_clock = probe.domain_info()
             finally:
                 probe.close()
+            chain_id = bridge_chain if chain_id is None else chain_id
+            escrow = escrow or bridge_escrow
+            if args.clock_speed != 1 and chain_clock != "follows":
+                print(
+                    "--clock-speed needs a chain whose clock can follow the attestor's (the bridge's memory "
+                    "backend); this bridge's chain keeps real time and would refuse reports from the future",
+                    file=sys.stderr,
+                )
+                return 2
+        if chain_id is None or escrow is None:
+            raise ConfigError("the EIP-712 domain is unknown: give --chain-id and --escrow")
 
-        clock: Clock = SystemClock() if args.clock_speed == 1 else ScaledClock(args.clock_speed)
         metrics: Metrics | None = None
         if args.metrics_port is not None:
             metrics = Metrics(CollectorRegistry(), source.uuids, source.model_names)
@@ -275,6 +320,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             driver_version=source.driver_version,
             nvml_version=source.nvml_version,
             simulated=source.simulated,
+            util_buffer=not source.needs_polling(),
+            gpm=all(c.gpm for c in source.capabilities()),
         )
         lock = _lock_data_dir(Path(data_dir))  # one daemon per spool: two would fork the hash chain
         spool = Spool(Path(data_dir) / "spool.sqlite")

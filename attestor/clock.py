@@ -16,6 +16,10 @@ class Clock(Protocol):
         """Unix time in integer milliseconds (what samples and windows are stamped with)."""
         ...
 
+    def wall_us(self) -> int:
+        """Unix time in integer microseconds (what a simulated driver stamps its samples with)."""
+        ...
+
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards (what loops are paced against)."""
         ...
@@ -30,6 +34,9 @@ class SystemClock:
 
     def wall_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def wall_us(self) -> int:
+        return time.time_ns() // 1_000
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -55,7 +62,10 @@ class ScaledClock:
         return self._mono0 + (time.monotonic() - self._mono0) * self._speed
 
     def wall_ms(self) -> int:
-        return self._wall0 + int((time.monotonic() - self._mono0) * 1000 * self._speed)
+        return self.wall_us() // 1000
+
+    def wall_us(self) -> int:
+        return self._wall0 * 1000 + int((time.monotonic() - self._mono0) * 1_000_000 * self._speed)
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds) / self._speed)

@@ -7,8 +7,8 @@ Keys (all optional)::
     chain_id = 31337
     escrow = "0x…"                      # LeaseEscrow address (EIP-712 verifying contract)
     gpus = ["GPU-…", "GPU-…"]           # index -> UUID, the order the node registered its GPUs on-chain
-    sample_period_ms = 1000
-    window_ms = 60000
+    sample_period_ms = 18000            # how often each GPU's interval becomes a sample (the driver's buffer holds ~20 s)
+    window_ms = 180000                  # how often a report is closed (the energy counter is read then)
     data_dir = ".data/attestor"
     keystore = ".data/attestor/keystore.json"
 

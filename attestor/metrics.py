@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from .source import GpuReading
+from .source import GpuInterval
 
 _GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname")
 
@@ -37,6 +37,12 @@ class Metrics:
             _GPU_LABELS,
             registry=registry,
         )
+        self.sm_active = Gauge(
+            "DCGM_FI_PROF_SM_ACTIVE",
+            "Ratio of time at least one warp was active on an SM, averaged over all SMs (GPM).",
+            _GPU_LABELS,
+            registry=registry,
+        )
         self.fb_used = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", _GPU_LABELS, registry=registry)
         self.spool_depth = Gauge(
             "compute_ledger_attestor_spool_depth", "Reports committed but not yet acknowledged.", registry=registry
@@ -46,19 +52,26 @@ class Metrics:
         self.send_errors = Counter(
             "compute_ledger_attestor_send_errors", "Failed submissions (retried).", registry=registry
         )
-        self.sample_gaps = Counter(
-            "compute_ledger_attestor_sample_gaps", "Ticks that came more than a period late.", registry=registry
+        self.util_holes = Counter(
+            "compute_ledger_attestor_util_holes",
+            "Sampling intervals in which the driver's utilization buffer had lost samples (read too late).",
+            registry=registry,
         )
         self.active_leases = Gauge("compute_ledger_attestor_active_leases", "Leases being metered.", registry=registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def observe(self, readings: Sequence[GpuReading]) -> None:
-        for r in readings:
+    def observe(self, intervals: Sequence[GpuInterval]) -> None:
+        """Gauges from the GPUs' latest intervals: utilization is the busy share of the covered time."""
+        for r in intervals:
             labels = self._labels[r.index]
-            _set(self.gpu_util, labels, None if r.gpu_util_bps is None else r.gpu_util_bps / 100)
+            util = None if not r.covered_ms or r.busy_ms is None else round(100 * r.busy_ms / r.covered_ms, 2)
+            _set(self.gpu_util, labels, util)
+            sm = None if r.sm_active_ms is None or r.interval_ms <= 0 else round(r.sm_active_ms / r.interval_ms, 4)
+            _set(self.sm_active, labels, sm)
             _set(self.power, labels, None if r.power_mw is None else r.power_mw / 1000)
-            _set(self.energy, labels, r.energy_mj)
+            if r.energy_read:
+                _set(self.energy, labels, r.energy_mj)
             _set(self.fb_used, labels, r.mem_used_mib)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:

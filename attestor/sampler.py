@@ -1,62 +1,66 @@
-"""Readings -> protocol samples: missing fields flagged (never zero), energy epochs and gaps marked.
+"""GPU intervals -> protocol samples: missing figures flagged (never zero), energy epochs marked.
 
 The sampler is pure bookkeeping; the pacing loop (``time.monotonic()`` deadlines) is in
-:mod:`attestor.daemon`, which tells :meth:`Sampler.tick` whether ticks were missed.
+:mod:`attestor.daemon`, which tells :meth:`Sampler.collect` when to read the energy counter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from ledger.protocol.metering import SampleField
 from ledger.protocol import ReportFlag, Sample
+from ledger.protocol.samples import SampleField
 
-from .source import GpuReading, GpuSource
+from .source import GpuInterval, GpuSource
 
-_U16 = 10_000  # utilization in basis points never exceeds 100 %
+_U16 = (1 << 16) - 1
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _NS = int(ReportFlag.FIELD_NOT_SUPPORTED)
 
 
 class Sampler:
-    """Turns one reading of every GPU into one :class:`Sample` per GPU, all stamped with the tick's time."""
+    """Turns every GPU's closed interval into one :class:`Sample` per GPU."""
 
     def __init__(self, source: GpuSource) -> None:
         self._source = source
         self._sim = int(ReportFlag.SIMULATED) if source.simulated else 0
+        self._caps = {c.uuid: c for c in source.capabilities()}
+        self._gpm = [self._caps[u].gpm for u in source.uuids]
         self._last_energy: list[int | None] = [None] * len(source.uuids)
-        self.last_readings: list[GpuReading] = []
+        self.last_intervals: list[GpuInterval] = []
 
     @property
     def gpu_count(self) -> int:
         return len(self._last_energy)
 
-    def tick(self, ts_ms: int, gap: bool = False) -> list[Sample]:
-        """Read every GPU now. ``gap``: at least one sampling period was missed before this tick."""
-        readings = self._source.read_all(ts_ms)
-        self.last_readings = readings
-        base = self._sim | (int(ReportFlag.SAMPLE_GAP) if gap else 0)
-        return [self._to_sample(r, ts_ms, base) for r in readings]
+    def collect(self, read_energy: bool, until_ms: int | None = None) -> list[Sample]:
+        """Close the GPUs' intervals now (or at ``until_ms``, see :meth:`GpuSource.collect`)."""
+        intervals = self._source.collect(read_energy, until_ms)
+        self.last_intervals = intervals
+        return [self._to_sample(r, self._sim) for r in intervals]
 
-    def _to_sample(self, r: GpuReading, ts_ms: int, base: int) -> Sample:
+    def _to_sample(self, r: GpuInterval, base: int) -> Sample:
         flags = base | r.flags
         if flags & ReportFlag.GPU_LOST:
-            return Sample(r.index, ts_ms, 0, 0, 0, 0, 0, flags)
-        util = r.gpu_util_bps
-        if util is None:
-            util = 0
+            return Sample(r.index, r.ts_ms, r.interval_ms, 0, 0, 0, 0, 0, 0, 0, 0, 0, flags)
+        covered, busy = r.covered_ms, r.busy_ms
+        if covered is None or busy is None:
+            covered = busy = 0
             flags |= SampleField.GPU_UTIL | _NS
-        mem_util = r.mem_util_bps
-        if mem_util is None:
-            mem_util = 0
-            flags |= SampleField.MEM_UTIL | _NS
+        sm, tensor = r.sm_active_ms, r.tensor_active_ms
+        if sm is None or tensor is None:
+            sm = tensor = 0
+            flags |= SampleField.SM_ACTIVE
+            if not self._gpm[r.index]:
+                flags |= _NS | ReportFlag.NO_GPM
         power = r.power_mw
         if power is None:
             power = 0
             flags |= SampleField.POWER | _NS
         energy = r.energy_mj
-        if energy is None:
+        if not r.energy_read:
+            energy = 0
+            flags |= SampleField.ENERGY_UNREAD
+        elif energy is None:
             energy = 0
             flags |= SampleField.ENERGY | _NS
         else:
@@ -68,17 +72,20 @@ class Sampler:
         if mem is None:
             mem = 0
             flags |= SampleField.MEM_USED | _NS
+        interval = min(max(r.interval_ms, 1), _U32)
+        covered = min(covered, interval)
         return Sample(
             r.index,
-            ts_ms,
-            min(util, _U16),
-            min(mem_util, _U16),
+            r.ts_ms,
+            interval,
+            covered,
+            min(busy, covered),
+            min(r.util_samples, _U16),
+            min(sm, interval),
+            min(tensor, interval),
             min(power, _U32),
+            min(r.power_samples, _U16),
             min(energy, _U64),
             min(mem, _U32),
             int(flags),
         )
-
-
-def samples_for(samples: Sequence[Sample], gpu_indices: frozenset[int]) -> list[Sample]:
-    return [s for s in samples if s.gpuIndex in gpu_indices]

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS lease_state (
     cum_busy_ms INTEGER NOT NULL,
     cum_energy_mj INTEGER NOT NULL,
     cum_allocated_ms INTEGER NOT NULL,
-    energy_baseline TEXT NOT NULL
+    energy_baseline TEXT NOT NULL,
+    cum_sm_active_ms INTEGER NOT NULL DEFAULT 0,
+    sample_ends TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS reports (
     lease_id TEXT NOT NULL,
@@ -50,6 +52,8 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_unacked ON reports (acked_ms, lease_id, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Protocol of the reports a spool holds (the EIP-712 domain version): a spool of another protocol is refused.
+SPOOL_PROTOCOL = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +100,23 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'protocol'").fetchone()
+            if row is None:
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(lease_state)")}
+                held = self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+                if held or "cum_sm_active_ms" not in columns:
+                    row = ("1",)  # written before the protocol was recorded: version 1
+                else:
+                    self._db.execute("INSERT INTO meta (key, value) VALUES ('protocol', ?)", (SPOOL_PROTOCOL,))
+                    row = (SPOOL_PROTOCOL,)
         except sqlite3.Error as e:
             raise SpoolError(f"cannot open spool {path}: {e}") from e
+        if row[0] != SPOOL_PROTOCOL:
+            self._db.close()
+            raise SpoolError(
+                f"spool {path} holds protocol-{row[0]} reports; this attestor writes protocol {SPOOL_PROTOCOL}: "
+                "send them with the old attestor, or start from a new data directory"
+            )
         self.path = path
 
     def close(self) -> None:
@@ -119,8 +138,8 @@ class Spool:
 
     def lease_state(self, lease_id: int) -> LeaseState:
         row = self._db.execute(
-            "SELECT seq, last_hash, last_end_ms, cum_busy_ms, cum_energy_mj, cum_allocated_ms, energy_baseline"
-            " FROM lease_state WHERE lease_id = ?",
+            "SELECT seq, last_hash, last_end_ms, cum_busy_ms, cum_energy_mj, cum_allocated_ms, energy_baseline,"
+            " cum_sm_active_ms, sample_ends FROM lease_state WHERE lease_id = ?",
             (str(lease_id),),
         ).fetchone()
         if row is None:
@@ -134,6 +153,8 @@ class Spool:
             cum_energy_mj=row[4],
             cum_allocated_ms=row[5],
             energy_baseline={int(k): int(v) for k, v in json.loads(row[6]).items()},
+            cum_sm_active_ms=row[7],
+            sample_ends={int(k): int(v) for k, v in json.loads(row[8]).items()},
         )
 
     def commit_report(self, built: BuiltReport, now_ms: int) -> None:
@@ -160,7 +181,8 @@ class Spool:
             )
             db.execute(
                 "INSERT OR REPLACE INTO lease_state (lease_id, seq, last_hash, last_end_ms, cum_busy_ms,"
-                " cum_energy_mj, cum_allocated_ms, energy_baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " cum_energy_mj, cum_allocated_ms, energy_baseline, cum_sm_active_ms, sample_ends)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(r.leaseId),
                     st.seq,
@@ -170,6 +192,8 @@ class Spool:
                     st.cum_energy_mj,
                     st.cum_allocated_ms,
                     json.dumps({str(k): v for k, v in sorted(st.energy_baseline.items())}),
+                    st.cum_sm_active_ms,
+                    json.dumps({str(k): v for k, v in sorted(st.sample_ends.items())}),
                 ),
             )
 

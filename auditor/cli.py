@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import IO, Sequence
 
-from .core import AuditError, AuditInput, Verdict, verify_lease
+from .core import BILLING_BASIS, AuditError, AuditInput, LeaseUsage, Verdict, describe_flags, lease_usage, verify_lease
 from .report_html import render_html
-from .sources import ApiSource, ArchiveSource, AuditSource, ChainLeaseReader, ChainSource
+from .sources import DEFAULT_SAMPLE_PERIOD_MS, ApiSource, ArchiveSource, AuditSource, ChainLeaseReader, ChainSource
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -66,8 +66,53 @@ class ProgressBar:
         self._out.flush()
 
 
-def format_table(verdict: Verdict) -> str:
-    """The verdict as a plain-text table: check, result, detail (failures name their report)."""
+MAX_WINDOW_ROWS = 20  # per lease in the text output (--json lists every window)
+
+
+def _gpu_s(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+def _pct(bps: int | None) -> str:
+    return "-" if bps is None else f"{bps // 100}.{bps % 100:02d} %"
+
+
+def format_usage(usage: LeaseUsage) -> str:
+    """What the reports metered, per window and in total: allocated, busy and SM-active GPU-seconds side by
+    side with the SM-active share of busy time; the billing basis; the flags in words."""
+    rows = [("window", "allocated GPU-s", "busy GPU-s", "SM-active GPU-s", "SM-active share of busy", "flags")]
+    shown = usage.windows[:MAX_WINDOW_ROWS]
+    for w in shown:
+        flags = ",".join(name for name, _ in describe_flags(w.flags))
+        rows.append(
+            (str(w.seq), _gpu_s(w.allocatedMs), _gpu_s(w.busyMs), _gpu_s(w.smActiveMs), _pct(w.sm_share_of_busy_bps),
+             flags)
+        )  # fmt: skip
+    if len(usage.windows) > len(shown):
+        rows.append((f"… {len(usage.windows) - len(shown)} more", "", "", "", "", "(--json lists every window)"))
+    rows.append(
+        ("total", _gpu_s(usage.allocatedMs), _gpu_s(usage.busyMs), _gpu_s(usage.smActiveMs),
+         _pct(usage.sm_share_of_busy_bps), "")
+    )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["usage (what the reports metered; the checks above say whether it holds):"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(
+        f"billing basis: {BILLING_BASIS[usage.billingMode]}: {_gpu_s(usage.billableMs)} GPU-s billable by the reports"
+    )
+    if any((w.sm_share_of_busy_bps or 0) > 10_000 for w in usage.windows):
+        lines.append(
+            "note: SM-active time above busy time where utilization samples were lost (busy time counts only "
+            "the covered part) or GPM and the driver's utilization periods do not line up"
+        )
+    for name, words in describe_flags(usage.flags):
+        lines.append(f"flag {name}: {words}")
+    return "\n".join(lines)
+
+
+def format_table(verdict: Verdict, usage: LeaseUsage | None = None) -> str:
+    """The verdict as a plain-text table: check, result, detail (failures name their report); with ``usage``,
+    what the reports metered below it (:func:`format_usage`)."""
     rows = [("check", "result", "detail")]
     for r in verdict.results:
         detail = r.detail if r.report_seq is None else f"report {r.report_seq}: {r.detail}"
@@ -78,7 +123,10 @@ def format_table(verdict: Verdict) -> str:
     lines.insert(1, f"{'-' * w0}  {'-' * w1}  {'-' * 6}")
     verdict_word = "VERIFIED" if verdict.ok else "FAILED"
     head = f"lease {verdict.leaseId}: {verdict_word}"
-    return head + "\n" + "\n".join(lines)
+    out = head + "\n" + "\n".join(lines)
+    if usage is not None and usage.windows:
+        out += "\n" + format_usage(usage)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--deployment", type=Path, metavar="FILE", help="deployment record (JSON) of the contracts")
     src.add_argument("--archive", type=Path, metavar="FILE", help="samples archive exported by a bridge (JSON lines)")
     src.add_argument(
-        "--period-ms", type=int, default=1000, help="attestor sampling period for --rpc audits (default 1000)"
+        "--period-ms",
+        type=int,
+        default=DEFAULT_SAMPLE_PERIOD_MS,
+        help=f"attestor sampling period for --rpc audits (default {DEFAULT_SAMPLE_PERIOD_MS}, the attestor's default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--report", type=Path, metavar="FILE.html", help="also write a self-contained HTML report")
@@ -171,10 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ok = all(v.ok for _, v in audits)
     if args.json:
-        print(json.dumps({"ok": ok, "leases": [v.to_json() for _, v in audits]}, indent=2))
+        leases = [{**v.to_json(), "usage": lease_usage(i).to_json()} for i, v in audits]
+        print(json.dumps({"ok": ok, "leases": leases}, indent=2))
     else:
-        for _, v in audits:
-            print(format_table(v))
+        for i, v in audits:
+            print(format_table(v, lease_usage(i)))
             print()
         failed = [v.leaseId for _, v in audits if not v.ok]
         if not audits:

@@ -5,57 +5,85 @@ with their raw samples or spot-check proofs, the chain's settlements and money e
 :class:`Verdict`, a list of named :class:`CheckResult`. Where the input comes from (the bridge's HTTP API,
 or the chain plus a samples archive) is :mod:`auditor.sources`' business; nothing here does I/O.
 
+The audit speaks metering protocol v2 (EIP-712 domain version "2", ``ledger.protocol``): a sample is one
+GPU over one interval ``(tsMs − intervalMs, tsMs]`` of the driver's timeline; a GPU's intervals never
+overlap over the whole lease; the energy counter is read at window boundaries only (elsewhere 0 with
+``SampleField.ENERGY_UNREAD``). Reports are walked in seq order carrying, like the attestor, the energy
+baseline and each GPU's last sample end (``ledger.protocol.metering.aggregate_window``).
+
 Checks, by name (a failure names the check and the report ``seq`` it concerns):
 
 ==========================  ===========================================================================
 ``report.lease``            the report is for this lease (leaseId)
 ``report.gpu_set``          the report's gpuSetHash is the lease's on-chain ``lease(id).gpuSetHash`` (the
-                            escrow no longer checks it at settlement: the GPU set is inside the signed
+                            escrow does not check it at settlement: the GPU set is inside the signed
                             WindowDetail, so only an auditor catches a report about other GPUs)
-``signature``               EIP-712 digest recovers to the attestor registered for the node at the window
+``signature``               EIP-712 digest (domain version 2) recovers to the attestor registered for the
+                            node at the window's end
 ``chain.order``             reports are published in strictly increasing ``seq`` order
 ``chain.seq``               seq runs 1, 2, 3 … with no report missing and no two reports for one seq
 ``chain.prev_hash``         ``prevReportHash`` is the struct hash of report ``seq − 1`` (zero for seq 1)
-``window.bounds``           the window lies inside the lease and ends after it starts
-``window.overlap``          the window starts at or after the end of the previous one
-``window.capacity``         window and cumulative time ≤ GPUs × elapsed, busy ≤ allocated, energy ≤ cap
+``window.bounds``           lease start ≤ windowStart < windowEnd ≤ lease end
+``window.contiguity``       windows tile the lease: windowStart = the previous report's windowEnd; the
+                            first window starts where its samples' earliest interval starts (or at the
+                            lease's start if that is earlier), give or take a driver period
+``window.end``              windowEnd is the newest sample's tsMs (the attestor closes a window there)
+``window.capacity``         busy ≤ allocated; cumulative allocated, busy and SM-active time ≤ GPUs ×
+                            (windowEnd − lease start); a window's allocated, SM- and tensor-active time ≤
+                            the time its GPUs' intervals can span (from each GPU's last sample end);
+                            cumulative energy ≤ the node's max power × that GPU time (+ the escrow's margin)
 ``samples.root``            the Merkle root rebuilt from the raw samples and their count match the report
 ``samples.spot_check``      (spot-check mode) k samples prove into ``samplesRoot`` with Merkle proofs
-``samples.sanity``          samples lie in the window, on the lease's GPUs, one per GPU and timestamp,
-                            utilization ≤ 100 %, their flags carried by the report
+``samples.sanity``          samples lie in the window, on the lease's GPUs, busy ≤ covered ≤ interval,
+                            SM/tensor time ≤ interval, a missing figure is 0, no v1 or unknown flag bits,
+                            NO_GPM only with SM activity missing, their report-level flags carried by the
+                            report
+``samples.intervals``       a GPU's intervals do not overlap, within the window nor with its last sample
+                            of an earlier window (the carried sample ends): no instant is counted twice
 ``samples.sentinel``        no NVML "not available" sentinel (all ones of the field's width)
-``samples.gaps``            a gap of more than period + tolerance is flagged ``SAMPLE_GAP``
+``samples.coverage``        covered time rests on driver utilization samples: ``utilSamples ≥ 1`` when
+                            ``coveredMs > 0`` and ``coveredMs ≤ utilSamples × 1.5 driver periods`` (1 s per
+                            poll for ``UTIL_POLLED``): a hole (``UTIL_HOLE``) cannot be billed as covered
+``samples.gaps``            a stretch without samples longer than the gap tolerance is flagged ``SAMPLE_GAP``
 ``samples.energy_monotonic`` the energy counter only decreases where the report flags ``ENERGY_RESET``
-``aggregates``              busy, allocated, energy, max memory re-derived with ``ledger.protocol.metering``
-``cumulative``              cumulative counters equal the running sums of the windows
-``physics.energy``          energy-counter growth ≈ Σ power·Δt within a tolerance, per GPU
-``physics.busy``            busy time ≈ the utilization integral, within a tolerance
+``aggregates``              busy, allocated, SM-active, tensor-active, energy, max memory re-derived with
+                            ``ledger.protocol.metering.aggregate_window`` (lease bounds, carried energy
+                            baseline and sample ends)
+``cumulative``              cumulative busy, energy, allocated and SM-active counters are running sums
+``physics.energy``          per GPU, between two valid energy readings, the counter grows at most
+                            max power × (Δt + read slack) × (1 + margin)
 ``physics.power_cap``       no power reading above the node's declared maximum per GPU (+ margin)
-``physics.idle_busy``       WARNING only: high utilization at idle power (a utilization-only load, or a lie)
+``physics.idle_busy``       WARNING only: a GPU SM-active (or busy) most of the time between two energy
+                            readings while the counter says it drew near-idle power
+``physics.sm_busy``         WARNING only: SM-active time well above busy time plus uncovered time (SMs
+                            cannot work without a kernel running; GPM and utilization intervals are not
+                            aligned, so this is evidence, not a rule)
 ``settlement.report``       a settled checkpoint names an archived report: its reportHash is the report's
                             struct hash (which binds the samples root, through the signed WindowDetail)
-``settlement.checkpoint``   the ckpt the chain recorded is the settled report's: seq, cumulative busy,
-                            allocated and energy counters, window end; settled after the window ended,
+``settlement.checkpoint``   the ckpt the chain recorded is the settled report's: cumulative busy,
+                            allocated, energy and SM-active counters; settled after the window ended,
                             settlement times never going back
 ``settlement.order``        checkpoints settle strictly increasing seqs
 ``settlement.duplicate``    no seq is settled (paid) twice
 ``settlement.billable``     the billable delta of a checkpoint (cumulative billable of its ckpt − of the
-                            previous checkpoint's, ``ledger.protocol.economics.checkpoint_billable``) is the archived
-                            reports' delta, and at most GPUs × the time since the previous checkpoint
+                            previous checkpoint's, ``ledger.protocol.economics.checkpoint_billable``: allocated,
+                            busy or SM-active time by the lease's billing mode) is the archived reports'
+                            delta, never negative, and the chain's cumulative billable is at most GPUs ×
+                            (settled window's end − lease start)
 ``settlement.charge``       charged = price × billable delta / 1000 (on the cumulative totals, as the
                             escrow rounds), capped by the escrow that remained
 ``money.conservation``      closed lease: paid in (escrow + fee + top-ups) = charged + fee kept + refunds;
                             open lease: charged never exceeds what was escrowed
 ==========================  ===========================================================================
 
-FIELD_NOT_SUPPORTED samples mark the missing field (:class:`ledger.protocol.metering.SampleField`); a missing field
-is excluded from the physics checks. Integers throughout; tolerances are basis points.
+A figure a sample marks missing (:class:`ledger.protocol.samples.SampleField`) is excluded from the checks
+that need it. Integers throughout; tolerances are basis points or milliseconds (:class:`AuditPolicy`).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ledger.protocol.economics import (
@@ -67,7 +95,8 @@ from ledger.protocol.economics import (
     charge_for,
 )
 from ledger.protocol.errors import LedgerError
-from ledger.protocol.metering import MeteringError, SampleField, WindowFigures, aggregate_window
+from ledger.protocol.metering import REPORT_FLAG_MASK, MeteringError, WindowFigures, aggregate_window
+from ledger.protocol.samples import SampleField
 from ledger.protocol import (
     ZERO_HASH,
     MeteringReport,
@@ -92,20 +121,23 @@ CHECKS: tuple[str, ...] = (
     "chain.seq",
     "chain.prev_hash",
     "window.bounds",
-    "window.overlap",
+    "window.contiguity",
+    "window.end",
     "window.capacity",
     "samples.root",
     "samples.spot_check",
     "samples.sanity",
+    "samples.intervals",
     "samples.sentinel",
+    "samples.coverage",
     "samples.gaps",
     "samples.energy_monotonic",
     "aggregates",
     "cumulative",
     "physics.energy",
-    "physics.busy",
     "physics.power_cap",
     "physics.idle_busy",
+    "physics.sm_busy",
     "settlement.report",
     "settlement.checkpoint",
     "settlement.order",
@@ -114,25 +146,35 @@ CHECKS: tuple[str, ...] = (
     "settlement.charge",
     "money.conservation",
 )
-WARNING_CHECKS = frozenset({"physics.idle_busy"})
+WARNING_CHECKS = frozenset({"physics.idle_busy", "physics.sm_busy"})
 
-_U16_MAX = (1 << 16) - 1
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 # NVML answers "not available" with all ones of the field's width (NVML_VALUE_NOT_AVAILABLE = -1 cast to
-# unsigned); an attestor must record a missing field as 0 + FIELD_NOT_SUPPORTED, never pass the sentinel on.
+# unsigned); an attestor must record a missing figure as 0 + its SampleField bit, never pass the sentinel on.
+# These are the sample fields read from the driver as they are (the others the attestor computes).
 _SENTINELS: tuple[tuple[str, int], ...] = (
     ("tsMs", _U64_MAX),
-    ("gpuUtilBps", _U16_MAX),
-    ("memUtilBps", _U16_MAX),
     ("powerMw", _U32_MAX),
     ("energyMj", _U64_MAX),
     ("memUsedMiB", _U32_MAX),
 )
 _POWER_INVALID = int(ReportFlag.GPU_LOST | SampleField.POWER)
-_ENERGY_INVALID = int(ReportFlag.GPU_LOST | SampleField.ENERGY)
+_ENERGY_INVALID = int(ReportFlag.GPU_LOST | SampleField.ENERGY | SampleField.ENERGY_UNREAD)
 _UTIL_INVALID = int(ReportFlag.GPU_LOST | SampleField.GPU_UTIL)
-_REPORT_FLAG_MASK = 0xFFFF
+_SM_INVALID = int(ReportFlag.GPU_LOST | SampleField.SM_ACTIVE)
+_POLLED = int(ReportFlag.UTIL_POLLED)
+_MEM_UTIL = int(SampleField.MEM_UTIL)  # protocol v1's memory utilization; no v2 sample sets it
+_KNOWN_BITS = int(sum(int(f) for f in ReportFlag)) | int(sum(int(f) for f in SampleField)) & ~_MEM_UTIL
+# which sample figures must be 0 when a SampleField bit marks them missing
+_MISSING_MEANS_ZERO: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (int(SampleField.GPU_UTIL), ("coveredMs", "busyMs", "utilSamples")),
+    (int(SampleField.SM_ACTIVE), ("smActiveMs", "tensorActiveMs")),
+    (int(SampleField.POWER), ("powerMw",)),
+    (int(SampleField.ENERGY), ("energyMj",)),
+    (int(SampleField.ENERGY_UNREAD), ("energyMj",)),
+    (int(SampleField.MEM_USED), ("memUsedMiB",)),
+)
 
 
 class AuditError(LedgerError):
@@ -195,16 +237,41 @@ class SignedReport:
 
 @dataclass(frozen=True, slots=True)
 class AuditPolicy:
-    """Tolerances of the physics checks (basis points unless said otherwise)."""
+    """Tolerances of the checks that compare figures with physics (basis points unless the name says ms).
 
-    energy_tolerance_bps: int = 1_000  # |Δcounter − Σ power·Δt| ≤ 10 % of the larger + half a period at
-    energy_floor_mj: int = 2_000  # the node's max power + 2 J, per GPU and window
-    busy_tolerance_bps: int = 500
-    power_margin_bps: int = 1_000  # a power reading may exceed the declared max by 10 % (transients)
+    What each bound rests on:
+
+    - ``util_period_ms``: the longest period of a driver utilization sample. NVML documents it as between
+      1/6 s and 1 s depending on the product (200 ms on an H200); the attestor lets one sample vouch for at
+      most 1.5 periods (a longer stretch is a hole) and one util.gpu poll for at most 1 s. An auditor who
+      knows the node's GPUs may lower it (200 for an H200).
+    - ``energy_read_slack_ms``: the energy counter is read when the attestor closes its intervals, up to a
+      driver period after the interval's end (``tsMs``), 250 ms more at a lease boundary, plus the time it
+      takes to read the GPUs in turn; the counter's growth between two readings is bounded by max power ×
+      (Δ``tsMs`` + this).
+    - ``energy_margin_bps``: how far above the declared max power a GPU's mean power over a few seconds may
+      go (LeaseEscrow's ENERGY_MARGIN_BPS, which bounds cumulative energy the same way).
+    - ``power_margin_bps``: a mean power reading (the driver's power samples of the last ~2 s of an interval)
+      may exceed the declared max by this much (transients).
+    - ``idle_activity_bps`` / ``idle_power_bps`` (warning only): SM-active (or busy, without GPM) at least
+      this share of the time between two energy readings while the counter's mean power stays below this
+      share of the declared max: a load that does no work, or a lie.
+    - ``sm_busy_slack_bps`` / ``sm_busy_slack_ms`` (warning only): SM-active time may exceed busy time plus
+      uncovered time by this share of the GPU's interval time plus this many ms per GPU and window (GPM is
+      sampled when the attestor collects, utilization at the driver's sample times).
+    """
+
+    util_period_ms: int = 1_000
+    poll_span_ms: int = 1_000  # the attestor polls util.gpu every second where there is no buffer
+    energy_read_slack_ms: int = 2_000
+    energy_margin_bps: int = 500
+    power_margin_bps: int = 1_000
     energy_cap_margin_bps: int = 500  # cumulative energy cap margin: LeaseEscrow's ENERGY_MARGIN_BPS
-    idle_util_bps: int = 8_000  # mean utilization at or above 80 % ...
-    idle_power_bps: int = 1_500  # ... with mean power below 15 % of the max is flagged
-    gap_tolerance_ms: int | None = None  # None: ledger.protocol.metering's default (half a period)
+    idle_activity_bps: int = 8_000
+    idle_power_bps: int = 1_500
+    sm_busy_slack_bps: int = 1_000
+    sm_busy_slack_ms: int = 2_000
+    gap_tolerance_ms: int | None = None  # None: ledger.protocol.metering's default (half a sample period)
 
 
 DEFAULT_POLICY = AuditPolicy()
@@ -272,6 +339,10 @@ class Verdict:
         """``{(check, report_seq)}`` of the failures: what a test asserts."""
         return {(r.check, r.report_seq) for r in self.results if not r.ok}
 
+    def warned(self) -> set[tuple[str, int | None]]:
+        """``{(check, report_seq)}`` of the warnings (evidence that does not fail the verdict)."""
+        return {(r.check, r.report_seq) for r in self.results if r.warning}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "leaseId": self.leaseId,
@@ -331,8 +402,10 @@ _UNITS = {
     "settlement.billable": "checkpoints",
     "settlement.charge": "checkpoints",
     "money.conservation": "leases",
-    "physics.energy": "GPU-windows",
-    "physics.idle_busy": "GPU-windows",
+    "physics.energy": "energy-reading pairs",
+    "physics.idle_busy": "energy-reading pairs",
+    "physics.sm_busy": "GPU-windows",
+    "samples.coverage": "reports",
 }
 
 
@@ -341,6 +414,26 @@ _UNITS = {
 
 Aggregator = Callable[..., WindowFigures]
 Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class _Carry:
+    """What the earlier windows of the lease hand the next one, exactly as the attestor carries it
+    (``ledger.protocol.metering`` rules 1 and 8): per GPU the energy baseline and the end of its last sample.
+    ``exact``: carried through every report from the lease's first one; otherwise a report before was
+    missing or unchecked and only the GPUs in the maps are known."""
+
+    baseline: dict[int, int] = field(default_factory=dict)
+    ends: dict[int, int] = field(default_factory=dict)
+    exact: bool = True
+
+
+@dataclass(slots=True)
+class _Readings:
+    """Per GPU, the last valid energy reading of the lease seen so far, ``(tsMs, counter)``. A pair of
+    readings may span reports, even a missing one: the bound on the counter's growth holds over any span."""
+
+    last: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def verify_lease(
@@ -354,9 +447,9 @@ def verify_lease(
     """Verify one lease from public data; never raises for bad data (that is a failed check).
 
     With ``spot_check_k`` the auditor accepts reports that carry at least ``min(k, sampleCount)`` sample
-    proofs instead of all samples; the checks that need every sample (aggregates, physics) are then
-    skipped. A report that carries its full samples is always checked in full. ``progress(done, total)``
-    is called after each report.
+    proofs instead of all samples; the checks that need every sample (aggregates, intervals, physics) are
+    then skipped. A report that carries its full samples is always checked in full. ``progress(done,
+    total)`` is called after each report.
     """
     terms = inp.terms
     col = _Collector()
@@ -383,10 +476,11 @@ def verify_lease(
         else:
             by_seq[r.seq] = (sr, h)
 
-    # 2. per seq, in chain order: continuity, windows, counters, samples.
+    # 2. per seq, in chain order: continuity, windows, counters, samples; the metering state carried along.
     seqs = sorted(by_seq)
     total = len(seqs)
-    baseline: Mapping[int, int] | None = {}  # energy baseline carried by ledger.protocol.metering (None: unknown)
+    carry: _Carry | None = _Carry()
+    readings = _Readings()
     samples_seen = 0
     for n, s in enumerate(seqs):
         sr, h = by_seq[s]
@@ -407,12 +501,14 @@ def verify_lease(
                 f"prevReportHash 0x{r.prevReportHash.hex()[:16]}… ≠ hash of report {s - 1} 0x{want.hex()[:16]}…",
                 s,
             )
+        if s <= 1:
+            carry = _Carry()
+        elif prev is None:
+            carry = None  # what the missing report left (energy baseline, sample ends) is unknown
         prev_r = prev[0].report if prev is not None else None
-        _check_window(col, terms, policy, r, prev_r)
+        _check_window(col, terms, policy, r, prev_r, carry)
         _check_cumulative(col, r, prev_r, first=(s == 1))
-        baseline, n_samples = _check_samples(
-            col, terms, policy, aggregate, sr, baseline if (s == 1 or prev is not None) else None, spot_check_k
-        )
+        carry, n_samples = _check_samples(col, terms, policy, aggregate, sr, carry, readings, spot_check_k)
         samples_seen += n_samples
         if progress is not None:
             progress(n + 1, total)
@@ -465,8 +561,22 @@ def _check_signature(col: _Collector, terms: LeaseTerms, dom: bytes, sr: SignedR
         col.fail("signature", f"signed by {signer}, registered attestor {', '.join(valid)}", r.seq)
 
 
+def _window_room(terms: LeaseTerms, r: MeteringReport, carry: _Carry) -> int:
+    """GPU-ms the lease's GPUs' intervals ending in this window can span: per GPU from its last sample's end
+    (or the lease's start) to the window's end (clipped to the lease). Only meaningful with an exact carry."""
+    hi = min(r.windowEndMs, terms.endMs)
+    known = carry.ends
+    room = sum(max(0, hi - max(terms.startMs, end)) for end in known.values())
+    return room + max(0, terms.gpuCount - len(known)) * max(0, hi - terms.startMs)
+
+
 def _check_window(
-    col: _Collector, terms: LeaseTerms, policy: AuditPolicy, r: MeteringReport, prev: MeteringReport | None
+    col: _Collector,
+    terms: LeaseTerms,
+    policy: AuditPolicy,
+    r: MeteringReport,
+    prev: MeteringReport | None,
+    carry: _Carry | None,
 ) -> None:
     s = r.seq
     bad = []
@@ -478,40 +588,44 @@ def _check_window(
         bad.append(f"ends at {r.windowEndMs}, after the lease ({terms.endMs})")
     col.check("window.bounds", not bad, "; ".join(bad), s)
     if prev is not None:
+        ws, pe = r.windowStartMs, prev.windowEndMs
+        why = "its time would count twice" if ws < pe else "no report covers the time between"
         col.check(
-            "window.overlap",
-            r.windowStartMs >= prev.windowEndMs,
-            f"starts at {r.windowStartMs}, before report {prev.seq} ended ({prev.windowEndMs})",
-            s,
+            "window.contiguity", ws == pe, f"starts at {ws}, report {prev.seq} ended at {pe} ({why})", s
         )
     g = terms.gpuCount
-    span = max(0, r.windowEndMs - r.windowStartMs)
     elapsed = max(0, r.windowEndMs - terms.startMs)
-    cap_mj = terms.maxPowerMwPerGpu * g * elapsed * (10_000 + policy.energy_cap_margin_bps) // 10_000_000
+    room = g * elapsed
+    cap_mj = terms.maxPowerMwPerGpu * room * (10_000 + policy.energy_cap_margin_bps) // 10_000_000
     over = []
-    if r.allocatedMs > g * span:
-        over.append(f"allocatedMs {r.allocatedMs} > {g} GPUs × {span} ms")
     if r.busyMs > r.allocatedMs:
         over.append(f"busyMs {r.busyMs} > allocatedMs {r.allocatedMs}")
-    if r.cumAllocatedMs > g * elapsed:
-        over.append(f"cumAllocatedMs {r.cumAllocatedMs} > {g} GPUs × {elapsed} ms since lease start")
-    if r.cumBusyMs > g * elapsed:
-        over.append(f"cumBusyMs {r.cumBusyMs} > {g} GPUs × {elapsed} ms since lease start")
+    for name in ("cumAllocatedMs", "cumBusyMs", "cumSmActiveMs"):
+        v = getattr(r, name)
+        if v > room:
+            over.append(f"{name} {v} > {g} GPUs × {elapsed} ms since lease start")
     if r.cumEnergyMj > cap_mj:
         over.append(f"cumEnergyMj {r.cumEnergyMj} > max power cap {cap_mj} mJ")
+    if carry is not None and carry.exact:
+        wroom = _window_room(terms, r, carry)
+        for name in ("allocatedMs", "smActiveMs", "tensorActiveMs"):
+            v = getattr(r, name)
+            if v > wroom:
+                over.append(f"{name} {v} > {wroom} GPU-ms its GPUs' intervals can span in this window")
     col.check("window.capacity", not over, "; ".join(over), s)
 
 
 def _check_cumulative(col: _Collector, r: MeteringReport, prev: MeteringReport | None, *, first: bool) -> None:
+    names = ("cumBusyMs", "cumEnergyMj", "cumAllocatedMs", "cumSmActiveMs")
+    window = (r.busyMs, r.energyMj, r.allocatedMs, r.smActiveMs)
     if first:
-        base = (0, 0, 0)
+        base: tuple[int, ...] = (0, 0, 0, 0)
     elif prev is not None:
-        base = (prev.cumBusyMs, prev.cumEnergyMj, prev.cumAllocatedMs)
+        base = tuple(getattr(prev, nm) for nm in names)
     else:
         return  # the previous report is missing: chain.seq names it, the running sum cannot be formed
-    want = (base[0] + r.busyMs, base[1] + r.energyMj, base[2] + r.allocatedMs)
-    got = (r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs)
-    names = ("cumBusyMs", "cumEnergyMj", "cumAllocatedMs")
+    want = tuple(b + w for b, w in zip(base, window))
+    got = tuple(getattr(r, nm) for nm in names)
     bad = [f"{nm} {g} ≠ running sum {w}" for nm, g, w in zip(names, got, want) if g != w]
     col.check("cumulative", not bad, "; ".join(bad), r.seq)
 
@@ -522,10 +636,12 @@ def _check_samples(
     policy: AuditPolicy,
     aggregate: Aggregator,
     sr: SignedReport,
-    baseline: Mapping[int, int] | None,
+    carry: _Carry | None,
+    readings: _Readings,
     spot_check_k: int | None,
-) -> tuple[Mapping[int, int] | None, int]:
-    """Samples of one report; returns the energy baseline for the next report (None: unknown)."""
+) -> tuple[_Carry | None, int]:
+    """Samples of one report; returns what this window hands the next (None: unknown) and how many samples
+    were rebuilt or proven."""
     r = sr.report
     s = r.seq
     if sr.samples is None:
@@ -535,26 +651,32 @@ def _check_samples(
         return None, _check_spot(col, terms, policy, sr, spot_check_k)
 
     samples = sr.samples
-    if len(samples) != r.sampleCount:
-        col.fail("samples.root", f"{len(samples)} samples, report commits to {r.sampleCount}", s)
-        return None, len(samples)
+    n = len(samples)
+    if n != r.sampleCount:
+        col.fail("samples.root", f"{n} samples, report commits to {r.sampleCount}", s)
+        return None, n
     try:
         root = samples_root(samples)
     except ProtocolError as e:
         col.fail("samples.root", f"a sample does not fit the leaf type: {e}", s)
-        return None, len(samples)
+        return None, n
     if root != r.samplesRoot:
         col.fail(
             "samples.root", f"rebuilt root 0x{root.hex()[:16]}… ≠ samplesRoot 0x{r.samplesRoot.hex()[:16]}…", s
         )
-        return None, len(samples)  # these are not the committed samples: nothing below would mean anything
+        return None, n  # these are not the committed samples: nothing below would mean anything
     col.ok("samples.root")
     if spot_check_k is not None:
         col.skip("samples.spot_check", "full samples were available")
 
     if not _check_sentinels(col, samples, s):
-        return None, len(samples)
+        return None, n
     sane = _check_sanity(col, terms, r, samples)
+    disjoint = _check_intervals(col, r, samples, carry.ends if carry is not None else None)
+    _check_window_end(col, r, samples)
+    if s == 1:
+        _check_first_window(col, terms, policy, r, samples)
+    _check_coverage(col, policy, r, samples)
     try:
         figures = aggregate(
             samples,
@@ -564,30 +686,30 @@ def _check_samples(
             gap_tolerance_ms=policy.gap_tolerance_ms,
             lease_start_ms=terms.startMs,
             lease_end_ms=terms.endMs,
-            energy_baseline=baseline or {},
+            energy_baseline=carry.baseline if carry is not None else {},
+            sample_ends=carry.ends if carry is not None else {},
             gpu_indices=terms.gpuIndices,
         )
     except MeteringError as e:
-        if sane:  # the sanity check should have named it; never let a malformed window pass silently
+        if sane and disjoint:  # the checks above should have named it; never let a malformed window pass
             col.fail("samples.sanity", str(e), s)
-        return None, len(samples)
-    if not sane:
-        return None, len(samples)
+        return None, n
+    if not (sane and disjoint):
+        return None, n
 
     _check_flags(col, r, figures)
-    got = {"busyMs": r.busyMs, "allocatedMs": r.allocatedMs, "maxMemUsedMiB": r.maxMemUsedMiB, "energyMj": r.energyMj}
-    want = {
-        "busyMs": figures.busyMs,
-        "allocatedMs": figures.allocatedMs,
-        "maxMemUsedMiB": figures.maxMemUsedMiB,
-        "energyMj": figures.energyMj,
-    }
-    if baseline is None:  # the previous report is unknown: its last energy reading is the baseline
+    names = ("busyMs", "allocatedMs", "smActiveMs", "tensorActiveMs", "maxMemUsedMiB", "energyMj")
+    got = {k: getattr(r, k) for k in names}
+    want = {k: getattr(figures, k) for k in names}
+    readers = {x.gpuIndex for x in samples if not x.flags & _ENERGY_INVALID}
+    if carry is None or not (carry.exact or readers <= carry.baseline.keys()):
+        # a report before is missing or unchecked: the energy baseline of some GPU is unknown
         del got["energyMj"], want["energyMj"]
     bad = [f"{k} {got[k]} ≠ {want[k]} from samples" for k in got if got[k] != want[k]]
     col.check("aggregates", not bad, "; ".join(bad), s)
-    _check_physics(col, terms, policy, r, samples)
-    return figures.energy_baseline, len(samples)
+    _check_physics(col, terms, policy, r, samples, readings)
+    exact = carry is not None and carry.exact
+    return _Carry(dict(figures.energy_baseline), dict(figures.sample_ends), exact), n
 
 
 def _check_spot(col: _Collector, terms: LeaseTerms, policy: AuditPolicy, sr: SignedReport, k: int) -> int:
@@ -611,12 +733,22 @@ def _check_spot(col: _Collector, terms: LeaseTerms, policy: AuditPolicy, sr: Sig
     if not bad and len(proven) < need:
         bad.append(f"{len(proven)} distinct samples proven, {need} asked")
     col.check("samples.spot_check", not bad, "; ".join(bad), s)
-    for name in ("aggregates", "physics.energy", "physics.busy", "samples.gaps", "samples.energy_monotonic"):
+    for name in (
+        "aggregates",
+        "samples.intervals",
+        "samples.gaps",
+        "samples.energy_monotonic",
+        "window.end",
+        "physics.energy",
+        "physics.idle_busy",
+        "physics.sm_busy",
+    ):
         col.skip(name, f"spot check of {k} samples per report: needs every sample")
     if proven:
         samples = tuple(proven.values())
         if _check_sentinels(col, samples, s):
-            _check_sanity(col, terms, r, samples, partial=True)
+            _check_sanity(col, terms, r, samples)
+            _check_coverage(col, policy, r, samples)
             _check_power_cap(col, terms, policy, r, samples)
     return len(proven)
 
@@ -626,8 +758,6 @@ def _check_sentinels(col: _Collector, samples: Sequence[Sample], seq: int) -> bo
         if (  # the common case in one expression; the loop below only names the field
             smp.powerMw == _U32_MAX
             or smp.memUsedMiB == _U32_MAX
-            or smp.gpuUtilBps == _U16_MAX
-            or smp.memUtilBps == _U16_MAX
             or smp.energyMj == _U64_MAX
             or smp.tsMs == _U64_MAX
         ):
@@ -639,13 +769,38 @@ def _check_sentinels(col: _Collector, samples: Sequence[Sample], seq: int) -> bo
     return True
 
 
-def _check_sanity(
-    col: _Collector, terms: LeaseTerms, r: MeteringReport, samples: Sequence[Sample], *, partial: bool = False
-) -> bool:
+def _sample_problems(smp: Sample, report_flags: int) -> list[str]:
+    """What is wrong with one sample on its own (v2 field rules); empty when nothing."""
+    out = []
+    f = smp.flags
+    if smp.intervalMs < 1:
+        out.append("an empty interval")
+    if not smp.busyMs <= smp.coveredMs <= smp.intervalMs:
+        out.append(f"busy {smp.busyMs} ≤ covered {smp.coveredMs} ≤ interval {smp.intervalMs} does not hold")
+    if smp.smActiveMs > smp.intervalMs or smp.tensorActiveMs > smp.intervalMs:
+        out.append(f"SM {smp.smActiveMs} or tensor {smp.tensorActiveMs} ms above its {smp.intervalMs} ms interval")
+    for bit, names in _MISSING_MEANS_ZERO:
+        if f & bit:
+            nonzero = [f"{nm}={getattr(smp, nm)}" for nm in names if getattr(smp, nm)]
+            if nonzero:
+                out.append(f"marks {SampleField(bit).name} missing but gives {', '.join(nonzero)}")
+    if f & _MEM_UTIL:
+        out.append("flags MEM_UTIL, a protocol v1 field")
+    unknown = f & ~_KNOWN_BITS & ~_MEM_UTIL
+    if unknown:
+        out.append(f"unknown flag bits {unknown:#x}")
+    if f & ReportFlag.NO_GPM and not f & SampleField.SM_ACTIVE:
+        out.append("NO_GPM (the GPU cannot measure SM activity) without SM activity marked missing")
+    report_bits = f & REPORT_FLAG_MASK
+    if report_bits & ~report_flags:
+        out.append(f"flags {report_bits:#x} not carried by the report's flags {report_flags:#x}")
+    return out
+
+
+def _check_sanity(col: _Collector, terms: LeaseTerms, r: MeteringReport, samples: Sequence[Sample]) -> bool:
     bad: list[str] = []
     lo, hi = r.windowStartMs, r.windowEndMs
     allowed = None if terms.gpuIndices is None else frozenset(terms.gpuIndices)
-    last_ts: dict[int, int] = {}
     gpus: set[int] = set()
     for i, smp in enumerate(samples):
         g = smp.gpuIndex
@@ -654,41 +809,12 @@ def _check_sanity(
             bad.append(f"sample {i} at {smp.tsMs} outside window ({lo}, {hi}]")
         if allowed is not None and g not in allowed:
             bad.append(f"sample {i} on GPU {g}, not one of the lease's {sorted(allowed)}")
-        if not partial:
-            t = last_ts.get(g)
-            if t is not None and smp.tsMs <= t:
-                bad.append(f"sample {i}: GPU {g} timestamps not increasing ({t} then {smp.tsMs})")
-            last_ts[g] = smp.tsMs
-        if smp.gpuUtilBps > 10_000 or smp.memUtilBps > 10_000:
-            bad.append(f"sample {i}: utilization above 10000 bps")
-        report_bits = smp.flags & _REPORT_FLAG_MASK
-        if report_bits & ~r.flags:
-            bad.append(f"sample {i} flags {report_bits:#x} not carried by the report's flags {r.flags:#x}")
-        if smp.flags & ~_REPORT_FLAG_MASK and not smp.flags & ReportFlag.FIELD_NOT_SUPPORTED:
-            bad.append(f"sample {i} marks a missing field without FIELD_NOT_SUPPORTED")
+        bad += [f"sample {i} (GPU {g} at {smp.tsMs}): {p}" for p in _sample_problems(smp, r.flags)]
         if len(bad) >= 3:
             break
     if allowed is None and len(gpus) > terms.gpuCount:
         bad.append(f"samples from {len(gpus)} GPUs, lease has {terms.gpuCount}")
-    return col.check("samples.sanity", not bad, "; ".join(bad), r.seq)
-
-
-def _check_flags(col: _Collector, r: MeteringReport, figures: WindowFigures) -> None:
-    s = r.seq
-    need_gap = bool(figures.flags & ReportFlag.SAMPLE_GAP)
-    col.check(
-        "samples.gaps",
-        not need_gap or bool(r.flags & ReportFlag.SAMPLE_GAP),
-        "samples have a gap longer than period + tolerance but the report is not flagged SAMPLE_GAP",
-        s,
-    )
-    need_reset = bool(figures.flags & ReportFlag.ENERGY_RESET)
-    col.check(
-        "samples.energy_monotonic",
-        not need_reset or bool(r.flags & ReportFlag.ENERGY_RESET),
-        "the energy counter decreases but the report is not flagged ENERGY_RESET",
-        s,
-    )
+    return col.check("samples.sanity", not bad, "; ".join(bad[:3]), r.seq)
 
 
 def _by_gpu(samples: Iterable[Sample]) -> dict[int, list[Sample]]:
@@ -698,6 +824,99 @@ def _by_gpu(samples: Iterable[Sample]) -> dict[int, list[Sample]]:
     for rows in out.values():
         rows.sort(key=lambda x: x.tsMs)
     return out
+
+
+def _check_intervals(
+    col: _Collector, r: MeteringReport, samples: Sequence[Sample], ends: Mapping[int, int] | None
+) -> bool:
+    """Per GPU, no two intervals overlap: inside the window, and against the GPU's last sample of an earlier
+    window (``ends``, the carried sample ends; None when unknown)."""
+    bad: list[str] = []
+    for gpu, rows in sorted(_by_gpu(samples).items()):
+        prev = None if ends is None else ends.get(gpu)
+        earlier = True  # prev comes from an earlier window
+        for x in rows:
+            start = x.tsMs - x.intervalMs
+            if prev is not None and x.tsMs == prev:
+                bad.append(f"GPU {gpu} has two samples at {x.tsMs}")
+            elif prev is not None and start < prev:
+                where = "its last sample of an earlier window" if earlier else "its previous sample"
+                bad.append(
+                    f"GPU {gpu}: the sample at {x.tsMs} starts at {start}, before {where} ended ({prev}): "
+                    f"{prev - start} ms counted twice"
+                )
+            prev, earlier = x.tsMs, False
+            if len(bad) >= 3:
+                break
+    return col.check("samples.intervals", not bad, "; ".join(bad[:3]), r.seq)
+
+
+def _check_window_end(col: _Collector, r: MeteringReport, samples: Sequence[Sample]) -> None:
+    if not samples:
+        col.fail("window.end", "a window without samples (the attestor reports none)", r.seq)
+        return
+    newest = max(x.tsMs for x in samples)
+    col.check(
+        "window.end",
+        r.windowEndMs == newest,
+        f"windowEndMs {r.windowEndMs} is not the newest sample's tsMs {newest}",
+        r.seq,
+    )
+
+
+def _check_first_window(
+    col: _Collector, terms: LeaseTerms, policy: AuditPolicy, r: MeteringReport, samples: Sequence[Sample]
+) -> None:
+    """The attestor starts a lease's first window at max(lease start, the earliest interval start of its
+    first samples); a GPU first seen in a later collect may start up to a driver period earlier."""
+    if not samples:
+        return
+    earliest = max(terms.startMs, min(x.tsMs - x.intervalMs for x in samples))
+    ws = r.windowStartMs
+    col.check(
+        "window.contiguity",
+        earliest <= ws <= earliest + policy.util_period_ms,
+        f"the first window starts at {ws}; its samples' intervals start at {earliest} (clipped to the lease)",
+        r.seq,
+    )
+
+
+def _check_coverage(col: _Collector, policy: AuditPolicy, r: MeteringReport, samples: Sequence[Sample]) -> None:
+    """Covered time must rest on driver utilization samples: each vouches for at most 1.5 driver periods
+    (a longer stretch is a hole: UTIL_HOLE, uncovered), a util.gpu poll (UTIL_POLLED) for at most 1 s."""
+    buffer_span = policy.util_period_ms * 3 // 2
+    for i, x in enumerate(samples):
+        if x.flags & _UTIL_INVALID or not x.coveredMs:
+            continue
+        span = policy.poll_span_ms if x.flags & _POLLED else buffer_span
+        if x.coveredMs > x.utilSamples * span:
+            what = "util.gpu polls" if x.flags & _POLLED else "driver utilization samples"
+            col.fail(
+                "samples.coverage",
+                f"sample {i} (GPU {x.gpuIndex} at {x.tsMs}): coveredMs {x.coveredMs} rests on {x.utilSamples} "
+                f"{what}, which vouch for at most {x.utilSamples * span} ms",
+                r.seq,
+            )
+            return
+    col.ok("samples.coverage")
+
+
+def _check_flags(col: _Collector, r: MeteringReport, figures: WindowFigures) -> None:
+    s = r.seq
+    need_gap = bool(figures.flags & ReportFlag.SAMPLE_GAP)
+    col.check(
+        "samples.gaps",
+        not need_gap or bool(r.flags & ReportFlag.SAMPLE_GAP),
+        "samples have a gap longer than the gap tolerance but the report is not flagged SAMPLE_GAP",
+        s,
+    )
+    need_reset = bool(figures.flags & ReportFlag.ENERGY_RESET)
+    col.check(
+        "samples.energy_monotonic",
+        not need_reset or bool(r.flags & ReportFlag.ENERGY_RESET),
+        "the energy counter decreases but the report is not flagged ENERGY_RESET",
+        s,
+    )
 
 
 def _check_power_cap(
@@ -715,92 +934,102 @@ def _check_power_cap(
     col.ok("physics.power_cap")
 
 
-def _check_physics(
-    col: _Collector, terms: LeaseTerms, policy: AuditPolicy, r: MeteringReport, samples: Sequence[Sample]
-) -> None:
-    """Energy, busy time and idle power against each other, per GPU.
+def _activity_bps(rows: Sequence[Sample]) -> tuple[int, str] | None:
+    """Share of the time the GPU was SM-active (GPM) or, without GPM figures, busy (utilization), in bps."""
+    sm = span = 0
+    for x in rows:
+        if not x.flags & _SM_INVALID:
+            sm += x.smActiveMs
+            span += x.intervalMs
+    if span:
+        return sm * 10_000 // span, "SM-active"
+    busy = covered = 0
+    for x in rows:
+        if not x.flags & _UTIL_INVALID:
+            busy += x.busyMs
+            covered += x.coveredMs
+    if covered:
+        return busy * 10_000 // covered, "busy"
+    return None
 
-    NVML's power reading is the average over roughly the last second and a utilization reading is the busy
-    fraction of the last sample period, so a reading describes the interval since the previous one (the
-    rule ``ledger.protocol.metering`` bills by): Σ power·Δt over consecutive readings should match the energy
-    counter's growth, and Σ utilization·Δt the busy time. A reading that is instantaneous instead is off by
-    at most half a period at full power: that, plus a relative tolerance, is the allowed slack.
+
+def _check_physics(
+    col: _Collector,
+    terms: LeaseTerms,
+    policy: AuditPolicy,
+    r: MeteringReport,
+    samples: Sequence[Sample],
+    readings: _Readings,
+) -> None:
+    """Energy counter, power and activity against each other, per GPU.
+
+    The energy counter is read at window boundaries; between two valid readings its growth is bounded by
+    the node's max power over the time between them (the readings are taken up to ``energy_read_slack_ms``
+    after their samples' ``tsMs``). No lower bound is checked: idle power differs by model and state and
+    the lease does not say which GPU it is. A mean power reading covers only the last ~2 s of an interval,
+    so it is checked against the cap, not integrated against the counter.
     """
     s = r.seq
     _check_power_cap(col, terms, policy, r, samples)
-    util_integral = 0  # bps·ms over consecutive valid utilization readings
-    util_span = 0
     max_mw = terms.maxPowerMwPerGpu
-    period = terms.samplePeriodMs
-    max_dt = period + (period // 2 if policy.gap_tolerance_ms is None else policy.gap_tolerance_ms)
+    rate_mw = max_mw * (10_000 + policy.energy_margin_bps) // 10_000
+    slack_ms = policy.energy_read_slack_ms
     for gpu, rows in _by_gpu(samples).items():
-        counter = 0  # mJ, Σ counter growth between valid consecutive readings
-        integral = 0  # mW·ms = µJ, Σ power·Δt over the same intervals
-        pairs = 0
-        w_util = w_power = w_span = 0
-        for a, b in zip(rows, rows[1:]):
-            dt = b.tsMs - a.tsMs
-            if dt <= 0:
-                continue
-            util_ok = not b.flags & _UTIL_INVALID
-            if dt > max_dt:  # a gap: nothing was measured in it; the later reading vouches for one period
-                if util_ok:
-                    util_integral += b.gpuUtilBps * period
-                    util_span += period
-                continue
-            if util_ok:
-                util_integral += b.gpuUtilBps * dt
-                util_span += dt
-            if not b.flags & _POWER_INVALID:
-                p = b.powerMw * dt
-                if util_ok:
-                    w_util += b.gpuUtilBps * dt
-                    w_power += p
-                    w_span += dt
-                if not (a.flags | b.flags) & _ENERGY_INVALID and b.energyMj >= a.energyMj:
-                    counter += b.energyMj - a.energyMj
-                    integral += p
-                    pairs += 1
-        if pairs:
-            integral_mj = integral // 1000
-            slack = (
-                max(counter, integral_mj) * policy.energy_tolerance_bps // 10_000
-                + max_mw * period // 2000
-                + policy.energy_floor_mj
-            )
+        # SM activity against busy time (evidence only)
+        sm = busy = uncovered = span = 0
+        for x in rows:
+            if not x.flags & (_SM_INVALID | _UTIL_INVALID):
+                sm += x.smActiveMs
+                busy += x.busyMs
+                uncovered += x.intervalMs - x.coveredMs
+                span += x.intervalMs
+        if span:
+            allowed = busy + uncovered + span * policy.sm_busy_slack_bps // 10_000 + policy.sm_busy_slack_ms
             col.check(
-                "physics.energy",
-                abs(counter - integral_mj) <= slack,
-                f"GPU {gpu}: energy counter rose {counter} mJ, power integrates to {integral_mj} mJ "
-                f"(tolerance {slack} mJ)",
+                "physics.sm_busy",
+                sm <= allowed,
+                f"GPU {gpu}: SM-active {sm} ms but busy {busy} ms (+{uncovered} ms uncovered) of {span} ms: SMs "
+                f"cannot work without a kernel running (tolerance {allowed - busy - uncovered} ms)",
                 s,
             )
-        if w_span:
-            mean_util = w_util // w_span
-            mean_mw = w_power // w_span
-            col.check(
-                "physics.idle_busy",
-                not (mean_util >= policy.idle_util_bps and mean_mw * 10_000 < max_mw * policy.idle_power_bps),
-                f"GPU {gpu}: mean utilization {mean_util} bps at mean power {mean_mw} mW "
-                f"(< {policy.idle_power_bps} bps of {max_mw} mW)",
-                s,
-            )
-    if util_span:
-        # The metering rule also counts each GPU's first reading of the window (back to the window start),
-        # which has no earlier reading to pair with here: one period per GPU, plus the relative tolerance.
-        est = util_integral // 10_000
-        slack = est * policy.busy_tolerance_bps // 10_000 + 2 * period * max(1, terms.gpuCount)
-        col.check(
-            "physics.busy",
-            abs(r.busyMs - est) <= slack,
-            f"busyMs {r.busyMs} vs utilization integral {est} ms (tolerance {slack} ms)",
-            s,
-        )
+        # energy counter between valid readings
+        last = readings.last.get(gpu)
+        for x in rows:
+            if x.flags & _ENERGY_INVALID:
+                continue
+            if last is not None and x.tsMs > last[0] and x.energyMj >= last[1]:
+                t0, c0 = last
+                dt = x.tsMs - t0
+                grew = x.energyMj - c0
+                cap = rate_mw * (dt + slack_ms) // 1000
+                col.check(
+                    "physics.energy",
+                    grew <= cap,
+                    f"GPU {gpu}: the energy counter rose {grew} mJ in {dt} ms ({t0}..{x.tsMs}), more than "
+                    f"{max_mw} mW (+{policy.energy_margin_bps} bps, +{slack_ms} ms read slack) allows: {cap} mJ",
+                    s,
+                )
+                act = _activity_bps([y for y in rows if t0 < y.tsMs <= x.tsMs])
+                if act is not None:
+                    share, what = act
+                    mean_mw = grew * 1000 // dt
+                    idle = share >= policy.idle_activity_bps and mean_mw * 10_000 < max_mw * policy.idle_power_bps
+                    col.check(
+                        "physics.idle_busy",
+                        not idle,
+                        f"GPU {gpu}: {what} {share} bps of the time at a mean {mean_mw} mW from the energy counter "
+                        f"(< {policy.idle_power_bps} bps of {max_mw} mW) over {t0}..{x.tsMs}",
+                        s,
+                    )
+            last = (x.tsMs, x.energyMj)
+        if last is not None:
+            readings.last[gpu] = last
 
 
 def billable_of(mode: BillingMode, r: MeteringReport) -> int:
-    """Cumulative billable GPU-ms of a report under the lease's billing mode (``economics.billable``)."""
-    return billable(mode, busy_ms=r.cumBusyMs, allocated_ms=r.cumAllocatedMs)
+    """Cumulative billable GPU-ms of a report under the lease's billing mode (``economics.billable``):
+    allocated (reserved), busy (metered) or SM-active (sm_active) time."""
+    return billable(mode, busy_ms=r.cumBusyMs, allocated_ms=r.cumAllocatedMs, sm_active_ms=r.cumSmActiveMs)
 
 
 def _check_settlements(
@@ -853,23 +1082,25 @@ def _check_settlements(
                 s,
             )
             _check_ckpt(col, st, r, prev)
-            billable = billable_of(mode, r)
-            delta = billable - last_billable
-            since = prev.windowEndMs if prev is not None else terms.startMs
-            room = terms.gpuCount * max(0, st.windowEndMs - since)
+            billable_ms = billable_of(mode, r)
+            delta = billable_ms - last_billable
+            elapsed = max(0, r.windowEndMs - terms.startMs)
+            room = terms.gpuCount * elapsed
             bad = []
             if chain_delta != delta:
                 bad.append(
                     f"the chain billed {chain_delta} GPU-ms (ckpt {chain_billable} − {chain_last}), "
-                    f"the reports {delta} ({billable} − {last_billable})"
+                    f"the reports {delta} ({billable_ms} − {last_billable})"
                 )
-            if not 0 <= chain_delta <= room:
+            if chain_delta < 0:
+                bad.append(f"the chain's billable GPU time went down by {-chain_delta} GPU-ms")
+            if chain_billable > room:
                 bad.append(
-                    f"{chain_delta} GPU-ms billed for {st.windowEndMs - since} ms since the previous checkpoint on "
-                    f"{terms.gpuCount} GPUs (at most {room})"
+                    f"{chain_billable} GPU-ms billed by {elapsed} ms into the lease on {terms.gpuCount} GPUs "
+                    f"(at most {room})"
                 )
             col.check("settlement.billable", not bad, "; ".join(bad), s)
-            want = charge_for(terms.pricePerGpuSecond, billable, last_billable)
+            want = charge_for(terms.pricePerGpuSecond, billable_ms, last_billable)
             if escrowed is not None:
                 want = min(want, max(0, escrowed - charged_total))
             col.check(
@@ -879,7 +1110,7 @@ def _check_settlements(
                 + (f", capped by {escrowed - charged_total} left in escrow)" if escrowed is not None else ")"),
                 s,
             )
-            last_billable = billable
+            last_billable = billable_ms
         finally:
             charged_total += st.charged
             if s > last_seq:
@@ -896,11 +1127,11 @@ def _check_ckpt(col: _Collector, st: Settlement, r: MeteringReport, prev: Settle
         ("cumBusyMs", st.cumBusyMs, r.cumBusyMs),
         ("cumAllocatedMs", st.cumAllocatedMs, r.cumAllocatedMs),
         ("cumEnergyMj", st.cumEnergyMj, r.cumEnergyMj),
-        ("windowEndMs", st.windowEndMs, r.windowEndMs),
+        ("cumSmActiveMs", st.cumSmActiveMs, r.cumSmActiveMs),
     )
     bad = [f"ckpt {name} {got} ≠ report's {want}" for name, got, want in pairs if got != want]
-    if st.settledAt * 1000 < st.windowEndMs:
-        bad.append(f"settled at {st.settledAt * 1000} ms, before the window ended ({st.windowEndMs})")
+    if st.settledAt * 1000 < r.windowEndMs:
+        bad.append(f"settled at {st.settledAt * 1000} ms, before the window ended ({r.windowEndMs})")
     if prev is not None and st.settledAt < prev.settledAt:
         bad.append(f"settled at {st.settledAt} s, before the previous checkpoint ({prev.settledAt} s)")
     col.check("settlement.checkpoint", not bad, "; ".join(bad), st.seq)
@@ -943,8 +1174,170 @@ def verify_leases(inputs: Iterable[AuditInput], spot_check_k: int | None = None,
     return [verify_lease(i, spot_check_k, **kw) for i in inputs]
 
 
+# --- what the lease used, for people ------------------------------------------------------------------------
+
+BILLING_BASIS: dict[BillingMode, str] = {
+    BillingMode.RESERVED: "allocated GPU time (reserved: every GPU-second the driver's samples vouch for)",
+    BillingMode.METERED: "busy GPU time (metered: time with a kernel running, per the driver's utilization)",
+    BillingMode.SM_ACTIVE: "SM-active GPU time (sm_active: GPM's SM activity × time, the compute used)",
+}
+"""What each billing mode bills, in words (the HTML report and the command show it)."""
+
+FLAG_WORDS: dict[ReportFlag, str] = {
+    ReportFlag.ENERGY_RESET: "the GPU's energy counter restarted (driver reload): a new epoch, nothing lost",
+    ReportFlag.SAMPLE_GAP: "a stretch of time without samples (attestor down or late): not billed",
+    ReportFlag.FIELD_NOT_SUPPORTED: "a figure the GPU does not support is recorded as missing, not as zero",
+    ReportFlag.SIMULATED: "readings come from a simulated GPU driver, not hardware",
+    ReportFlag.GPU_LOST: "a GPU stopped answering (fell off the bus): its time after that counts nothing",
+    ReportFlag.ECC_ERROR: "uncorrected memory (ECC) errors were seen",
+    ReportFlag.CLOCK_ADJUSTED: "the wall clock jumped; an overlapping interval was dropped",
+    ReportFlag.UTIL_HOLE: (
+        "the driver's utilization buffer lost samples before the attestor read them: that time is not covered "
+        "and not billed"
+    ),
+    ReportFlag.UTIL_POLLED: (
+        "no utilization buffer on this GPU: busy time comes from polling util.gpu once a second, which can "
+        "miss or double-count loads that switch in step with the polls"
+    ),
+    ReportFlag.NO_GPM: (
+        "the GPU has no GPM (pre-Hopper): SM and tensor activity are not measured (SM-active billing counts 0)"
+    ),
+}
+"""Each report-level flag in words."""
+
+
+def describe_flags(flags: int) -> list[tuple[str, str]]:
+    """``(name, words)`` of each report-level flag set in ``flags``, in bit order."""
+    return [(f.name or str(int(f)), FLAG_WORDS[f]) for f in FLAG_WORDS if flags & f]
+
+
+def share_bps(part: int, whole: int) -> int | None:
+    """``part / whole`` in basis points (floored), None when ``whole`` is 0."""
+    return None if whole <= 0 else part * 10_000 // whole
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """One report's window as the report states it (the verdict says whether it holds)."""
+
+    seq: int
+    windowStartMs: int
+    windowEndMs: int
+    allocatedMs: int
+    busyMs: int
+    smActiveMs: int
+    tensorActiveMs: int
+    energyMj: int
+    flags: int
+
+    @property
+    def sm_share_of_busy_bps(self) -> int | None:
+        return share_bps(self.smActiveMs, self.busyMs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "windowStartMs": self.windowStartMs,
+            "windowEndMs": self.windowEndMs,
+            "allocatedMs": self.allocatedMs,
+            "busyMs": self.busyMs,
+            "smActiveMs": self.smActiveMs,
+            "tensorActiveMs": self.tensorActiveMs,
+            "energyMj": self.energyMj,
+            "smShareOfBusyBps": self.sm_share_of_busy_bps,
+            "flags": [name for name, _ in describe_flags(self.flags)],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseUsage:
+    """What a lease's reports say it used, per window and in total, and what its billing mode bills."""
+
+    billingMode: BillingMode
+    windows: tuple[WindowUsage, ...]
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(w, name) for w in self.windows)
+
+    @property
+    def allocatedMs(self) -> int:
+        return self._sum("allocatedMs")
+
+    @property
+    def busyMs(self) -> int:
+        return self._sum("busyMs")
+
+    @property
+    def smActiveMs(self) -> int:
+        return self._sum("smActiveMs")
+
+    @property
+    def tensorActiveMs(self) -> int:
+        return self._sum("tensorActiveMs")
+
+    @property
+    def energyMj(self) -> int:
+        return self._sum("energyMj")
+
+    @property
+    def flags(self) -> int:
+        out = 0
+        for w in self.windows:
+            out |= w.flags
+        return out
+
+    @property
+    def sm_share_of_busy_bps(self) -> int | None:
+        return share_bps(self.smActiveMs, self.busyMs)
+
+    @property
+    def billableMs(self) -> int:
+        return billable(
+            self.billingMode, busy_ms=self.busyMs, allocated_ms=self.allocatedMs, sm_active_ms=self.smActiveMs
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "billingMode": self.billingMode.label,
+            "billingBasis": BILLING_BASIS[self.billingMode],
+            "allocatedMs": self.allocatedMs,
+            "busyMs": self.busyMs,
+            "smActiveMs": self.smActiveMs,
+            "tensorActiveMs": self.tensorActiveMs,
+            "energyMj": self.energyMj,
+            "smShareOfBusyBps": self.sm_share_of_busy_bps,
+            "billableMs": self.billableMs,
+            "flags": [{"flag": name, "meaning": words} for name, words in describe_flags(self.flags)],
+            "windows": [w.to_json() for w in self.windows],
+        }
+
+
+def lease_usage(inp: AuditInput) -> LeaseUsage:
+    """The usage the lease's reports state (one window per seq, in seq order; a seq listed twice counts once)."""
+    by_seq: dict[int, MeteringReport] = {}
+    for sr in inp.reports:
+        by_seq.setdefault(sr.report.seq, sr.report)
+    windows = tuple(
+        WindowUsage(
+            seq=r.seq,
+            windowStartMs=r.windowStartMs,
+            windowEndMs=r.windowEndMs,
+            allocatedMs=r.allocatedMs,
+            busyMs=r.busyMs,
+            smActiveMs=r.smActiveMs,
+            tensorActiveMs=r.tensorActiveMs,
+            energyMj=r.energyMj,
+            flags=r.flags,
+        )
+        for r in (by_seq[s] for s in sorted(by_seq))
+    )
+    return LeaseUsage(inp.terms.billingMode, windows)
+
+
 __all__ = [
+    "BILLING_BASIS",
     "CHECKS",
+    "FLAG_WORDS",
     "AttestorPeriod",
     "AuditError",
     "AuditInput",
@@ -953,15 +1346,20 @@ __all__ = [
     "CheckResult",
     "LeaseMoney",
     "LeaseTerms",
+    "LeaseUsage",
     "SampleProof",
     "Settlement",
     "SignedReport",
     "TopUp",
     "Verdict",
+    "WindowUsage",
     "attestor_at",
     "billable_of",
     "charge_for",
+    "describe_flags",
+    "lease_usage",
     "pick_spot_indices",
+    "share_bps",
     "verify_lease",
     "verify_leases",
 ]

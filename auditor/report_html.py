@@ -1,8 +1,10 @@
-"""A self-contained HTML audit report: the verdict table and, per GPU, utilization and power over time.
+"""A self-contained HTML audit report: the verdict table, what the lease used per window (busy and SM-active
+time side by side) and, per GPU, busy share, SM-active share and power over time.
 
 One file, no external assets (inline CSS and SVG, no script), so it can be mailed, archived or published
 next to the data it judges. Long leases are downsampled per plot (bucket means) to keep the file small;
-reports with a failed check are shaded red on the time axis.
+reports with a failed check are shaded red on the time axis. The flags the reports carry are explained in
+words (``auditor.core.FLAG_WORDS``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 from ledger.protocol import ReportFlag, Sample
-from ledger.protocol.metering import SampleField
+from ledger.protocol.samples import SampleField
 
-from .core import AuditInput, CheckResult, Verdict
+from .core import BILLING_BASIS, AuditInput, CheckResult, LeaseUsage, Verdict, describe_flags, lease_usage
 
 MAX_POINTS = 600  # per series
 _W, _H = 760, 190
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 46, 54, 12, 26
 _UTIL_INVALID = int(ReportFlag.GPU_LOST | SampleField.GPU_UTIL)
+_SM_INVALID = int(ReportFlag.GPU_LOST | SampleField.SM_ACTIVE)
 _POWER_INVALID = int(ReportFlag.GPU_LOST | SampleField.POWER)
 
 _CSS = """
@@ -33,7 +36,8 @@ th{background:#f3f4f8} td.s{font-weight:600;white-space:nowrap;width:52px}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
 .ok{background:#17803d} .bad{background:#c62828}
 svg{background:#fbfbfd;border:1px solid #e4e6ee;margin-bottom:6px}
-.legend{font-size:12px;color:#445} .u{color:#2f6fdb} .p{color:#e07b00}
+.legend{font-size:12px;color:#445} .u{color:#2f6fdb} .p{color:#e07b00} .m{color:#7b3fb8}
+td.n{text-align:right;font-variant-numeric:tabular-nums} tr.total td{font-weight:600;background:#f7f7fb}
 """
 
 
@@ -74,9 +78,15 @@ def gpu_plot(
     max_power_mw: int,
     bad_windows: Iterable[tuple[int, int]] = (),
 ) -> str:
-    """An inline SVG: utilization (%, left axis) and power (W, right axis) of one GPU over [t0, t1] ms."""
+    """An inline SVG of one GPU over [t0, t1] ms: its busy share (busy / covered time, %) and SM-active share
+    (SM-active / interval time, %) on the left axis, its mean power (W) on the right."""
     rows = sorted(samples, key=lambda s: s.tsMs)
-    util = _downsample([(s.tsMs, s.gpuUtilBps) for s in rows if not s.flags & _UTIL_INVALID])
+    util = _downsample(
+        [(s.tsMs, s.busyMs * 10_000 // s.coveredMs) for s in rows if not s.flags & _UTIL_INVALID and s.coveredMs]
+    )
+    sm = _downsample(
+        [(s.tsMs, s.smActiveMs * 10_000 // s.intervalMs) for s in rows if not s.flags & _SM_INVALID and s.intervalMs]
+    )
     power = _downsample([(s.tsMs, s.powerMw) for s in rows if not s.flags & _POWER_INVALID])
     p_max = max([max_power_mw] + [v for _, v in power])
     plot_w = _W - _PAD_L - _PAD_R
@@ -84,7 +94,7 @@ def gpu_plot(
     span = max(1, t1 - t0)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
-        f'role="img" aria-label="GPU {gpu} utilization and power">'
+        f'role="img" aria-label="GPU {gpu} busy share, SM-active share and power">'
     ]
     for a, b in bad_windows:
         x0 = _PAD_L + max(0, a - t0) * plot_w / span
@@ -104,6 +114,7 @@ def gpu_plot(
             f"{int(frac * p_max / 1000)} W</text>"
         )
     parts.append(_polyline(util, t0, t1, 10_000, "util", "#2f6fdb"))
+    parts.append(_polyline(sm, t0, t1, 10_000, "sm", "#7b3fb8"))
     parts.append(_polyline(power, t0, t1, p_max, "power", "#e07b00"))
     for frac, anchor in ((0.0, "start"), (1.0, "end")):
         x = _PAD_L + frac * plot_w
@@ -125,36 +136,89 @@ def _table(results: Sequence[CheckResult]) -> str:
     return "".join(rows)
 
 
+def _pct(bps: int | None) -> str:
+    return "–" if bps is None else f"{bps // 100}.{bps % 100:02d} %"
+
+
+def _gpu_s(ms: int) -> str:
+    """GPU-ms as GPU-seconds with three decimals (integers only)."""
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+def _usage_table(usage: LeaseUsage) -> str:
+    """Per window and in total: allocated, busy and SM-active time side by side, the SM-active share of busy
+    time, tensor time, energy and flags."""
+    rows = [
+        "<h3>What the reports metered (GPU-seconds)</h3><table><tr><th>report</th><th>window (UTC)</th>"
+        "<th>allocated</th><th>busy</th><th>SM-active</th><th>SM-active share of busy time</th>"
+        "<th>tensor-active</th><th>energy (J)</th><th>flags</th></tr>"
+    ]
+    for w in usage.windows:
+        flags = ", ".join(name for name, _ in describe_flags(w.flags))
+        rows.append(
+            f"<tr><td>{w.seq}</td><td>{html.escape(_fmt_ts(w.windowStartMs)[11:19])} → "
+            f"{html.escape(_fmt_ts(w.windowEndMs)[11:19])}</td>"
+            f'<td class="n">{_gpu_s(w.allocatedMs)}</td><td class="n">{_gpu_s(w.busyMs)}</td>'
+            f'<td class="n">{_gpu_s(w.smActiveMs)}</td><td class="n">{_pct(w.sm_share_of_busy_bps)}</td>'
+            f'<td class="n">{_gpu_s(w.tensorActiveMs)}</td><td class="n">{w.energyMj // 1000}</td>'
+            f"<td>{html.escape(flags)}</td></tr>"
+        )
+    rows.append(
+        f'<tr class="total"><td colspan="2">total</td><td class="n">{_gpu_s(usage.allocatedMs)}</td>'
+        f'<td class="n">{_gpu_s(usage.busyMs)}</td><td class="n">{_gpu_s(usage.smActiveMs)}</td>'
+        f'<td class="n">{_pct(usage.sm_share_of_busy_bps)}</td><td class="n">{_gpu_s(usage.tensorActiveMs)}</td>'
+        f'<td class="n">{usage.energyMj // 1000}</td><td></td></tr></table>'
+    )
+    rows.append(
+        f'<p class="meta">billing basis: {html.escape(BILLING_BASIS[usage.billingMode])} — '
+        f"{_gpu_s(usage.billableMs)} GPU-s billable by the reports. SM-active time is GPM's SM activity × time: "
+        "SMs work only while a kernel runs, so it sits at or below busy time; a low share means kernels that "
+        "keep the GPU busy while using few of its SMs. Above 100 %: utilization samples were lost (UTIL_HOLE: "
+        "busy time counts only the covered part, SM activity the whole interval) or GPM and the driver's "
+        "utilization periods do not line up over a short window.</p>"
+    )
+    explained = describe_flags(usage.flags)
+    if explained:
+        rows.append("<h3>Flags in these reports</h3><table><tr><th>flag</th><th>meaning</th></tr>")
+        rows += [f"<tr><td>{html.escape(n)}</td><td>{html.escape(words)}</td></tr>" for n, words in explained]
+        rows.append("</table>")
+    return "".join(rows)
+
+
 def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
     t = inp.terms
     badge = '<span class="badge ok">VERIFIED</span>' if verdict.ok else '<span class="badge bad">FAILED</span>'
     out = [
         f"<h2>Lease {t.leaseId} {badge}</h2>",
         f'<p class="meta">chain {t.chainId} · escrow {html.escape(t.escrow)} · {t.gpuCount} GPU(s) · '
-        f"{html.escape(t.billingMode.name.lower())} at {t.pricePerGpuSecond} per GPU-second · "
+        f"{html.escape(t.billingMode.label)} ({html.escape(BILLING_BASIS[t.billingMode])}) at "
+        f"{t.pricePerGpuSecond} per GPU-second · "
         f"{html.escape(_fmt_ts(t.startMs))} → {html.escape(_fmt_ts(t.endMs))}<br>"
         f"{verdict.reports} reports, {verdict.samples} samples "
         f"{f'proven (spot check of {verdict.spot_check_k} per report)' if verdict.spot_check_k else 'rebuilt'}, "
         f"{verdict.settlements} checkpoints settled on-chain</p>",
         _table(verdict.results),
     ]
+    if inp.reports:
+        out.append(_usage_table(lease_usage(inp)))
     if inp.settlements:
         rows = [
             "<h3>Checkpoints paid on-chain</h3><table><tr><th>seq</th><th>block</th>"
-            "<th>billable GPU-ms</th><th>charged</th><th>transaction</th></tr>"
+            "<th>billable GPU-ms</th><th>busy GPU-ms</th><th>SM-active GPU-ms</th><th>charged</th>"
+            "<th>transaction</th></tr>"
         ]
-        last_billable = 0  # the delta of a checkpoint: its ckpt's cumulative billable − the previous one's
+        last = (0, 0, 0)  # the delta of a checkpoint: its ckpt's cumulative figures − the previous one's
         for st in sorted(inp.settlements, key=lambda x: x.order):
-            billable = st.billable(t.billingMode)
+            now = (st.billable(t.billingMode), st.cumBusyMs, st.cumSmActiveMs)
             rows.append(
-                f"<tr><td>{st.seq}</td><td>{st.order[0]}</td><td>{billable - last_billable}</td><td>{st.charged}</td>"
-                f"<td>{html.escape(st.txHash or '')}</td></tr>"
+                f"<tr><td>{st.seq}</td><td>{st.order[0]}</td><td>{now[0] - last[0]}</td><td>{now[1] - last[1]}</td>"
+                f"<td>{now[2] - last[2]}</td><td>{st.charged}</td><td>{html.escape(st.txHash or '')}</td></tr>"
             )
-            last_billable = billable
+            last = now
         m = inp.money
         if m is not None:
             rows.append(
-                f'<tr><td colspan="3">total charged (escrowed {m.escrow + sum(u.amount for u in m.topUps)}'
+                f'<tr><td colspan="5">total charged (escrowed {m.escrow + sum(u.amount for u in m.topUps)}'
                 f"{', refunded ' + str(m.refund) if m.closed else ''})</td>"
                 f"<td>{sum(x.charged for x in inp.settlements)}</td><td></td></tr>"
             )
@@ -170,7 +234,8 @@ def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
         t0 = min(sr.report.windowStartMs for sr in inp.reports)
         t1 = max(sr.report.windowEndMs for sr in inp.reports)
         out.append(
-            '<p class="legend"><span class="u">━ utilization (%)</span> · <span class="p">━ power (W)</span>'
+            '<p class="legend"><span class="u">━ busy share (%)</span> · '
+            '<span class="m">━ SM-active share (%)</span> · <span class="p">━ power (W)</span>'
             + (" · reports with a failed check shaded red" if bad else "")
             + "</p>"
         )

@@ -25,7 +25,16 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 
-from ledger.protocol import ZERO_HASH, MeteringReport, ProtocolError, Sample, hex_to_bytes32, report_struct_hash, safejson
+from ledger.protocol import (
+    SAMPLE_FIELD_NAMES,
+    ZERO_HASH,
+    MeteringReport,
+    ProtocolError,
+    Sample,
+    hex_to_bytes32,
+    report_struct_hash,
+    safejson,
+)
 from ledger.protocol.economics import BillingMode, LeaseMoney, Settlement, TopUp, fold_lease
 from ledger.protocol.errors import LedgerError
 from ledger.protocol.settlement import commitment, initial_ckpt
@@ -44,6 +53,12 @@ if TYPE_CHECKING:  # the chain reader imports web3 only when it is used
     from ledger.chain.suite import LedgerChain
 
 
+DEFAULT_SAMPLE_PERIOD_MS = 18_000
+"""The attestor's sampling period when a source does not say (protocol v2's default policy,
+``attestor.meter.SamplingPolicy``; the report's configHash commits to it but cannot be inverted). It sets
+the gap tolerance (half a period) of ``samples.gaps``: a source should send the node's own."""
+
+
 class AuditSourceError(AuditError):
     """A source answered something that is not the documented format, or could not be reached."""
 
@@ -59,6 +74,13 @@ class AuditSource(Protocol):
 
 
 # --- wire parsing (shared by every source) -------------------------------------------------------------
+
+_MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+"""What reading a document of the wrong shape raises (a list where an object belongs, a missing key, ...)."""
+
+
+def _malformed(what: str, e: Exception) -> AuditSourceError:
+    return AuditSourceError(f"{what} is not in the documented format ({type(e).__name__}: {e})")
 
 
 def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
@@ -91,15 +113,14 @@ def _b32(value: Any, name: str) -> bytes:
 
 
 def _billing(value: Any) -> BillingMode:
+    """The billing mode from its API name (``reserved``, ``metered``, ``sm_active``; any case, ``-`` for
+    ``_``) or the contract's number (0, 1, 2)."""
     if isinstance(value, str) and not value.isdigit():
-        try:
-            return BillingMode[value.upper()]
-        except KeyError as e:
-            raise AuditSourceError(f"unknown billingMode {value!r}") from e
+        value = value.strip().replace("-", "_")
     try:
-        return BillingMode(int(value))
-    except (TypeError, ValueError) as e:
-        raise AuditSourceError(f"unknown billingMode {value!r}") from e
+        return BillingMode.parse(value)
+    except ProtocolError as e:
+        raise AuditSourceError(f"unknown billingMode {value!r} (known: reserved, metered, sm_active)") from e
 
 
 def _order(d: Mapping[str, Any]) -> tuple[int, int]:
@@ -125,16 +146,26 @@ def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
             pricePerGpuSecond=_int(d, "pricePerGpuSecond"),
             billingMode=_billing(d.get("billingMode")),
             maxPowerMwPerGpu=_int(d, "maxPowerMwPerGpu"),
-            samplePeriodMs=_int(d, "samplePeriodMs", 1000),
+            samplePeriodMs=_int(d, "samplePeriodMs", DEFAULT_SAMPLE_PERIOD_MS),
             gpuIndices=None if gpu_indices is None else tuple(int(i) for i in gpu_indices),
             token=d.get("token"),
         )
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise AuditSourceError(f"lease JSON lacks {e}") from e
+    except (TypeError, ValueError) as e:
+        raise AuditSourceError(f"lease JSON is malformed: {e}") from e
 
 
-# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args).
-_CKPT_FIELDS: tuple[str, ...] = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "windowEndMs", "settledAt")
+# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args; protocol v2:
+# seq32 | busy48 | alloc48 | energy48 | smActive48 | settledAt32, ``ledger.protocol.settlement.Checkpoint``).
+_CKPT_FIELDS: tuple[str, ...] = (
+    "seq",
+    "cumBusyMs",
+    "cumAllocatedMs",
+    "cumEnergyMj",
+    "cumSmActiveMs",
+    "settledAt",
+)
 
 
 def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
@@ -142,7 +173,8 @@ def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
     ``charged``, and where it is in the chain (``block``, ``logIndex``, ``recordIndex``, ``txHash``).
 
     When both the word and fields are given they must agree; anything else the bridge adds (a derived
-    ``billableDelta``, the report's ``samplesRoot``) is not evidence and is ignored: the auditor derives it.
+    ``billableDelta``, the report's ``samplesRoot``, a protocol v1 ``windowEndMs``, which the v2 word no
+    longer carries) is not evidence and is ignored: the auditor derives it.
     """
     order = (_int(s, "block", 0), _int(s, "logIndex", 0), _int(s, "recordIndex", 0))
     report_hash = _b32(s.get("reportHash"), "reportHash")
@@ -164,7 +196,7 @@ def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
         cumBusyMs=_int(s, "cumBusyMs"),
         cumAllocatedMs=_int(s, "cumAllocatedMs"),
         cumEnergyMj=_int(s, "cumEnergyMj"),
-        windowEndMs=_int(s, "windowEndMs"),
+        cumSmActiveMs=_int(s, "cumSmActiveMs"),
         settledAt=_int(s, "settledAt"),
         order=order,
         txHash=tx,
@@ -187,7 +219,7 @@ def settlement_to_json(st: Settlement) -> dict[str, Any]:
         "cumBusyMs": st.cumBusyMs,
         "cumAllocatedMs": st.cumAllocatedMs,
         "cumEnergyMj": st.cumEnergyMj,
-        "windowEndMs": st.windowEndMs,
+        "cumSmActiveMs": st.cumSmActiveMs,
         "settledAt": st.settledAt,
         "block": order[0],
         "logIndex": order[1],
@@ -212,8 +244,10 @@ def money_from_json(m: Mapping[str, Any] | None) -> LeaseMoney | None:
 
 
 def sample_from_json(values: Any) -> Sample:
+    """A sample as the wire carries it: the list of its values in ``SAMPLE_FIELD_NAMES`` order (protocol v2:
+    13 integers)."""
     if not isinstance(values, list):
-        raise AuditSourceError("a sample must be a list of 8 integers")
+        raise AuditSourceError(f"a sample must be a list of {len(SAMPLE_FIELD_NAMES)} integers")
     try:
         return Sample.from_values(values)
     except ProtocolError as e:
@@ -303,6 +337,12 @@ class ApiSource:
             raise AuditSourceError(f"GET {path}: not JSON") from e
 
     def lease_ids(self) -> list[int]:
+        try:
+            return self._lease_ids()
+        except _MALFORMED as e:
+            raise _malformed("the bridge's lease list", e) from e
+
+    def _lease_ids(self) -> list[int]:
         out: list[int] = []
         cursor: Any = None
         while True:
@@ -314,6 +354,12 @@ class ApiSource:
                 return out
 
     def reports(self, lease_id: int, *, samples: bool = True) -> list[SignedReport]:
+        try:
+            return self._reports(lease_id, samples)
+        except _MALFORMED as e:
+            raise _malformed(f"the bridge's reports of lease {lease_id}", e) from e
+
+    def _reports(self, lease_id: int, samples: bool) -> list[SignedReport]:
         out: list[SignedReport] = []
         from_seq: int | None = 1
         while from_seq is not None:
@@ -343,6 +389,12 @@ class ApiSource:
         return got
 
     def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
+        try:
+            return self._load(lease_id, spot_check_k)
+        except _MALFORMED as e:
+            raise _malformed(f"the bridge's answer for lease {lease_id}", e) from e
+
+    def _load(self, lease_id: int, spot_check_k: int | None) -> AuditInput:
         lease = self._get(f"/v1/leases/{lease_id}")
         terms = terms_from_json(lease)
         if spot_check_k is None:
@@ -397,7 +449,7 @@ class ArchiveSource:
                         continue
                     try:
                         sr = report_from_json(safejson.loads(line))
-                    except (ValueError, AuditSourceError) as e:
+                    except (*_MALFORMED, AuditSourceError) as e:
                         raise AuditSourceError(f"{path.name}:{lineno}: {e}") from e
                     self._by_lease.setdefault(sr.report.leaseId, []).append(sr)
         except OSError as e:
@@ -456,7 +508,7 @@ class ChainLeaseReader:
     commitment, or the lease is not audited (:class:`AuditSourceError`).
     """
 
-    def __init__(self, chain: "LedgerChain", *, sample_period_ms: int = 1000) -> None:
+    def __init__(self, chain: "LedgerChain", *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS) -> None:
         self._chain = chain
         self._period = sample_period_ms
         self._by_lease: dict[int, list[Any]] | None = None
@@ -464,7 +516,9 @@ class ChainLeaseReader:
         self._block_ms: dict[int, int] = {}
 
     @classmethod
-    def connect(cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = 1000) -> "ChainLeaseReader":
+    def connect(
+        cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS
+    ) -> "ChainLeaseReader":
         """A reader over JSON-RPC for the deployment recorded in ``deployment`` (``ledger.chain.deployment``)."""
         from ledger.chain.backends import connect
         from ledger.chain.deployment import Deployment
@@ -541,7 +595,7 @@ class ChainLeaseReader:
             startMs=info.start_ms,
             endMs=info.end_ms,
             pricePerGpuSecond=info.price_per_gpu_second,
-            billingMode=BillingMode(int(info.billing_mode)),
+            billingMode=_billing(int(info.billing_mode)),
             maxPowerMwPerGpu=node.max_power_mw_per_gpu,
             samplePeriodMs=self._period,
             gpuIndices=tuple(offer.gpu_indices),

@@ -9,6 +9,7 @@ steady state: each lease already has one settled checkpoint, so its state slot i
 
 - settle_single: one checkpoint of one lease (``settle``), consecutive seq (hash-chain check on; the entry
   leaves out the last report hash, which equals the report's prevReportHash).
+- settle_single_sm_active: the same for a lease billing SM-active time (billing mode 2, a GPM node).
 - settle_single_after_gap: one checkpoint of a lease whose seq jumps by 10 (as when settling at close
   after an hour): its entry carries the last settled hash too (32 more calldata bytes).
 - settle_batch_50_per_checkpoint: ``settleBatch`` of 50 consecutive checkpoints of 50 distinct leases of 3
@@ -17,7 +18,10 @@ steady state: each lease already has one settled checkpoint, so its state slot i
   the hourly checkpoint (seq jumps by 60, so the entry carries the last settled hash too) costs
   ``settle_batch_50_hourly_per_checkpoint``; / 60 windows.
 
-The run asserts that each batch settled all 50 entries.
+Reports are protocol v2 (``ledger.protocol.report``), with the figures a one-GPU lease's attestor derives from
+its samples (as tests/api/bridge_helpers.py ``SigningAttestor.next_report``): allocated = the whole window,
+busy 90 % of it, SM-active 90 % of busy, tensor-active half of busy, 300 W. The run asserts that each batch
+settled all 50 entries.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ledger.chain.signing import sign_digest  # noqa: E402
 from ledger.chain.suite import LedgerChain  # noqa: E402
 from ledger.chain.views import LeaseInfo  # noqa: E402
 from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash  # noqa: E402
-from ledger.protocol.economics import ETH, BillingMode, lease_escrow, quote_lease, top_up_fee  # noqa: E402
+from ledger.protocol.economics import ETH, BillingMode, NodeFeature, lease_escrow, quote_lease, top_up_fee  # noqa: E402
 
 TARGETS = {"settle_single": 40_000, "settle_batch_50_per_checkpoint": 15_000, "gas_per_window_hourly": 300}
 PRICE = 10**9  # wei per GPU-second
@@ -57,29 +61,34 @@ class LeaseState:
     cum: int = 0
     cum_busy: int = 0
     cum_energy: int = 0
+    cum_sm: int = 0
 
 
 def _report(ls: LeaseState, seq: int, window_end_ms: int, busy_frac_bps: int = 9_000) -> MeteringReport:
-    """Next report of a 1-GPU lease up to ``window_end_ms`` with allocation = the whole window."""
+    """Next report of a lease up to ``window_end_ms`` with allocation = the whole window (v2 figures)."""
     start = ls.end_ms
     dt = window_end_ms - start
     gpus = ls.info.gpu_count
     alloc = dt * gpus
     busy = alloc * busy_frac_bps // 10_000
+    sm_active = busy * 9 // 10
     energy = dt * gpus * 300  # 300 W average: mW × ms / 1000 = mJ
     return MeteringReport(
         leaseId=ls.info.lease_id,
         seq=seq,
         prevReportHash=ls.prev if seq == ls.seq + 1 else b"\x33" * 32,
-        windowStartMs=start,
         windowEndMs=window_end_ms,
-        gpuSetHash=ls.info.gpu_set_hash,
-        busyMs=busy,
-        energyMj=energy,
-        allocatedMs=alloc,
         cumBusyMs=ls.cum_busy + busy,
         cumEnergyMj=ls.cum_energy + energy,
         cumAllocatedMs=ls.cum + alloc,
+        cumSmActiveMs=ls.cum_sm + sm_active,
+        windowStartMs=start,
+        gpuSetHash=ls.info.gpu_set_hash,
+        busyMs=busy,
+        smActiveMs=sm_active,
+        tensorActiveMs=busy // 2,
+        energyMj=energy,
+        allocatedMs=alloc,
         maxMemUsedMiB=40_000,
         sampleCount=60 * gpus,
         samplesRoot=bytes.fromhex("ab" * 32),
@@ -95,6 +104,7 @@ def _advance(ls: LeaseState, r: MeteringReport) -> None:
     ls.cum = r.cumAllocatedMs
     ls.cum_busy = r.cumBusyMs
     ls.cum_energy = r.cumEnergyMj
+    ls.cum_sm = r.cumSmActiveMs
 
 
 def _calldata_gas(chain: Chain, tx_hash: str) -> int:
@@ -128,20 +138,24 @@ def run() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
 
-    # providers, nodes, offers (one GPU each so 50 leases can run at once)
+    # providers, GPM nodes, offers (one GPU each so 50 leases can run at once; the last one bills SM-active time)
     now = chain.now()
     offers: list[int] = []
     for p_i, (prov, att) in enumerate(zip(providers, attestors)):
         r = send(prov, calls.register_provider(prov, f"ipfs://provider-{p_i}"))
         out.setdefault("register_provider", r.gas_used)
         uuids = [gpu_uuid_hash(f"GPU-{p_i}-{g}") for g in range(GPUS_PER_NODE)]
-        node = send(prov, calls.register_node(att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1"))
+        node = send(
+            prov,
+            calls.register_node(att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1", features=NodeFeature.GPM),
+        )
         node_id = int(node.event("NodeRegistered").args["nodeId"])
         out.setdefault(f"register_node_{GPUS_PER_NODE}_gpus", node.gas_used)
         for g in range(GPUS_PER_NODE):
-            if len(offers) >= BATCH + 2:
+            if len(offers) >= BATCH + 1:
                 break
-            o = send(prov, calls.publish_offer(node_id, 1 << g, PRICE, ETH, BillingMode.METERED, now, now + 30 * 86400))
+            mode = BillingMode.SM_ACTIVE if len(offers) == BATCH else BillingMode.METERED
+            o = send(prov, calls.publish_offer(node_id, 1 << g, PRICE, ETH, mode, now, now + 30 * 86400))
             out.setdefault("publish_offer", o.gas_used)
             offers.append(int(o.event("OfferPublished").args["offerId"]))
 
@@ -156,10 +170,10 @@ def run() -> dict[str, Any]:
     _, l20 = open_lease(int(o20.event("OfferPublished").args["offerId"]), providers[0], 3600, now + 600)
     out["open_lease_erc20"] = l20.gas_used
 
-    # 50 ETH leases, metered, 1 GPU, 10 days each
+    # 50 ETH leases, metered, 1 GPU, 10 days each; one more billing SM-active time
     keys = {a: chain.private_keys[a] for a in attestors}
     states: list[LeaseState] = []
-    for i, oid in enumerate(offers[:BATCH]):
+    for i, oid in enumerate(offers[: BATCH + 1]):
         prov = read.offer(oid).provider
         lease_id, opened = open_lease(oid, prov, 10 * 86400, now + 600)
         if i == 0:
@@ -174,18 +188,23 @@ def run() -> dict[str, Any]:
     def signed(ls: LeaseState, r: MeteringReport) -> bytes:
         return sign_digest(report_digest(r, chain.chain_id, dep.escrow), ls.attestor_key)
 
+    sm_lease = states.pop()
+    assert sm_lease.info.billing_mode == BillingMode.SM_ACTIVE
+
     # first checkpoint of every lease (slots become live): 60 one-minute windows after the start
     chain.increase_time(3600 + 5)
     t_ms = chain.now() * 1000
     first_reports, first_sigs = [], []
-    for ls in states:
+    for ls in states + [sm_lease]:
         r = _report(ls, 60, min(ls.info.start_ms + 3_600_000, t_ms))
         first_reports.append(r)
         first_sigs.append(signed(ls, r))
-    res = settle_batch(first_reports, first_sigs)
+    res = settle_batch(first_reports[:BATCH], first_sigs[:BATCH])
     assert len(res.named("CheckpointSettled")) == BATCH, res.named("CheckpointSkipped")
     out["settle_batch_50_first_checkpoint_per_checkpoint"] = res.gas_used // BATCH
-    for ls, r in zip(states, first_reports):
+    res = send(relayer, calls.settle(first_reports[BATCH], first_sigs[BATCH], states_of.state(sm_lease.info.lease_id)))
+    assert res.named("CheckpointSettled"), res.named("CheckpointSkipped")
+    for ls, r in zip(states + [sm_lease], first_reports):
         _advance(ls, r)
 
     # steady state, single consecutive checkpoint
@@ -198,6 +217,14 @@ def run() -> dict[str, Any]:
     out["settle_single"] = res.gas_used
     out["settle_single_calldata"] = _calldata_gas(chain, res.tx_hash)
     _advance(ls0, r)
+
+    # the same for the lease billing SM-active time
+    r = _report(sm_lease, sm_lease.seq + 1, sm_lease.end_ms + 60_000)
+    res = send(relayer, calls.settle(r, signed(sm_lease, r), states_of.state(r.leaseId)))
+    ev = res.event("CheckpointSettled").args
+    assert ev["charged"] == PRICE * r.cumSmActiveMs // 1000 - PRICE * (r.cumSmActiveMs - r.smActiveMs) // 1000
+    out["settle_single_sm_active"] = res.gas_used
+    _advance(sm_lease, r)
 
     # single checkpoint after a gap (the hourly / at-close case): the entry also carries the last hash
     chain.increase_time(600)
@@ -264,6 +291,7 @@ ORDER = (
     "activate_lease",
     "settle_single",
     "settle_single_calldata",
+    "settle_single_sm_active",
     "settle_single_after_gap",
     "settle_batch_50_first_checkpoint_per_checkpoint",
     "settle_batch_50_total",

@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Delegated subcommands parse their own arguments (including --help).
     if argv and argv[0] in DELEGATED:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up talks at INFO on import
         module_name = DELEGATED[argv[0]][0]
         try:
             module = importlib.import_module(module_name)

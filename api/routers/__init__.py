@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import accounts, audit, balances, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
+from . import accounts, audit, balances, chain, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    chain.router,
     accounts.router,
     providers.router,
     nodes.router,

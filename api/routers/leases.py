@@ -80,6 +80,13 @@ class LeaseOut(BaseModel):
     settlements: list[dict[str, Any]]
     disputes: list[dict[str, Any]] = Field(default_factory=list)
     checkpoint: dict[str, Any]
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        description="what the lease's attested reports say so far (the bridge's latest report, settled or not): "
+        "reports, throughMs, GPU-ms allocatedMs / busyMs / smActiveMs (GPM: the SMs computing), energyMj, and "
+        "smActiveShareOfBusyPct (how much of the busy time the SMs were active; null without busy time). Null "
+        "before the first report.",
+    )
     samplePeriodMs: int | None = Field(
         default=None,
         description="sampling period observed in the attested samples of the latest accepted report (median "

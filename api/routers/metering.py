@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ledger.protocol import REPORT_FIELDS, safejson
+from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS, safejson
+from ledger.protocol.samples import SAMPLE_FIELDS
 
 from ..deps import MeteringDep
 from ..errors import ApiError, ErrorResponse, READ_RESPONSES
@@ -17,15 +18,16 @@ from ..services.metering import MAX_PROOFS_PER_REQUEST, SampleProof
 
 router = APIRouter(tags=["metering"])
 
+_UINT: dict[str, Any] = {
+    "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,78}$"}],
+    "description": "64- and 256-bit integers are decimal strings (JavaScript numbers stop at 2^53); narrower "
+    "ones numbers; either is read",
+}
 _REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [name for name, _ in REPORT_FIELDS],
     "properties": {
-        name: (
-            {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
-            if typ == "bytes32"
-            else {"type": "integer", "minimum": 0}
-        )
+        name: {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"} if typ == "bytes32" else _UINT
         for name, typ in REPORT_FIELDS
     },
 }
@@ -38,7 +40,10 @@ _SUBMIT_SCHEMA: dict[str, Any] = {
         "signature": {"type": "string", "pattern": "^0x[0-9a-fA-F]{130}$"},
         "samples": {
             "type": "array",
-            "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 8, "maxItems": 8},
+            "items": {
+                "type": "array", "items": _UINT,
+                "minItems": len(SAMPLE_FIELDS), "maxItems": len(SAMPLE_FIELDS),
+            },  # fmt: skip
         },
     },
 }
@@ -53,6 +58,11 @@ class SubmitOut(BaseModel):
 class DomainOut(BaseModel):
     chainId: int
     verifyingContract: str
+    domainVersion: str = Field(description="the EIP-712 domain version (the metering protocol)")
+    chainClock: str = Field(
+        description="real: reports whose window ends after the chain's time (+30 s) are refused; follows: the "
+        "chain has no clock of its own (in-process dev chain) and is moved forward to reports' windows"
+    )
 
 
 class ReportEntry(BaseModel):
@@ -61,7 +71,7 @@ class ReportEntry(BaseModel):
     reportHash: str
     nodeId: int
     status: str = Field(description="accepted | queued | settled | superseded | rejected")
-    samples: list[list[int]] | None = None
+    samples: list[list[int | str]] | None = None
 
 
 class ReportPage(BaseModel):
@@ -71,7 +81,7 @@ class ReportPage(BaseModel):
 
 class SampleProofOut(BaseModel):
     index: int
-    sample: list[int]
+    sample: list[int | str]
     leaf: str
     proof: list[str]
     root: str
@@ -93,7 +103,10 @@ def _e(description: str) -> dict[str, Any]:
         404: _e("unknown_lease: node or lease unknown (indexer lag: retry)"),
         409: _e("seq_conflict | seq_gap | chain_mismatch"),
         413: _e("body too large"),
-        422: _e("samples_mismatch"),
+        422: _e(
+            "samples_mismatch | figures_mismatch (the window's figures are not what its samples give) | "
+            "window_in_future (the window ends after the chain's time + 30 s) | invalid_report (cannot settle)"
+        ),
     },
 )
 async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse:
@@ -114,7 +127,12 @@ async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse
 def domain(metering: MeteringDep) -> DomainOut:
     """The EIP-712 domain reports are signed under."""
     chain_id, escrow = metering.domain()
-    return DomainOut(chainId=chain_id, verifyingContract=escrow)
+    return DomainOut(
+        chainId=chain_id,
+        verifyingContract=escrow,
+        domainVersion=DOMAIN_VERSION,
+        chainClock="follows" if metering.chain_time.follows else "real",
+    )
 
 
 @router.get("/v1/leases/{leaseId}/reports", response_model=ReportPage, responses=READ_RESPONSES)

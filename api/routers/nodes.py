@@ -26,6 +26,11 @@ class NodeIn(Strict):
     vramMiB: int = Field(ge=1, lt=2**32)
     maxPowerMwPerGpu: int = Field(ge=1, lt=2**32)
     region: str = Field(min_length=1, max_length=8, description="region code, ≤ 8 bytes, e.g. eu-west1")
+    gpm: bool = Field(
+        default=False,
+        description="the GPUs measure SM activity (NVML GPM: Hopper and later; `compute-ledger attest gpus` says): "
+        "needed to publish SM-active offers",
+    )
 
     @model_validator(mode="after")
     def _one_gpu_list(self) -> "NodeIn":
@@ -50,6 +55,7 @@ class NodeOut(BaseModel):
     maxPowerMwPerGpu: int
     region: str
     active: bool
+    gpm: bool = Field(description="registered as measuring SM activity (GPM): may publish SM-active offers")
     gpuUuidHashes: list[str]
 
 
@@ -70,7 +76,7 @@ class ActiveLeases(BaseModel):
 def register_node(body: NodeIn, caller: CallerDep, nodes: NodesDep) -> ActionOut:
     """Register a node of the calling provider; ``result.nodeId`` is the new id."""
     return nodes.register(caller, body.attestor, body.gpuModel, body.gpuUuids, body.gpuUuidHashes, body.vramMiB,
-                          body.maxPowerMwPerGpu, body.region)
+                          body.maxPowerMwPerGpu, body.region, gpm=body.gpm)
 
 
 @router.post("/{nodeId}/rotate-attestor", response_model=ActionOut, responses=COMMON_RESPONSES)

@@ -20,7 +20,7 @@ from ..services.offers import OfferFilters
 router = APIRouter(prefix="/v1/offers", tags=["offers"])
 
 OfferId = Annotated[int, Path(ge=0, lt=2**63)]
-BILLING = {"reserved": 0, "metered": 1}
+BILLING = {"reserved": 0, "metered": 1, "sm_active": 2}
 SortKey = Literal[
     "price", "-price", "vram", "-vram", "gpuModel", "-gpuModel", "region", "-region",
     "reputation", "-reputation", "gpuCount", "-gpuCount",
@@ -32,7 +32,11 @@ class OfferIn(Strict):
     gpuIndices: list[Annotated[int, Field(ge=0, lt=256)]] = Field(min_length=1, max_length=256)
     pricePerGpuSecondWei: int = Field(gt=0, lt=2**96)
     token: Address = ETH
-    billingMode: Literal["reserved", "metered"] = "reserved"
+    billingMode: Literal["reserved", "metered", "sm_active"] = Field(
+        default="reserved",
+        description="what a GPU-second is charged on: reserved (allocated time), metered (busy time: a kernel "
+        "running), sm_active (SM-active time from GPM: the compute used; the node must be registered with gpm)",
+    )
     validFrom: int = Field(ge=0, lt=2**40, description="unix seconds")
     validUntil: int = Field(ge=1, lt=2**40, description="unix seconds")
     minBuyerScoreBps: int = Field(default=0, ge=0, le=10_000)
@@ -57,7 +61,7 @@ class OfferOut(BaseModel):
     pricePerGpuSecond: str = Field(description="wei per GPU-second")
     pricePerGpuHour: str = Field(description="wei per GPU-hour")
     token: str
-    billingMode: Literal["reserved", "metered"]
+    billingMode: Literal["reserved", "metered", "sm_active"]
     validFrom: int
     validUntil: int
     minBuyerScoreBps: int
@@ -125,7 +129,7 @@ async def list_offers(
     minGpuCount: Annotated[int | None, Query(ge=0, le=256)] = None,
     maxPricePerGpuHourWei: Annotated[int | None, Query(ge=0, lt=2**256)] = None,
     token: Annotated[Address | None, Query()] = None,
-    billingMode: Annotated[Literal["reserved", "metered"] | None, Query()] = None,
+    billingMode: Annotated[Literal["reserved", "metered", "sm_active"] | None, Query()] = None,
     provider: Annotated[Address | None, Query()] = None,
     minProviderScoreBps: Annotated[int | None, Query(ge=0, le=10_000)] = None,
     available: Annotated[bool, Query(description="only offers a lease can be opened on now")] = True,

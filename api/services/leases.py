@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ledger.chain.suite import LedgerChain
+from ledger.protocol import MeteringReport
 from ledger.protocol.economics import (
     ETH,
     LeaseEvent,
@@ -130,7 +131,7 @@ class Leases:
                     "cumBusyMs": st.cumBusyMs,
                     "cumAllocatedMs": st.cumAllocatedMs,
                     "cumEnergyMj": st.cumEnergyMj,
-                    "windowEndMs": st.windowEndMs,
+                    "cumSmActiveMs": st.cumSmActiveMs,
                     "settledAt": st.settledAt,
                     "billableDelta": billable_now - last_billable,
                     "charged": str(st.charged),
@@ -174,10 +175,29 @@ class Leases:
             "settlements": settlements,
             "disputes": disputes,
             "checkpoint": {k: str(x) if isinstance(x, int) else x for k, x in v["checkpoint"].items()},
+            "usage": self.usage(lease_id),
             "samplePeriodMs": self._metering.observed_sample_period_ms(lease_id),
         }
 
     # --- writes ------------------------------------------------------------------------------------------
+
+    def usage(self, lease_id: int) -> dict[str, Any] | None:
+        """What the lease's attested reports say so far (the latest report the bridge holds, settled or not):
+        GPU time allocated, busy and SM-active, and how much of the busy time the SMs were active."""
+        body = self._store.reports.latest_body(lease_id)
+        if body is None:
+            return None
+        r = MeteringReport.from_json(json.loads(body))
+        share = None if r.cumBusyMs == 0 else round(100 * r.cumSmActiveMs / r.cumBusyMs, 1)
+        return {
+            "reports": r.seq,
+            "throughMs": r.windowEndMs,
+            "allocatedMs": r.cumAllocatedMs,
+            "busyMs": r.cumBusyMs,
+            "smActiveMs": r.cumSmActiveMs,
+            "energyMj": r.cumEnergyMj,
+            "smActiveShareOfBusyPct": share,
+        }
 
     def _buyer_lease(self, caller: Caller, lease_id: int) -> dict[str, Any]:
         lease = self._views.lease(lease_id)

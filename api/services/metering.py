@@ -6,6 +6,10 @@ refuses early what could never settle, and keeps every report for auditors."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +26,78 @@ from ledger.protocol import (
     typed_data_digest,
 )
 from ledger.protocol.economics import billable
-from ledger.protocol.samples import MerkleTree, sample_leaf
+from ledger.protocol.metering import REPORT_FLAG_MASK, MeteringError, aggregate_window
+from ledger.protocol.report import ReportFlag
+from ledger.protocol.samples import SAMPLE_FIELDS, MerkleTree, sample_leaf
 from ledger.protocol.settlement import check_settleable
 
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..store import NewReport, Store
+from ..store.reports import chain_figures
 from ..store.samples import pack_samples, unpack_samples
 from ..workers.indexer import Indexer
 from ..workers.intake import Accepted, PendingReport, ReportWriter
 
 _I64 = 2**63 - 1  # SQL BIGINT; the contract bounds counters to 48 bits anyway
 MAX_PROOFS_PER_REQUEST = 256
+FUTURE_TOLERANCE_MS = 30_000
+"""How far past the chain's current time a report's window may end (clock skew between a node and the
+chain): a later window could never settle (the escrow refuses windows that end after the block), so it is
+refused at intake."""
+# Flags the window rule derives from earlier reports' samples (the gap from the previous window's last sample,
+# an energy epoch): a report may carry them although its own samples do not show them.
+_CARRIED_FLAGS = int(ReportFlag.SAMPLE_GAP | ReportFlag.ENERGY_RESET)
+
+log = logging.getLogger(__name__)
+
+
+class ChainTime:
+    """The chain's current time for intake: ``max(the latest block's timestamp, this machine's clock)`` (a
+    chain's next block carries about the wall time; a dev chain may be ahead of it), the block read at most
+    every ``refresh_s``. ``follows``: the chain has no clock of its own (the in-process memory backend):
+    :meth:`follow` moves it forward to a report's window instead of refusing the report, which is what lets
+    an attestor run on an accelerated clock there."""
+
+    def __init__(
+        self,
+        latest_block_s: Callable[[], int],
+        *,
+        follows: Callable[[int], None] | None = None,
+        refresh_s: float = 5.0,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._latest = latest_block_s
+        self._follow = follows
+        self._refresh_s = refresh_s
+        self._wall_ms = wall_ms
+        self._lock = threading.Lock()
+        self._block_ms = 0
+        self._read_at = -1e18
+
+    @property
+    def follows(self) -> bool:
+        return self._follow is not None
+
+    def now_ms(self, *, fresh: bool = False) -> int:
+        """The chain's time (ms); ``fresh``: read the latest block now rather than within ``refresh_s``."""
+        with self._lock:
+            if fresh or time.monotonic() - self._read_at >= self._refresh_s:
+                self._block_ms = int(self._latest()) * 1000
+                self._read_at = time.monotonic()
+            return max(self._block_ms, self._wall_ms())
+
+    def follow(self, ms: int) -> None:
+        """Move a clockless chain forward to ``ms`` (never back)."""
+        if self._follow is None:
+            return
+        with self._lock:
+            target_s = -(-ms // 1000)
+            self._block_ms = int(self._latest()) * 1000  # fresh: someone else may have moved the chain meanwhile
+            self._read_at = time.monotonic()
+            if target_s * 1000 > self._block_ms:
+                self._follow(target_s)
+                self._block_ms = target_s * 1000
 
 
 def _err(status: int, code: str, message: str) -> ApiError:
@@ -69,7 +133,7 @@ def parse_submission(body: Any, max_samples: int) -> tuple[int, MeteringReport, 
     samples: list[Sample] = []
     for i, v in enumerate(raw_samples):
         if not isinstance(v, list):
-            raise _err(400, "invalid_report", f"samples[{i}] must be a list of 8 integers")
+            raise _err(400, "invalid_report", f"samples[{i}] must be a list of {len(SAMPLE_FIELDS)} integers")
         try:
             samples.append(Sample.from_values(v))
         except ProtocolError as e:
@@ -104,7 +168,11 @@ class Metering:
         chain_id: int,
         escrow: str,
         max_samples_per_report: int,
+        chain_time: ChainTime,
+        future_tolerance_ms: int = FUTURE_TOLERANCE_MS,
     ) -> None:
+        self.chain_time = chain_time
+        self.future_tolerance_ms = future_tolerance_ms
         self.chain_id = chain_id
         self.escrow = escrow
         self.store = store
@@ -175,7 +243,10 @@ class Metering:
             raise _err(403, "wrong_signer", f"signed by {signer}, node {node_id}'s attestor is {node.attestor}")
         if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
             raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
-        mode = int(json.loads(lease.data).get("billingMode", 0))
+        terms = json.loads(lease.data)
+        self._check_window(report, samples, terms)
+        self._check_time(report, cached_only)
+        mode = int(terms.get("billingMode", 0))
         return NewReport(
             lease_id=report.leaseId,
             seq=report.seq,
@@ -188,7 +259,81 @@ class Metering:
             packed_samples=pack_samples(samples) if samples else b"",
             sample_count=len(samples),
             window_end_ms=min(report.windowEndMs, _I64),
-            cum_billable=min(billable(mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs), _I64),
+            chain_figures=chain_figures(report.to_json()),
+            cum_billable=min(
+                billable(
+                    mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs, sm_active_ms=report.cumSmActiveMs
+                ),
+                _I64,
+            ),
+        )
+
+    def _check_window(self, report: MeteringReport, samples: list[Sample], terms: dict[str, Any]) -> None:
+        """The window's own figures re-derived from its samples by the protocol's rule (ledger.protocol.metering):
+        everything that does not depend on earlier reports (the energy delta and the gap from the previous
+        window do; auditors check those from the whole chain). 422 ``figures_mismatch`` names the figure."""
+        if not samples:
+            return
+        end = max(smp.tsMs for smp in samples)
+        if report.windowEndMs != end:
+            raise _err(422, "figures_mismatch", f"windowEndMs {report.windowEndMs} is not the newest sample's time {end}")
+        gpus = {smp.gpuIndex for smp in samples}
+        if len(gpus) > int(terms.get("gpuCount", len(gpus))):
+            raise _err(422, "figures_mismatch", f"samples of {len(gpus)} GPUs; the lease has {terms.get('gpuCount')}")
+        start_ms, end_ms = terms.get("startMs"), terms.get("endMs")
+        try:
+            fig = aggregate_window(
+                samples,
+                report.windowStartMs,
+                report.windowEndMs,
+                1,  # the period only sets the gap tolerance, and gaps are not checked here
+                lease_start_ms=int(start_ms) if start_ms is not None else None,
+                lease_end_ms=int(end_ms) if end_ms is not None else None,
+            )
+        except MeteringError as e:
+            raise _err(422, "figures_mismatch", f"the samples cannot form this window: {e}") from e
+        for name, want in (
+            ("busyMs", fig.busyMs),
+            ("allocatedMs", fig.allocatedMs),
+            ("smActiveMs", fig.smActiveMs),
+            ("tensorActiveMs", fig.tensorActiveMs),
+            ("maxMemUsedMiB", fig.maxMemUsedMiB),
+        ):
+            got = getattr(report, name)
+            if got != want:
+                raise _err(422, "figures_mismatch", f"{name} is {got}; its samples give {want}")
+        missing = fig.flags & REPORT_FLAG_MASK & ~_CARRIED_FLAGS & ~report.flags
+        if missing:
+            raise _err(422, "figures_mismatch", f"flags lack 0x{missing:x}, which its samples carry")
+
+    def _check_time(self, report: MeteringReport, cached_only: bool) -> None:
+        """422 ``window_in_future`` for a window that ends after the chain's time (plus the tolerance); on a
+        chain without a clock of its own the chain follows instead."""
+        ct = self.chain_time
+        if cached_only and ct.follows:
+            raise _NotCached  # moving the chain is a chain call: not on the event loop
+        now = ct.now_ms()
+        if report.windowEndMs <= now + self.future_tolerance_ms:
+            return
+        if not ct.follows:  # before refusing, make sure the chain has not moved since the last read
+            if cached_only:
+                raise _NotCached  # a chain read: not on the event loop
+            now = ct.now_ms(fresh=True)
+            if report.windowEndMs <= now + self.future_tolerance_ms:
+                return
+        if ct.follows:
+            ct.follow(report.windowEndMs)
+            return
+        ahead = report.windowEndMs - now
+        log.warning(
+            "lease %d seq %d refused: its window ends %.1f s after the chain's time (the attestor's clock is ahead?)",
+            report.leaseId, report.seq, ahead / 1000,
+        )  # fmt: skip
+        raise _err(
+            422,
+            "window_in_future",
+            f"the window ends at {report.windowEndMs}, {ahead} ms after the chain's current time; the escrow "
+            f"cannot settle it (tolerance {self.future_tolerance_ms} ms): check the attestor's clock",
         )
 
     # --- reads -------------------------------------------------------------------------------------------

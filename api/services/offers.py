@@ -103,11 +103,20 @@ class Offers:
         node = self._views.node(node_id)
         if caller.managed and node["provider"] != caller.address:
             raise ApiError(403, "forbidden", f"node {node_id} belongs to another provider")
+        mode = BillingMode.parse(billing_mode)
+        if mode == BillingMode.SM_ACTIVE and not node.get("gpm"):
+            raise ApiError(
+                422,
+                "node_lacks_gpm",
+                f"node {node_id} was registered without GPM (its GPUs cannot measure SM activity: Hopper or later "
+                "needed), so it cannot sell SM-active time; offer reserved or metered time instead",
+                field="billingMode",
+            )
         mask = 0
         for i in gpu_indices:
             mask |= 1 << i
         call = self._calls.publish_offer(
-            node_id, mask, price_per_gpu_second, token, int(BillingMode.parse(billing_mode)), valid_from, valid_until,
+            node_id, mask, price_per_gpu_second, token, int(mode), valid_from, valid_until,
             min_buyer_score_bps, bytes.fromhex(terms_hash[2:]),
         )
         return self._actor.act(caller, call)

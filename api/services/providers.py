@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from ledger.chain.calls import Call
 from ledger.chain.suite import LedgerChain
 from ledger.protocol import gpu_uuid_hash
-from ledger.protocol.economics import ETH
+from ledger.protocol.economics import ETH, NodeFeature
 
 from ..errors import ApiError, NotFound
 from ..schemas import ActionOut
@@ -91,12 +91,15 @@ class Nodes:
         vram_mib: int,
         max_power_mw_per_gpu: int,
         region: str,
+        *,
+        gpm: bool = False,
     ) -> ActionOut:
         caller.require("provider")
         hashes = [gpu_uuid_hash(u) for u in uuids] if uuids is not None else [bytes.fromhex(h[2:]) for h in uuid_hashes or []]
         if len(set(hashes)) != len(hashes):
             raise ApiError(422, "validation_error", "a GPU is listed twice", field="gpuUuids")
-        call = self._calls.register_node(attestor, gpu_model, hashes, vram_mib, max_power_mw_per_gpu, region)
+        features = NodeFeature.GPM if gpm else 0
+        call = self._calls.register_node(attestor, gpu_model, hashes, vram_mib, max_power_mw_per_gpu, region, features)
         return self._actor.act(caller, call)
 
     def _own(self, caller: Caller, node_id: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ transaction) → ``settled`` | ``superseded`` (a later checkpoint paid for its w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -39,12 +40,32 @@ class NewReport:
     sample_count: int
     window_end_ms: int
     cum_billable: int
+    # what the hash chain must add up to: (windowStartMs, cumulative counters, the window's figures) in the
+    # order of CHAIN_SUMS; None skips the arithmetic check (imports of old data)
+    chain_figures: tuple[int, ...] | None = None
+
+
+CHAIN_SUMS: tuple[tuple[str, str], ...] = (
+    ("cumBusyMs", "busyMs"),
+    ("cumAllocatedMs", "allocatedMs"),
+    ("cumSmActiveMs", "smActiveMs"),
+    ("cumEnergyMj", "energyMj"),
+)
+"""Each cumulative counter of report n is report n − 1's plus report n's window figure."""
+
+
+def chain_figures(report_json: dict[str, object]) -> tuple[int, ...]:
+    """(windowStartMs, windowEndMs, then per CHAIN_SUMS the cumulative counter and the window figure)."""
+    out = [int(str(report_json["windowStartMs"])), int(str(report_json["windowEndMs"]))]
+    for cum, win in CHAIN_SUMS:
+        out += [int(str(report_json[cum])), int(str(report_json[win]))]
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class Stored:
     """What storing one report came to: ``outcome`` is "stored", "duplicate", or the refusal's code
-    ("seq_conflict", "seq_gap", "chain_mismatch") with ``message``."""
+    ("seq_conflict", "seq_gap", "chain_mismatch", "figures_mismatch") with ``message``."""
 
     outcome: str
     message: str = ""
@@ -126,6 +147,17 @@ class ReportRepo:
             )
             ss = s.get(SampleSet, root) if root is not None else None
         return ss.data if ss is not None else None
+
+    def latest_body(self, lease_id: int) -> str | None:
+        """The JSON of the lease's latest report that was not rejected."""
+        with self._db.session() as s:
+            body = s.scalar(
+                select(Report.body)
+                .where(Report.lease_id == lease_id, Report.status != "rejected")
+                .order_by(Report.seq.desc())
+                .limit(1)
+            )
+        return None if body is None else str(body)
 
     def roots_by_hash(self, struct_hashes: Iterable[str]) -> dict[str, str]:
         """samplesRoot of stored reports by their struct hash."""
@@ -237,7 +269,7 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
             return Stored("duplicate")
         raise _Refused("seq_conflict", f"seq {item.seq} of lease {item.lease_id} is stored with another hash")
     head = conn.execute(
-        select(Report.seq, Report.struct_hash)
+        select(Report.seq, Report.struct_hash, Report.body)
         .where(Report.lease_id == item.lease_id)
         .order_by(Report.seq.desc())
         .limit(1)
@@ -247,6 +279,8 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
         raise _Refused("seq_gap", f"seq {item.seq} after {last_seq}: send the missing reports first")
     if item.prev_hash != last_hash:
         raise _Refused("chain_mismatch", f"prevReportHash is not the hash of report {last_seq}")
+    if item.chain_figures is not None:
+        _check_sums(item.chain_figures, chain_figures(json.loads(head[2])) if head else None, last_seq)
     if item.sample_count and conn.execute(select(SampleSet.root).where(SampleSet.root == item.samples_root)).first() is None:
         conn.execute(insert(SampleSet).values(root=item.samples_root, count=item.sample_count, data=item.packed_samples))
     conn.execute(
@@ -265,6 +299,19 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
         )
     )
     return Stored("stored")
+
+
+def _check_sums(new: tuple[int, ...], prev: tuple[int, ...] | None, last_seq: int) -> None:
+    """The report continues its chain: its window starts where report ``last_seq`` ended, and each cumulative
+    counter is the previous one plus this window's figure (the first report's equal its window's)."""
+    if prev is not None and new[0] != prev[1]:
+        raise _Refused("figures_mismatch", f"windowStartMs {new[0]} is not report {last_seq}'s windowEndMs {prev[1]}")
+    for k, (cum, win) in enumerate(CHAIN_SUMS):
+        before = 0 if prev is None else prev[2 + 2 * k]
+        got, window = new[2 + 2 * k], new[3 + 2 * k]
+        if got != before + window:
+            raise _Refused("figures_mismatch", f"{cum} is {got}; the previous total {before} plus {win} {window} is "
+                           f"{before + window}")  # fmt: skip
 
 
 class SettlementRepo:

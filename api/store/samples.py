@@ -1,4 +1,9 @@
-"""Raw samples at rest: packed fixed-width records, content-addressed by the report's samples root."""
+"""Raw samples at rest: packed fixed-width records (54 bytes each), content-addressed by the report's samples
+root.
+
+The record is the sample's 13 fields in leaf order (ledger.protocol.samples.SAMPLE_FIELDS), big-endian, each
+at its ABI width: a month of one GPU sampled every 18 s is 144,000 records, 7.8 MB.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import struct
 from collections.abc import Sequence
 
 from ledger.protocol import Sample
+from ledger.protocol.samples import SAMPLE_FIELDS
 
-# gpuIndex u16, tsMs u64, gpuUtilBps u16, memUtilBps u16, powerMw u32, energyMj u64, memUsedMiB u32, flags u32
-_RECORD = struct.Struct(">HQHHIQII")
+_FORMAT = {"uint16": "H", "uint32": "I", "uint64": "Q"}
+_RECORD = struct.Struct(">" + "".join(_FORMAT[t] for _, t in SAMPLE_FIELDS))
+RECORD_BYTES = _RECORD.size
 
 
 def pack_samples(samples: Sequence[Sample]) -> bytes:
@@ -16,4 +23,6 @@ def pack_samples(samples: Sequence[Sample]) -> bytes:
 
 
 def unpack_samples(data: bytes) -> list[Sample]:
+    if len(data) % RECORD_BYTES:
+        raise ValueError(f"packed samples of {len(data)} bytes are not whole {RECORD_BYTES}-byte records")
     return [Sample(*vals) for vals in _RECORD.iter_unpack(data)]

@@ -34,7 +34,7 @@ class PendingReport:
     notify: Callable[[], None] | None = None  # called from the writer thread once done
 
 
-_REFUSALS = {"seq_conflict", "seq_gap", "chain_mismatch"}
+_REFUSALS = {"seq_conflict", "seq_gap", "chain_mismatch", "figures_mismatch"}
 
 
 class ReportWriter:
@@ -97,7 +97,7 @@ class ReportWriter:
                     if res.outcome in ("stored", "duplicate"):
                         item.result = Accepted(item.report.struct_hash, duplicate=res.outcome == "duplicate")
                     else:
-                        item.error = ApiError(409, res.outcome, res.message)
+                        item.error = ApiError(422 if res.outcome == "figures_mismatch" else 409, res.outcome, res.message)
             except Exception as e:  # the commit itself failed: nothing of this batch is stored
                 for item in batch:
                     item.result = None

@@ -338,6 +338,7 @@ class Relayer:
                                           skipped.get((r.lease_id, r.seq), "not settled"))
             if status == "rejected":
                 self.metrics.reports_rejected.labels("settlement").inc()
+                log.warning("lease %d seq %d rejected at settlement: %s", r.lease_id, r.seq, reason)
             finals[r.id] = (status, reason)
         self.store.settlements.resolve(tx_id, outcome.block_number, settled=done_ids, requeued=stale_ids, finals=finals)
         if stale_ids:
@@ -354,6 +355,7 @@ class Relayer:
         status, why = final_status(r.seq, r.struct_hash, st, reason)
         if status == "rejected":
             self.metrics.reports_rejected.labels("settlement").inc()
+            log.warning("lease %d seq %d rejected at settlement: %s", r.lease_id, r.seq, why)
         self.store.reports.set_final(r.id, status, why)
         return BatchResult(None, 0, 0, done=1)
 

@@ -6,7 +6,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {ERC1155} from "@openzeppelin/contracts/token/ERC1155/ERC1155.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
+import {ICapacityRegistry, NODE_FEATURE_GPM, NODE_FEATURES_KNOWN} from "./interfaces/ICapacityRegistry.sol";
 import {ILeaseEscrow} from "./interfaces/ILeaseEscrow.sol";
 
 /// @title CapacityRegistry
@@ -155,13 +155,15 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         bytes32[] calldata gpuUuidHashes,
         uint32 vramMiB,
         uint32 maxPowerMwPerGpu,
-        bytes8 region
+        bytes8 region,
+        uint8 features
     ) external returns (uint256 nodeId) {
         _requireProvider(msg.sender);
         if (attestor == address(0)) revert CapacityRegistryZeroAddress();
         uint256 n = gpuUuidHashes.length;
         if (n == 0 || n > 256) revert CapacityRegistryBadGpuCount(n);
         if (vramMiB == 0 || maxPowerMwPerGpu == 0) revert CapacityRegistryBadNodeSpec();
+        if (features & ~NODE_FEATURES_KNOWN != 0) revert CapacityRegistryUnknownFeatures(features);
         nodeId = ++_nodeCount;
         for (uint256 i; i < n; ++i) {
             bytes32 h = gpuUuidHashes[i];
@@ -181,9 +183,12 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
             vramMiB: vramMiB,
             maxPowerMwPerGpu: maxPowerMwPerGpu,
             region: region,
-            active: true
+            active: true,
+            features: features
         });
-        emit NodeRegistered(nodeId, msg.sender, attestor, gpuModel, gpuUuidHashes, vramMiB, maxPowerMwPerGpu, region);
+        emit NodeRegistered(
+            nodeId, msg.sender, attestor, gpuModel, gpuUuidHashes, vramMiB, maxPowerMwPerGpu, region, features
+        );
     }
 
     /// @inheritdoc ICapacityRegistry
@@ -213,7 +218,7 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         uint256 gpuMask,
         uint256 pricePerGpuSecond,
         address token,
-        BillingMode billingMode,
+        uint8 billingMode,
         uint64 validFrom,
         uint64 validUntil,
         uint16 minBuyerScoreBps,
@@ -222,6 +227,7 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         if (pricePerGpuSecond == 0 || pricePerGpuSecond > type(uint96).max) {
             revert CapacityRegistryBadPrice(pricePerGpuSecond);
         }
+        if (billingMode > uint8(type(BillingMode).max)) revert CapacityRegistryBadBillingMode(billingMode);
         if (validUntil <= validFrom || validUntil <= block.timestamp || validUntil - validFrom > _MAX_WINDOW_S) {
             revert CapacityRegistryBadWindow(validFrom, validUntil);
         }
@@ -234,7 +240,7 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
             gpuCount: 0,
             pricePerGpuSecond: uint128(pricePerGpuSecond),
             token: token,
-            billingMode: billingMode,
+            billingMode: BillingMode(billingMode),
             validFrom: uint40(validFrom),
             validUntil: uint40(validUntil),
             minBuyerScoreBps: minBuyerScoreBps,
@@ -357,6 +363,11 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
     function _publish(Offer memory o) private returns (uint256 offerId) {
         Node storage nd = _ownedNode(o.nodeId);
         if (!nd.active) revert CapacityRegistryNodeInactive(o.nodeId);
+        // billing SM-active time needs GPUs that measure it (features are fixed at registration, so the check
+        // holds for every lease of the offer)
+        if (o.billingMode == BillingMode.SmActive && nd.features & NODE_FEATURE_GPM == 0) {
+            revert CapacityRegistryNodeLacksFeature(o.nodeId, NODE_FEATURE_GPM);
+        }
         uint256 nGpus = nd.gpuCount;
         if (o.gpuMask == 0 || (nGpus < 256 && o.gpuMask >> nGpus != 0)) {
             revert CapacityRegistryBadGpuMask(o.gpuMask, nGpus);

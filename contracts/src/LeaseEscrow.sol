@@ -24,7 +24,8 @@ import {
     TERMS_STATUS_MASK,
     TERMS_STATUS_ACTIVE,
     TERMS_PRICE_OFFSET,
-    TERMS_PRICE_MASK
+    TERMS_PRICE_MASK,
+    TERMS_BILL_OFFSETS
 } from "./types/Terms.sol";
 import {
     Checkpoint,
@@ -33,9 +34,13 @@ import {
     CKPT_BUSY_OFFSET,
     CKPT_ALLOC_OFFSET,
     CKPT_ENERGY_OFFSET,
-    CKPT_WINDOW_END_OFFSET,
+    CKPT_SM_OFFSET,
     CKPT_FIELD_MASK,
-    CKPT_SETTLED_AT_OFFSET
+    CKPT_SETTLED_AT_OFFSET,
+    CKPT_LANES_A,
+    CKPT_GUARDS_A,
+    CKPT_LANES_B,
+    CKPT_GUARDS_B
 } from "./types/Checkpoint.sol";
 import {
     NodeCache, NodeCacheLibrary, NODE_CACHE_ATTESTOR_MASK, NODE_CACHE_POWER_OFFSET, NODE_CACHE_POWER_MASK
@@ -45,12 +50,12 @@ import {
     ENTRY_LEASE_ID_SHIFT,
     ENTRY_SEQ_SHIFT,
     ENTRY_SEQ_MASK,
-    ENTRY_WINDOW_START_SHIFT,
     ENTRY_WINDOW_END_SHIFT,
     ENTRY_CUM_BUSY_SHIFT,
+    ENTRY_CUM_ENERGY_SHIFT,
     ENTRY_FIELD_MASK,
     ENTRY_WORD1,
-    ENTRY_CUM_ALLOC_SHIFT,
+    ENTRY_CUM_SM_SHIFT,
     ENTRY_FLAGS_SHIFT,
     ENTRY_FLAGS_MASK,
     ENTRY_FLAG_WITH_LAST,
@@ -71,13 +76,34 @@ import {
 } from "./types/SettlementEntry.sol";
 
 /// @title LeaseEscrow
-/// @notice Escrow of GPU leases, settled on metering reports signed (EIP-712) by the node's attestor.
+/// @notice Escrow of GPU leases, settled on metering reports (protocol v2) signed (EIP-712) by the node's
+/// attestor.
 /// @dev Money rules: pull payments only (`withdraw`), every external entry point that can call out is
 /// nonReentrant (settlement calls out only when a report exhausts a lease, and takes the lock there), and
 /// for each token: balance = Σ escrow not yet charged + Σ fee held + Σ pending charges + Σ withdrawable.
-/// A lease can never be charged beyond its escrow: a report's cumulative billable time is bounded by
-/// gpuCount × (windowEnd − start) and windowEnd by the lease end, so the total charge is bounded by
-/// price × gpuCount × durationS, the escrow itself; reaching it makes the lease Exhausted.
+///
+/// What a report may bill, and why cumulative bounds are enough (protocol v2). A report carries the lease's
+/// cumulative counters since activation: busy, allocated, energy and SM-active. The escrow never bills a
+/// window: a lease's total charge is price × (its billing mode's cumulative counter at the last settled
+/// checkpoint) / 1000, rounded down once, and each checkpoint charges the growth of that total. So the sum
+/// of all charges is the total of the last checkpoint, whatever windows the reports described, however they
+/// overlapped, and whichever reports were skipped or settled out of the attestor's order (seq only grows).
+/// Per entry the escrow checks, besides the signature by the node's attestor, the hash chain, seq order, the
+/// state commitment and Active status:
+///  - lease start < windowEndMs ≤ lease end, and windowEndMs ≤ now;
+///  - no cumulative counter (busy, allocated, energy, SM-active) decreases: no charge is ever negative, and a
+///    later report cannot lower a figure an earlier one billed or vouched for;
+///  - cumBusyMs ≤ cumAllocatedMs (busy time is time the driver's samples covered: the metered basis never
+///    exceeds the reserved one);
+///  - cumAllocatedMs and cumSmActiveMs ≤ gpuCount × (windowEndMs − lease start), hence cumBusyMs too;
+///  - cumEnergyMj ≤ maxPowerMwPerGpu × gpuCount × (windowEndMs − lease start) / 1000 × (1 + ENERGY_MARGIN_BPS).
+/// Every billing basis is one of the three time counters, so at any checkpoint the billed GPU time is at most
+/// the lease's capacity up to that report's window end, which is at most the lease end and at most now: a
+/// lease can never be charged beyond its escrow (price × gpuCount × durationS), nor for time that has not
+/// happened yet (closing refunds the rest at once, and nothing settles after close). Reaching the escrow
+/// makes the lease Exhausted. Windows on the driver's timeline are therefore not compared with each other
+/// on chain (v1 did, at a cost of a checkpoint field): auditors check the window sequence from the reports
+/// and samples, and a wrong figure inside these bounds is a matter for a dispute, as before.
 ///
 /// IMPORTANT: fee-on-transfer (and rebasing) ERC-20 tokens are NOT supported: openLease and topUp compare
 /// the balance before and after the transfer and revert with LeaseEscrowFeeOnTransferToken if less arrived.
@@ -102,7 +128,9 @@ import {
 /// The GPU set is not checked on-chain: the signed report binds it (`WindowDetail.gpuSetHash`), only the
 /// node's registered attestor can sign, and auditors compare it with `lease(id).gpuSetHash` (a mismatch is
 /// grounds for a dispute). An on-chain comparison would cost a 32-byte word per checkpoint and catch only an
-/// attestor that signs its own mistake.
+/// attestor that signs its own mistake. Likewise the node's GPM feature is not read at settlement: a lease
+/// bills SM-active time only if its offer did, and the registry refuses such an offer on a node without GPM
+/// (features never change after registration).
 contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     using SafeERC20 for IERC20;
 
@@ -392,11 +420,11 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     struct Entry {
         uint256 leaseId;
         uint64 seq;
-        uint64 windowStartMs;
         uint64 windowEndMs;
         uint64 cumBusy;
         uint64 cumEnergy;
         uint64 cumAlloc;
+        uint64 cumSm;
         bytes32 prev;
         bytes32 r;
         bytes32 vs;
@@ -513,26 +541,42 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
                 }
                 let cap := 0
                 {
-                    // last window end <= start < end <= lease end; end <= now
-                    let ws := and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK)
+                    // lease start < window end <= lease end; window end <= now
                     let we := and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK)
                     let startMs := mul(and(shr(TERMS_START_OFFSET, terms), TERMS_START_MASK), 1000)
-                    if lt(ws, and(shr(CKPT_WINDOW_END_OFFSET, ck), CKPT_FIELD_MASK)) { break }
-                    if iszero(gt(we, ws)) { break }
+                    if iszero(gt(we, startMs)) { break }
                     if gt(we, add(startMs, mul(and(shr(TERMS_DURATION_OFFSET, terms), TERMS_DURATION_MASK), 1000))) {
                         break
                     }
                     if gt(we, mul(timestamp(), 1000)) { break }
                     cap := mul(and(shr(TERMS_GPUS_OFFSET, terms), TERMS_GPUS_MASK), sub(we, startMs))
                 }
+                // the new checkpoint (CheckpointLibrary.pack of the entry's counters, settled now)
+                let newCk := or(
+                    or(
+                        or(shl(CKPT_SETTLED_AT_OFFSET, timestamp()), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK)),
+                        shl(CKPT_SM_OFFSET, shr(ENTRY_CUM_SM_SHIFT, calldataload(add(p, ENTRY_WORD1))))
+                    ),
+                    or(
+                        or(
+                            shl(CKPT_BUSY_OFFSET, and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK)),
+                            shl(CKPT_ALLOC_OFFSET, and(w0, ENTRY_FIELD_MASK))
+                        ),
+                        shl(CKPT_ENERGY_OFFSET, and(shr(ENTRY_CUM_ENERGY_SHIFT, w0), ENTRY_FIELD_MASK))
+                    )
+                )
                 {
-                    // counters never decreasing; busy/allocated within gpuCount x elapsed
-                    let cumBusy := and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK)
-                    let cumAlloc := shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1)))
-                    if lt(cumBusy, and(shr(CKPT_BUSY_OFFSET, ck), CKPT_FIELD_MASK)) { break }
-                    if lt(cumAlloc, and(shr(CKPT_ALLOC_OFFSET, ck), CKPT_FIELD_MASK)) { break }
-                    if lt(and(w0, ENTRY_FIELD_MASK), and(shr(CKPT_ENERGY_OFFSET, ck), CKPT_FIELD_MASK)) { break }
-                    if or(gt(cumBusy, cap), gt(cumAlloc, cap)) { break }
+                    // no counter went down (busy, allocated, energy, SM-active: types/Checkpoint.sol's lanes):
+                    // each lane of new | guard − old keeps its guard bit iff new >= old
+                    let a := sub(or(and(newCk, CKPT_LANES_A), CKPT_GUARDS_A), and(ck, CKPT_LANES_A))
+                    let b := sub(or(and(newCk, CKPT_LANES_B), CKPT_GUARDS_B), and(ck, CKPT_LANES_B))
+                    if or(and(not(a), CKPT_GUARDS_A), and(not(b), CKPT_GUARDS_B)) { break }
+                    // busy <= allocated <= gpuCount x elapsed; SM-active <= gpuCount x elapsed
+                    let alloc := and(w0, ENTRY_FIELD_MASK)
+                    if or(
+                        gt(and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK), alloc),
+                        or(gt(alloc, cap), gt(shr(ENTRY_CUM_SM_SHIFT, calldataload(add(p, ENTRY_WORD1))), cap))
+                    ) { break }
                 }
                 // node: attestor and power cap (memo: the previous entry's node)
                 {
@@ -545,7 +589,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
                 }
                 // energy within power cap x GPU time (+ ENERGY_MARGIN_BPS): mW x ms = uJ, / 1000 -> mJ
                 if gt(
-                    and(w0, ENTRY_FIELD_MASK),
+                    and(shr(ENTRY_CUM_ENERGY_SHIFT, w0), ENTRY_FIELD_MASK),
                     div(
                         mul(
                             mul(and(shr(NODE_CACHE_POWER_OFFSET, memoOut), NODE_CACHE_POWER_MASK), cap),
@@ -556,15 +600,15 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
                 ) { break }
                 // struct hash (as `_entryStructHash`), digest, signer
                 mstore(fm, _REPORT_TYPEHASH_LITERAL)
-                    mstore(add(fm, 0x20), shr(ENTRY_LEASE_ID_SHIFT, w0))
-                    mstore(add(fm, 0x40), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK))
-                    mstore(add(fm, 0x60), calldataload(add(p, ENTRY_PREV_HASH)))
-                    mstore(add(fm, 0x80), and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK))
-                    mstore(add(fm, 0xa0), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
-                    mstore(add(fm, 0xc0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
-                    mstore(add(fm, 0xe0), and(w0, ENTRY_FIELD_MASK))
-                    mstore(add(fm, 0x100), shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1))))
-                    mstore(add(fm, 0x120), calldataload(add(p, ENTRY_WINDOW_HASH)))
+                mstore(add(fm, 0x20), shr(ENTRY_LEASE_ID_SHIFT, w0))
+                mstore(add(fm, 0x40), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK))
+                mstore(add(fm, 0x60), calldataload(add(p, ENTRY_PREV_HASH)))
+                mstore(add(fm, 0x80), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
+                mstore(add(fm, 0xa0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
+                mstore(add(fm, 0xc0), and(shr(ENTRY_CUM_ENERGY_SHIFT, w0), ENTRY_FIELD_MASK))
+                mstore(add(fm, 0xe0), and(w0, ENTRY_FIELD_MASK))
+                mstore(add(fm, 0x100), shr(ENTRY_CUM_SM_SHIFT, calldataload(add(p, ENTRY_WORD1))))
+                mstore(add(fm, 0x120), calldataload(add(p, ENTRY_WINDOW_HASH)))
                 let h := keccak256(fm, 0x140)
                 {
                     mstore(fm, 0x1901)
@@ -584,23 +628,8 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
                     if iszero(mload(0)) { break }
                     if iszero(eq(mload(0), and(memoOut, NODE_CACHE_ATTESTOR_MASK))) { break }
                 }
-                // the new checkpoint (CheckpointLibrary.pack of the entry's fields, settled now)
-                let newCk := or(
-                    or(
-                        or(shl(CKPT_SETTLED_AT_OFFSET, timestamp()), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK)),
-                        shl(CKPT_WINDOW_END_OFFSET, and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
-                    ),
-                    or(
-                        or(
-                            shl(CKPT_BUSY_OFFSET, and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK)),
-                            shl(CKPT_ALLOC_OFFSET, shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(p, ENTRY_WORD1))))
-                        ),
-                        shl(CKPT_ENERGY_OFFSET, and(w0, ENTRY_FIELD_MASK))
-                    )
-                )
-                // billable (CheckpointLibrary.billableMs): mode 0 reserved = allocated time, 1 metered = busy time
-                let shift := CKPT_BUSY_OFFSET
-                if iszero(and(shr(TERMS_MODE_OFFSET, terms), TERMS_MODE_MASK)) { shift := CKPT_ALLOC_OFFSET }
+                // billable (Terms.billOffset / billableMs): the counter of the terms' mode, via TERMS_BILL_OFFSETS
+                let shift := and(shr(shl(3, and(shr(TERMS_MODE_OFFSET, terms), TERMS_MODE_MASK)), TERMS_BILL_OFFSETS), 0xff)
                 let newBill := and(shr(shift, newCk), CKPT_FIELD_MASK)
                 // exhausting the escrow: the full path finalizes the lease
                 if iszero(
@@ -619,7 +648,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
                 mstore(add(fm, 0x20), newCk)
                 mstore(add(fm, 0x40), h)
                 sstore(sl, keccak256(fm, 0x60))
-                // the record (SettlementEntry's RECORD_*), charged as CheckpointLibrary.charged (new - old)
+                // the record (SettlementEntry's RECORD_*), charged as TermsLibrary.charged (new - old)
                 let price := and(shr(TERMS_PRICE_OFFSET, terms), TERMS_PRICE_MASK)
                 // leaseId: the head's top 32 bits are the record's (ENTRY_LEASE_ID_SHIFT = RECORD_LEASE_ID_SHIFT,
                 // checked at construction); the rest of the word is overwritten next
@@ -664,11 +693,11 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         }
         e.leaseId = head.leaseId();
         e.seq = uint64(head.seq());
-        e.windowStartMs = uint64(head.windowStartMs());
         e.windowEndMs = uint64(head.windowEndMs());
         e.cumBusy = uint64(head.cumBusyMs());
         e.cumEnergy = uint64(head.cumEnergyMj());
-        e.cumAlloc = uint64(w1 >> ENTRY_CUM_ALLOC_SHIFT);
+        e.cumAlloc = uint64(head.cumAllocatedMs());
+        e.cumSm = uint64(w1 >> ENTRY_CUM_SM_SHIFT);
         // e.prev .. e.lastHash are the struct's words 7..12
         assembly ("memory-safe") {
             let prev := calldataload(add(p, ENTRY_PREV_HASH))
@@ -717,54 +746,71 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         return 0;
     }
 
+    /// @dev The window ends inside the lease (after its start, at most its end) and not in the future. Windows
+    /// are not compared with each other (see the contract's NatSpec).
     function _checkWindow(Entry memory e, bool strict) private view returns (bytes4) {
-        uint64 notBefore = uint64(e.ck.lastWindowEndMs());
-        if (e.windowStartMs < notBefore || e.windowEndMs <= e.windowStartMs) {
-            if (strict) revert LeaseEscrowBadWindow(e.leaseId, e.windowStartMs, e.windowEndMs, notBefore);
-            return LeaseEscrowBadWindow.selector;
-        }
-        uint64 endMs = uint64(e.terms.endMs());
-        if (e.windowEndMs > endMs) {
-            if (strict) revert LeaseEscrowWindowOutsideLease(e.leaseId, e.windowEndMs, endMs);
-            return LeaseEscrowWindowOutsideLease.selector;
-        }
-        if (e.windowEndMs > block.timestamp * 1000) {
-            if (strict) revert LeaseEscrowWindowInFuture(e.leaseId, e.windowEndMs, block.timestamp * 1000);
-            return LeaseEscrowWindowInFuture.selector;
+        // terms fields are 32 bits wide and block.timestamp far below 2^200: nothing here can overflow
+        unchecked {
+            uint64 startMs = uint64(e.terms.startMs());
+            uint64 endMs = uint64(e.terms.endMs());
+            if (e.windowEndMs <= startMs || e.windowEndMs > endMs) {
+                if (strict) revert LeaseEscrowWindowOutsideLease(e.leaseId, e.windowEndMs, startMs, endMs);
+                return LeaseEscrowWindowOutsideLease.selector;
+            }
+            uint256 nowMs = block.timestamp * 1000;
+            if (e.windowEndMs > nowMs) {
+                if (strict) revert LeaseEscrowWindowInFuture(e.leaseId, e.windowEndMs, nowMs);
+                return LeaseEscrowWindowInFuture.selector;
+            }
         }
         return 0;
     }
 
-    /// @dev Counters never decrease; busy and allocated GPU time within gpuCount × elapsed; energy within
-    /// power cap × that (+ margin).
+    /// @dev Counters never decrease; busy within allocated; allocated and SM-active GPU time within gpuCount ×
+    /// (window end − lease start); energy within power cap × that (+ margin).
     function _checkCounters(Entry memory e, bool strict) private view returns (bytes4) {
         {
-            uint64 lastBusy = uint64(e.ck.cumBusyMs());
-            uint64 lastAlloc = uint64(e.ck.cumAllocatedMs());
-            uint64 lastEnergy = uint64(e.ck.cumEnergyMj());
-            (bool down, uint8 c, uint64 v, uint64 last) = e.cumBusy < lastBusy
-                ? (true, 0, e.cumBusy, lastBusy)
-                : e.cumAlloc < lastAlloc
-                    ? (true, 1, e.cumAlloc, lastAlloc)
-                    : (e.cumEnergy < lastEnergy, 2, e.cumEnergy, lastEnergy);
+            (bool down, uint8 c, uint64 v, uint64 last) = _counterDown(e);
             if (down) {
                 if (strict) revert LeaseEscrowCounterDecreased(e.leaseId, c, v, last);
                 return LeaseEscrowCounterDecreased.selector;
             }
         }
-        uint256 cap = e.terms.gpuCount() * (e.windowEndMs - e.terms.startMs());
-        if (e.cumBusy > cap || e.cumAlloc > cap) {
-            (uint8 c, uint64 v) = e.cumBusy > cap ? (0, e.cumBusy) : (1, e.cumAlloc);
+        if (e.cumBusy > e.cumAlloc) {
+            if (strict) revert LeaseEscrowBusyAboveAllocated(e.leaseId, e.cumBusy, e.cumAlloc);
+            return LeaseEscrowBusyAboveAllocated.selector;
+        }
+        uint256 cap;
+        // `_checkWindow` passed: windowEndMs > startMs; 16-bit GPUs × 48-bit ms × 32-bit mW × 14-bit margin fit
+        unchecked {
+            cap = e.terms.gpuCount() * (e.windowEndMs - e.terms.startMs());
+        }
+        if (e.cumAlloc > cap || e.cumSm > cap) {
+            (uint8 c, uint64 v) = e.cumAlloc > cap ? (1, e.cumAlloc) : (3, e.cumSm);
             if (strict) revert LeaseEscrowTimeAboveCapacity(e.leaseId, c, v, cap);
             return LeaseEscrowTimeAboveCapacity.selector;
         }
         // mW × ms = µJ; / 1000 → mJ; times (1 + margin)
-        cap = (_nodeCache[e.terms.nodeId()].maxPowerMwPerGpu() * cap * _ENERGY_CAP_NUMERATOR) / _ENERGY_CAP_DENOMINATOR;
+        unchecked {
+            cap = (_nodeCache[e.terms.nodeId()].maxPowerMwPerGpu() * cap * _ENERGY_CAP_NUMERATOR)
+                / _ENERGY_CAP_DENOMINATOR;
+        }
         if (e.cumEnergy > cap) {
             if (strict) revert LeaseEscrowEnergyAboveCap(e.leaseId, e.cumEnergy, cap);
             return LeaseEscrowEnergyAboveCap.selector;
         }
         return 0;
+    }
+
+    /// @dev The first cumulative counter below its last settled value, as (down, counter, value, last) with
+    /// counter 0 busy, 1 allocated, 2 energy, 3 SM-active.
+    function _counterDown(Entry memory e) private pure returns (bool, uint8, uint64, uint64) {
+        Checkpoint ck = e.ck;
+        if (e.cumBusy < ck.cumBusyMs()) return (true, 0, e.cumBusy, uint64(ck.cumBusyMs()));
+        if (e.cumAlloc < ck.cumAllocatedMs()) return (true, 1, e.cumAlloc, uint64(ck.cumAllocatedMs()));
+        if (e.cumEnergy < ck.cumEnergyMj()) return (true, 2, e.cumEnergy, uint64(ck.cumEnergyMj()));
+        if (e.cumSm < ck.cumSmActiveMs()) return (true, 3, e.cumSm, uint64(ck.cumSmActiveMs()));
+        return (false, 0, 0, 0);
     }
 
     function _checkSigner(bytes32 digest, Entry memory e, bool strict) private view returns (bytes4) {
@@ -789,9 +835,15 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
     function _apply(Entry memory e, bytes32 h, uint256 rec) private {
         Terms terms = e.terms;
         Checkpoint newCk =
-            CheckpointLibrary.pack(block.timestamp, e.windowEndMs, e.cumEnergy, e.cumAlloc, e.cumBusy, e.seq);
+            CheckpointLibrary.pack(block.timestamp, e.cumSm, e.cumEnergy, e.cumAlloc, e.cumBusy, e.seq);
         uint256 newBill = terms.billableMs(newCk);
-        uint256 charged = terms.charged(newCk) - terms.charged(e.ck);
+        uint256 charged;
+        uint256 capacity;
+        // `_checkCounters` passed: the billed counter did not go down; 16-bit GPUs × 32-bit seconds × 1000 fit
+        unchecked {
+            charged = terms.charged(newCk) - terms.charged(e.ck);
+            capacity = terms.gpuCount() * terms.durationS() * 1000;
+        }
         uint256 leaseId = e.leaseId;
         assembly ("memory-safe") {
             mstore(rec, shl(RECORD_LEASE_ID_SHIFT, leaseId))
@@ -800,7 +852,7 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
             mstore(add(rec, RECORD_CHARGED), shl(RECORD_CHARGED_SHIFT, charged))
         }
         // All escrow charged: billable reached gpuCount × durationS (the bound the checks enforce).
-        if (newBill >= terms.gpuCount() * terms.durationS() * 1000) {
+        if (newBill >= capacity) {
             emit LeaseExhausted(leaseId, terms.charged(newCk));
             _exhaust(leaseId, terms, newCk, h);
         } else {

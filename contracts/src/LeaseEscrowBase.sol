@@ -8,20 +8,31 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ILeaseEscrowBase} from "./interfaces/ILeaseEscrow.sol";
 import {ICapacityRegistry} from "./interfaces/ICapacityRegistry.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
-import {Terms, TERMS_STATUS_ACTIVE} from "./types/Terms.sol";
-import {Checkpoint} from "./types/Checkpoint.sol";
+import {Terms, TERMS_STATUS_ACTIVE, TERMS_BILL_OFFSETS} from "./types/Terms.sol";
+import {
+    Checkpoint,
+    CKPT_BUSY_OFFSET,
+    CKPT_ALLOC_OFFSET,
+    CKPT_ENERGY_OFFSET,
+    CKPT_SM_OFFSET,
+    CKPT_FIELD_MASK,
+    CKPT_LANES_A,
+    CKPT_GUARDS_A,
+    CKPT_LANES_B,
+    CKPT_GUARDS_B
+} from "./types/Checkpoint.sol";
 import {NodeCache} from "./types/NodeCache.sol";
 import {
     RECORD_LEASE_ID_SHIFT,
     ENTRY_SEQ_SHIFT,
     ENTRY_SEQ_MASK,
     ENTRY_LEASE_ID_SHIFT,
-    ENTRY_WINDOW_START_SHIFT,
     ENTRY_WINDOW_END_SHIFT,
     ENTRY_CUM_BUSY_SHIFT,
+    ENTRY_CUM_ENERGY_SHIFT,
     ENTRY_FIELD_MASK,
     ENTRY_WORD1,
-    ENTRY_CUM_ALLOC_SHIFT,
+    ENTRY_CUM_SM_SHIFT,
     ENTRY_PREV_HASH,
     ENTRY_WINDOW_HASH
 } from "./types/SettlementEntry.sol";
@@ -40,14 +51,14 @@ abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, 
     /// @dev keccak256 of ledger.protocol.REPORT_TYPE_STRING (EIP-712 encodeType: the referenced
     /// WindowDetail type appended). The settlement path only sees hashStruct(WindowDetail), `windowHash`.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
-        "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,WindowDetail window)WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+        "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,uint64 cumSmActiveMs,WindowDetail window)WindowDetail(uint64 windowStartMs,bytes32 gpuSetHash,uint64 busyMs,uint64 smActiveMs,uint64 tensorActiveMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
     /// @dev REPORT_TYPEHASH as a literal, for assembly (the constructor refuses to deploy if they differ).
-    uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x2caa7d6079cb59905ec1e55c2e90b058c9b352c3e0ab63c930496793d867aa06;
+    uint256 internal constant _REPORT_TYPEHASH_LITERAL = 0x9c0747ccc0b0bda439de25a39d2505698adf8e0810f328e0c0c79418175f1821;
     /// @inheritdoc ILeaseEscrowBase
     /// @dev keccak256 of ledger.protocol.WINDOW_TYPE_STRING.
     bytes32 public constant WINDOW_TYPEHASH = keccak256(
-        "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+        "WindowDetail(uint64 windowStartMs,bytes32 gpuSetHash,uint64 busyMs,uint64 smActiveMs,uint64 tensorActiveMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
     );
 
     /// @inheritdoc ILeaseEscrowBase
@@ -109,7 +120,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, 
     FeeConfig internal _fees;
     address internal _treasury;
 
-    constructor(ICapacityRegistry registry_, IReputation reputation_) EIP712("ComputeLedger", "1") {
+    /// @dev EIP-712 domain: name ComputeLedger, version 2 (ledger.protocol.DOMAIN_VERSION: metering protocol v2).
+    constructor(ICapacityRegistry registry_, IReputation reputation_) EIP712("ComputeLedger", "2") {
         // the settlement fast path hashes with the literal: it must be the type's hash
         if (bytes32(_REPORT_TYPEHASH_LITERAL) != REPORT_TYPEHASH) revert LeaseEscrowBadConfig();
         // and compares the status field with this literal
@@ -120,6 +132,17 @@ abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, 
         if (_ENERGY_CAP_NUMERATOR != 10_000 + ENERGY_MARGIN_BPS || _ENERGY_CAP_DENOMINATOR != 10_000 * 1000) {
             revert LeaseEscrowBadConfig();
         }
+        // and finds the billed counter of each mode with this table (Terms.billOffset reads it too)
+        if (TERMS_BILL_OFFSETS != CKPT_ALLOC_OFFSET | (CKPT_BUSY_OFFSET << 8) | (CKPT_SM_OFFSET << 16)) {
+            revert LeaseEscrowBadConfig();
+        }
+        // and checks that no counter went down with these lanes and guard bits (types/Checkpoint.sol)
+        if (
+            CKPT_LANES_A != (CKPT_FIELD_MASK << CKPT_BUSY_OFFSET) | (CKPT_FIELD_MASK << CKPT_ENERGY_OFFSET)
+                || CKPT_GUARDS_A != (1 << (CKPT_BUSY_OFFSET + 48)) | (1 << (CKPT_ENERGY_OFFSET + 48))
+                || CKPT_LANES_B != (CKPT_FIELD_MASK << CKPT_ALLOC_OFFSET) | (CKPT_FIELD_MASK << CKPT_SM_OFFSET)
+                || CKPT_GUARDS_B != (1 << (CKPT_ALLOC_OFFSET + 48)) | (1 << (CKPT_SM_OFFSET + 48))
+        ) revert LeaseEscrowBadConfig();
         _registry = registry_;
         _reputation = reputation_;
     }
@@ -134,11 +157,11 @@ abstract contract LeaseEscrowBase is ILeaseEscrowBase, AccessControl, Pausable, 
             mstore(add(m, 0x20), shr(ENTRY_LEASE_ID_SHIFT, w0))
             mstore(add(m, 0x40), and(shr(ENTRY_SEQ_SHIFT, w0), ENTRY_SEQ_MASK))
             mstore(add(m, 0x60), calldataload(add(e, ENTRY_PREV_HASH)))
-            mstore(add(m, 0x80), and(shr(ENTRY_WINDOW_START_SHIFT, w0), ENTRY_FIELD_MASK))
-            mstore(add(m, 0xa0), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
-            mstore(add(m, 0xc0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
-            mstore(add(m, 0xe0), and(w0, ENTRY_FIELD_MASK)) // cumEnergyMj
-            mstore(add(m, 0x100), shr(ENTRY_CUM_ALLOC_SHIFT, calldataload(add(e, ENTRY_WORD1))))
+            mstore(add(m, 0x80), and(shr(ENTRY_WINDOW_END_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xa0), and(shr(ENTRY_CUM_BUSY_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xc0), and(shr(ENTRY_CUM_ENERGY_SHIFT, w0), ENTRY_FIELD_MASK))
+            mstore(add(m, 0xe0), and(w0, ENTRY_FIELD_MASK)) // cumAllocatedMs
+            mstore(add(m, 0x100), shr(ENTRY_CUM_SM_SHIFT, calldataload(add(e, ENTRY_WORD1))))
             mstore(add(m, 0x120), calldataload(add(e, ENTRY_WINDOW_HASH)))
             h := keccak256(m, 0x140)
         }

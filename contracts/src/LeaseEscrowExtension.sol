@@ -199,7 +199,7 @@ contract LeaseEscrowExtension is LeaseEscrowBase, ILeaseEscrowExtension {
         v.cumBusyMs = uint64(ck.cumBusyMs());
         v.cumAllocatedMs = uint64(ck.cumAllocatedMs());
         v.cumEnergyMj = uint64(ck.cumEnergyMj());
-        v.lastWindowEndMs = uint64(ck.lastWindowEndMs());
+        v.cumSmActiveMs = uint64(ck.cumSmActiveMs());
         v.lastSettledAt = uint64(ck.settledAt());
         v.charged = terms.charged(ck);
         v.paid = m.released;
@@ -267,32 +267,19 @@ contract LeaseEscrowExtension is LeaseEscrowBase, ILeaseEscrowExtension {
 
     /// @inheritdoc ILeaseEscrowExtension
     function hashReport(MeteringReport calldata r) public pure returns (bytes32) {
+        // every member is a static word, so abi.encode is their concatenation (two halves: the stack)
         bytes32 windowHash = keccak256(
-            abi.encode(
-                WINDOW_TYPEHASH,
-                r.gpuSetHash,
-                r.busyMs,
-                r.energyMj,
-                r.allocatedMs,
-                r.maxMemUsedMiB,
-                r.sampleCount,
-                r.samplesRoot,
-                r.flags,
-                r.configHash
+            bytes.concat(
+                abi.encode(WINDOW_TYPEHASH, r.windowStartMs, r.gpuSetHash, r.busyMs, r.smActiveMs, r.tensorActiveMs),
+                abi.encode(
+                    r.energyMj, r.allocatedMs, r.maxMemUsedMiB, r.sampleCount, r.samplesRoot, r.flags, r.configHash
+                )
             )
         );
         return keccak256(
-            abi.encode(
-                REPORT_TYPEHASH,
-                r.leaseId,
-                r.seq,
-                r.prevReportHash,
-                r.windowStartMs,
-                r.windowEndMs,
-                r.cumBusyMs,
-                r.cumEnergyMj,
-                r.cumAllocatedMs,
-                windowHash
+            bytes.concat(
+                abi.encode(REPORT_TYPEHASH, r.leaseId, r.seq, r.prevReportHash, r.windowEndMs),
+                abi.encode(r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, r.cumSmActiveMs, windowHash)
             )
         );
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from ..protocol.economics import BillingMode, NodeFeature
 from ..protocol.errors import ProtocolError
 from ..protocol.report import MeteringReport
 from ..protocol.settlement import LeaseState, encode_entries, encode_entry
@@ -97,8 +98,13 @@ class Calls:
         vram_mib: int,
         max_power_mw_per_gpu: int,
         region: bytes | str,
+        features: int = NodeFeature.NONE,
     ) -> Call:
-        """``gpu_uuid_hashes[i]`` = ``ledger.protocol.gpu_uuid_hash`` of GPU i, in the node's order."""
+        """``gpu_uuid_hashes[i]`` = ``ledger.protocol.gpu_uuid_hash`` of GPU i, in the node's order. ``features``:
+        :class:`ledger.protocol.economics.NodeFeature` bits, fixed for the node's life (``GPM`` for GPUs that
+        measure SM activity: without it the node cannot offer SM-active billing; any other bit is refused)."""
+        if not 0 <= int(features) <= 0xFF:
+            raise ProtocolError(f"features={int(features)} does not fit uint8")
         return self.call(
             "registry",
             "registerNode",
@@ -108,6 +114,7 @@ class Calls:
             vram_mib,
             max_power_mw_per_gpu,
             pad_bytes(region, 8, "region"),
+            int(features),
         )
 
     def rotate_attestor(self, node_id: int, new_attestor: str) -> Call:
@@ -128,7 +135,9 @@ class Calls:
         min_buyer_score_bps: int = 0,
         terms_hash: bytes = b"",
     ) -> Call:
-        """Publish an offer; mints gpuCount × (valid_until − valid_from) rights to the payout address."""
+        """Publish an offer; mints gpuCount × (valid_until − valid_from) rights to the payout address.
+        ``billing_mode``: a :class:`ledger.protocol.economics.BillingMode` (or its number / name); anything else
+        raises :class:`ProtocolError`. SM-active billing needs a node registered with ``NodeFeature.GPM``."""
         return self.call(
             "registry",
             "publishOffer",
@@ -136,7 +145,7 @@ class Calls:
             gpu_mask,
             price_per_gpu_second,
             to_checksum_address(token),
-            int(billing_mode),
+            int(BillingMode.parse(billing_mode)),
             valid_from,
             valid_until,
             min_buyer_score_bps,

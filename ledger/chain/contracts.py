@@ -39,6 +39,18 @@ def contract_abi(name: str) -> tuple[dict[str, Any], ...]:
 
 
 @lru_cache(maxsize=1)
+def address_abis() -> dict[str, tuple[dict[str, Any], ...]]:
+    """The ABI each deployed address answers to, by the deployment record's contract names: the escrow's is
+    the whole ``ILeaseEscrow`` interface (views included); the extension's own address is listed for
+    completeness (it is only ever reached through the escrow)."""
+    return {
+        "CapacityRegistry": contract_abi("CapacityRegistry"),
+        "Reputation": contract_abi("Reputation"),
+        "LeaseEscrow": escrow_abi(),
+        "LeaseEscrowExtension": contract_abi("LeaseEscrowExtension"),
+    }
+
+
 def erc20_abi() -> tuple[dict[str, Any], ...]:
     """ERC-20 plus the dev token's ``mint`` (MockERC20); the standard subset when that artifact is absent."""
     try:

@@ -17,7 +17,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, BlockNotFound
 
-from ..protocol.economics import ETH, BillingMode, LeaseStatus
+from ..protocol.economics import ETH, BillingMode, LeaseStatus, NodeFeature
 from ..protocol.report import MeteringReport
 from ..protocol.settlement import LeaseState, encode_entry
 from .contracts import Contracts
@@ -47,6 +47,12 @@ class NodeInfo:
     region: bytes
     active: bool
     gpu_uuid_hashes: tuple[bytes, ...]
+    features: NodeFeature = NodeFeature.NONE
+
+    @property
+    def gpm(self) -> bool:
+        """Whether the node's GPUs measure SM activity (it may offer SM-active billing)."""
+        return bool(self.features & NodeFeature.GPM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,7 @@ class CheckpointInfo:
     cum_busy_ms: int
     cum_energy_mj: int
     cum_allocated_ms: int
-    last_window_end_ms: int
+    cum_sm_active_ms: int
     last_settled_at: int
     charged: int
     paid: int
@@ -257,6 +263,7 @@ class ChainReader:
             region=bytes(n[6]),
             active=bool(n[7]),
             gpu_uuid_hashes=tuple(bytes(h) for h in gpus),
+            features=NodeFeature(int(n[8])),
         )
 
     def offer(self, offer_id: int) -> OfferInfo:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Any
 
 from .errors import ProtocolError
@@ -27,16 +27,26 @@ ETH = "0x0000000000000000000000000000000000000000"
 BPS = 10_000
 
 
+class NodeFeature(IntFlag):
+    """What a node's GPUs can measure, registered on-chain with the node (``CapacityRegistry`` ``features``)."""
+
+    NONE = 0
+    GPM = 1  # SM and tensor activity (NVML GPM, Hopper and later): SM-active offers need it
+
+
 class BillingMode(IntEnum):
-    """What an offer bills per GPU-second: allocated GPU time (``reserved``) or busy GPU time (``metered``).
-    The number is the ``mode`` field of the lease's ``terms`` word."""
+    """What an offer bills per GPU-second: allocated GPU time (``reserved``), busy GPU time (``metered``:
+    the driver's utilization samples, i.e. time with at least one kernel running) or SM-active GPU time
+    (``sm_active``: GPM's SM activity, the share of the GPU's SMs that ran, times time: pay for the compute
+    used). The number is the ``mode`` field of the lease's ``terms`` word."""
 
     RESERVED = 0
     METERED = 1
+    SM_ACTIVE = 2
 
     @property
     def label(self) -> str:
-        """The name the HTTP API uses (``reserved``, ``metered``)."""
+        """The name the HTTP API uses (``reserved``, ``metered``, ``sm_active``)."""
         return self.name.lower()
 
     @classmethod
@@ -46,7 +56,7 @@ class BillingMode(IntEnum):
             return value
         if isinstance(value, str) and not value.isdigit():
             try:
-                return cls[value.upper()]
+                return cls[value.upper().replace("-", "_")]
             except KeyError as e:
                 raise ProtocolError(f"unknown billing mode {value!r}") from e
         try:
@@ -121,15 +131,23 @@ def quote_lease(price_per_gpu_second: int, gpu_count: int, duration_s: int, fee_
 # --- what is billed ------------------------------------------------------------------------------------
 
 
-def billable(mode: int, *, busy_ms: int, allocated_ms: int) -> int:
-    """Billable GPU-ms of cumulative counters under a billing mode: allocated time (reserved) or busy time
-    (metered). The escrow bills exactly this from a report's cumulative counters."""
-    return allocated_ms if int(mode) == BillingMode.RESERVED else busy_ms
+def billable(mode: int, *, busy_ms: int, allocated_ms: int, sm_active_ms: int) -> int:
+    """Billable GPU-ms of cumulative counters under a billing mode: allocated time (reserved), busy time
+    (metered) or SM-active time (sm_active). The escrow bills exactly this from a report's cumulative
+    counters."""
+    m = int(mode)
+    if m == BillingMode.RESERVED:
+        return allocated_ms
+    if m == BillingMode.METERED:
+        return busy_ms
+    if m == BillingMode.SM_ACTIVE:
+        return sm_active_ms
+    raise ProtocolError(f"unknown billing mode {mode!r}")
 
 
 def checkpoint_billable(mode: int, ck: Checkpoint) -> int:
     """:func:`billable` of a checkpoint word's cumulative counters."""
-    return billable(mode, busy_ms=ck.cum_busy_ms, allocated_ms=ck.cum_allocated_ms)
+    return billable(mode, busy_ms=ck.cum_busy_ms, allocated_ms=ck.cum_allocated_ms, sm_active_ms=ck.cum_sm_active_ms)
 
 
 def total_charge(price_per_gpu_second: int, cum_billable_ms: int) -> int:
@@ -169,7 +187,7 @@ class Settlement:
     cumBusyMs: int
     cumAllocatedMs: int
     cumEnergyMj: int
-    windowEndMs: int
+    cumSmActiveMs: int
     settledAt: int  # unix seconds: the block that settled it
     order: tuple[int, ...] = (0, 0, 0)
     txHash: str | None = None
@@ -192,7 +210,7 @@ class Settlement:
             cumBusyMs=c.cum_busy_ms,
             cumAllocatedMs=c.cum_allocated_ms,
             cumEnergyMj=c.cum_energy_mj,
-            windowEndMs=c.last_window_end_ms,
+            cumSmActiveMs=c.cum_sm_active_ms,
             settledAt=c.settled_at,
             order=order,
             txHash=txHash,
@@ -205,7 +223,7 @@ class Settlement:
             cum_busy_ms=self.cumBusyMs,
             cum_allocated_ms=self.cumAllocatedMs,
             cum_energy_mj=self.cumEnergyMj,
-            last_window_end_ms=self.windowEndMs,
+            cum_sm_active_ms=self.cumSmActiveMs,
             settled_at=self.settledAt,
         )
 

@@ -4,12 +4,12 @@ Everything here is shared by the attestor (which builds and signs reports), the 
 submits them), the bridge (which checks and stores them) and auditors (which re-derive them). Integers
 only: no float is ever hashed, signed or paid.
 
-Units: times are unix milliseconds, energy millijoules, power milliwatts, utilization basis points
-(0..10_000), memory MiB.
+Units: times are unix milliseconds (durations ms), energy millijoules, power milliwatts, memory MiB.
 
-The EIP-712 domain is name ``ComputeLedger``, version ``1``, the chain id and, as verifying contract, the
-``LeaseEscrow`` address. The struct hash of a report is also its identity in the hash chain
-(``prevReportHash`` of report ``seq`` is the struct hash of report ``seq - 1``).
+The EIP-712 domain is name ``ComputeLedger``, version ``2`` (the protocol's version: version 2 brought
+interval samples from the driver's own buffers, SM activity and the SM-active billing basis), the chain id
+and, as verifying contract, the ``LeaseEscrow`` address. The struct hash of a report is also its identity in
+the hash chain (``prevReportHash`` of report ``seq`` is the struct hash of report ``seq - 1``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .errors import ProtocolError
 from .samples import UINT_BITS as _UINT_BITS
 
 DOMAIN_NAME = "ComputeLedger"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 
 
 class ReportFlag(IntFlag):
@@ -34,21 +34,27 @@ class ReportFlag(IntFlag):
 
     NONE = 0
     ENERGY_RESET = 1 << 0  # the energy counter went backwards: a new epoch began inside the window
-    SAMPLE_GAP = 1 << 1  # at least one sampling period was missed
+    SAMPLE_GAP = 1 << 1  # some time of the window is in no sample's interval (the attestor was down), not billed
     FIELD_NOT_SUPPORTED = 1 << 2  # some NVML field answered NotSupported: recorded as missing, not zero
-    SIMULATED = 1 << 3  # readings come from the simulated GPU source, not from hardware
+    SIMULATED = 1 << 3  # readings come from the simulated driver (attestor.simdriver), not from hardware
     GPU_LOST = 1 << 4  # a GPU of the lease stopped answering (fell off the bus, XID 79, ...)
     ECC_ERROR = 1 << 5  # uncorrected ECC errors were seen
-    CLOCK_ADJUSTED = 1 << 6  # the wall clock jumped; windows are still closed on monotonic time
+    CLOCK_ADJUSTED = 1 << 6  # the clock the driver stamps with stepped back: an overlapping interval was dropped
+    UTIL_HOLE = 1 << 7  # the driver's utilization buffer lost samples (read too late): that time is not covered
+    UTIL_POLLED = 1 << 8  # no utilization buffer: busy time comes from polling util.gpu (aliases with periodic loads)
+    NO_GPM = 1 << 9  # the GPU has no GPM (pre-Hopper): SM and tensor activity are not measured
 
 
-# The signed type is nested: what settlement needs on-chain is in MeteringReport itself, the rest of the
-# window in WindowDetail, so the contract takes one 32-byte hashStruct(WindowDetail) instead of nine fields.
-# The meaning of every field is the DESIGN's; only the grouping is for gas.
+# The signed type is nested: what settlement needs on-chain is in MeteringReport itself (the lease, the chain
+# link, where the window ends and the cumulative counters the escrow bills and bounds), the rest of the
+# window in WindowDetail, so the contract takes one 32-byte hashStruct(WindowDetail) instead of twelve fields.
 WINDOW_TYPE_STRING = (
     "WindowDetail("
+    "uint64 windowStartMs,"
     "bytes32 gpuSetHash,"
     "uint64 busyMs,"
+    "uint64 smActiveMs,"
+    "uint64 tensorActiveMs,"
     "uint64 energyMj,"
     "uint64 allocatedMs,"
     "uint32 maxMemUsedMiB,"
@@ -63,11 +69,11 @@ _REPORT_CORE_STRING = (
     "uint256 leaseId,"
     "uint64 seq,"
     "bytes32 prevReportHash,"
-    "uint64 windowStartMs,"
     "uint64 windowEndMs,"
     "uint64 cumBusyMs,"
     "uint64 cumEnergyMj,"
     "uint64 cumAllocatedMs,"
+    "uint64 cumSmActiveMs,"
     "WindowDetail window"
     ")"
 )
@@ -108,13 +114,16 @@ class MeteringReport:
     leaseId: int
     seq: int
     prevReportHash: bytes
-    windowStartMs: int
     windowEndMs: int
     cumBusyMs: int
     cumEnergyMj: int
     cumAllocatedMs: int
+    cumSmActiveMs: int
+    windowStartMs: int
     gpuSetHash: bytes
     busyMs: int
+    smActiveMs: int
+    tensorActiveMs: int
     energyMj: int
     allocatedMs: int
     maxMemUsedMiB: int
@@ -140,11 +149,12 @@ class MeteringReport:
         return tuple(getattr(self, name) for name, _ in REPORT_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-safe dict: integers as numbers, bytes32 as 0x-hex."""
+        """JSON-safe dict: bytes32 as 0x-hex; integers as :func:`json_uint` writes them (uint64 and uint256 as
+        decimal strings, since JavaScript numbers lose digits above 2^53; narrower ones as numbers)."""
         out: dict[str, Any] = {}
         for name, typ in REPORT_FIELDS:
             v = getattr(self, name)
-            out[name] = "0x" + bytes(v).hex() if typ == "bytes32" else v
+            out[name] = "0x" + bytes(v).hex() if typ == "bytes32" else json_uint(v, typ)
         return out
 
     @classmethod
@@ -158,15 +168,33 @@ class MeteringReport:
             if typ == "bytes32":
                 kwargs[name] = hex_to_bytes32(v, name)
             else:
-                if isinstance(v, str) and v.isdigit():
-                    v = int(v)
-                if not isinstance(v, int) or isinstance(v, bool):
-                    raise ProtocolError(f"{name} must be an integer")
-                kwargs[name] = v
+                kwargs[name] = uint_of_json(v, name)
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> "MeteringReport":
         return replace(self, **changes)
+
+
+JSON_STRING_BITS = 53
+"""Integers of a type wider than this many bits travel in JSON as decimal strings (JavaScript's numbers are
+exact only up to 2^53); narrower ones as numbers. Readers accept either for any width."""
+
+
+def json_uint(value: int, typ: str) -> int | str:
+    """An integer of ABI type ``typ`` as the protocol's JSON writes it."""
+    return str(value) if _UINT_BITS[typ] > JSON_STRING_BITS else value
+
+
+def uint_of_json(value: Any, name: str = "value") -> int:
+    """An integer from JSON: a number, or a string of decimal digits (no sign, no spaces, at most 78 digits);
+    :class:`ProtocolError` otherwise."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()) or len(value) > 78:
+            raise ProtocolError(f"{name} must be an integer or a string of decimal digits")
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{name} must be an integer")
+    return value
 
 
 def hex_to_bytes32(value: Any, name: str = "value") -> bytes:

@@ -5,6 +5,7 @@ The escrow keeps ONE storage slot per lease on the settlement path: the commitme
 releases) passes the three words; the contract checks them against the commitment. They are public:
 
 - ``terms``: the ``leaseTerms`` view (packed nodeId, startS, durationS, gpuCount, mode, status, price);
+  ``mode`` is the billing basis (``ledger.protocol.economics.BillingMode``: 0 reserved, 1 metered, 2 SM-active);
 - ``ckpt`` and ``lastReportHash``: the lease's last ``CheckpointsSettled`` record (before any, the
   lease's initial checkpoint, :func:`initial_ckpt`, and a zero hash).
 
@@ -55,7 +56,7 @@ def terms_gpus(terms: int) -> int:
 
 
 def terms_mode(terms: int) -> int:
-    """0 reserved (bills allocated time), 1 metered (bills busy time)."""
+    """The billing basis: 0 reserved (allocated time), 1 metered (busy time), 2 SM-active time."""
     return (terms >> 112) & 0xF
 
 
@@ -69,13 +70,14 @@ def terms_price(terms: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The fields of a ``ckpt`` word."""
+    """The fields of a ``ckpt`` word: seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] |
+    cumEnergyMj[175:128] | cumSmActiveMs[223:176] | settledAt[255:224] (unix s of the block that settled it)."""
 
     seq: int
     cum_busy_ms: int
     cum_allocated_ms: int
     cum_energy_mj: int
-    last_window_end_ms: int
+    cum_sm_active_ms: int
     settled_at: int
 
     @classmethod
@@ -85,7 +87,7 @@ class Checkpoint:
             cum_busy_ms=(ckpt >> 32) & _M48,
             cum_allocated_ms=(ckpt >> 80) & _M48,
             cum_energy_mj=(ckpt >> 128) & _M48,
-            last_window_end_ms=(ckpt >> 176) & _M48,
+            cum_sm_active_ms=(ckpt >> 176) & _M48,
             settled_at=ckpt >> 224,
         )
 
@@ -97,18 +99,18 @@ class Checkpoint:
             | self.cum_busy_ms << 32
             | self.cum_allocated_ms << 80
             | self.cum_energy_mj << 128
-            | self.last_window_end_ms << 176
+            | self.cum_sm_active_ms << 176
             | self.settled_at << 224
         )
 
 
 def initial_ckpt(terms: int) -> int:
-    """A lease's checkpoint before its first settlement: 0 while Open; once Active, the last window end
-    is the start and the settlement clock starts at activation."""
+    """A lease's checkpoint before its first settlement: 0 while Open; once Active, the settlement clock
+    starts at activation (``settledAt`` = the activation time)."""
     start_s = terms_start_s(terms)
     if start_s == 0:
         return 0
-    return Checkpoint(0, 0, 0, 0, start_s * 1000, start_s).word
+    return Checkpoint(0, 0, 0, 0, 0, start_s).word
 
 
 def commitment(terms: int, ckpt: int, last_hash: bytes) -> bytes:
@@ -161,11 +163,11 @@ def _fit(name: str, value: int, bits: int) -> int:
 ENTRY_FIELD_BITS: tuple[tuple[str, int], ...] = (
     ("leaseId", 32),
     ("seq", 32),
-    ("windowStartMs", 48),
     ("windowEndMs", 48),
     ("cumBusyMs", 48),
     ("cumEnergyMj", 48),
     ("cumAllocatedMs", 48),
+    ("cumSmActiveMs", 48),
 )
 
 
@@ -189,15 +191,15 @@ def encode_entry(report: MeteringReport, signature: bytes, state: LeaseState) ->
     head = (
         (report.leaseId << 224)
         | (report.seq << 192)
-        | (report.windowStartMs << 144)
-        | (report.windowEndMs << 96)
-        | (report.cumBusyMs << 48)
-        | report.cumEnergyMj
+        | (report.windowEndMs << 144)
+        | (report.cumBusyMs << 96)
+        | (report.cumEnergyMj << 48)
+        | report.cumAllocatedMs
     )
     with_last = bytes(state.last_hash) != bytes(report.prevReportHash)
     out = (
         head.to_bytes(32, "big")
-        + report.cumAllocatedMs.to_bytes(6, "big")
+        + report.cumSmActiveMs.to_bytes(6, "big")
         + bytes([FLAG_LAST_HASH if with_last else 0])
         + bytes(report.prevReportHash)
         + window_struct_hash(report)
@@ -244,7 +246,7 @@ class SettlementRecord:
             "cumBusyMs": c.cum_busy_ms,
             "cumAllocatedMs": c.cum_allocated_ms,
             "cumEnergyMj": c.cum_energy_mj,
-            "windowEndMs": c.last_window_end_ms,
+            "cumSmActiveMs": c.cum_sm_active_ms,
             "settledAt": c.settled_at,
         }
 

@@ -9,6 +9,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 
 from ledger.protocol.metering import aggregate_window
+from ledger.protocol.samples import SampleField
 from ledger.protocol import ZERO_HASH, MeteringReport, ReportFlag, Sample, config_hash, report_digest, report_struct_hash, samples_root
 from ledger.chain.signing import sign_digest
 
@@ -29,43 +30,65 @@ class SigningAttestor:
     lease_start_ms: int
     seq: int = 0
     prev: bytes = ZERO_HASH
-    cum: dict[str, int] = field(default_factory=lambda: {"busy": 0, "alloc": 0, "energy": 0})
+    cum: dict[str, int] = field(default_factory=lambda: {"busy": 0, "alloc": 0, "energy": 0, "sm": 0})
     last_end_ms: int = 0
     energy_counter: int = 1_000_000
     baseline: dict[int, int] = field(default_factory=dict)
+    ends: dict[int, int] = field(default_factory=dict)
+
+    def restart(self, key: bytes) -> None:
+        """Start the lease's chain again from seq 1 (another attestor key, say)."""
+        self.key, self.seq, self.prev, self.last_end_ms = key, 0, ZERO_HASH, 0
+        self.cum = {"busy": 0, "alloc": 0, "energy": 0, "sm": 0}
+        self.baseline, self.ends = {}, {}
 
     @property
     def address(self) -> str:
         return str(Account.from_key(self.key).address)
 
-    def next_report(self, window_ms: int = 60_000, util_bps: int = 8000, power_mw: int = 300_000) -> tuple[MeteringReport, bytes, list[Sample]]:
+    def next_report(
+        self, window_ms: int = 60_000, util_bps: int = 8000, power_mw: int = 300_000
+    ) -> tuple[MeteringReport, bytes, list[Sample]]:
+        """The next window: per GPU, contiguous PERIOD_MS intervals from the previous window's end, busy
+        ``util_bps`` of the time, SM-active 90 % of that, the energy counter read at the window's end (and at
+        the lease's first sample)."""
         start = max(self.last_end_ms, self.lease_start_ms)
         end = start + window_ms
         samples: list[Sample] = []
         for ts in range(start + PERIOD_MS, end + 1, PERIOD_MS):
             self.energy_counter += power_mw * PERIOD_MS // 1000
+            read = ts == end or (self.seq == 0 and ts == start + PERIOD_MS)
+            busy = util_bps * PERIOD_MS // 10_000
+            flags = int(ReportFlag.SIMULATED) | (0 if read else int(SampleField.ENERGY_UNREAD))
             for g in self.gpu_indices:
-                samples.append(Sample(g, ts, util_bps, 3000, power_mw, self.energy_counter, 1024, int(ReportFlag.SIMULATED)))
+                samples.append(
+                    Sample(g, ts, PERIOD_MS, PERIOD_MS, busy, PERIOD_MS // 200, busy * 9 // 10, busy // 2, power_mw,
+                           100, self.energy_counter if read else 0, 1024, flags)
+                )  # fmt: skip
         fig = aggregate_window(samples, start, end, PERIOD_MS, lease_start_ms=self.lease_start_ms,
-                               energy_baseline=self.baseline, gpu_indices=self.gpu_indices)
-        self.baseline = dict(fig.energy_baseline)
+                               energy_baseline=self.baseline, sample_ends=self.ends, gpu_indices=self.gpu_indices)
+        self.baseline, self.ends = dict(fig.energy_baseline), dict(fig.sample_ends)
         self.cum["busy"] += fig.busyMs
         self.cum["alloc"] += fig.allocatedMs
         self.cum["energy"] += fig.energyMj
+        self.cum["sm"] += fig.smActiveMs
         self.seq += 1
         report = MeteringReport(
             leaseId=self.lease_id,
             seq=self.seq,
             prevReportHash=self.prev,
-            windowStartMs=start,
             windowEndMs=end,
-            gpuSetHash=self.gpu_set_hash,
-            busyMs=fig.busyMs,
-            energyMj=fig.energyMj,
-            allocatedMs=fig.allocatedMs,
             cumBusyMs=self.cum["busy"],
             cumEnergyMj=self.cum["energy"],
             cumAllocatedMs=self.cum["alloc"],
+            cumSmActiveMs=self.cum["sm"],
+            windowStartMs=start,
+            gpuSetHash=self.gpu_set_hash,
+            busyMs=fig.busyMs,
+            smActiveMs=fig.smActiveMs,
+            tensorActiveMs=fig.tensorActiveMs,
+            energyMj=fig.energyMj,
+            allocatedMs=fig.allocatedMs,
             maxMemUsedMiB=fig.maxMemUsedMiB,
             sampleCount=len(samples),
             samplesRoot=samples_root(samples),

@@ -94,7 +94,7 @@ def test_metering_rejects_report_signed_by_other_key(bridge: TestClient) -> None
     r = client.post("/v1/metering/reports", json=submission(w["owner"]["nodeId"], rep, sig, samples))
     assert r.status_code == 403 and r.json()["detail"]["code"] == "wrong_signer"
     # the right key, but claiming the other provider's node: the lease is not on it
-    att.key, att.seq, att.prev, att.last_end_ms = bytes(w["other"]["attestor"].key), 0, b"\x00" * 32, 0
+    att.restart(bytes(w["other"]["attestor"].key))
     rep, sig, samples = att.next_report()
     r = client.post("/v1/metering/reports", json=submission(w["other"]["nodeId"], rep, sig, samples))
     assert r.status_code == 403 and r.json()["detail"]["code"] == "wrong_signer"

@@ -26,6 +26,8 @@ def setup_provider(
     region: str = "eu-west",
     model: str = "NVIDIA H100",
     token: str | None = None,
+    billing_mode: str = "reserved",
+    gpm: bool = True,
 ) -> dict[str, Any]:
     """A provider with one node and one offer on all its GPUs (priced in ``token``, default ETH); returns
     ids, keys and the attestor key."""
@@ -43,6 +45,7 @@ def setup_provider(
                 "vramMiB": 81_559,
                 "maxPowerMwPerGpu": 700_000,
                 "region": region,
+                "gpm": gpm,
             },
             headers=auth(key),
         )
@@ -58,6 +61,7 @@ def setup_provider(
                 "pricePerGpuSecondWei": price,
                 "validFrom": now,
                 "validUntil": now + 2 * 86_400,
+                "billingMode": billing_mode,
                 **({"token": token} if token is not None else {}),
             },
             headers=auth(key),

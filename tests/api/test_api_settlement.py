@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.errors import revert_status
-from api.store.migrations.runner import alembic_config
+from api.store.migrations.runner import MigrationRefused, alembic_config
 from api.store import Store
 from api.store.models import Account, ChainEvent, Report, SettlementTx
 from bridge_helpers import auth, checkpoint, new_account, ok, submission
@@ -163,7 +163,8 @@ def test_report_beyond_the_entry_fields_is_rejected_without_blocking_the_batch(
     rep, _, samples = att_b.next_report()
     wide = dataclasses.replace(rep, cumEnergyMj=2**48)
     sig = sign_digest(report_digest(wide, att_b.chain_id, att_b.escrow), att_b.key)
-    monkeypatch.setattr("api.services.metering.check_settleable", lambda report: None)  # the intake check, off
+    monkeypatch.setattr("api.services.metering.check_settleable", lambda report: None)  # the intake checks, off
+    monkeypatch.setattr("api.store.reports._check_sums", lambda *a: None)
     ok(bridge.post("/v1/metering/reports", json=submission(prov_b["nodeId"], wide, sig, samples)), 201)
     assert svc.relayer.flush() == 1
     assert [int(e.args["leaseId"]) for e in svc.ledger.events.read("CheckpointSettled")] == [lease_a]
@@ -270,5 +271,27 @@ def test_migration_0003_upgrades_an_existing_store(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "new.sqlite3") as raw:
         cols = [r[1] for r in raw.execute("PRAGMA table_info(events)")]
         assert "record_index" in cols
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
     fresh.close()
+
+
+def test_migration_0004_refuses_a_store_of_protocol_1_reports_and_says_what_to_do(tmp_path: Path) -> None:
+    """Protocol-1 reports can never settle on a protocol-2 escrow and their packed samples would be misread:
+    a store holding any is refused at start-up with the way out, and nothing in it is changed."""
+    db = tmp_path / "v1.sqlite3"
+    store = Store(f"sqlite:///{db.as_posix()}")
+    cfg = alembic_config()
+    with store.db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with sqlite3.connect(db) as raw:
+        raw.execute(
+            "INSERT INTO reports (lease_id, seq, struct_hash, signer, signature, body, samples_root, window_end_ms,"
+            " cum_billable, status, accepted_ms) VALUES (1, 1, '0x01', '0x02', '0x03', '{}', '0x04', 5, 6, 'settled', 7)"
+        )
+    with pytest.raises(MigrationRefused, match="1 protocol-1 metering reports.*new database"):
+        store.migrate()
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
+        assert raw.execute("SELECT COUNT(*) FROM reports").fetchone() == (1,)
+    store.close()

@@ -38,7 +38,7 @@ def test_cli_run_once_with_static_leases_spools_and_status_reports_it(
     cfg = tmp_path / "attestor.toml"
     cfg.write_text(
         f'node_id = 4\nchain_id = 31337\nescrow = "0x5FbDB2315678afecb367f032d315f642f64180aa"\n'
-        f"sample_period_ms = 20\nwindow_ms = 100\n"
+        f"sample_period_ms = 250\nwindow_ms = 500\n"
         f"[[leases]]\nlease_id = 11\ngpu_indices = [0, 1]\nstart_ms = {now - 1000}\nend_ms = {now + 3_600_000}\n"
     )
     data = tmp_path / "data"
@@ -133,9 +133,13 @@ def test_cli_run_refuses_spool_of_another_node(
 def test_cli_gpus_lists_simulated_uuid_hashes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["gpus", "--simulate", "2xH100", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2
-    idx, uuid, h, name = lines[1].split("\t")
+    assert len(lines) == 4 and lines[0].endswith("(simulated)") and lines[1].startswith("#\tUUID")
+    idx, uuid, h, name, vram, power, busy, gpm = lines[3].split("\t")
     assert idx == "1" and uuid.startswith("GPU-") and h == "0x" + gpu_uuid_hash(uuid).hex() and "H100" in name
+    assert (vram, power, gpm) == ("80 GiB", "700 W", "yes")
+    assert busy.startswith("driver sample buffer, holds 19.8 s")
+    assert cli.main(["gpus", "--simulate", "A100"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("no (SM-active billing unavailable)")
 
 
 @pytest.mark.skipif(_has_nvml(), reason="this machine has an NVIDIA driver")

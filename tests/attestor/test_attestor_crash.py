@@ -2,8 +2,8 @@
 
 A fake bridge (HTTP on 127.0.0.1, started and stopped by the test) serves the node's active leases and the
 EIP-712 domain, verifies and stores reports, answers an exact duplicate with 200 and a conflicting report
-for a stored seq with 409. The daemon runs in a subprocess with the simulated source, 20 ms samples and
-200 ms windows.
+for a stored seq with 409. The daemon runs in a subprocess over the simulated driver (real time, the driver's
+200 ms samples), with 250 ms sampling periods and 500 ms windows.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 
 from attestor.keys import create_keystore
 from attestor.spool import Spool
-from ledger.protocol.metering import aggregate_window, energy_baseline_after
+from ledger.protocol.metering import aggregate_window
 from ledger.protocol import (
     ZERO_HASH,
     MeteringReport,
@@ -40,8 +40,8 @@ from ledger.protocol import (
 REPO = Path(__file__).resolve().parents[2]
 ESCROW = "0x5FbDB2315678afecb367f032d315f642f64180aa"
 CHAIN_ID = 31337
-PERIOD_MS = 20
-WINDOW_MS = 200
+PERIOD_MS = 250
+WINDOW_MS = 500
 
 
 class FakeBridge:
@@ -218,9 +218,11 @@ def test_attestor_survives_sigkill_with_exactly_once_delivery_and_unbroken_chain
 def _verify_chain(bridge: FakeBridge, lease_id: int, n: int, gpus: list[int], address: str) -> None:
     """What an auditor checks: links, windows, running sums, commitments, signer, re-derived figures."""
     prev_hash, prev_end = ZERO_HASH, None
-    cum = [0, 0, 0]
+    cum = [0, 0, 0, 0]
     baseline: dict[int, int] = {}
+    ends: dict[int, int] = {}
     gaps = 0
+    lease = next(x for x in bridge.leases if x["leaseId"] == lease_id)
     for seq in range(1, n + 1):
         got = bridge.stored[(lease_id, seq)]
         r: MeteringReport = got["report"]
@@ -228,22 +230,31 @@ def _verify_chain(bridge: FakeBridge, lease_id: int, n: int, gpus: list[int], ad
         assert r.prevReportHash == prev_hash
         if prev_end is not None:
             assert r.windowStartMs == prev_end
-        assert r.windowEndMs > r.windowStartMs
+        assert r.windowEndMs == max(s.tsMs for s in samples) > r.windowStartMs
         assert recover_signer(report_digest(r, CHAIN_ID, ESCROW), bytes.fromhex(got["signature"][2:])) == address
         assert r.samplesRoot == samples_root(samples) and r.sampleCount == len(samples)
         f = aggregate_window(
-            samples, r.windowStartMs, r.windowEndMs, PERIOD_MS, energy_baseline=baseline, gpu_indices=gpus
+            samples,
+            r.windowStartMs,
+            r.windowEndMs,
+            PERIOD_MS,
+            lease_start_ms=lease["startMs"],
+            lease_end_ms=lease["endMs"],
+            energy_baseline=baseline,
+            sample_ends=ends,
+            gpu_indices=gpus,
         )
-        assert (r.busyMs, r.allocatedMs, r.energyMj, r.maxMemUsedMiB) == (
+        assert (r.busyMs, r.allocatedMs, r.smActiveMs, r.energyMj, r.maxMemUsedMiB) == (
             f.busyMs,
             f.allocatedMs,
+            f.smActiveMs,
             f.energyMj,
             f.maxMemUsedMiB,
         )
         assert r.flags & f.flags == f.flags and r.flags & ReportFlag.SIMULATED
-        cum = [cum[0] + r.busyMs, cum[1] + r.energyMj, cum[2] + r.allocatedMs]
-        assert [r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs] == cum
+        cum = [cum[0] + r.busyMs, cum[1] + r.energyMj, cum[2] + r.allocatedMs, cum[3] + r.smActiveMs]
+        assert [r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, r.cumSmActiveMs] == cum
         gaps += bool(r.flags & ReportFlag.SAMPLE_GAP)
-        baseline = energy_baseline_after(samples, baseline)
+        baseline, ends = dict(f.energy_baseline), dict(f.sample_ends)
         prev_hash, prev_end = report_struct_hash(r), r.windowEndMs
     assert gaps >= 1  # the restarts left holes, flagged and not allocated

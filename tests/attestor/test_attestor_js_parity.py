@@ -16,10 +16,8 @@ import pytest
 from eth_utils.address import to_checksum_address
 
 from attestor.keys import Signer
-from attestor.meter import LeaseSpec, LeaseState, ReportBuilder, SamplingPolicy
-from attestor.sampler import Sampler
-from attestor.source import SimulatedSource
 from ledger.protocol import (
+    DOMAIN_VERSION,
     EIP712_REPORT_TYPES,
     REPORT_TYPE_STRING,
     SAMPLE_LEAF_TYPES,
@@ -29,6 +27,7 @@ from ledger.protocol import (
     sample_leaf,
     verify_proof,
 )
+from tests.support.simulated import simulated_lease
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 NODE = shutil.which("node")
@@ -68,45 +67,34 @@ def _node(payload: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _decimal(msg: dict[str, Any]) -> dict[str, Any]:
-    """Integers as decimal strings, nested structs included (JSON numbers above 2^53 lose precision in JS)."""
-    return {k: _decimal(v) if isinstance(v, dict) else v if isinstance(v, str) else str(v) for k, v in msg.items()}
-
-
 def test_report_commitments_match_openzeppelin_and_ethers() -> None:
-    src = SimulatedSource.from_spec("8xH100", seed=3, profile="bursty")
-    sampler = Sampler(src)
-    t0 = 1_764_120_000_000
-    samples = [x for k in range(1, 13) for x in sampler.tick(t0 + k * 1_000)]
     signer = Signer(bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))
-    builder = ReportBuilder(
-        signer,
-        CHAIN_ID,
-        ESCROW,
-        SamplingPolicy(1_000, 60_000),
-        driver_version="simulated",
-        nvml_version="simulated",
-        simulated=True,
-    )
-    lease = LeaseSpec.build(42, range(8), t0 - 5_000, t0 + 3_600_000, src.uuids)
-    built = builder.build(lease, LeaseState(42), samples, t0, t0 + 12_000)
+    lease = simulated_lease(
+        spec="8xH100", seed=3, profile="bursty", lease_id=42, gpu_indices=range(8), period_ms=2_000,
+        window_ms=12_000, signer=signer, chain_id=CHAIN_ID, escrow=ESCROW,
+    )  # fmt: skip
+    built = lease.window()
     report = built.report
+    samples = list(built.samples)
     tree = MerkleTree.of_samples(samples)
     picks = [0, 5, len(samples) - 1]
 
     js = _node(
         {
-            "values": [[str(v) for v in smp.values()] for smp in samples],
+            "values": [smp.to_list() for smp in samples],
             "leafTypes": list(SAMPLE_LEAF_TYPES),
             "proofIndices": picks,
-            "domain": {"name": "ComputeLedger", "version": "1", "chainId": CHAIN_ID, "verifyingContract": ESCROW},
+            "domain": {
+                "name": "ComputeLedger", "version": DOMAIN_VERSION, "chainId": CHAIN_ID, "verifyingContract": ESCROW,
+            },  # fmt: skip
             "types": EIP712_REPORT_TYPES,  # nested: MeteringReport with a WindowDetail window
-            "report": _decimal(report_typed_message(report)),
+            # the wire JSON as is: 64-bit integers are decimal strings, so JavaScript reads them exactly
+            "report": json.loads(json.dumps(report_typed_message(report))),
             "signature": "0x" + built.signature.hex(),
         }
     )
 
-    assert report.sampleCount == 96
+    assert report.sampleCount == 8 * 6
     assert js["root"] == "0x" + report.samplesRoot.hex() == "0x" + tree.root.hex()
     for i, proof in zip(picks, js["proofs"], strict=True):
         leaf = sample_leaf(samples[i])
@@ -120,9 +108,7 @@ def test_report_commitments_match_openzeppelin_and_ethers() -> None:
 
 
 def test_merkle_tree_of_odd_and_single_leaf_sets_matches_openzeppelin() -> None:
-    src = SimulatedSource.from_spec("3xL4", seed=9, profile="idle")
-    sampler = Sampler(src)
-    samples = [x for k in range(1, 3) for x in sampler.tick(1_000 * k)][:5]
+    samples = list(simulated_lease(spec="3xL4", seed=9, profile="idle", gpu_indices=(0, 1, 2)).window().samples)[:5]
     subsets = (samples[:1], samples[:2], samples[:3], samples)
     script = (
         "const {StandardMerkleTree}=require('@openzeppelin/merkle-tree');"

@@ -16,12 +16,11 @@ from attestor.daemon import Backoff, Sender
 from attestor.errors import BridgeError, SpoolError
 from attestor.keys import Signer
 from attestor.meter import BuiltReport, LeaseSpec, LeaseState, ReportBuilder, SamplingPolicy
-from attestor.sampler import Sampler
-from attestor.source import SimulatedSource
 from attestor.spool import Spool, SpooledReport
 from ledger.protocol import ZERO_HASH, MeteringReport, report_struct_hash
+from tests.support.simulated import simulated_reports
 
-T0 = 1_764_120_000_000
+from tests.support.simulated import T0  # noqa: E402
 ESCROW = "0x5FbDB2315678afecb367f032d315f642f64180aa"
 
 
@@ -41,27 +40,7 @@ class ManualClock:
 
 
 def _reports(n: int, lease_id: int = 7) -> list[BuiltReport]:
-    src = SimulatedSource.from_spec("2xH100", seed=1)
-    sampler = Sampler(src)
-    builder = ReportBuilder(
-        Signer(b"\x01" * 32),
-        31337,
-        ESCROW,
-        SamplingPolicy(1_000, 5_000),
-        driver_version="simulated",
-        nvml_version="simulated",
-        simulated=True,
-    )
-    lease = LeaseSpec.build(lease_id, [0, 1], T0 - 1_000, T0 + 10**7, src.uuids)
-    state = LeaseState(lease_id)
-    out = []
-    for w in range(n):
-        start = T0 + w * 5_000
-        samples = [s for k in range(1, 6) for s in sampler.tick(start + k * 1_000)]
-        built = builder.build(lease, state, samples, start, start + 5_000)
-        out.append(built)
-        state = built.state
-    return out
+    return simulated_reports(n, lease_id=lease_id, start_ms=T0 - 1_000)[1]
 
 
 def test_spool_commit_persists_report_and_chain_state(tmp_path: Path) -> None:
@@ -171,7 +150,7 @@ def test_bridge_client_posts_wire_format_and_checks_ack_hash() -> None:
     assert out == SubmitOutcome(True, 201, duplicate=False)
     assert seen[0]["nodeId"] == 3 and seen[0]["signature"] == "0x" + b.signature.hex()
     assert MeteringReport.from_json(seen[0]["report"]) == b.report
-    assert seen[0]["samples"] == [s.to_list() for s in b.samples] and len(seen[0]["samples"][0]) == 8
+    assert seen[0]["samples"] == [s.to_list() for s in b.samples] and len(seen[0]["samples"][0]) == 13
 
     wrong = _client(lambda r: httpx.Response(200, json={"accepted": True, "reportHash": "0x" + "00" * 32})).submit(
         3, _item(b)
@@ -231,4 +210,24 @@ def test_zero_hash_is_the_first_link() -> None:
     assert b[1].report.prevReportHash == b[0].report_hash
     assert b[1].report.cumBusyMs == b[0].report.busyMs + b[1].report.busyMs
     assert b[1].report.cumEnergyMj == b[0].report.energyMj + b[1].report.energyMj
-    assert b[1].report.cumAllocatedMs == b[0].report.allocatedMs + b[1].report.allocatedMs == 2 * 2 * 5_000
+    assert b[1].report.cumAllocatedMs == b[0].report.allocatedMs + b[1].report.allocatedMs == 2 * 2 * 10_000
+
+
+def test_spool_of_protocol_1_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A data directory from the protocol-1 attestor: its reports can never settle under protocol 2, and its
+    lease state lacks the new counters; the attestor refuses it rather than mixing two protocols."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE lease_state (lease_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, last_hash TEXT NOT NULL,"
+        " last_end_ms INTEGER, cum_busy_ms INTEGER NOT NULL, cum_energy_mj INTEGER NOT NULL,"
+        " cum_allocated_ms INTEGER NOT NULL, energy_baseline TEXT NOT NULL);"
+        "INSERT INTO lease_state VALUES ('7', 3, '0x00', 5, 1, 1, 1, '{}');"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(SpoolError, match="protocol-1 reports; this attestor writes protocol 2"):
+        Spool(path)
+    fresh = Spool(tmp_path / "new.sqlite")  # a new data directory is fine, and stays protocol 2 on reopen
+    fresh.close()
+    Spool(tmp_path / "new.sqlite").close()

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from auditor.core import AuditInput, verify_lease
+from auditor.core import AuditInput, charge_for, verify_lease
 from auditor.cli import main
 from ledger.protocol.errors import LedgerError
 from auditor.sources import ArchiveSource, AuditSourceError, ChainLeaseReader, ChainSource, write_archive
@@ -23,6 +23,7 @@ from ledger.chain.signing import address_of
 from tests.audit.fakegpu import ATTESTOR_KEY, MAX_MW, OTHER_KEY, FakeLease, ReportHook, make_lease
 
 PRICE = 10**9
+PERIOD_MS = 1000  # the fake attestor's sample period (tests.audit.fakegpu.make_lease's default)
 UUIDS = tuple(gpu_uuid_hash(f"GPU-chain-{i:02d}") for i in range(4))
 
 
@@ -104,7 +105,8 @@ def scenario() -> Iterator[Scenario]:
 def _load(sc: Scenario, tmp_path: Path, reports: Any = None, lease_id: int | None = None) -> AuditInput:
     archive = tmp_path / "archive.jsonl"
     write_archive(archive, list(sc.fake.reports if reports is None else reports) + sc.neighbour.reports)
-    return ChainSource(ChainLeaseReader(sc.client.ledger), ArchiveSource(archive)).load(lease_id or sc.lease_id)
+    reader = ChainLeaseReader(sc.client.ledger, sample_period_ms=PERIOD_MS)
+    return ChainSource(reader, ArchiveSource(archive)).load(lease_id or sc.lease_id)
 
 
 def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_path: Path) -> None:
@@ -119,15 +121,18 @@ def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_
     for st in inp.settlements:
         r = scenario.fake.reports[st.seq - 1].report
         assert st.reportHash == report_struct_hash(r)
-        assert (st.cumBusyMs, st.cumAllocatedMs, st.cumEnergyMj, st.windowEndMs) == (
+        assert (st.cumBusyMs, st.cumAllocatedMs, st.cumEnergyMj, st.cumSmActiveMs) == (
             r.cumBusyMs,
             r.cumAllocatedMs,
             r.cumEnergyMj,
-            r.windowEndMs,
+            r.cumSmActiveMs,
         )
         assert st.settledAt * 1000 >= r.windowEndMs and len(st.order) == 3 and st.txHash
     assert inp.settlements[0].billable(BillingMode.RESERVED) == scenario.fake.reports[1].report.cumAllocatedMs
-    assert [s.charged for s in inp.settlements] == [PRICE * 2 * 20] * 3
+    allocated = [0] + [scenario.fake.reports[s - 1].report.cumAllocatedMs for s in (2, 4, 6)]
+    assert [s.charged for s in inp.settlements] == [
+        charge_for(PRICE, allocated[i + 1], allocated[i]) for i in range(3)
+    ]  # the GPUs' whole time, as the driver's samples tile it: about 2 × 20 s per checkpoint
     # checkpoints 2 and 6 are records of batch logs shared with the neighbour lease: record 1 of the first
     # batch, record 0 of the last; checkpoint 4 is settle()'s own event
     nb = _load(scenario, tmp_path, lease_id=scenario.neighbour_id).settlements
@@ -135,8 +140,8 @@ def test_chain_source_reads_terms_checkpoints_and_money(scenario: Scenario, tmp_
     assert [s.order[2] for s in inp.settlements] == [1, 0, 0] and [s.order[2] for s in nb] == [0, 0, 1]
     assert inp.money is not None and inp.money.closed
     assert inp.money.escrow == PRICE * 2 * 90
-    assert inp.money.closedCharged == sum(s.charged for s in inp.settlements) == PRICE * 2 * 60
-    assert inp.money.refund == PRICE * 2 * 30
+    assert inp.money.closedCharged == sum(s.charged for s in inp.settlements) == PRICE * allocated[-1] // 1000
+    assert inp.money.refund == PRICE * 2 * 90 - inp.money.closedCharged
 
 
 def test_chain_source_audit_of_settled_and_closed_lease_passes(scenario: Scenario, tmp_path: Path) -> None:
@@ -230,6 +235,7 @@ def test_audit_cli_chain_source_over_json_rpc(tmp_path: Path, capsys: pytest.Cap
         write_archive(archive, sc.fake.reports)
         assert chain.rpc_url is not None
         argv = ["lease", str(sc.lease_id), "--rpc", chain.rpc_url, "--deployment", str(deployment)]
+        argv += ["--period-ms", str(PERIOD_MS)]
         rc = main(argv + ["--archive", str(archive), "--quiet"])
         out = capsys.readouterr().out
         assert rc == 0, out

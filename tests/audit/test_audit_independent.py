@@ -88,6 +88,7 @@ def test_independent_tools_agree_with_signed_reports_and_merkle_proofs() -> None
     assert EIP712_REPORT_TYPES["MeteringReport"][-1] == {"name": "window", "type": "WindowDetail"}
     assert REPORT_TYPE_STRING.startswith("MeteringReport(")
     assert ",WindowDetail window)WindowDetail(" in REPORT_TYPE_STRING
+    assert DOMAIN_VERSION == "2" and "uint64 cumSmActiveMs" in REPORT_TYPE_STRING
     reports = [{"report": _json_report(sr.report), "signature": "0x" + sr.signature.hex()} for sr in fl.reports]
     windows = []
     for sr in fl.reports:
@@ -113,9 +114,9 @@ def test_independent_tools_reject_tampered_report_and_forged_proof() -> None:
     sr = fl.reports[0]
     assert sr.samples is not None
     tampered = _json_report(sr.report)
-    tampered["window"]["busyMs"] = str(sr.report.busyMs + 1)  # a field of the nested WindowDetail
+    tampered["window"]["smActiveMs"] = str(sr.report.smActiveMs + 1)  # a field of the nested WindowDetail
     window = _window(sr.samples, sr.report.samplesRoot, [2])
-    window["proofs"][0]["sample"][2] = str(sr.samples[2].gpuUtilBps + 1)  # forged utilization
+    window["proofs"][0]["sample"][4] = str(sr.samples[2].busyMs + 1)  # forged busy time
 
     out = _run_node(_payload([{"report": tampered, "signature": "0x" + sr.signature.hex()}], [window]))
 

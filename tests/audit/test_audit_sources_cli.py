@@ -16,25 +16,34 @@ import httpx
 import pytest
 import uvicorn
 
-from auditor.core import AuditInput, LeaseMoney, LeaseTerms, Settlement, verify_lease
-from auditor.cli import ProgressBar, format_table, main
+from auditor.core import AuditInput, BillingMode, LeaseMoney, LeaseTerms, Settlement, lease_usage, verify_lease
+from auditor.cli import ProgressBar, format_table, format_usage, main
+from auditor.report_html import render_html
 from auditor.sources import (
     ApiSource,
     ArchiveSource,
     AuditSourceError,
     ChainSource,
+    report_from_json,
+    report_to_json,
     settlement_from_json,
     settlement_to_json,
+    terms_from_json,
     write_archive,
 )
 from ledger.chain.backends import free_port
-from tests.audit.fakebridge import create_fake_bridge
+from attestor.simdriver import Full, TinyKernels
+from tests.audit.fakebridge import create_fake_bridge, lease_json
 from tests.audit.fakegpu import make_lease
+
+
+def leases_42() -> AuditInput:
+    return make_lease(closed=True, duration_s=90).input
 
 
 @pytest.fixture(scope="module")
 def leases() -> dict[int, AuditInput]:
-    good = make_lease(closed=True, duration_s=90).input
+    good = leases_42()
     bad_base = make_lease(4, settle_at=(2, 4), seed=11).input
     bad_terms = dataclasses.replace(bad_base.terms, leaseId=43)
     # lease 43: the archive lacks report 3 between checkpoints 2 and 4 (and its reports say leaseId 42)
@@ -118,7 +127,7 @@ def test_settlement_json_from_the_ckpt_word_or_its_fields(leases: dict[int, Audi
     st = leases[42].settlements[1]
     full = settlement_to_json(st)
     assert settlement_from_json(full) == st
-    fields = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "windowEndMs", "settledAt")
+    fields = ("seq", "cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "cumSmActiveMs", "settledAt")
     word_only = {k: v for k, v in full.items() if k not in fields}
     assert settlement_from_json(word_only) == st
     fields_only = {k: v for k, v in full.items() if k != "ckpt"}
@@ -130,6 +139,49 @@ def test_settlement_json_from_the_ckpt_word_or_its_fields(leases: dict[int, Audi
     old = {"seq": st.seq, "reportHash": full["reportHash"], "billableDelta": 1, "charged": 1, "samplesRoot": None}
     with pytest.raises(AuditSourceError, match="needs its ckpt word"):
         settlement_from_json(old)
+    # a protocol v1 record (window end in the word, no SM-active counter) cannot be read as a v2 checkpoint
+    v1 = {k: v for k, v in fields_only.items() if k != "cumSmActiveMs"} | {"windowEndMs": 1}
+    with pytest.raises(AuditSourceError, match=r"needs its ckpt word \(or cumSmActiveMs\)"):
+        settlement_from_json(v1)
+    # the v2 word carries cumSmActiveMs in bits 176..223
+    assert (int(full["ckpt"]) >> 176) & ((1 << 48) - 1) == st.cumSmActiveMs > 0
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("reserved", BillingMode.RESERVED), ("METERED", BillingMode.METERED), ("sm_active", BillingMode.SM_ACTIVE),
+     ("SM-active", BillingMode.SM_ACTIVE), (2, BillingMode.SM_ACTIVE), ("1", BillingMode.METERED)],
+)  # fmt: skip
+def test_lease_terms_read_every_billing_mode(leases: dict[int, AuditInput], value: Any, mode: BillingMode) -> None:
+    doc = lease_json(leases[42]) | {"billingMode": value}
+    assert terms_from_json(doc).billingMode == mode
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"billingMode": "pay-what-you-want"}, "unknown billingMode 'pay_what_you_want'"),
+        ({"billingMode": 7}, "unknown billingMode 7"),
+        ({"gpuIndices": ["a"]}, "lease JSON is malformed"),
+        ({"startMs": "soon"}, "startMs must be an integer"),
+    ],
+)
+def test_lease_terms_malformed_are_a_source_error(
+    leases: dict[int, AuditInput], change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(AuditSourceError, match=message):
+        terms_from_json(lease_json(leases[42]) | change)
+
+
+def test_report_entry_with_v1_samples_is_a_source_error(leases: dict[int, AuditInput]) -> None:
+    entry = report_to_json(leases[42].reports[0])
+    assert len(entry["samples"][0]) == 13
+    entry["samples"][0] = entry["samples"][0][:8]  # a protocol v1 sample
+    with pytest.raises(AuditSourceError, match="a sample has 13 fields, got 8"):
+        report_from_json(entry)
+    entry["samples"][0] = "0x00"
+    with pytest.raises(AuditSourceError, match="a sample must be a list of 13 integers"):
+        report_from_json(entry)
 
 
 # --- archive and chain source ---------------------------------------------------------------------------
@@ -183,6 +235,19 @@ def test_audit_cli_lease_verified_exits_zero(bridge_url: str, capsys: pytest.Cap
     assert out.out.startswith("lease 42: VERIFIED\ncheck")
     assert "signature" in out.out and "6 reports verified" in out.out
     assert "lease 42: 6 reports, 3 checkpoints — verified" in out.err  # the progress line
+    # what was metered: busy and SM-active time side by side, per window and in total
+    assert "window  allocated GPU-s  busy GPU-s  SM-active GPU-s  SM-active share of busy  flags" in out.out
+    usage = lease_usage(leases_42())
+    total = next(line for line in out.out.splitlines() if line.strip().startswith("total"))
+    assert total.split()[1:] == [
+        f"{usage.allocatedMs // 1000}.{usage.allocatedMs % 1000:03d}",
+        f"{usage.busyMs // 1000}.{usage.busyMs % 1000:03d}",
+        f"{usage.smActiveMs // 1000}.{usage.smActiveMs % 1000:03d}",
+        f"{usage.sm_share_of_busy_bps // 100}.{usage.sm_share_of_busy_bps % 100:02d}",  # type: ignore[operator]
+        "%",
+    ]
+    assert "billing basis: allocated GPU time (reserved" in out.out
+    assert "flag SIMULATED: readings come from a simulated GPU driver" in out.out
 
 
 def test_audit_cli_all_names_the_failed_lease_and_exits_one(
@@ -204,6 +269,13 @@ def test_audit_cli_json_is_one_object(bridge_url: str, capsys: pytest.CaptureFix
     assert [lease["leaseId"] for lease in data["leases"]] == [42, 43]
     failed = [(r["check"], r["reportSeq"]) for r in data["leases"][1]["results"] if not r["ok"]]
     assert ("chain.seq", 4) in failed and ("report.lease", 1) in failed
+    usage = data["leases"][0]["usage"]
+    assert usage["billingMode"] == "reserved" and len(usage["windows"]) == 6
+    assert usage["busyMs"] == sum(w["busyMs"] for w in usage["windows"]) > usage["smActiveMs"] > 0
+    assert usage["smShareOfBusyBps"] == usage["smActiveMs"] * 10_000 // usage["busyMs"]
+    assert usage["billableMs"] == usage["allocatedMs"]
+    simulated = {"flag": "SIMULATED", "meaning": "readings come from a simulated GPU driver, not hardware"}
+    assert usage["flags"] == [simulated]
 
 
 def test_audit_cli_spot_check_verifies_proofs(bridge_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -223,7 +295,9 @@ def test_audit_cli_html_report_is_self_contained(bridge_url: str, tmp_path: Path
     assert rc == 1
     assert text.startswith("<!DOCTYPE html>")
     assert text.count("<svg") == 2 + 2  # lease 42: GPUs 0 and 1; lease 43: GPUs 0 and 1
-    assert text.count('class="util"') == 4 and text.count('class="power"') == 4
+    assert text.count('class="util"') == 4 and text.count('class="power"') == 4 and text.count('class="sm"') == 4
+    assert text.count("SM-active share of busy time") == 2  # the usage table of each lease
+    assert text.count('<tr class="total">') == 2
     assert "1 FAILED" in text and "chain.seq" in text
     assert text.count("Checkpoints paid on-chain") == 2
     assert text.count('fill="#fbe3e3"') == 2 * 3  # lease 43: its 3 reports fail report.lease, shaded per GPU
@@ -300,3 +374,68 @@ def test_progress_bar_draws_on_a_terminal_and_ends_with_the_verdict(leases: dict
     quiet.update(1, 6)
     quiet.finish(v)
     assert plain.getvalue() == "lease 42: 6 reports, 3 checkpoints — verified\n"
+
+
+def test_usage_names_flags_in_words_and_sm_active_billing() -> None:
+    """UTIL_HOLE, UTIL_POLLED and NO_GPM are explained in words, in the command's output and the HTML report;
+    an SM-active lease names its billing basis."""
+    holey = make_lease(2, period_ms=10_000, samples_per_window=2, settle_at=(), gpu_kw={"util_capacity": 5},
+                       billing=BillingMode.SM_ACTIVE, workloads=[Full(), TinyKernels()])  # fmt: skip
+    polled = make_lease(2, settle_at=(), gpu_kw={"samples_supported": False, "gpm_supported": False}, lease_id=43)
+    audits = [(fl.input, verify_lease(fl.input)) for fl in (holey, polled)]
+    assert all(v.ok for _, v in audits)
+    text = format_usage(lease_usage(holey.input))
+    assert "billing basis: SM-active GPU time" in text
+    assert "flag UTIL_HOLE: the driver's utilization buffer lost samples" in text and "not billed" in text
+    assert "note: SM-active time above busy time where utilization samples were lost" in text  # a full GPU, holes
+    assert "note:" not in format_usage(lease_usage(make_lease(2, settle_at=()).input))
+    text2 = format_usage(lease_usage(polled.input))
+    assert "flag UTIL_POLLED: no utilization buffer on this GPU" in text2
+    assert "flag NO_GPM: the GPU has no GPM (pre-Hopper)" in text2
+    # without GPM figures there is no SM-active time, so no share of busy time either
+    assert next(line for line in text2.splitlines() if line.strip().startswith("total")).split()[3] == "0.000"
+    page = render_html(audits)
+    for name in ("UTIL_HOLE", "UTIL_POLLED", "NO_GPM"):
+        assert f"<tr><td>{name}</td><td>" in page
+    assert "sm_active (SM-active GPU time" in page
+    assert page.count('class="sm"') == 2  # the GPM-less node has no SM line to draw
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/v1/leases/42", [1, 2], "lease JSON is malformed"),
+        ("/v1/leases/42", {"leaseId": 42}, "lease JSON lacks 'attestors'"),
+        ("/v1/audit/leases", {"leases": [7]}, "the bridge's lease list is not in the documented format"),
+        ("/v1/leases/42/reports", {"reports": [{"report": []}]}, "malformed report"),
+    ],
+)
+def test_api_source_answer_of_the_wrong_shape_is_a_source_error(
+    leases: dict[int, AuditInput], path: str, body: Any, message: str
+) -> None:
+    """A bridge answering JSON of another shape gets a named error, never a stack trace."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path:
+            return httpx.Response(200, json=body)
+        if request.url.path == "/v1/leases/42":
+            return httpx.Response(200, json=lease_json(leases[42]))
+        return httpx.Response(200, json={"reports": [], "nextFromSeq": None})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://bridge") as client:
+        src = ApiSource(client=client)
+        with pytest.raises(AuditSourceError, match=message):
+            src.lease_ids() if path == "/v1/audit/leases" else src.load(42)
+
+
+def test_html_report_of_malformed_samples_still_renders() -> None:
+    """The report is written for failing leases too: a sample with an empty interval fails the audit and is
+    drawn without dividing by it."""
+    fl = make_lease(1, settle_at=())
+    samples = list(fl.reports[0].samples or ())
+    samples[0] = dataclasses.replace(samples[0], intervalMs=0, coveredMs=0, busyMs=0, smActiveMs=0, tensorActiveMs=0)
+    inp = fl.with_reports([dataclasses.replace(fl.reports[0], samples=tuple(samples))])
+    v = verify_lease(inp)
+    assert ("samples.root", 1) in v.failed()
+    page = render_html([(inp, v)])
+    assert page.count("<svg") == 2 and "FAILED" in page

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from ledger.chain.backends import Chain, connect
-from tests.support.ledger_client import ETH, BillingMode, LedgerClient, LeaseInfo, TxResult
+from tests.support.ledger_client import ETH, BillingMode, LedgerClient, LeaseInfo, NodeFeature, TxResult
 from ledger.chain.compiler import load_artifact
 from ledger.chain.deployment import Deployment
 from ledger.chain.deploy import deploy_suite
@@ -30,7 +30,7 @@ CONFIG_HASH = bytes.fromhex("cd" * 32)
 
 @dataclass
 class Meter:
-    """Builds a lease's report chain like an attestor would (cumulative counters, hash chain)."""
+    """Builds a lease's protocol v2 report chain like an attestor would (cumulative counters, hash chain)."""
 
     world: "World"
     lease: LeaseInfo
@@ -41,6 +41,7 @@ class Meter:
     cum_busy: int = 0
     cum_alloc: int = 0
     cum_energy: int = 0
+    cum_sm: int = 0
     history: list[MeteringReport] = field(default_factory=list)
 
     def build(
@@ -49,28 +50,35 @@ class Meter:
         *,
         busy_bps: int = 8_000,
         alloc_bps: int = 10_000,
+        sm_bps: int = 6_000,
         power_mw: int = 300_000,
         seq: int | None = None,
         **override: Any,
     ) -> MeteringReport:
-        """The next report (not yet accepted): window of ``window_ms`` after the previous one."""
+        """The next report (not yet accepted): window of ``window_ms`` after the previous one; of its GPU time
+        ``alloc_bps`` allocated, ``busy_bps`` busy (at most the allocated time: busy time is time the driver's
+        samples covered) and ``sm_bps`` SM-active (GPM)."""
         g = self.lease.gpu_count
         alloc = window_ms * g * alloc_bps // 10_000
-        busy = window_ms * g * busy_bps // 10_000
+        busy = min(window_ms * g * busy_bps // 10_000, alloc)
+        sm = window_ms * g * sm_bps // 10_000
         energy = window_ms * g * power_mw // 1000
         fields_: dict[str, Any] = dict(
             leaseId=self.lease.lease_id,
             seq=self.seq + 1 if seq is None else seq,
             prevReportHash=self.prev,
-            windowStartMs=self.end_ms,
             windowEndMs=self.end_ms + window_ms,
-            gpuSetHash=self.lease.gpu_set_hash,
-            busyMs=busy,
-            energyMj=energy,
-            allocatedMs=alloc,
             cumBusyMs=self.cum_busy + busy,
             cumEnergyMj=self.cum_energy + energy,
             cumAllocatedMs=self.cum_alloc + alloc,
+            cumSmActiveMs=self.cum_sm + sm,
+            windowStartMs=self.end_ms,
+            gpuSetHash=self.lease.gpu_set_hash,
+            busyMs=busy,
+            smActiveMs=sm,
+            tensorActiveMs=sm // 2,
+            energyMj=energy,
+            allocatedMs=alloc,
             maxMemUsedMiB=1024,
             sampleCount=60,
             samplesRoot=SAMPLES_ROOT,
@@ -86,6 +94,7 @@ class Meter:
         self.prev = report_struct_hash(r)
         self.end_ms = r.windowEndMs
         self.cum_busy, self.cum_alloc, self.cum_energy = r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj
+        self.cum_sm = r.cumSmActiveMs
         self.history.append(r)
 
     def sign(self, r: MeteringReport, key: bytes | None = None, chain_id: int | None = None, contract: str | None = None) -> bytes:
@@ -114,11 +123,12 @@ class World:
     relayer: str
     arbiter: str
     treasury: str
-    node: int
-    node2: int
+    node: int  # provider, 6 GPUs, GPM
+    node2: int  # provider2, 2 GPUs, no GPM
     offer_reserved: int  # provider, GPUs 0-1, ETH, reserved
     offer_metered: int  # provider, GPUs 2-3, ETH, metered
     offer_token: int  # provider2, GPU 0, token, reserved
+    offer_sm: int  # provider, GPUs 4-5, ETH, SM-active
     token: str
     token_contract: Any
     uuids: list[bytes]
@@ -163,13 +173,13 @@ class World:
 def expected_ckpt(r: MeteringReport, settled_at: int) -> int:
     """The ckpt word the escrow must store after settling ``r`` at ``settled_at`` (unix s), written out
     from ILeaseEscrow's header: seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
-    | lastWindowEndMs[223:176] | settledAt[255:224]."""
+    | cumSmActiveMs[223:176] | settledAt[255:224]."""
     return (
         r.seq
         | r.cumBusyMs << 32
         | r.cumAllocatedMs << 80
         | r.cumEnergyMj << 128
-        | r.windowEndMs << 176
+        | r.cumSmActiveMs << 176
         | settled_at << 224
     )
 
@@ -234,14 +244,17 @@ def base_world() -> Iterator[World]:
     cl = LedgerClient(chain, dep)
     cl.register_provider(provider, provider, "ipfs://provider-1")
     cl.register_provider(provider2, provider2, "ipfs://provider-2")
-    uuids = [gpu_uuid_hash(f"GPU-aaaa-{i}") for i in range(4)]
+    uuids = [gpu_uuid_hash(f"GPU-aaaa-{i}") for i in range(6)]
     uuids2 = [gpu_uuid_hash(f"GPU-bbbb-{i}") for i in range(2)]
-    node = cl.register_node(provider, attestor, "NVIDIA H100 80GB HBM3", uuids, 81_559, MAX_POWER_MW, "eu-west1").id
+    node = cl.register_node(
+        provider, attestor, "NVIDIA H100 80GB HBM3", uuids, 81_559, MAX_POWER_MW, "eu-west1", features=NodeFeature.GPM
+    ).id
     node2 = cl.register_node(provider2, attestor2, "NVIDIA L4", uuids2, 23_034, 72_000, "us-east1").id
     t0 = chain.now()
     until = t0 + 30 * 86_400
     o_res = cl.publish_offer(provider, node, 0b0011, PRICE, ETH, BillingMode.RESERVED, t0, until).id
     o_met = cl.publish_offer(provider, node, 0b1100, PRICE, ETH, BillingMode.METERED, t0, until).id
+    o_sm = cl.publish_offer(provider, node, 0b110000, PRICE, ETH, BillingMode.SM_ACTIVE, t0, until).id
     art = load_artifact("MockERC20")
     factory = chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
     token_addr = chain.w3.eth.wait_for_transaction_receipt(
@@ -272,6 +285,7 @@ def base_world() -> Iterator[World]:
         offer_reserved=o_res,
         offer_metered=o_met,
         offer_token=o_tok,
+        offer_sm=o_sm,
         token=token_addr,
         token_contract=token,
         uuids=uuids,

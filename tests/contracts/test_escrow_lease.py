@@ -125,7 +125,8 @@ def test_activate_lease_starts_clock(world: World) -> None:
     lease = world.cl.lease(lid)
     assert (lease.status, lease.start_ms, lease.end_ms) == (LeaseStatus.ACTIVE, now * 1000, now * 1000 + 3_600_000)
     cp = world.cl.checkpoint(lid)
-    assert (cp.last_seq, cp.last_report_hash, cp.last_window_end_ms, cp.remaining) == (0, b"\x00" * 32, now * 1000, lease.escrowed)
+    assert (cp.last_seq, cp.last_report_hash, cp.last_settled_at, cp.remaining) == (0, b"\x00" * 32, now, lease.escrowed)
+    assert (cp.cum_busy_ms, cp.cum_allocated_ms, cp.cum_energy_mj, cp.cum_sm_active_ms) == (0, 0, 0, 0)
     e = expect_revert("LeaseEscrowBadStatus", world.cl.activate_lease, world.provider, lid)
     assert e.error_args == (lid, LeaseStatus.ACTIVE)
 

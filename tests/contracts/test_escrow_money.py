@@ -127,7 +127,7 @@ def _tiny_dispute(world: World, charged_units: int):  # type: ignore[no-untyped-
     lease = world.open_active(offer_id=world.offer_token)
     m = world.meter(lease)
     world.advance_to_ms(lease.start_ms + 60_000)
-    r, sig = m.next(power_mw=50_000, allocatedMs=charged_units, cumAllocatedMs=charged_units)
+    r, sig = m.next(power_mw=50_000, allocatedMs=charged_units, cumAllocatedMs=charged_units, busyMs=0, cumBusyMs=0)
     world.cl.settle(world.relayer, r, sig)
     world.cl.dispute(world.buyer, lease.lease_id)
     assert world.cl.checkpoint(lease.lease_id).frozen == charged_units

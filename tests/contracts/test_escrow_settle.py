@@ -1,5 +1,6 @@
-"""LeaseEscrow settlement: the happy path, every check of the design, the one-slot state commitment,
-settlement entries (layout, malformed blobs), batches, exhaustion, digests."""
+"""LeaseEscrow settlement (metering protocol v2): the happy path in each billing mode, every check of the
+design (the v2 cumulative bounds instead of window order), the one-slot state commitment, settlement entries
+(layout, malformed blobs), batches, exhaustion, digests."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from tests.support.ledger_client import ClientError, LeaseStatus, LedgerClient
+from tests.support.ledger_client import BillingMode, ClientError, LeaseStatus, LedgerClient
 from ledger.chain.reverts import ContractRevert, decode_revert_data, error_selector
 from ledger.protocol import REPORT_TYPEHASH, SECP256K1_HALF_N, SECP256K1_N, WINDOW_TYPEHASH, ZERO_HASH, MeteringReport, ProtocolError, domain_separator, gpu_set_hash, report_digest, report_struct_hash, window_struct_hash
 from ledger.chain.signing import sign_digest
@@ -104,7 +105,7 @@ def test_settle_charges_allocated_time_for_reserved_offer(world: World) -> None:
             "cumBusyMs": r.cumBusyMs,
             "cumAllocatedMs": r.cumAllocatedMs,
             "cumEnergyMj": r.cumEnergyMj,
-            "windowEndMs": r.windowEndMs,
+            "cumSmActiveMs": r.cumSmActiveMs,
             "settledAt": now,
             "recordIndex": 0,
         }
@@ -113,7 +114,7 @@ def test_settle_charges_allocated_time_for_reserved_offer(world: World) -> None:
     assert (cp.last_seq, cp.last_report_hash, cp.cum_busy_ms, cp.cum_allocated_ms, cp.cum_energy_mj) == (
         1, h, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj,
     )
-    assert cp.last_window_end_ms == r.windowEndMs and cp.last_settled_at == now
+    assert cp.cum_sm_active_ms == r.cumSmActiveMs == 72_000 and cp.last_settled_at == now
     assert (cp.charged, cp.pending, cp.paid) == (PRICE * 120, PRICE * 120, 0)
     assert cp.remaining == lease.escrowed - PRICE * 120
     # the lease's one slot is the commitment to (terms, the new ckpt, the report's hash)
@@ -133,6 +134,34 @@ def test_settle_charges_busy_time_for_metered_offer(world: World) -> None:
     assert after.cum_allocated_ms == 120_000  # allocated time is recorded, not billed
     assert ev["charged"] == PRICE * 30
     assert world.cl.checkpoint(lease.lease_id).charged == PRICE * 30
+
+
+def test_settle_charges_sm_active_time_for_sm_active_offer(world: World) -> None:
+    """Billing mode 2: the lease pays for the SM-active GPU time GPM measured (cumSmActiveMs), neither the
+    allocated nor the busy time; each checkpoint charges the growth of that cumulative figure."""
+    lease, m = _active(world, world.offer_sm)
+    assert lease.billing_mode == BillingMode.SM_ACTIVE and terms_mode(world.cl.lease_state(lease.lease_id).terms) == 2
+    r1, s1 = m.next(60_000, busy_bps=9_000, sm_bps=4_500)
+    ev = world.cl.settle(world.relayer, r1, s1).event("CheckpointSettled").args
+    assert (r1.cumAllocatedMs, r1.cumBusyMs, r1.cumSmActiveMs) == (120_000, 108_000, 54_000)
+    assert ev["cumSmActiveMs"] == 54_000 and ev["charged"] == PRICE * 54
+    assert checkpoint_billable(2, Checkpoint.of(ev["ckpt"])) == 54_000
+    r2, s2 = m.next(30_000, sm_bps=1_001)
+    ev = world.cl.settle(world.relayer, r2, s2).event("CheckpointSettled").args
+    assert r2.cumSmActiveMs == 60_006 and ev["charged"] == PRICE * 60_006 // 1000 - PRICE * 54
+    cp = world.cl.checkpoint(lease.lease_id)
+    assert (cp.cum_sm_active_ms, cp.charged) == (60_006, PRICE * 60_006 // 1000)
+    assert cp.remaining == lease.escrowed - cp.charged
+
+
+def test_sm_active_bills_independently_of_busy_and_allocated_time(world: World) -> None:
+    """SM-active time is bounded by capacity alone: a report may show more SM-active than busy or allocated
+    time (GPM measures the SMs, the utilization samples the kernels), and a mode-2 lease bills it."""
+    lease, m = _active(world, world.offer_sm)
+    r, sig = m.next(60_000, busy_bps=1_000, alloc_bps=2_000, sm_bps=10_000)
+    assert r.cumSmActiveMs == 120_000 > r.cumAllocatedMs == 24_000 > r.cumBusyMs == 12_000
+    ev = world.cl.settle(world.relayer, r, sig).event("CheckpointSettled").args
+    assert ev["charged"] == PRICE * 120
 
 
 def test_settle_latest_report_pays_every_skipped_window(world: World) -> None:
@@ -209,8 +238,8 @@ def test_state_hash_is_the_commitment_of_terms_checkpoint_and_last_hash(world: W
     start_s = world.chain.now()
     t = terms_of()
     assert (terms_start_s(t), terms_status(t)) == (start_s, LeaseStatus.ACTIVE)
-    # Active: the last window ends at the start, the settlement clock starts at activation
-    assert initial_ckpt(t) == (start_s * 1000) << 176 | start_s << 224
+    # Active: every counter 0, the settlement clock starts at activation (no window end is kept)
+    assert initial_ckpt(t) == start_s << 224
     assert world.cl.state_hash(lid) == commitment(t, initial_ckpt(t), ZERO_HASH)
     lease = world.cl.lease(lid)
     m = world.meter(lease)
@@ -324,29 +353,50 @@ def test_settle_rejects_decreasing_counters(world: World) -> None:
     lease, m = _active(world)
     r1, s1 = m.next()
     world.cl.settle(world.relayer, r1, s1)
-    for field_, idx in (("cumBusyMs", 0), ("cumAllocatedMs", 1), ("cumEnergyMj", 2)):
+    for field_, idx in (("cumBusyMs", 0), ("cumAllocatedMs", 1), ("cumEnergyMj", 2), ("cumSmActiveMs", 3)):
         r = m.build(**{field_: getattr(r1, field_) - 1})
         e = expect_revert("LeaseEscrowCounterDecreased", world.cl.settle, world.relayer, r, m.sign(r))
         assert e.error_args == (lease.lease_id, idx, getattr(r1, field_) - 1, getattr(r1, field_))
+    # the same counters unchanged are fine (nothing was used in the window)
+    same = m.build(**{f: getattr(r1, f) for f in ("cumBusyMs", "cumAllocatedMs", "cumEnergyMj", "cumSmActiveMs")})
+    assert world.cl.settle(world.relayer, same, m.sign(same)).event("CheckpointSettled").args["charged"] == 0
 
 
-def test_settle_rejects_overlapping_window(world: World) -> None:
+def test_windows_are_not_compared_on_chain(world: World) -> None:
+    """v2: the chain keeps no window end. A report whose window overlaps or precedes the last settled one
+    settles as long as its cumulative counters grow and fit that window's bounds; what it charges is the growth
+    of the billed counter, so overlapping windows cannot bill any GPU time twice."""
     lease, m = _active(world)
-    r1, s1 = m.next()
+    r1, s1 = m.next(120_000, alloc_bps=5_000, sm_bps=2_500)  # 120 000 GPU-ms allocated of 240 000
     world.cl.settle(world.relayer, r1, s1)
-    r = m.build(windowStartMs=r1.windowEndMs - 1)
-    e = expect_revert("LeaseEscrowBadWindow", world.cl.settle, world.relayer, r, m.sign(r))
-    assert e.error_args == (lease.lease_id, r1.windowEndMs - 1, r.windowEndMs, r1.windowEndMs)
-    empty = m.build(windowEndMs=r1.windowEndMs)
-    e = expect_revert("LeaseEscrowBadWindow", world.cl.settle, world.relayer, empty, m.sign(empty))
-    assert e.error_args == (lease.lease_id, r1.windowEndMs, r1.windowEndMs, r1.windowEndMs)
+    assert not hasattr(world.cl.checkpoint(lease.lease_id), "last_window_end_ms")
+    kept = {f: getattr(r1, f) for f in ("cumBusyMs", "cumEnergyMj", "cumSmActiveMs")}
+    # window (start, start + 70 s]: before and overlapping the first; +10 000 GPU-ms allocated
+    r2 = m.build(windowStartMs=lease.start_ms, windowEndMs=lease.start_ms + 70_000, cumAllocatedMs=130_000, **kept)
+    ev = world.cl.settle(world.relayer, r2, m.sign(r2)).event("CheckpointSettled").args
+    assert ev["charged"] == PRICE * 10 and ev["cumAllocatedMs"] == 130_000
+    m.accept(r2)
+    # but its counters must fit its own window: 2 GPUs × 60 s is less than what was already allocated
+    r3 = m.build(windowEndMs=lease.start_ms + 60_000, cumAllocatedMs=130_000, **kept)
+    e = expect_revert("LeaseEscrowTimeAboveCapacity", world.cl.settle, world.relayer, r3, m.sign(r3))
+    assert e.error_args == (lease.lease_id, 1, 130_000, 120_000)
+    # an empty window (start = end) signs and settles like any other: only its end is bounded
+    r4 = m.build(windowStartMs=r2.windowEndMs, windowEndMs=r2.windowEndMs, cumAllocatedMs=130_000, **kept)
+    assert world.cl.settle(world.relayer, r4, m.sign(r4)).event("CheckpointSettled").args["charged"] == 0
+    assert world.cl.checkpoint(lease.lease_id).charged == PRICE * 130
 
 
-def test_settle_rejects_window_before_lease_start(world: World) -> None:
+def test_settle_rejects_window_not_ending_after_lease_start(world: World) -> None:
     lease, m = _active(world)
-    r = m.build(windowStartMs=lease.start_ms - 1)
-    e = expect_revert("LeaseEscrowBadWindow", world.cl.settle, world.relayer, r, m.sign(r))
-    assert e.error_args == (lease.lease_id, lease.start_ms - 1, r.windowEndMs, lease.start_ms)
+    for end in (lease.start_ms, lease.start_ms - 1):
+        r = m.build(windowStartMs=end - 60_000, windowEndMs=end, cumBusyMs=0, cumAllocatedMs=0, cumSmActiveMs=0,
+                    cumEnergyMj=0)
+        e = expect_revert("LeaseEscrowWindowOutsideLease", world.cl.settle, world.relayer, r, m.sign(r))
+        assert e.error_args == (lease.lease_id, end, lease.start_ms, lease.end_ms)
+    # a window that starts before the lease but ends inside it is the attestor's business (the start is signed,
+    # not checked)
+    r = m.build(windowStartMs=lease.start_ms - 60_000, windowEndMs=lease.start_ms + 60_000)
+    assert world.cl.settle(world.relayer, r, m.sign(r)).event("CheckpointSettled").args["seq"] == 1
 
 
 def test_settle_rejects_future_window(world: World) -> None:
@@ -360,22 +410,32 @@ def test_settle_rejects_future_window(world: World) -> None:
 def test_settle_rejects_window_after_lease_end(world: World) -> None:
     lease, m = _active(world, duration_s=120)
     world.advance_to_ms(lease.end_ms + 60_000)
-    r = m.build(window_ms=180_000, alloc_bps=5_000)
+    r = m.build(window_ms=180_000, alloc_bps=5_000, sm_bps=5_000)
     e = expect_revert("LeaseEscrowWindowOutsideLease", world.cl.settle, world.relayer, r, m.sign(r))
-    assert e.error_args == (lease.lease_id, r.windowEndMs, lease.end_ms)
+    assert e.error_args == (lease.lease_id, r.windowEndMs, lease.start_ms, lease.end_ms)
+    ok = m.build(window_ms=120_000)  # ending exactly at the lease end is inside
+    assert world.cl.settle(world.relayer, ok, m.sign(ok)).event("CheckpointSettled").args["seq"] == 1
 
 
 def test_settle_rejects_time_above_gpu_capacity(world: World) -> None:
-    lease, m = _active(world)
+    lease, m = _active(world, world.offer_sm)
     cap = 2 * 60_000
-    r = m.build(cumBusyMs=cap + 1)
-    e = expect_revert("LeaseEscrowTimeAboveCapacity", world.cl.settle, world.relayer, r, m.sign(r))
-    assert e.error_args == (lease.lease_id, 0, cap + 1, cap)
     r = m.build(cumAllocatedMs=cap + 1)
     e = expect_revert("LeaseEscrowTimeAboveCapacity", world.cl.settle, world.relayer, r, m.sign(r))
     assert e.error_args == (lease.lease_id, 1, cap + 1, cap)
-    ok = m.build(cumBusyMs=cap, cumAllocatedMs=cap)  # exactly gpuCount × elapsed is accepted
-    assert world.cl.settle(world.relayer, ok, m.sign(ok)).event("CheckpointSettled").args["cumAllocatedMs"] == cap
+    r = m.build(cumSmActiveMs=cap + 1)
+    e = expect_revert("LeaseEscrowTimeAboveCapacity", world.cl.settle, world.relayer, r, m.sign(r))
+    assert e.error_args == (lease.lease_id, 3, cap + 1, cap)
+    # busy time is bounded by allocated time (hence by capacity too)
+    r = m.build(cumBusyMs=cap + 1, cumAllocatedMs=cap)
+    e = expect_revert("LeaseEscrowBusyAboveAllocated", world.cl.settle, world.relayer, r, m.sign(r))
+    assert e.error_args == (lease.lease_id, cap + 1, cap)
+    r = m.build(cumBusyMs=1_001, cumAllocatedMs=1_000)
+    e = expect_revert("LeaseEscrowBusyAboveAllocated", world.cl.settle, world.relayer, r, m.sign(r))
+    assert e.error_args == (lease.lease_id, 1_001, 1_000)
+    ok = m.build(cumBusyMs=cap, cumAllocatedMs=cap, cumSmActiveMs=cap)  # exactly gpuCount × elapsed is accepted
+    ev = world.cl.settle(world.relayer, ok, m.sign(ok)).event("CheckpointSettled").args
+    assert (ev["cumAllocatedMs"], ev["cumSmActiveMs"], ev["charged"]) == (cap, cap, PRICE * 120)
 
 
 def test_settle_rejects_energy_above_power_cap(world: World) -> None:
@@ -433,7 +493,14 @@ def test_entry_field_bounds_are_refused_before_sending(world: World) -> None:
     lease, m = _active(world)
     st = world.cl.lease_state(lease.lease_id)
     block = world.w3.eth.block_number
-    for field_, value in (("seq", 2**32), ("cumEnergyMj", 2**48), ("cumBusyMs", 2**48), ("windowEndMs", 2**48)):
+    for field_, value in (
+        ("seq", 2**32),
+        ("cumEnergyMj", 2**48),
+        ("cumBusyMs", 2**48),
+        ("cumAllocatedMs", 2**48),
+        ("cumSmActiveMs", 2**48),
+        ("windowEndMs", 2**48),
+    ):
         r = m.build(**{field_: value})
         with pytest.raises(ProtocolError, match=field_):
             encode_entry(r, m.sign(r), st)
@@ -765,13 +832,16 @@ def _random_report(rng: random.Random, entry_bounds: bool) -> MeteringReport:
         leaseId=rng.randrange(small),
         seq=rng.randrange(small),
         prevReportHash=rng.randbytes(32),
-        windowStartMs=rng.randrange(wide),
         windowEndMs=rng.randrange(wide),
         cumBusyMs=rng.randrange(wide),
         cumEnergyMj=rng.randrange(wide),
         cumAllocatedMs=rng.randrange(wide),
+        cumSmActiveMs=rng.randrange(wide),
+        windowStartMs=rng.randrange(2**64),
         gpuSetHash=rng.randbytes(32),
         busyMs=rng.randrange(2**64),
+        smActiveMs=rng.randrange(2**64),
+        tensorActiveMs=rng.randrange(2**64),
         energyMj=rng.randrange(2**64),
         allocatedMs=rng.randrange(2**64),
         maxMemUsedMiB=rng.randrange(2**32),

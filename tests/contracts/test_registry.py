@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from tests.support.ledger_client import ETH, BillingMode
+import pytest
+
+from tests.support.ledger_client import ETH, BillingMode, NodeFeature
 from ledger.chain.deployment import ESCROW_ROLE
-from ledger.protocol import gpu_set_hash, gpu_uuid_hash
+from ledger.protocol import ProtocolError, gpu_set_hash, gpu_uuid_hash
 
 from .conftest import PRICE, UNBONDING_S, World, expect_revert
 
@@ -94,10 +96,66 @@ def test_register_node_stores_gpus_and_emits(world: World) -> None:
     ev = created.tx.event("NodeRegistered").args
     assert ev["nodeId"] == created.id == 3
     assert ev["gpuUuidHashes"] == uu and ev["attestor"] == world.relayer and ev["maxPowerMwPerGpu"] == 400_000
+    assert ev["features"] == 0  # an A100 has no GPM: the default
     n = world.cl.node(created.id)
     assert (n.provider, n.attestor, n.gpu_count, n.vram_mib, n.active) == (world.provider, world.relayer, 2, 40_000, True)
     assert n.gpu_model.rstrip(b"\x00") == b"A100" and n.region.rstrip(b"\x00") == b"ap-1"
     assert n.gpu_uuid_hashes == tuple(uu)
+    assert (n.features, n.gpm) == (NodeFeature.NONE, False)
+
+
+def test_register_node_records_gpm_feature(world: World) -> None:
+    uu = [gpu_uuid_hash("GPU-h200-0")]
+    created = world.cl.register_node(
+        world.provider, world.relayer, "NVIDIA H200", uu, 143_771, 700_000, "eu-1", features=NodeFeature.GPM
+    )
+    assert created.tx.event("NodeRegistered").args["features"] == 1
+    n = world.cl.node(created.id)
+    assert (n.features, n.gpm) == (NodeFeature.GPM, True)
+    # the suite's nodes: an H100 with GPM, an L4 without
+    assert world.cl.node(world.node).gpm and not world.cl.node(world.node2).gpm
+
+
+def test_register_node_rejects_unknown_feature_bits(world: World) -> None:
+    for features in (2, 3, 0x80, 0xFF):
+        uu = [gpu_uuid_hash(f"GPU-feat-{features}")]
+        e = expect_revert(
+            "CapacityRegistryUnknownFeatures",
+            world.cl.register_node, world.provider, world.relayer, "m", uu, 1, 1, "r", features=features,
+        )
+        assert e.error_args == (features,)
+    with pytest.raises(ProtocolError, match="uint8"):
+        world.cl.calls.register_node(world.relayer, "m", [gpu_uuid_hash("GPU-x")], 1, 1, "r", features=256)
+    assert world.cl.node_count() == 2
+
+
+def test_sm_active_offer_needs_a_gpm_node(world: World) -> None:
+    """Billing SM-active time needs GPUs that measure it: the registry refuses the offer on a node registered
+    without the GPM feature, and takes the same offer on a GPM node."""
+    now = world.chain.now()
+    e = expect_revert(
+        "CapacityRegistryNodeLacksFeature",
+        world.cl.publish_offer, world.provider2, world.node2, 0b10, PRICE, ETH, BillingMode.SM_ACTIVE, now, now + 100,
+    )
+    assert e.error_args == (world.node2, NodeFeature.GPM)
+    # the other modes are fine on that node
+    ok = world.cl.publish_offer(world.provider2, world.node2, 0b10, PRICE, ETH, BillingMode.METERED, now, now + 100)
+    assert world.cl.offer(ok.id).billing_mode == BillingMode.METERED
+    sm = world.cl.offer(world.offer_sm)
+    assert (sm.billing_mode, sm.node_id, sm.gpu_count) == (BillingMode.SM_ACTIVE, world.node, 2)
+    assert world.cl.offer(world.offer_sm).billing_mode.label == "sm_active"
+
+
+def test_publish_offer_refuses_unknown_billing_mode(world: World) -> None:
+    now = world.chain.now()
+    with pytest.raises(ProtocolError, match="billing mode"):
+        world.cl.calls.publish_offer(world.node, 0b1000000, PRICE, ETH, 3, now, now + 100)
+    # sent anyway, the registry names it (the mode is a uint8 so that the refusal has a name)
+    for mode in (3, 15, 255):
+        fn = world.cl.registry.functions.publishOffer(world.node, 0b1, PRICE, ETH, mode, now, now + 100, 0, b"\x00" * 32)
+        e = expect_revert("CapacityRegistryBadBillingMode", world.send, fn, world.provider)
+        assert e.error_args == (mode,)
+    assert world.cl.offer_count() == 4
 
 
 def test_register_node_rejects_bad_input(world: World) -> None:
@@ -170,8 +228,8 @@ def test_publish_offer_mints_rights_and_binds_gpu_set(world: World) -> None:
 def test_publish_offer_rejects_bad_terms(world: World) -> None:
     now = world.chain.now()
     pub = world.cl.publish_offer
-    e = expect_revert("CapacityRegistryBadGpuMask", pub, world.provider, world.node, 0b10000, 1, ETH, 0, now, now + 5_000)
-    assert e.error_args == (0b10000, 4)
+    e = expect_revert("CapacityRegistryBadGpuMask", pub, world.provider, world.node, 0b1000000, 1, ETH, 0, now, now + 5_000)
+    assert e.error_args == (0b1000000, 6)
     expect_revert("CapacityRegistryBadGpuMask", pub, world.provider, world.node, 0, 1, ETH, 0, now, now + 5_000)
     expect_revert("CapacityRegistryBadPrice", pub, world.provider, world.node, 1, 0, ETH, 0, now, now + 5_000)
     expect_revert("CapacityRegistryBadPrice", pub, world.provider, world.node, 1, 2**96, ETH, 0, now, now + 5_000)
@@ -240,7 +298,7 @@ def test_sync_node_copies_registry_values(world: World) -> None:
 def test_node_and_offer_views_reject_unknown_ids(world: World) -> None:
     expect_revert("CapacityRegistryUnknownNode", world.cl.node, 42)
     expect_revert("CapacityRegistryUnknownOffer", world.cl.offer, 42)
-    assert world.cl.node_count() == 2 and world.cl.offer_count() == 3
+    assert world.cl.node_count() == 2 and world.cl.offer_count() == 4
 
 
 def test_lock_rights_never_uses_rights_locked_by_other_leases(world: World) -> None:

@@ -1,12 +1,14 @@
 """Money invariants of the escrow under random sequences of lease operations (hypothesis stateful testing).
 
 One suite is deployed per module on the in-process chain; every example starts from a snapshot of it.
-Rules: open, activate, settle and settleBatch (signed reports built with ``ledger.protocol``, sent as
-settlement entries built with ``ledger.protocol.settlement`` carrying the lease state the model tracks; cumulative
-counters growing by random amounts; a batch may hold several leases and consecutive reports of one lease;
-entries sometimes corrupted in one of the ways of ``CORRUPTIONS`` that must be rejected with the matching
-custom error), top-up, close, expire, dispute, resolve, release, withdraw and time travel; each rule also
-checks its own events and amounts. After every state change, for ETH and a MockERC20:
+Leases run on four offers: ETH reserved, ETH metered, token reserved and ETH SM-active (a GPM node), so every
+billing mode of protocol v2 is exercised. Rules: open, activate, settle and settleBatch (signed v2 reports
+built with ``ledger.protocol``, sent as settlement entries built with ``ledger.protocol.settlement`` carrying
+the lease state the model tracks; cumulative counters growing by random amounts within the v2 bounds; a batch
+may hold several leases and consecutive reports of one lease; entries sometimes corrupted in one of the ways of
+``CORRUPTIONS`` that must be rejected with the matching custom error), top-up, close, expire, dispute,
+resolve, release, withdraw and time travel; each rule also checks its own events and amounts. After every
+state change, for ETH and a MockERC20:
 
 - conservation: escrow balance = Σ uncharged escrow of live leases + Σ fee held + Σ pending + Σ withdrawable,
   and = what was paid in (plus slashed stake) − what was withdrawn; the registry holds exactly the stakes;
@@ -31,7 +33,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ledger.chain.backends import Chain, connect
-from tests.support.ledger_client import ETH, BillingMode, CheckpointInfo, LeaseInfo, LeaseStatus, LedgerClient, OfferInfo, TxResult
+from tests.support.ledger_client import (
+    ETH,
+    BillingMode,
+    CheckpointInfo,
+    LeaseInfo,
+    LeaseStatus,
+    LedgerClient,
+    NodeFeature,
+    OfferInfo,
+    TxResult,
+)
 from ledger.chain.compiler import load_artifact
 from ledger.chain.deployment import Deployment
 from ledger.chain.deploy import deploy_suite
@@ -65,10 +77,14 @@ CORRUPTIONS: dict[str, tuple[str, ...]] = {
     "other_chain": ("LeaseEscrowWrongSigner",),
     "high_s": ("LeaseEscrowMalleableSignature",),
     "counter_down": ("LeaseEscrowCounterDecreased",),
+    "sm_down": ("LeaseEscrowCounterDecreased",),
     "above_capacity": ("LeaseEscrowTimeAboveCapacity",),
+    "sm_above_capacity": ("LeaseEscrowTimeAboveCapacity",),
+    "busy_above_allocated": ("LeaseEscrowBusyAboveAllocated",),
     "energy_above_cap": ("LeaseEscrowEnergyAboveCap",),
     "replay": ("LeaseEscrowStaleReport",),
     "future_window": ("LeaseEscrowWindowInFuture", "LeaseEscrowWindowOutsideLease"),
+    "window_at_start": ("LeaseEscrowWindowOutsideLease",),
     "broken_chain": ("LeaseEscrowBrokenChain",),
     "broken_chain_implicit": ("LeaseEscrowStaleState",),
     "stale_state": ("LeaseEscrowStaleState",),
@@ -113,7 +129,7 @@ class World:
     arbiter: str
     treasury: str
     stranger: str
-    offers: tuple[int, int, int]  # ETH reserved (2 GPUs), ETH metered (1 GPU), token reserved (1 GPU)
+    offers: tuple[int, int, int, int]  # ETH reserved (2 GPUs), ETH metered, token reserved, ETH SM-active (1 GPU)
     offer_info: dict[int, OfferInfo]  # offers never change: read once
     snapshot: Any
 
@@ -143,9 +159,11 @@ def world() -> World:
     )
     cl = LedgerClient(chain, dep)
     cl.register_provider(provider, provider, "ipfs://provider")
-    gpus_a = [gpu_uuid_hash(f"GPU-prop-a-{i}") for i in range(3)]
+    gpus_a = [gpu_uuid_hash(f"GPU-prop-a-{i}") for i in range(4)]
     gpus_b = [gpu_uuid_hash(f"GPU-prop-b-{i}") for i in range(1)]
-    node_a = cl.register_node(provider, attestor, "NVIDIA H100", gpus_a, 81_559, MAX_POWER_MW, "eu-west1").id
+    node_a = cl.register_node(
+        provider, attestor, "NVIDIA H100", gpus_a, 81_559, MAX_POWER_MW, "eu-west1", features=NodeFeature.GPM
+    ).id
     node_b = cl.register_node(provider, attestor, "NVIDIA L4", gpus_b, 23_034, MAX_POWER_MW, "us-east1").id
     token_addr = cl.tx.deploy(load_artifact("MockERC20"), admin, ["USD Coin", "USDC", 6])
     token = cl.erc20(token_addr)
@@ -155,6 +173,7 @@ def world() -> World:
         cl.publish_offer(provider, node_a, 0b011, ETH_PRICE, ETH, BillingMode.RESERVED, t0, until).id,
         cl.publish_offer(provider, node_a, 0b100, ETH_PRICE, ETH, BillingMode.METERED, t0, until).id,
         cl.publish_offer(provider, node_b, 0b1, TOKEN_PRICE, token_addr, BillingMode.RESERVED, t0, until).id,
+        cl.publish_offer(provider, node_a, 0b1000, ETH_PRICE, ETH, BillingMode.SM_ACTIVE, t0, until).id,
     )
     for who in (buyer1, buyer2, provider):
         cl.tx.send(token.functions.mint(who, 10**18), admin)
@@ -197,6 +216,13 @@ class Meter:
     cum_busy: int = 0
     cum_alloc: int = 0
     cum_energy: int = 0
+    cum_sm: int = 0
+
+    @classmethod
+    def after(cls, r: MeteringReport) -> "Meter":
+        return cls(
+            r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj, r.cumSmActiveMs
+        )
 
 
 @dataclass(frozen=True)
@@ -347,34 +373,40 @@ class EscrowMachine(RuleBasedStateMachine):
     # --- reports -------------------------------------------------------------------------------------
 
     def next_report(
-        self, lm: LeaseModel, m: Meter, window: int, fractions: tuple[int, int, int], gpu_set: bytes | None = None
+        self, lm: LeaseModel, m: Meter, window: int, fractions: tuple[int, int, int, int], gpu_set: bytes | None = None
     ) -> MeteringReport | None:
         """The next valid report after ``m`` (window end random up to now and the lease end); counters grow
-        by ``fractions`` (of 10^4) of the room left under each cap. None when no time is left. ``gpu_set``:
-        the GPU set the report claims (default the lease's; the chain does not check it)."""
+        by ``fractions`` (of 10^4: busy, allocated, energy, SM-active) of the room left under each bound (busy
+        within allocated time, allocated and SM-active time within capacity, energy within the cap). None when
+        no time is left. ``gpu_set``: the GPU set the report claims (default the lease's; the chain does not
+        check it)."""
         ls = self.lease(lm.lease_id)
         max_to = min(self.now() * 1000, ls.end_ms)
         if max_to <= m.end_ms:
             return None
         to_ms = m.end_ms + 1 + window % (max_to - m.end_ms)
         cap = ls.gpu_count * (to_ms - ls.start_ms)
-        busy, alloc, energy = fractions
-        cum_busy = m.cum_busy + (cap - m.cum_busy) * busy // 10**4
+        busy, alloc, energy, sm = fractions
         cum_alloc = m.cum_alloc + (cap - m.cum_alloc) * alloc // 10**4
+        cum_busy = m.cum_busy + (cum_alloc - m.cum_busy) * busy // 10**4
         cum_energy = m.cum_energy + (energy_cap(cap) - m.cum_energy) * energy // 10**4
+        cum_sm = m.cum_sm + (cap - m.cum_sm) * sm // 10**4
         return MeteringReport(
             leaseId=lm.lease_id,
             seq=m.seq + 1,
             prevReportHash=m.prev,
-            windowStartMs=m.end_ms,
             windowEndMs=to_ms,
-            gpuSetHash=ls.gpu_set_hash if gpu_set is None else gpu_set,
-            busyMs=cum_busy - m.cum_busy,
-            energyMj=cum_energy - m.cum_energy,
-            allocatedMs=cum_alloc - m.cum_alloc,
             cumBusyMs=cum_busy,
             cumEnergyMj=cum_energy,
             cumAllocatedMs=cum_alloc,
+            cumSmActiveMs=cum_sm,
+            windowStartMs=m.end_ms,
+            gpuSetHash=ls.gpu_set_hash if gpu_set is None else gpu_set,
+            busyMs=cum_busy - m.cum_busy,
+            smActiveMs=cum_sm - m.cum_sm,
+            tensorActiveMs=(cum_sm - m.cum_sm) // 2,
+            energyMj=cum_energy - m.cum_energy,
+            allocatedMs=cum_alloc - m.cum_alloc,
             maxMemUsedMiB=1024,
             sampleCount=60,
             samplesRoot=SAMPLES_ROOT,
@@ -412,9 +444,17 @@ class EscrowMachine(RuleBasedStateMachine):
         elif corruption == "high_s":
             high_s = True
         elif corruption == "counter_down" and m.cum_alloc > 0:
-            r = r.replace(cumAllocatedMs=m.cum_alloc - 1)
+            r = r.replace(cumAllocatedMs=m.cum_alloc - 1, cumBusyMs=min(r.cumBusyMs, m.cum_alloc - 1))
+        elif corruption == "sm_down" and m.cum_sm > 0:
+            r = r.replace(cumSmActiveMs=m.cum_sm - 1)
         elif corruption == "above_capacity":
-            r = r.replace(cumBusyMs=cap + 1)
+            r = r.replace(cumAllocatedMs=cap + 1)
+        elif corruption == "sm_above_capacity":
+            r = r.replace(cumSmActiveMs=cap + 1)
+        elif corruption == "busy_above_allocated":
+            r = r.replace(cumBusyMs=r.cumAllocatedMs + 1)
+        elif corruption == "window_at_start":
+            r = r.replace(windowEndMs=ls.start_ms)
         elif corruption == "energy_above_cap":
             r = r.replace(cumEnergyMj=energy_cap(cap) + 1)
         elif corruption == "replay" and last_signed is not None:
@@ -447,24 +487,24 @@ class EscrowMachine(RuleBasedStateMachine):
         before: LeaseState,
         last: bool = True,
     ) -> None:
-        """Check a settled report's record (the new ckpt is the report's counters, window end and the
-        block's time; charged = price × Δbillable / 1000) and move the model on: the attestor's chain and
-        the lease state; for the ``last`` report of a lease in a transaction, also that the lease is
-        Exhausted iff it billed everything."""
+        """Check a settled report's record (the new ckpt is the report's four counters and the block's time;
+        charged = price × Δbillable / 1000, billable = the counter of the lease's billing mode) and move the
+        model on: the attestor's chain and the lease state; for the ``last`` report of a lease in a transaction,
+        also that the lease is Exhausted iff it billed everything."""
         ls = self.lease(lm.lease_id)
         m = lm.meter
-        reserved = ls.billing_mode == BillingMode.RESERVED
-        mode = 0 if reserved else 1
+        mode = int(ls.billing_mode)
         assert ev["leaseId"] == lm.lease_id and ev["seq"] == r.seq
         assert ev["reportHash"] == report_struct_hash(r)
         assert ev["ckpt"] == expected_ckpt(r, settled_at), "the new ckpt is not what the report implies"
         old_bill = checkpoint_billable(mode, Checkpoint.of(before.ckpt))
         new_bill = checkpoint_billable(mode, Checkpoint.of(ev["ckpt"]))
-        assert old_bill == (m.cum_alloc if reserved else m.cum_busy)
-        assert new_bill == (r.cumAllocatedMs if reserved else r.cumBusyMs)
+        assert old_bill == (m.cum_alloc, m.cum_busy, m.cum_sm)[mode]
+        assert new_bill == (r.cumAllocatedMs, r.cumBusyMs, r.cumSmActiveMs)[mode]
         price = ls.price_per_gpu_second
         assert ev["charged"] == price * new_bill // 1000 - price * old_bill // 1000
-        lm.meter = Meter(r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj)
+        self.bump(f"settle.mode{mode}")
+        lm.meter = Meter.after(r)
         lm.older = before
         lm.ckpt, lm.last_hash, lm.last_signed = ev["ckpt"], ev["reportHash"], (r, sig)
         if last:
@@ -542,7 +582,7 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         window=st.integers(1, 10**9),
-        fractions=st.tuples(st.integers(0, 10**4), st.integers(0, 10**4), st.integers(0, 10**4)),
+        fractions=st.tuples(*(st.integers(0, 10**4) for _ in range(4))),
         corruption=st.one_of(st.none(), st.sampled_from(sorted(CORRUPTIONS))),
         other_gpus=st.booleans(),
     )
@@ -550,7 +590,7 @@ class EscrowMachine(RuleBasedStateMachine):
         self,
         data: st.DataObject,
         window: int,
-        fractions: tuple[int, int, int],
+        fractions: tuple[int, int, int, int],
         corruption: str | None,
         other_gpus: bool = False,
     ) -> None:
@@ -588,7 +628,7 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(
         picks=st.lists(st.integers(0, MAX_LEASES - 1), min_size=1, max_size=4),
         windows=st.lists(st.integers(1, 10**9), min_size=4, max_size=4),
-        fractions=st.tuples(st.integers(0, 10**4), st.integers(0, 10**4), st.integers(0, 10**4)),
+        fractions=st.tuples(*(st.integers(0, 10**4) for _ in range(4))),
         corruption=st.one_of(st.none(), st.sampled_from(sorted(CORRUPTIONS))),
         bad_pick=st.integers(0, MAX_LEASES - 1),
     )
@@ -596,7 +636,7 @@ class EscrowMachine(RuleBasedStateMachine):
         self,
         picks: list[int],
         windows: list[int],
-        fractions: tuple[int, int, int],
+        fractions: tuple[int, int, int, int],
         corruption: str | None,
         bad_pick: int,
     ) -> None:
@@ -626,11 +666,11 @@ class EscrowMachine(RuleBasedStateMachine):
                 continue
             sig = self.sign(r)
             valid.append((lid, r, sig, st_))
-            meters[lid] = Meter(r.seq, report_struct_hash(r), r.windowEndMs, r.cumBusyMs, r.cumAllocatedMs, r.cumEnergyMj)
+            meters[lid] = Meter.after(r)
             states[lid] = LeaseState(lid, st_.terms, expected_ckpt(r, t), report_struct_hash(r))
             last_signed[lid] = (r, sig)
             ls = self.lease(lid)
-            bill = r.cumAllocatedMs if ls.billing_mode == BillingMode.RESERVED else r.cumBusyMs
+            bill = (r.cumAllocatedMs, r.cumBusyMs, r.cumSmActiveMs)[int(ls.billing_mode)]
             if bill == ls.gpu_count * ls.duration_s * 1000:
                 exhausted.add(lid)
         entries = [(r, sig, st_) for _, r, sig, st_ in valid]
@@ -938,20 +978,20 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
     assert busy.value.name == "LeaseEscrowOfferBusy"
     m.time_travel(300)
     check()
-    m.settle(_Fixed(lid), 59_000, (5_000, 5_000, 5_000), None)  # seq 1, counters > 0
+    m.settle(_Fixed(lid), 59_000, (5_000,) * 4, None)  # seq 1, counters > 0
     check()
     assert m.counts["settle"] == 1
     for corruption in sorted(CORRUPTIONS):
         rejected = m.counts.get("rejected", 0)
-        m.settle(_Fixed(lid), 30_000, (5_000, 5_000, 5_000), corruption)
+        m.settle(_Fixed(lid), 30_000, (5_000,) * 4, corruption)
         check()
-        m.settle_batch([0], [10_000] * 4, (5_000, 5_000, 5_000), corruption, 0)
+        m.settle_batch([0], [10_000] * 4, (5_000,) * 4, corruption, 0)
         check()
         assert m.counts["rejected"] == rejected + 2, corruption
         assert m.counts[f"rejected.batch.{corruption}"] == 1
     assert m.counts["settle"] == 1 + len(CORRUPTIONS)  # one valid report per batch
     # a report about GPUs that are not the lease's settles (the auditors compare the GPU set)
-    m.settle(_Fixed(lid), 20_000, (5_000, 5_000, 5_000), None, True)
+    m.settle(_Fixed(lid), 20_000, (5_000,) * 4, None, True)
     check()
     assert m.counts["settle.other_gpus"] == 1 and m.lease(lid).gpu_set_hash != OTHER_GPUS
     assert m.cl.lease_state(lid) == m.state(m.leases[lid])  # the client rebuilds the model's state
@@ -968,7 +1008,7 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
     ls2 = m.lease(lid2)
     m.advance_to(ls2.end_ms // 1000 + 1)
     check()
-    m.settle_batch([0, 0], [1_000, ls2.end_ms - ls2.start_ms - 1_002, 1, 1], (10_000, 10_000, 0), None, 0)
+    m.settle_batch([0, 0], [1_000, ls2.end_ms - ls2.start_ms - 1_002, 1, 1], (10_000, 10_000, 0, 0), None, 0)
     check()
     assert m.counts["settle_batch.chained"] == 1
     assert m.lease(lid2).status == LeaseStatus.EXHAUSTED
@@ -976,12 +1016,32 @@ def test_state_machine_scripted_run_rejects_every_corruption() -> None:
     m.release(_Fixed(lid2), True)  # after its challenge period: earnings to the holder, fee split
     check()
     assert m.lease(lid2).fees_settled
+    # an SM-active lease: its first report bills half its SM-active capacity so far and no busy or allocated
+    # time at all (SM activity is bounded by capacity alone); the next one bills all of it: Exhausted
+    m.open_lease(_Fixed(3), 0, 120, 600, False, True)
+    check()
+    lid3 = max(m.leases)
+    ls3 = m.lease(lid3)
+    assert ls3.billing_mode == BillingMode.SM_ACTIVE
+    m.advance_to(ls3.start_ms // 1000 + 60)
+    m.settle(_Fixed(lid3), 30_000, (0, 0, 0, 5_000), None)
+    check()
+    cp3 = m.checkpoint(lid3)
+    assert cp3.cum_allocated_ms == cp3.cum_busy_ms == 0 < cp3.cum_sm_active_ms
+    assert cp3.charged == ls3.price_per_gpu_second * cp3.cum_sm_active_ms // 1000 > 0
+    m.advance_to(ls3.end_ms // 1000 + 1)
+    m.settle(_Fixed(lid3), ls3.end_ms - m.leases[lid3].meter.end_ms - 1, (0, 0, 0, 10_000), None)  # to the end
+    check()
+    assert m.lease(lid3).status == LeaseStatus.EXHAUSTED and m.checkpoint(lid3).charged == ls3.escrowed
+    assert m.counts["settle.mode2"] == 2
+    m.release(_Fixed(lid3), True)
+    check()
     for who in range(len(m.w.actors)):
         if m.credits.get((m.w.actors[who], ETH)):
             m.withdraw(_Fixed((m.w.actors[who], ETH)), who, False, True)
             check()
     assert m.counts["dispute"] == m.counts["resolve"] == m.counts["close"] == 1
-    assert m.counts["settle"] == 1 + len(CORRUPTIONS) + 1 + 2
+    assert m.counts["settle"] == 1 + len(CORRUPTIONS) + 1 + 2 + 2
     assert m.counts["withdraw"] >= 3  # buyer (refund + slash), holder, treasury
     assert m.w.chain.w3.eth.get_balance(m.w.dep.escrow) == 0
 

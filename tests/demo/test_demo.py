@@ -38,11 +38,36 @@ def test_demo_memory_runs_end_to_end_and_audit_passes(tmp_path: Path) -> None:
     refunded = float(_figure(out, "refunded"))
     assert 0 < paid < escrowed
     assert abs(escrowed - paid - refunded) < 1e-5  # printed figures are rounded to 1e-6 ETH
-    assert "12 signed" in out  # 6 windows x 2 leases
-    assert "4 checkpoints in 2 settleBatch" in out
+    assert "18 signed" in out  # 6 windows x 3 leases (reserved, metered, SM-active)
+    assert "6 checkpoints in 2 settleBatch" in out
+    assert "SM-active" in proc.stderr and "% of busy" in proc.stderr  # each buyer sees its GPU time
     html = Path(out.split("audit report")[1].strip())
     assert html.exists() and html.read_text().lstrip().lower().startswith("<!doctype html")
     assert "<svg" in html.read_text()
+
+
+def _has_nvidia_driver() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(_has_nvidia_driver(), reason="this machine has an NVIDIA driver: demo --gpu would run")
+def test_demo_gpu_without_a_driver_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "compute_ledger.cli", "demo", "--gpu", "--out", str(tmp_path / "demo")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "compute-ledger demo --gpu: no NVIDIA driver found (run it without --gpu for the simulated node)"
+    ]
+    assert not (tmp_path / "demo").exists()  # nothing started, nothing half-written
 
 
 def test_demo_rejects_bad_window_count(tmp_path: Path) -> None:

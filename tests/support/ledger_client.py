@@ -34,7 +34,16 @@ from ledger.chain.views import (
     RightsInfo,
     StakeInfo,
 )
-from ledger.protocol.economics import ETH, BillingMode, LeaseQuote, LeaseStatus, Outcome, quote_lease, top_up_fee
+from ledger.protocol.economics import (
+    ETH,
+    BillingMode,
+    LeaseQuote,
+    LeaseStatus,
+    NodeFeature,
+    Outcome,
+    quote_lease,
+    top_up_fee,
+)
 from ledger.protocol.report import MeteringReport
 from ledger.protocol.settlement import LeaseState, encode_entries
 
@@ -54,6 +63,7 @@ __all__ = [
     "LeaseQuote",
     "LeaseStatus",
     "LedgerClient",
+    "NodeFeature",
     "NodeInfo",
     "OfferInfo",
     "Outcome",
@@ -184,10 +194,10 @@ class LedgerClient:
         return self._send(self.calls.withdraw_stake(token), sender)
 
     def register_node(self, sender: str, attestor: str, gpu_model: bytes | str, gpu_uuid_hashes: Sequence[bytes],
-                      vram_mib: int, max_power_mw_per_gpu: int, region: bytes | str) -> Created:
-        res = self._send(
-            self.calls.register_node(attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region), sender
-        )
+                      vram_mib: int, max_power_mw_per_gpu: int, region: bytes | str, *,
+                      features: int = NodeFeature.NONE) -> Created:
+        call = self.calls.register_node(attestor, gpu_model, gpu_uuid_hashes, vram_mib, max_power_mw_per_gpu, region, features)
+        res = self._send(call, sender)
         return Created(int(res.event("NodeRegistered").args["nodeId"]), res)
 
     def rotate_attestor(self, sender: str, node_id: int, new_attestor: str) -> TxOutcome:

@@ -11,6 +11,10 @@ from sqlalchemy.engine import Engine
 HERE = Path(__file__).resolve().parent
 
 
+class MigrationRefused(RuntimeError):
+    """A migration that cannot carry the store's data forward (the message says what to do)."""
+
+
 def alembic_config() -> Config:
     cfg = Config(str(HERE.parent / "alembic.ini"))
     cfg.set_main_option("script_location", str(HERE))

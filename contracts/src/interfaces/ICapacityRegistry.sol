@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+/// @dev Node feature bits (`Node.features`, `registerNode`): bit 0, GPM: the node's GPUs measure SM activity
+/// (NVIDIA GPM, Hopper and later), which an offer billing SM-active time (BillingMode.SmActive) needs. No other
+/// bit is defined; registerNode refuses them.
+uint8 constant NODE_FEATURE_GPM = 1;
+uint8 constant NODE_FEATURES_KNOWN = NODE_FEATURE_GPM;
+
 /// @title ICapacityRegistry
 /// @notice Providers, their GPU nodes, their stakes, and offers that mint ERC-1155 capacity rights.
 /// @dev Token convention: `address(0)` is ETH, anything else an ERC-20. Capacity rights: token id = offer id,
@@ -10,7 +16,8 @@ interface ICapacityRegistry {
     /// @notice Billing mode of an offer.
     enum BillingMode {
         Reserved, // allocated GPU time is billed
-        Metered // attested busy GPU time is billed
+        Metered, // attested busy GPU time is billed
+        SmActive // attested SM-active GPU time is billed (GPM: pay for the compute used); needs NODE_FEATURE_GPM
     }
 
     /// @notice A registered provider.
@@ -32,6 +39,7 @@ interface ICapacityRegistry {
     /// @param maxPowerMwPerGpu power cap per GPU (milliwatts), bounds attested energy
     /// @param region region code, e.g. "eu-west1" as bytes8
     /// @param active false after deactivation
+    /// @param features feature bits (NODE_FEATURE_GPM), fixed at registration
     struct Node {
         address provider;
         address attestor;
@@ -41,6 +49,7 @@ interface ICapacityRegistry {
         uint32 maxPowerMwPerGpu;
         bytes8 region;
         bool active;
+        uint8 features;
     }
 
     /// @notice An offer: what a lease on it buys.
@@ -50,7 +59,7 @@ interface ICapacityRegistry {
     /// @param gpuCount number of bits set in gpuMask
     /// @param pricePerGpuSecond price in the token's smallest unit per GPU-second
     /// @param token payment token, address(0) for ETH
-    /// @param billingMode Reserved or Metered
+    /// @param billingMode Reserved, Metered or SmActive
     /// @param validFrom unix seconds, first second a lease may run
     /// @param validUntil unix seconds, a lease must end by then
     /// @param minBuyerScoreBps minimum Reputation score of a buyer, basis points
@@ -101,6 +110,12 @@ interface ICapacityRegistry {
     error CapacityRegistryGpuAlreadyRegistered(bytes32 gpuUuidHash, uint256 nodeId);
     /// @notice A node field is out of range (zero VRAM or power).
     error CapacityRegistryBadNodeSpec();
+    /// @notice registerNode was given feature bits this registry does not define (only NODE_FEATURE_GPM is).
+    error CapacityRegistryUnknownFeatures(uint8 features);
+    /// @notice The offer's billing mode needs a feature the node was not registered with (SmActive: GPM).
+    error CapacityRegistryNodeLacksFeature(uint256 nodeId, uint8 feature);
+    /// @notice The billing mode is not one of BillingMode's (0 reserved, 1 metered, 2 SM-active).
+    error CapacityRegistryBadBillingMode(uint256 billingMode);
     /// @notice The GPU mask is empty or names GPUs the node does not have.
     error CapacityRegistryBadGpuMask(uint256 gpuMask, uint256 gpuCount);
     /// @notice Price must be positive and fit 96 bits.
@@ -178,6 +193,7 @@ interface ICapacityRegistry {
     /// @param vramMiB VRAM per GPU
     /// @param maxPowerMwPerGpu power cap per GPU
     /// @param region region code
+    /// @param features feature bits (NODE_FEATURE_GPM)
     event NodeRegistered(
         uint256 indexed nodeId,
         address indexed provider,
@@ -186,7 +202,8 @@ interface ICapacityRegistry {
         bytes32[] gpuUuidHashes,
         uint32 vramMiB,
         uint32 maxPowerMwPerGpu,
-        bytes8 region
+        bytes8 region,
+        uint8 features
     );
     /// @notice A node's attestor key was rotated.
     /// @param nodeId node
@@ -252,6 +269,8 @@ interface ICapacityRegistry {
     // --- nodes --------------------------------------------------------------------------------------
 
     /// @notice Register a GPU node of the caller (a registered provider).
+    /// @param features feature bits of the node's GPUs (NODE_FEATURE_GPM: they measure SM activity); any other
+    /// bit reverts CapacityRegistryUnknownFeatures. Fixed for the node's life.
     /// @return nodeId the new node's id (ids start at 1)
     function registerNode(
         address attestor,
@@ -259,7 +278,8 @@ interface ICapacityRegistry {
         bytes32[] calldata gpuUuidHashes,
         uint32 vramMiB,
         uint32 maxPowerMwPerGpu,
-        bytes8 region
+        bytes8 region,
+        uint8 features
     ) external returns (uint256 nodeId);
 
     /// @notice Replace a node's attestor key; the escrow's copy is updated in the same transaction.
@@ -271,13 +291,16 @@ interface ICapacityRegistry {
     // --- offers and rights --------------------------------------------------------------------------
 
     /// @notice Publish an offer and mint gpuCount × (validUntil − validFrom) rights to the payout address.
+    /// @param billingMode a BillingMode (0 reserved, 1 metered, 2 SM-active), as uint8 so that anything else
+    /// reverts with CapacityRegistryBadBillingMode; SmActive needs a node with NODE_FEATURE_GPM
+    /// (CapacityRegistryNodeLacksFeature otherwise)
     /// @return offerId the new offer id (ids start at 1)
     function publishOffer(
         uint256 nodeId,
         uint256 gpuMask,
         uint256 pricePerGpuSecond,
         address token,
-        BillingMode billingMode,
+        uint8 billingMode,
         uint64 validFrom,
         uint64 validUntil,
         uint16 minBuyerScoreBps,

@@ -12,23 +12,26 @@ import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 /// (buyer, or anyone after the end) | Exhausted (escrow fully charged) ; Open → Expired (not started by
 /// `startBy`: full refund, NoShow for the provider) or Closed (buyer cancels before start).
 ///
+/// Metering protocol v2 (ledger/protocol: EIP-712 domain ComputeLedger version 2).
+///
 /// Settlement state: each lease keeps ONE storage slot on the settlement hot path, `stateHash(leaseId)` =
 /// keccak256(abi.encode(terms, ckpt, lastReportHash)) (a commitment, never zero). Settlement and every call
 /// that needs the checkpoint take `ckpt` and `lastReportHash` (and settlement also `terms`) as calldata and
 /// the contract checks them against the commitment (`LeaseEscrowStaleState` otherwise). Both words are
 /// public: `terms` is `leaseTerms(leaseId)`, and `ckpt` / `lastReportHash` are in the last
-/// `CheckpointsSettled` record of the lease (before any: ckpt = startMs << 176 | startS << 224 once Active,
-/// 0 while Open; lastReportHash = 0). ledger/protocol/settlement.py rebuilds them from events. The layouts below have
-/// one definition each in the contracts, a user-defined value type with its library: types/Terms.sol,
+/// `CheckpointsSettled` record of the lease (before any: ckpt = startS << 224 once Active, every counter 0;
+/// 0 while Open; lastReportHash = 0). ledger/protocol/settlement.py rebuilds them from events. The layouts below
+/// have one definition each in the contracts, a user-defined value type with its library: types/Terms.sol,
 /// types/Checkpoint.sol, types/SettlementEntry.sol (entry and record).
 ///  - terms = nodeId[31:0] | startS[63:32] | durationS[95:64] | gpuCount[111:96] | mode[115:112]
 ///          | status[119:116] | pricePerGpuSecond[215:120]            (startS = 0 while Open)
+///          mode: 0 reserved (bills cumAllocatedMs), 1 metered (cumBusyMs), 2 SM-active (cumSmActiveMs)
 ///  - ckpt  = seq[31:0] | cumBusyMs[79:32] | cumAllocatedMs[127:80] | cumEnergyMj[175:128]
-///          | lastWindowEndMs[223:176] | settledAt[255:224]
+///          | cumSmActiveMs[223:176] | settledAt[255:224]
 ///
 /// Settlement entry (`settle(bytes)`, `settleBatch(bytes)` = entries back to back), big-endian bytes:
-///   [0,4) leaseId  [4,8) seq  [8,14) windowStartMs  [14,20) windowEndMs  [20,26) cumBusyMs
-///   [26,32) cumEnergyMj  [32,38) cumAllocatedMs  [38] flags (bit 0: lastReportHash follows at 231;
+///   [0,4) leaseId  [4,8) seq  [8,14) windowEndMs  [14,20) cumBusyMs  [20,26) cumEnergyMj
+///   [26,32) cumAllocatedMs  [32,38) cumSmActiveMs  [38] flags (bit 0: lastReportHash follows at 231;
 ///   without it lastReportHash = prevReportHash)  [39,71) prevReportHash  [71,103) windowHash
 ///   [103,135) r  [135,167) vs (EIP-2098: s | (v − 27) << 255)  [167,199) terms  [199,231) ckpt
 ///   [231,263) lastReportHash (only with flag bit 0).
@@ -52,18 +55,22 @@ interface ILeaseEscrowTypes {
     }
 
     /// @notice The protocol's metering report, flat, fields in ledger.protocol.REPORT_FIELDS order (used by the
-    /// digest views; the signed EIP-712 type nests the window's fields, see LeaseEscrowBase.REPORT_TYPEHASH).
+    /// digest views; the signed EIP-712 type nests the window's fields, see LeaseEscrowBase.REPORT_TYPEHASH):
+    /// MeteringReport's own fields, then WindowDetail's.
     struct MeteringReport {
         uint256 leaseId;
         uint64 seq;
         bytes32 prevReportHash;
-        uint64 windowStartMs;
         uint64 windowEndMs;
         uint64 cumBusyMs;
         uint64 cumEnergyMj;
         uint64 cumAllocatedMs;
+        uint64 cumSmActiveMs;
+        uint64 windowStartMs;
         bytes32 gpuSetHash;
         uint64 busyMs;
+        uint64 smActiveMs;
+        uint64 tensorActiveMs;
         uint64 energyMj;
         uint64 allocatedMs;
         uint32 maxMemUsedMiB;
@@ -81,7 +88,7 @@ interface ILeaseEscrowTypes {
     /// @param provider provider account of the offer (reputation subject)
     /// @param token payment token (address(0) = ETH)
     /// @param status state
-    /// @param billingMode 0 reserved, 1 metered
+    /// @param billingMode 0 reserved (allocated time), 1 metered (busy time), 2 SM-active (SM-active time)
     /// @param gpuCount GPUs
     /// @param pricePerGpuSecond price
     /// @param feeBps platform fee rate fixed at opening
@@ -121,8 +128,8 @@ interface ILeaseEscrowTypes {
     /// @param cumBusyMs last settled cumulative busy GPU-ms
     /// @param cumEnergyMj last settled cumulative energy
     /// @param cumAllocatedMs last settled cumulative allocated GPU-ms
-    /// @param lastWindowEndMs end of the last settled window (lease start before any)
-    /// @param lastSettledAt unix s of the last settlement (the challenge clock)
+    /// @param cumSmActiveMs last settled cumulative SM-active GPU-ms
+    /// @param lastSettledAt unix s of the last settlement (the challenge clock; activation before any)
     /// @param charged total charged to escrow = price × cum billable / 1000
     /// @param paid released to the holder (after challenge or by the arbiter)
     /// @param pending charged, not released, not refunded
@@ -135,7 +142,7 @@ interface ILeaseEscrowTypes {
         uint64 cumBusyMs;
         uint64 cumEnergyMj;
         uint64 cumAllocatedMs;
-        uint64 lastWindowEndMs;
+        uint64 cumSmActiveMs;
         uint64 lastSettledAt;
         uint256 charged;
         uint256 paid;
@@ -218,17 +225,17 @@ interface ILeaseEscrowTypes {
     error LeaseEscrowStaleReport(uint256 leaseId, uint64 seq, uint64 lastSeq);
     /// @notice The consecutive report's prevReportHash is not the last settled report's hash.
     error LeaseEscrowBrokenChain(uint256 leaseId, uint64 seq, bytes32 prevReportHash, bytes32 expected);
-    /// @notice The window is empty or starts before the end of the last settled window (or the lease start).
-    error LeaseEscrowBadWindow(uint256 leaseId, uint64 windowStartMs, uint64 windowEndMs, uint64 notBeforeMs);
-    /// @notice The window ends after the lease.
-    error LeaseEscrowWindowOutsideLease(uint256 leaseId, uint64 windowEndMs, uint64 leaseEndMs);
+    /// @notice The window does not end inside the lease: windowEndMs must be after its start and at most its end.
+    error LeaseEscrowWindowOutsideLease(uint256 leaseId, uint64 windowEndMs, uint64 leaseStartMs, uint64 leaseEndMs);
     /// @notice The window ends in the future.
     error LeaseEscrowWindowInFuture(uint256 leaseId, uint64 windowEndMs, uint256 nowMs);
-    /// @notice A cumulative counter (0 busy, 1 allocated, 2 energy) went down.
+    /// @notice A cumulative counter (0 busy, 1 allocated, 2 energy, 3 SM-active) went down.
     error LeaseEscrowCounterDecreased(uint256 leaseId, uint8 counter, uint64 value, uint64 last);
-    /// @notice Cumulative busy (0) or allocated (1) GPU time exceeds gpuCount × elapsed lease time.
+    /// @notice Cumulative busy GPU time exceeds cumulative allocated GPU time.
+    error LeaseEscrowBusyAboveAllocated(uint256 leaseId, uint64 cumBusyMs, uint64 cumAllocatedMs);
+    /// @notice Cumulative allocated (1) or SM-active (3) GPU time exceeds gpuCount × (windowEnd − lease start).
     error LeaseEscrowTimeAboveCapacity(uint256 leaseId, uint8 counter, uint64 value, uint256 cap);
-    /// @notice Cumulative energy exceeds the node's power cap × GPUs × elapsed time (+ margin).
+    /// @notice Cumulative energy exceeds the node's power cap × gpuCount × (windowEnd − lease start) (+ margin).
     error LeaseEscrowEnergyAboveCap(uint256 leaseId, uint64 value, uint256 cap);
 
     // --- errors: money -----------------------------------------------------------------------------
@@ -565,7 +572,7 @@ interface ILeaseEscrowExtension is ILeaseEscrowBase {
     /// @return attestor the node's attestor
     /// @return maxPowerMwPerGpu the node's power cap per GPU, mW
     function nodeCache(uint256 nodeId) external view returns (address attestor, uint32 maxPowerMwPerGpu);
-    /// @notice EIP-712 domain separator (name ComputeLedger, version 1, this chain, the escrow's address).
+    /// @notice EIP-712 domain separator (name ComputeLedger, version 2, this chain, the escrow's address).
     /// @return the separator
     function domainSeparator() external view returns (bytes32);
     /// @notice EIP-712 struct hash of a report (also its link in the hash chain).

@@ -8,8 +8,8 @@ pragma solidity ^0.8.24;
 /// uses these constants, so each offset has one definition.
 ///
 /// Entry head, the calldata word at byte 0:
-///   leaseId[255:224] | seq[223:192] | windowStartMs[191:144] | windowEndMs[143:96] | cumBusyMs[95:48]
-///   | cumEnergyMj[47:0]
+///   leaseId[255:224] | seq[223:192] | windowEndMs[191:144] | cumBusyMs[143:96] | cumEnergyMj[95:48]
+///   | cumAllocatedMs[47:0]
 type EntryHead is uint256;
 
 using EntryHeadLibrary for EntryHead global;
@@ -17,15 +17,16 @@ using EntryHeadLibrary for EntryHead global;
 uint256 constant ENTRY_LEASE_ID_SHIFT = 224; // the top 32 bits: no mask
 uint256 constant ENTRY_SEQ_SHIFT = 192;
 uint256 constant ENTRY_SEQ_MASK = 0xffffffff;
-uint256 constant ENTRY_WINDOW_START_SHIFT = 144;
-uint256 constant ENTRY_WINDOW_END_SHIFT = 96;
-uint256 constant ENTRY_CUM_BUSY_SHIFT = 48;
-/// @dev Mask of the head's 48-bit fields (window start and end, busy, energy at shift 0) and of cumAllocatedMs.
+uint256 constant ENTRY_WINDOW_END_SHIFT = 144;
+uint256 constant ENTRY_CUM_BUSY_SHIFT = 96;
+uint256 constant ENTRY_CUM_ENERGY_SHIFT = 48;
+/// @dev Mask of the head's 48-bit fields (window end, busy, energy, and cumAllocatedMs at shift 0) and of
+/// cumSmActiveMs.
 uint256 constant ENTRY_FIELD_MASK = 0xffffffffffff;
 
-/// @dev The calldata word at byte 32: cumAllocatedMs[255:208] | flags[207:200] | (prevReportHash's first bytes).
+/// @dev The calldata word at byte 32: cumSmActiveMs[255:208] | flags[207:200] | (prevReportHash's first bytes).
 uint256 constant ENTRY_WORD1 = 32;
-uint256 constant ENTRY_CUM_ALLOC_SHIFT = 208; // the top 48 bits of that word: no mask
+uint256 constant ENTRY_CUM_SM_SHIFT = 208; // the top 48 bits of that word: no mask
 uint256 constant ENTRY_FLAGS_SHIFT = 200;
 uint256 constant ENTRY_FLAGS_MASK = 0xff;
 /// @dev Flag bit 0: the lease's lastReportHash follows at ENTRY_LAST_HASH (else it is prevReportHash). The only
@@ -64,10 +65,6 @@ library EntryHeadLibrary {
         return (EntryHead.unwrap(h) >> ENTRY_SEQ_SHIFT) & ENTRY_SEQ_MASK;
     }
 
-    function windowStartMs(EntryHead h) internal pure returns (uint256) {
-        return (EntryHead.unwrap(h) >> ENTRY_WINDOW_START_SHIFT) & ENTRY_FIELD_MASK;
-    }
-
     function windowEndMs(EntryHead h) internal pure returns (uint256) {
         return (EntryHead.unwrap(h) >> ENTRY_WINDOW_END_SHIFT) & ENTRY_FIELD_MASK;
     }
@@ -77,6 +74,10 @@ library EntryHeadLibrary {
     }
 
     function cumEnergyMj(EntryHead h) internal pure returns (uint256) {
+        return (EntryHead.unwrap(h) >> ENTRY_CUM_ENERGY_SHIFT) & ENTRY_FIELD_MASK;
+    }
+
+    function cumAllocatedMs(EntryHead h) internal pure returns (uint256) {
         return EntryHead.unwrap(h) & ENTRY_FIELD_MASK;
     }
 }

@@ -2,13 +2,14 @@
 pragma solidity ^0.8.24;
 
 import {ILeaseEscrowTypes} from "../interfaces/ILeaseEscrow.sol";
-import {Checkpoint, CKPT_BUSY_OFFSET, CKPT_ALLOC_OFFSET, CKPT_FIELD_MASK} from "./Checkpoint.sol";
+import {Checkpoint, CKPT_FIELD_MASK} from "./Checkpoint.sol";
 
 /// @dev A lease's terms, packed in one word (stored in `LeaseEscrowBase._terms`, committed in the lease's
 /// state hash and carried in every settlement entry):
 ///   nodeId[31:0] | startS[63:32] | durationS[95:64] | gpuCount[111:96] | mode[115:112] | status[119:116]
 ///   | pricePerGpuSecond[215:120]                                     (startS = 0 while Open)
-/// mode: 0 reserved (bills allocated GPU time), 1 metered (bills busy GPU time).
+/// mode (the offer's ICapacityRegistry.BillingMode, 0..2): 0 reserved (bills allocated GPU time), 1 metered
+/// (bills busy GPU time), 2 SM-active (bills SM-active GPU time: pay for the compute used).
 /// Each field has one offset and one mask below; the library and the settlement assembly both use them.
 type Terms is uint256;
 
@@ -29,13 +30,19 @@ uint256 constant TERMS_PRICE_OFFSET = 120;
 uint256 constant TERMS_PRICE_MASK = 0xffffffffffffffffffffffff;
 /// @dev uint8(LeaseStatus.Active), for assembly (LeaseEscrowBase's constructor checks that they agree).
 uint256 constant TERMS_STATUS_ACTIVE = 2;
+/// @dev Where each billing mode's cumulative billable counter sits in the checkpoint word: byte `mode` of this
+/// table (from the least significant) is the counter's offset, CKPT_ALLOC_OFFSET (80 = 0x50) for mode 0,
+/// CKPT_BUSY_OFFSET (32 = 0x20) for mode 1, CKPT_SM_OFFSET (176 = 0xb0) for mode 2. `billOffset` and the
+/// settlement assembly both read it (one lookup, no branch); LeaseEscrowBase's constructor checks it against
+/// the offsets.
+uint256 constant TERMS_BILL_OFFSETS = 0xb02050;
 
 /// @title TermsLibrary
 /// @notice Packs and unpacks `Terms` (layout above). Getters return the field's value, never more bits.
 library TermsLibrary {
     /// @dev Terms of a lease just opened (status Open, not started), fields from the most significant down. Each
     /// argument must fit its field: the caller checks the price against TERMS_PRICE_MASK; the others come from
-    /// the offer (uint32 duration, uint16 GPU count, a two-value billing mode, node ids below 2^32 as
+    /// the offer (uint32 duration, uint16 GPU count, a three-value billing mode, node ids below 2^32 as
     /// settlement entries assume).
     function open(uint256 price_, uint256 mode_, uint256 gpuCount_, uint256 durationS_, uint256 nodeId_)
         internal
@@ -79,7 +86,8 @@ library TermsLibrary {
         return (Terms.unwrap(t) >> TERMS_GPUS_OFFSET) & TERMS_GPUS_MASK;
     }
 
-    /// @dev Billing mode: 0 reserved (bills allocated time), 1 metered (bills busy time).
+    /// @dev Billing mode: 0 reserved (bills allocated time), 1 metered (bills busy time), 2 SM-active (bills
+    /// SM-active time).
     function mode(Terms t) internal pure returns (uint256) {
         return (Terms.unwrap(t) >> TERMS_MODE_OFFSET) & TERMS_MODE_MASK;
     }
@@ -121,19 +129,20 @@ library TermsLibrary {
         );
     }
 
-    /// @dev Cumulative billable GPU-ms at checkpoint `c` under the terms' billing mode: allocated time (mode 0,
-    /// reserved) or busy time (mode 1, metered).
-    function billableMs(Terms t, Checkpoint c) internal pure returns (uint256) {
-        return mode(t) == 0
-            ? (Checkpoint.unwrap(c) >> CKPT_ALLOC_OFFSET) & CKPT_FIELD_MASK
-            : (Checkpoint.unwrap(c) >> CKPT_BUSY_OFFSET) & CKPT_FIELD_MASK;
+    /// @dev Offset in the checkpoint word of the counter the terms' billing mode bills (TERMS_BILL_OFFSETS).
+    function billOffset(Terms t) internal pure returns (uint256) {
+        return (TERMS_BILL_OFFSETS >> (((Terms.unwrap(t) >> TERMS_MODE_OFFSET) & TERMS_MODE_MASK) << 3)) & 0xff;
     }
 
-    /// @dev Total charged to the escrow at checkpoint `c`: price × billable GPU-ms / 1000.
+    /// @dev Cumulative billable GPU-ms at checkpoint `c` under the terms' billing mode: allocated time (mode 0,
+    /// reserved), busy time (mode 1, metered) or SM-active time (mode 2).
+    function billableMs(Terms t, Checkpoint c) internal pure returns (uint256) {
+        return (Checkpoint.unwrap(c) >> billOffset(t)) & CKPT_FIELD_MASK;
+    }
+
+    /// @dev Total charged to the escrow at checkpoint `c`: price × billable GPU-ms / 1000 (rounded down once, on
+    /// the total, so each checkpoint charges the growth of this figure and no rounding is lost between them).
     function charged(Terms t, Checkpoint c) internal pure returns (uint256) {
-        uint256 bill = mode(t) == 0
-            ? (Checkpoint.unwrap(c) >> CKPT_ALLOC_OFFSET) & CKPT_FIELD_MASK
-            : (Checkpoint.unwrap(c) >> CKPT_BUSY_OFFSET) & CKPT_FIELD_MASK;
-        return (price(t) * bill) / 1000;
+        return (price(t) * billableMs(t, c)) / 1000;
     }
 }

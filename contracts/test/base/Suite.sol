@@ -6,13 +6,13 @@ import {CapacityRegistry} from "../../src/CapacityRegistry.sol";
 import {Reputation} from "../../src/Reputation.sol";
 import {LeaseEscrow} from "../../src/LeaseEscrow.sol";
 import {LeaseEscrowExtension} from "../../src/LeaseEscrowExtension.sol";
-import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
+import {ICapacityRegistry, NODE_FEATURE_GPM} from "../../src/interfaces/ICapacityRegistry.sol";
 import {ILeaseEscrow, ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
 import {MockERC20} from "../../src/test/MockERC20.sol";
 
 /// @notice Deploys the whole suite the way `ledger.chain.deploy.deploy_suite` does (registry, reputation,
-/// extension, escrow, roles) plus one provider with two nodes, four offers (ETH and a MockERC20, reserved
-/// and metered) and stakes in both tokens. Actors are plain addresses driven with `vm.prank`. Settlement
+/// extension, escrow, roles) plus one provider with two nodes (A with GPM, B without), five offers (ETH and a
+/// MockERC20, reserved and metered; ETH SM-active on node A) and stakes in both tokens. Actors are plain addresses driven with `vm.prank`. Settlement
 /// helpers build packed entries (ILeaseEscrow.sol's header) from EIP-712-signed reports and track every
 /// lease's state (terms, ckpt, lastReportHash) from the settlement events, as ledger.settlement does.
 abstract contract Suite is TestBase {
@@ -43,8 +43,9 @@ abstract contract Suite is TestBase {
     uint256 internal nodeA;
     uint256 internal nodeB;
     /// @dev offers[0] ETH reserved (2 GPUs), [1] ETH metered (1 GPU), [2] token reserved (1 GPU),
-    /// [3] token metered (1 GPU).
-    uint256[4] internal offers;
+    /// [3] token metered (1 GPU), [4] ETH SM-active (1 GPU, node A: GPM).
+    uint256 internal constant N_OFFERS = 5;
+    uint256[N_OFFERS] internal offers;
     uint256 internal t0;
 
     function _deploySuite() internal {
@@ -65,31 +66,24 @@ abstract contract Suite is TestBase {
 
         vm.prank(provider);
         registry.registerProvider(provider, "ipfs://provider");
-        bytes32[] memory gpusA = new bytes32[](3);
+        bytes32[] memory gpusA = new bytes32[](4);
         bytes32[] memory gpusB = new bytes32[](2);
-        for (uint256 i; i < 3; ++i) {
+        for (uint256 i; i < 4; ++i) {
             gpusA[i] = keccak256(abi.encodePacked("GPU-aaaa-", i));
         }
         for (uint256 i; i < 2; ++i) {
             gpusB[i] = keccak256(abi.encodePacked("GPU-bbbb-", i));
         }
         vm.startPrank(provider);
-        nodeA = registry.registerNode(attestor, "NVIDIA H100", gpusA, 81_559, MAX_POWER_MW, "eu-west1");
-        nodeB = registry.registerNode(attestor, "NVIDIA L4", gpusB, 23_034, MAX_POWER_MW, "us-east1");
+        nodeA = registry.registerNode(attestor, "NVIDIA H100", gpusA, 81_559, MAX_POWER_MW, "eu-west1", NODE_FEATURE_GPM);
+        nodeB = registry.registerNode(attestor, "NVIDIA L4", gpusB, 23_034, MAX_POWER_MW, "us-east1", 0);
         uint64 from = uint64(t0);
         uint64 until = uint64(t0 + OFFER_SPAN_S);
-        offers[0] = registry.publishOffer(
-            nodeA, 0x3, ETH_PRICE, address(0), ICapacityRegistry.BillingMode.Reserved, from, until, 0, bytes32(0)
-        );
-        offers[1] = registry.publishOffer(
-            nodeA, 0x4, ETH_PRICE, address(0), ICapacityRegistry.BillingMode.Metered, from, until, 0, bytes32(0)
-        );
-        offers[2] = registry.publishOffer(
-            nodeB, 0x1, TOKEN_PRICE, address(token), ICapacityRegistry.BillingMode.Reserved, from, until, 0, bytes32(0)
-        );
-        offers[3] = registry.publishOffer(
-            nodeB, 0x2, TOKEN_PRICE, address(token), ICapacityRegistry.BillingMode.Metered, from, until, 0, bytes32(0)
-        );
+        offers[0] = registry.publishOffer(nodeA, 0x3, ETH_PRICE, address(0), RESERVED, from, until, 0, bytes32(0));
+        offers[1] = registry.publishOffer(nodeA, 0x4, ETH_PRICE, address(0), METERED, from, until, 0, bytes32(0));
+        offers[2] = registry.publishOffer(nodeB, 0x1, TOKEN_PRICE, address(token), RESERVED, from, until, 0, bytes32(0));
+        offers[3] = registry.publishOffer(nodeB, 0x2, TOKEN_PRICE, address(token), METERED, from, until, 0, bytes32(0));
+        offers[4] = registry.publishOffer(nodeA, 0x8, ETH_PRICE, address(0), SM_ACTIVE, from, until, 0, bytes32(0));
         vm.stopPrank();
 
         // Stakes (slashed to buyers on provider fault) and some rights resold to a second holder.
@@ -101,7 +95,7 @@ abstract contract Suite is TestBase {
         token.approve(address(registry), TOKEN_STAKE);
         vm.prank(provider);
         registry.stake(address(token), TOKEN_STAKE);
-        for (uint256 i; i < 4; ++i) {
+        for (uint256 i; i < N_OFFERS; ++i) {
             uint256 half = registry.balanceOf(provider, offers[i]) / 2;
             vm.prank(provider);
             registry.safeTransferFrom(provider, reseller, offers[i], half, "");
@@ -116,8 +110,32 @@ abstract contract Suite is TestBase {
 
     // --- helpers shared by fuzz tests and the invariant handler ------------------------------------
 
+    uint8 internal constant RESERVED = uint8(ICapacityRegistry.BillingMode.Reserved);
+    uint8 internal constant METERED = uint8(ICapacityRegistry.BillingMode.Metered);
+    uint8 internal constant SM_ACTIVE = uint8(ICapacityRegistry.BillingMode.SmActive);
+
+    /// @dev Whether offer `offerIdx` is paid in ETH (else in the MockERC20).
+    function _isEth(uint256 offerIdx) internal pure returns (bool) {
+        return offerIdx < 2 || offerIdx == 4;
+    }
+
     function _price(uint256 offerIdx) internal pure returns (uint256) {
-        return offerIdx < 2 ? ETH_PRICE : TOKEN_PRICE;
+        return _isEth(offerIdx) ? ETH_PRICE : TOKEN_PRICE;
+    }
+
+    /// @dev Cumulative billable GPU-ms of a checkpoint word under billing mode `mode` (0 allocated, 1 busy,
+    /// 2 SM-active), written out from ILeaseEscrow's header.
+    function _billable(uint256 mode, uint256 ckpt) internal pure returns (uint256) {
+        if (mode == 0) return (ckpt >> 80) & M48;
+        if (mode == 1) return (ckpt >> 32) & M48;
+        return (ckpt >> 176) & M48;
+    }
+
+    /// @dev The ckpt word a settled report must leave (ILeaseEscrow's header): seq | cumBusy << 32 |
+    /// cumAlloc << 80 | cumEnergy << 128 | cumSmActive << 176 | settledAt << 224.
+    function _ckptOf(ILeaseEscrowTypes.MeteringReport memory r, uint256 settledAt) internal pure returns (uint256) {
+        return uint256(r.seq) | (uint256(r.cumBusyMs) << 32) | (uint256(r.cumAllocatedMs) << 80)
+            | (uint256(r.cumEnergyMj) << 128) | (uint256(r.cumSmActiveMs) << 176) | (settledAt << 224);
     }
 
     // --- settlement state, as a client tracks it (ILeaseEscrow.sol's header) ----------------------------
@@ -182,11 +200,10 @@ abstract contract Suite is TestBase {
         return terms[0];
     }
 
-    /// @dev The lease's checkpoint before its first settlement (0 while Open).
+    /// @dev The lease's checkpoint before its first settlement: 0 while Open, then every counter 0 and the
+    /// challenge clock at activation.
     function _initialCkpt(uint256 terms) internal pure returns (uint256) {
-        uint256 startS = (terms >> 32) & M32;
-        if (startS == 0) return 0;
-        return ((startS * 1000) << 176) | (startS << 224);
+        return ((terms >> 32) & M32) << 224;
     }
 
     /// @dev The lease's state as tracked from the CheckpointsSettled records this suite saw.
@@ -217,8 +234,9 @@ abstract contract Suite is TestBase {
     function _windowHash(ILeaseEscrowTypes.MeteringReport memory r) internal view returns (bytes32) {
         return keccak256(
             bytes.concat(
-                abi.encode(ext.WINDOW_TYPEHASH(), r.gpuSetHash, r.busyMs, r.energyMj, r.allocatedMs),
-                abi.encode(r.maxMemUsedMiB, r.sampleCount, r.samplesRoot, r.flags, r.configHash)
+                abi.encode(ext.WINDOW_TYPEHASH(), r.windowStartMs, r.gpuSetHash, r.busyMs, r.smActiveMs),
+                abi.encode(r.tensorActiveMs, r.energyMj, r.allocatedMs, r.maxMemUsedMiB, r.sampleCount),
+                abi.encode(r.samplesRoot, r.flags, r.configHash)
             )
         );
     }
@@ -227,8 +245,8 @@ abstract contract Suite is TestBase {
     function _structHash(ILeaseEscrowTypes.MeteringReport memory r) internal view returns (bytes32) {
         return keccak256(
             bytes.concat(
-                abi.encode(ext.REPORT_TYPEHASH(), r.leaseId, r.seq, r.prevReportHash, r.windowStartMs),
-                abi.encode(r.windowEndMs, r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, _windowHash(r))
+                abi.encode(ext.REPORT_TYPEHASH(), r.leaseId, r.seq, r.prevReportHash, r.windowEndMs),
+                abi.encode(r.cumBusyMs, r.cumEnergyMj, r.cumAllocatedMs, r.cumSmActiveMs, _windowHash(r))
             )
         );
     }
@@ -254,17 +272,17 @@ abstract contract Suite is TestBase {
         bool withLast
     ) internal view returns (bytes memory entry) {
         if (
-            r.leaseId > M32 || r.seq > M32 || r.windowStartMs > M48 || r.windowEndMs > M48 || r.cumBusyMs > M48
-                || r.cumEnergyMj > M48 || r.cumAllocatedMs > M48
+            r.leaseId > M32 || r.seq > M32 || r.windowEndMs > M48 || r.cumBusyMs > M48 || r.cumEnergyMj > M48
+                || r.cumAllocatedMs > M48 || r.cumSmActiveMs > M48
         ) revert EntryFieldTooWide();
         bytes memory head = abi.encodePacked(
             uint32(r.leaseId),
             uint32(r.seq),
-            uint48(r.windowStartMs),
             uint48(r.windowEndMs),
             uint48(r.cumBusyMs),
             uint48(r.cumEnergyMj),
             uint48(r.cumAllocatedMs),
+            uint48(r.cumSmActiveMs),
             uint8(withLast ? 1 : 0)
         );
         entry = abi.encodePacked(head, r.prevReportHash, _windowHash(r), sigR, sigVs, s.terms, s.ckpt);
@@ -367,7 +385,7 @@ abstract contract Suite is TestBase {
     {
         uint256 escrowed = _price(offerIdx) * registry.offer(offers[offerIdx]).gpuCount * durationS;
         total = escrowed + (escrowed * escrow.feeBpsFor(provider)) / 10_000;
-        if (offerIdx < 2) {
+        if (_isEth(offerIdx)) {
             vm.deal(buyer, buyer.balance + total);
             vm.prank(buyer);
             leaseId = escrow.openLease{value: total}(offers[offerIdx], holder, durationS, startBy, total);
@@ -380,26 +398,31 @@ abstract contract Suite is TestBase {
         }
     }
 
-    /// @dev A report for `leaseId` following the given settled state (seq + 1, chained, window from `fromMs`).
-    function _report(
-        uint256 leaseId,
-        uint64 seq,
-        bytes32 prev,
-        uint64 fromMs,
-        uint64 toMs,
-        uint64 cumBusy,
-        uint64 cumAlloc,
-        uint64 cumEnergy
-    ) internal view returns (ILeaseEscrowTypes.MeteringReport memory r) {
+    /// @dev Cumulative counters of a report: busy, allocated, energy, SM-active.
+    struct Cum {
+        uint64 busy;
+        uint64 alloc;
+        uint64 energy;
+        uint64 sm;
+    }
+
+    /// @dev A report for `leaseId` (window (`fromMs`, `toMs`], cumulative counters `c`; the window's own figures
+    /// are left to the caller: the escrow only sees their hash).
+    function _report(uint256 leaseId, uint64 seq, bytes32 prev, uint64 fromMs, uint64 toMs, Cum memory c)
+        internal
+        view
+        returns (ILeaseEscrowTypes.MeteringReport memory r)
+    {
         r.leaseId = leaseId;
         r.seq = seq;
         r.prevReportHash = prev;
         r.windowStartMs = fromMs;
         r.windowEndMs = toMs;
         r.gpuSetHash = escrow.lease(leaseId).gpuSetHash;
-        r.cumBusyMs = cumBusy;
-        r.cumAllocatedMs = cumAlloc;
-        r.cumEnergyMj = cumEnergy;
+        r.cumBusyMs = c.busy;
+        r.cumAllocatedMs = c.alloc;
+        r.cumEnergyMj = c.energy;
+        r.cumSmActiveMs = c.sm;
         r.maxMemUsedMiB = 1024;
         r.sampleCount = 60;
         r.samplesRoot = keccak256("samples");

@@ -8,12 +8,14 @@ import {LeaseEscrowPathsHarness} from "./LeaseEscrowPathsHarness.sol";
 
 /// @notice Differential test of settlement's two paths: the assembly fast path (`_fastSettle`) and the checked
 /// Solidity path (`_settleOne`), each run alone on a copy of the same state (vm.snapshotState / revertToState)
-/// with the same fuzzed entry, valid or broken in one way (stale state, lease not Active, replayed seq, broken
-/// hash chain, window before the last one / empty / past the lease / in the future, a counter going down, time
-/// over capacity, energy over cap, bad / foreign / malleable signature, unknown lease, a report exhausting the
-/// escrow). They must agree: accept the same entries with the same record (charge included) and the same
-/// state written, and reject the same, the fast path writing nothing when it declines. The one entry the fast
-/// path leaves to the checked path by design is the one that exhausts the lease.
+/// with the same fuzzed entry on a lease of any billing mode (reserved, metered, SM-active), valid or broken in
+/// one way (stale state, lease not Active, replayed seq, broken hash chain, window ending at or before the lease
+/// start / past the lease / in the future, one of the four counters going down, busy above allocated,
+/// allocated or SM-active time over capacity, energy over cap, bad / foreign / malleable signature, unknown
+/// lease, a report exhausting the escrow), or valid with its window ending before the last settled one (v2
+/// does not compare windows). They must agree: accept the same entries with the same record (charge included)
+/// and the same state written, and reject the same, the fast path writing nothing when it declines. The one
+/// entry the fast path leaves to the checked path by design is the one that exhausts the lease.
 contract SettlePathsDifferentialTest is Suite {
     uint256 internal constant OTHER_PK = 0xB0B5EC;
     /// @dev Node B's attestor (node A keeps the suite's): a fast path that kept the wrong node's memo would check
@@ -23,17 +25,18 @@ contract SettlePathsDifferentialTest is Suite {
     /// @dev secp256k1 order / 2: ECDSA accepts s up to this.
     uint256 internal constant HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
     uint256 internal constant SETTLED_FLAG = 1 << 255;
-    uint256 internal constant KINDS = 17;
+    uint256 internal constant KINDS = 18;
 
-    /// @dev What broke the entry (0: nothing; 16: nothing either, but it bills the whole escrow).
+    /// @dev What broke the entry (0: nothing; 16: nothing either, but it bills the whole escrow; 17: nothing
+    /// either, but its window ends before the last settled one).
     enum Kind {
         Valid,
         StaleState,
         NotActive,
         SeqNotAdvancing,
         BrokenChain,
-        WindowBeforeLast,
-        WindowEmpty,
+        WindowNotAfterStart,
+        BusyAboveAllocated,
         WindowPastLease,
         WindowInFuture,
         CounterDecreased,
@@ -43,7 +46,8 @@ contract SettlePathsDifferentialTest is Suite {
         ForeignSigner,
         MalleableSignature,
         UnknownLease,
-        Exhausting
+        Exhausting,
+        EarlierWindow
     }
 
     /// @dev Fuzzed choices of one entry; each field is bounded where it is used.
@@ -73,9 +77,11 @@ contract SettlePathsDifferentialTest is Suite {
     }
 
     LeaseEscrowPathsHarness internal paths;
-    /// @dev One lease per offer (2-GPU reserved, metered, token reserved, token metered), all Active; 0 and 2
-    /// have a settled checkpoint.
-    uint256[4] internal leases;
+    /// @dev One lease per offer (2-GPU reserved, metered, token reserved, token metered, SM-active), all
+    /// Active; 0, 2 and 4 have a settled checkpoint.
+    uint256[N_OFFERS] internal leases;
+    /// @dev End of each lease's last settled window (the checkpoint no longer holds it).
+    mapping(uint256 leaseId => uint256) internal lastEnd;
 
     /// @dev The harness is over EIP-170's size: run its constructor as a call at a fixed address and install
     /// the code it returns (immutables included) there, as forge-std's deployCodeTo does.
@@ -98,19 +104,22 @@ contract SettlePathsDifferentialTest is Suite {
         paths = LeaseEscrowPathsHarness(payable(address(escrow)));
         vm.prank(provider);
         registry.rotateAttestor(nodeB, vm.addr(ATTESTOR_B_PK));
-        for (uint256 i; i < 4; ++i) {
+        for (uint256 i; i < N_OFFERS; ++i) {
             (leases[i],) = _open(buyers[i % 3], i, provider, uint32(LEASE_S), uint64(block.timestamp + 60));
             vm.prank(provider);
             escrow.activateLease(leases[i]);
+            lastEnd[leases[i]] = escrow.lease(leases[i]).startMs;
         }
         vm.warp(block.timestamp + 600);
-        for (uint256 i; i < 4; i += 2) {
+        for (uint256 i; i < N_OFFERS; i += 2) {
             ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leases[i]);
             uint64 toMs = uint64(block.timestamp * 1000);
-            uint64 busy = uint64((toMs - l.startMs) * l.gpuCount / 2);
+            // counters at a fraction of the capacity so far, so an earlier window end can still hold them
+            uint64 cap = uint64((toMs - l.startMs) * l.gpuCount);
             ILeaseEscrowTypes.MeteringReport memory r =
-                _report(leases[i], 1, bytes32(0), l.startMs, toMs, busy, busy * 2, busy);
+                _report(leases[i], 1, bytes32(0), l.startMs, toMs, Cum(cap / 4, cap / 2, cap / 4, (cap * 3) / 8));
             assertTrue(_submit(_entry(_attestorKey(l.nodeId), r, _state(leases[i]), false), false).ok, "first checkpoint");
+            lastEnd[leases[i]] = toMs;
         }
     }
 
@@ -189,7 +198,7 @@ contract SettlePathsDifferentialTest is Suite {
             }
         }
         // the verdict the entry deserves
-        if (kind == Kind.Valid) {
+        if (kind == Kind.Valid || kind == Kind.EarlierWindow) {
             assertTrue(checked.settled, "valid entry settled");
         } else if (kind == Kind.Exhausting) {
             assertTrue(exhausted && !fast.settled, "exhausting entry: checked path ends the lease");
@@ -216,10 +225,10 @@ contract SettlePathsDifferentialTest is Suite {
         if (kind == Kind.NotActive) return (ILeaseEscrowTypes.LeaseEscrowBadStatus.selector, 0);
         if (kind == Kind.SeqNotAdvancing) return (ILeaseEscrowTypes.LeaseEscrowStaleReport.selector, 0);
         if (kind == Kind.BrokenChain) return (ILeaseEscrowTypes.LeaseEscrowBrokenChain.selector, 0);
-        if (kind == Kind.WindowBeforeLast || kind == Kind.WindowEmpty) {
-            return (ILeaseEscrowTypes.LeaseEscrowBadWindow.selector, 0);
+        if (kind == Kind.WindowNotAfterStart || kind == Kind.WindowPastLease) {
+            return (ILeaseEscrowTypes.LeaseEscrowWindowOutsideLease.selector, 0);
         }
-        if (kind == Kind.WindowPastLease) return (ILeaseEscrowTypes.LeaseEscrowWindowOutsideLease.selector, 0);
+        if (kind == Kind.BusyAboveAllocated) return (ILeaseEscrowTypes.LeaseEscrowBusyAboveAllocated.selector, 0);
         if (kind == Kind.WindowInFuture) {
             // a window ending in the future may also end after the lease, which is checked first
             return (
@@ -263,27 +272,30 @@ contract SettlePathsDifferentialTest is Suite {
 
     // --- building entries ---------------------------------------------------------------------------
 
-    /// @dev Last settled values of a lease, from its checkpoint word.
+    /// @dev Last settled values of a lease: its checkpoint word's, and the end of its last settled window.
     struct Last {
         uint256 seq;
         uint256 busy;
         uint256 alloc;
         uint256 energy;
+        uint256 sm;
         uint256 windowEnd;
     }
 
-    function _last(uint256 ckpt) internal pure returns (Last memory l) {
+    function _last(LeaseState memory s) internal view returns (Last memory l) {
+        uint256 ckpt = s.ckpt;
         l.seq = ckpt & M32;
         l.busy = (ckpt >> 32) & M48;
         l.alloc = (ckpt >> 80) & M48;
         l.energy = (ckpt >> 128) & M48;
-        l.windowEnd = (ckpt >> 176) & M48;
+        l.sm = (ckpt >> 176) & M48;
+        l.windowEnd = lastEnd[s.leaseId];
     }
 
     function _build(Kind kind, Draw memory d) internal returns (bytes memory entry, uint256 leaseId, uint256 memo) {
-        // the lease: counter-decreasing entries need one with a settled checkpoint
-        uint256 idx = d.lease % 4;
-        if (kind == Kind.CounterDecreased) idx &= 2;
+        // the lease: counter-decreasing and earlier-window entries need one with a settled checkpoint
+        uint256 idx = d.lease % N_OFFERS;
+        if (kind == Kind.CounterDecreased || kind == Kind.EarlierWindow) idx = (idx % 3) * 2;
         leaseId = leases[idx];
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
 
@@ -295,7 +307,7 @@ contract SettlePathsDifferentialTest is Suite {
         }
         if (kind == Kind.NotActive) (leaseId, l) = _notActive(idx, d.twist);
         LeaseState memory s = _state(leaseId);
-        Last memory last = _last(s.ckpt);
+        Last memory last = _last(s);
         ILeaseEscrowTypes.MeteringReport memory r = _validReport(l, s, last, d);
 
         _break(kind, r, l, last, d);
@@ -322,9 +334,10 @@ contract SettlePathsDifferentialTest is Suite {
         l = escrow.lease(leaseId);
     }
 
-    /// @dev A report the escrow accepts for lease `l` in state `s` at the current time: the next window (from the
-    /// last window's end, or later), counters within capacity and the energy cap. `d.edges` pins values to their
-    /// bounds: the window to now / the lease end, busy and allocated time to capacity, energy to the cap.
+    /// @dev A report the escrow accepts for lease `l` in state `s` at the current time: a window ending after the
+    /// last one's end (or later), counters within their bounds (busy within allocated, allocated and SM-active
+    /// within capacity, energy within the cap). `d.edges` pins values to their bounds: the window end to now /
+    /// the lease end, allocated, SM-active and busy time to capacity / allocated time, energy to the cap.
     function _validReport(
         ILeaseEscrowTypes.LeaseView memory l,
         LeaseState memory s,
@@ -332,21 +345,26 @@ contract SettlePathsDifferentialTest is Suite {
         Draw memory d
     ) internal view returns (ILeaseEscrowTypes.MeteringReport memory r) {
         uint256 nowMs = block.timestamp * 1000;
-        uint256 hi = l.startMs == 0 ? last.windowEnd + 60_000 : (l.endMs < nowMs ? l.endMs : nowMs);
-        if (hi <= last.windowEnd) hi = last.windowEnd + 1;
-        uint256 start = last.windowEnd + d.start % (hi - last.windowEnd);
-        uint256 end = d.edges & 1 != 0 ? hi : bound(d.end, start + 1, hi);
+        uint256 lo = last.windowEnd == 0 ? l.startMs : last.windowEnd; // (an Open lease: start 0)
+        uint256 hi = l.startMs == 0 ? lo + 60_000 : (l.endMs < nowMs ? l.endMs : nowMs);
+        if (hi <= lo) hi = lo + 1;
+        uint256 end = d.edges & 1 != 0 ? hi : bound(d.end, lo + 1, hi);
         uint256 cap = l.gpuCount * (end - l.startMs);
-        uint256 alloc = d.edges & 2 != 0 ? cap : bound(d.alloc, last.alloc, cap);
-        uint256 busy = d.edges & 4 != 0 ? cap : bound(d.busy, last.busy, cap);
+        Cum memory c;
+        c.alloc = uint64(d.edges & 2 != 0 ? cap : bound(d.alloc, last.alloc, cap));
+        c.busy = uint64(d.edges & 4 != 0 ? c.alloc : bound(d.busy, last.busy, c.alloc));
+        c.sm = uint64(d.edges & 16 != 0 ? cap : bound(d.busy >> 64, last.sm, cap));
         uint256 energyCap = _energyCap(cap);
-        uint256 energy = d.edges & 8 != 0 ? energyCap : bound(d.energy, last.energy, energyCap);
+        c.energy = uint64(d.edges & 8 != 0 ? energyCap : bound(d.energy, last.energy, energyCap));
         uint256 seq = last.seq + 1 + (d.gap % 4 == 0 ? d.gap % 100 : 0);
         bytes32 prev = seq == last.seq + 1 ? s.lastHash : keccak256(abi.encode("another report", d.gap));
-        r = _report(s.leaseId, uint64(seq), prev, uint64(start), uint64(end), uint64(busy), uint64(alloc), uint64(energy));
-        r.busyMs = uint64(busy - last.busy);
-        r.allocatedMs = uint64(alloc - last.alloc);
-        r.energyMj = uint64(energy - last.energy);
+        // the window's start is the attestor's (signed in WindowDetail, not checked on chain)
+        r = _report(s.leaseId, uint64(seq), prev, uint64(lo + d.start % (end - lo)), uint64(end), c);
+        r.busyMs = uint64(c.busy - last.busy);
+        r.allocatedMs = uint64(c.alloc - last.alloc);
+        r.energyMj = uint64(c.energy - last.energy);
+        r.smActiveMs = uint64(c.sm - last.sm);
+        r.tensorActiveMs = r.smActiveMs / 3;
     }
 
     /// @dev Breaks the valid report `r` in the way `kind` names (signatures and state words break later).
@@ -363,23 +381,43 @@ contract SettlePathsDifferentialTest is Suite {
         } else if (kind == Kind.BrokenChain) {
             r.seq = uint64(last.seq + 1);
             r.prevReportHash = keccak256(abi.encode("not the last report", t));
-        } else if (kind == Kind.WindowBeforeLast) {
-            r.windowStartMs = uint64(last.windowEnd - _past(t, 60_000));
-        } else if (kind == Kind.WindowEmpty) {
-            r.windowEndMs = uint64(r.windowStartMs - t % (r.windowStartMs - last.windowEnd + 1));
+        } else if (kind == Kind.WindowNotAfterStart) {
+            r.windowEndMs = uint64(l.startMs - (t % 2 == 0 ? 0 : _past(t >> 1, l.startMs)));
+        } else if (kind == Kind.BusyAboveAllocated) {
+            r.cumBusyMs = uint64(r.cumAllocatedMs + _past(t, 100_000));
+        } else if (kind == Kind.EarlierWindow) {
+            // any end from the first millisecond the settled counters fit to just before the last end; the
+            // counters stay as settled (they cannot grow past that earlier capacity in general)
+            uint256 need = last.alloc > last.sm ? last.alloc : last.sm;
+            uint256 from = l.startMs + need / l.gpuCount + 1;
+            uint256 eFrom = l.startMs + (last.energy * 10_000_000) / (uint256(MAX_POWER_MW) * 10_500 * l.gpuCount) + 1;
+            if (eFrom > from) from = eFrom;
+            require(from < last.windowEnd, "no room for an earlier window end");
+            r.windowEndMs = uint64(from + t % (last.windowEnd - from));
+            r.cumBusyMs = uint64(last.busy);
+            r.cumAllocatedMs = uint64(last.alloc);
+            r.cumEnergyMj = uint64(last.energy);
+            r.cumSmActiveMs = uint64(last.sm);
         } else if (kind == Kind.WindowPastLease) {
             r.windowEndMs = uint64(l.endMs + _past(t, block.timestamp * 1000 - l.endMs));
         } else if (kind == Kind.WindowInFuture) {
             r.windowEndMs = uint64(block.timestamp * 1000 + _past(t, 600_000));
         } else if (kind == Kind.CounterDecreased) {
-            uint256 c = (t >> 8) % 3;
-            if (c == 0) r.cumBusyMs = uint64(last.busy - _past(t, last.busy));
-            else if (c == 1) r.cumAllocatedMs = uint64(last.alloc - _past(t, last.alloc));
-            else r.cumEnergyMj = uint64(last.energy - _past(t, last.energy));
+            uint256 c = (t >> 8) % 4;
+            if (c == 0) {
+                r.cumBusyMs = uint64(last.busy - _past(t, last.busy));
+            } else if (c == 1) {
+                r.cumAllocatedMs = uint64(last.alloc - _past(t, last.alloc));
+                if (r.cumBusyMs > r.cumAllocatedMs) r.cumBusyMs = r.cumAllocatedMs; // (may go down too)
+            } else if (c == 2) {
+                r.cumEnergyMj = uint64(last.energy - _past(t, last.energy));
+            } else {
+                r.cumSmActiveMs = uint64(last.sm - _past(t, last.sm));
+            }
         } else if (kind == Kind.TimeOverCapacity) {
             uint64 over = uint64(l.gpuCount * (r.windowEndMs - l.startMs) + _past(t, 100_000));
-            if ((t >> 8) % 2 == 0) r.cumBusyMs = over;
-            else r.cumAllocatedMs = over;
+            if ((t >> 8) % 2 == 0) r.cumSmActiveMs = over;
+            else r.cumAllocatedMs = over; // busy stays within it
         } else if (kind == Kind.EnergyOverCap) {
             r.cumEnergyMj = uint64(_energyCap(l.gpuCount * (r.windowEndMs - l.startMs)) + _past(t, 100_000));
         } else if (kind == Kind.UnknownLease) {
@@ -390,6 +428,7 @@ contract SettlePathsDifferentialTest is Suite {
             r.windowEndMs = l.endMs;
             r.cumAllocatedMs = uint64(full);
             r.cumBusyMs = uint64(full);
+            r.cumSmActiveMs = uint64(full);
             r.cumEnergyMj = uint64(_energyCap(full));
         }
     }

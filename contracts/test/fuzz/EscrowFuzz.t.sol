@@ -2,10 +2,13 @@
 pragma solidity ^0.8.24;
 
 import {Suite} from "../base/Suite.sol";
+import {Vm} from "../base/TestBase.sol";
 import {ILeaseEscrowTypes} from "../../src/interfaces/ILeaseEscrow.sol";
+import {ICapacityRegistry, NODE_FEATURE_GPM} from "../../src/interfaces/ICapacityRegistry.sol";
 
-/// @notice Property tests of single escrow operations with fuzzed amounts: charges, fees, top-ups, disputes,
-/// and the lease state commitment every settlement and cold call is checked against.
+/// @notice Property tests of single escrow operations with fuzzed amounts: charges (every billing mode, the
+/// v2 cumulative bounds), fees, top-ups, disputes, the registry's node features, and the lease state
+/// commitment every settlement and cold call is checked against.
 contract EscrowFuzzTest is Suite {
     function setUp() public {
         _deploySuite();
@@ -20,22 +23,29 @@ contract EscrowFuzzTest is Suite {
 
     /// @dev Settles one report (seq 1, whole lease so far) with the given cumulative counters; returns the
     /// revert data ("" when settled). A settled report must leave exactly one record, whose ckpt and report
-    /// hash are the lease's new committed state.
-    function _settleFirst(uint256 leaseId, uint64 toMs, uint64 cumBusy, uint64 cumAlloc) internal returns (bytes memory err) {
+    /// hash are the lease's new committed state, and charge price × the mode's counter / 1000.
+    function _settleFirst(uint256 leaseId, uint64 toMs, Cum memory c) internal returns (bytes memory err) {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
-        ILeaseEscrowTypes.MeteringReport memory r = _report(leaseId, 1, bytes32(0), l.startMs, toMs, cumBusy, cumAlloc, 0);
-        r.busyMs = cumBusy;
-        r.allocatedMs = cumAlloc;
+        ILeaseEscrowTypes.MeteringReport memory r = _report(leaseId, 1, bytes32(0), l.startMs, toMs, c);
+        r.busyMs = c.busy;
+        r.allocatedMs = c.alloc;
+        r.smActiveMs = c.sm;
+        r.energyMj = c.energy;
         Outcome memory o = _submit(_entry(ATTESTOR_PK, r, _state(leaseId), false), false);
         if (!o.ok) return o.ret.length == 0 ? bytes("?") : o.ret;
         _assertSettled(o, r);
-        uint256 bill = l.billingMode == 0 ? cumAlloc : cumBusy;
+        uint256 bill = l.billingMode == 0 ? c.alloc : l.billingMode == 1 ? c.busy : c.sm;
         assertEq(o.records[0].charged, (l.pricePerGpuSecond * bill) / 1000, "record charged");
         return "";
     }
 
+    /// @dev Cumulative counters (busy, allocated, energy, SM-active).
+    function _cum(uint256 busy, uint256 alloc, uint256 energy, uint256 sm) internal pure returns (Cum memory) {
+        return Cum(uint64(busy), uint64(alloc), uint64(energy), uint64(sm));
+    }
+
     /// @dev One settlement event with one record: the report's struct hash and the ckpt the escrow must
-    /// have built (seq | cumBusy << 32 | cumAlloc << 80 | cumEnergy << 128 | windowEnd << 176 | now << 224),
+    /// have built (seq | cumBusy << 32 | cumAlloc << 80 | cumEnergy << 128 | cumSmActive << 176 | now << 224),
     /// and the commitment is now keccak256(abi.encode(terms, that ckpt, that hash)).
     function _assertSettled(Outcome memory o, ILeaseEscrowTypes.MeteringReport memory r) internal view {
         assertEq(o.singleEvents, 1, "settle emits one CheckpointSettled");
@@ -45,33 +55,37 @@ contract EscrowFuzzTest is Suite {
         assertEq(rec.leaseId, r.leaseId, "record lease");
         assertEq(rec.reportHash, escrow.hashReport(r), "record hash = hashReport");
         assertEq(rec.reportHash, _structHash(r), "record hash = EIP-712 struct hash");
-        uint256 want = uint256(r.seq) | (uint256(r.cumBusyMs) << 32) | (uint256(r.cumAllocatedMs) << 80)
-            | (uint256(r.cumEnergyMj) << 128) | (uint256(r.windowEndMs) << 176) | (block.timestamp << 224);
-        assertEq(rec.ckpt, want, "record ckpt");
+        assertEq(rec.ckpt, _ckptOf(r, block.timestamp), "record ckpt");
         LeaseState memory s = _state(r.leaseId);
         assertEq(_commitment(s), escrow.stateHash(r.leaseId), "stateHash = keccak(terms, ckpt, lastHash)");
     }
 
-    /// @notice The charge is price × billable / 1000, never above escrow; billing the full capacity
-    /// exhausts the lease and leaves nothing to refund. `exhaust` bills the whole lease (else random).
+    /// @notice The charge is price × billable / 1000 under each billing mode (allocated, busy or SM-active
+    /// time), never above escrow; billing the full capacity exhausts the lease and leaves nothing to refund.
+    /// `exhaust` bills the whole lease (else random); the counters not billed are random within their bounds.
     function testFuzz_chargeNeverExceedsEscrow(
         uint32 durationSeed,
         uint256 billSeed,
         uint256 elapsedSeed,
-        bool metered,
-        bool exhaust
+        uint8 modeSeed,
+        bool exhaust,
+        uint256 otherSeed
     ) public {
         uint32 duration = uint32(bound(durationSeed, 1, 3 days));
-        uint256 idx = metered ? 1 : 0;
-        (uint256 leaseId,) = _running(idx, duration);
+        uint256 mode = modeSeed % 3;
+        (uint256 leaseId,) = _running(mode == 0 ? 0 : mode == 1 ? 1 : 4, duration);
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        assertEq(l.billingMode, mode, "lease billing mode");
         uint256 elapsedMs = exhaust ? uint256(duration) * 1000 : bound(elapsedSeed, 1, uint256(duration) * 1000);
         vm.warp(block.timestamp + (elapsedMs + 999) / 1000);
         uint256 cap = uint256(l.gpuCount) * elapsedMs;
-        uint64 bill = uint64(exhaust ? cap : bound(billSeed, 0, cap));
-        bytes memory err = metered
-            ? _settleFirst(leaseId, uint64(l.startMs + elapsedMs), bill, 0)
-            : _settleFirst(leaseId, uint64(l.startMs + elapsedMs), 0, bill);
+        uint256 bill = exhaust ? cap : bound(billSeed, 0, cap);
+        uint256 other = bound(otherSeed, 0, cap);
+        Cum memory counters;
+        if (mode == 0) counters = _cum(bound(otherSeed, 0, bill), bill, 0, other); // busy <= allocated
+        else if (mode == 1) counters = _cum(bill, bound(otherSeed, bill, cap), 0, other); // allocated >= busy
+        else counters = _cum(other, other, 0, bill); // SM-active is bounded by capacity alone
+        bytes memory err = _settleFirst(leaseId, uint64(l.startMs + elapsedMs), counters);
         assertEq(err.length, 0, "valid report rejected");
         ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(leaseId);
         assertEq(c.charged, (l.pricePerGpuSecond * bill) / 1000, "charge = price x billable / 1000");
@@ -83,19 +97,183 @@ contract EscrowFuzzTest is Suite {
         if (full) assertEq(escrow.withdrawable(buyers[0], address(0)), 0, "nothing refunded from exhausted escrow");
     }
 
-    /// @notice A report claiming more GPU time than gpuCount × elapsed is rejected, whatever the excess.
-    function testFuzz_settleRejectsTimeAboveCapacity(uint32 durationSeed, uint256 excessSeed, bool busy) public {
+    /// @notice A report claiming more allocated or SM-active GPU time than gpuCount × (window end − start) is
+    /// rejected, whatever the excess and whatever the lease bills, with TimeAboveCapacity naming the counter and
+    /// the cap; busy time above allocated time with BusyAboveAllocated.
+    function testFuzz_settleRejectsTimeAboveCapacity(
+        uint32 durationSeed,
+        uint256 excessSeed,
+        uint256 elapsedSeed,
+        uint8 which,
+        uint8 modeSeed
+    ) public {
         uint32 duration = uint32(bound(durationSeed, 2, 3 days));
-        (uint256 leaseId,) = _running(0, duration);
+        uint256 mode = modeSeed % 3;
+        (uint256 leaseId,) = _running(mode == 0 ? 0 : mode == 1 ? 1 : 4, duration);
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         vm.warp(block.timestamp + duration);
-        uint256 cap = uint256(l.gpuCount) * duration * 1000;
+        uint256 elapsedMs = bound(elapsedSeed, 1, uint256(duration) * 1000);
+        uint256 cap = uint256(l.gpuCount) * elapsedMs;
         uint64 over = uint64(cap + bound(excessSeed, 1, 1e12));
-        bytes memory err = busy
-            ? _settleFirst(leaseId, uint64(l.endMs), over, 0)
-            : _settleFirst(leaseId, uint64(l.endMs), 0, over);
-        assertTrue(_selector(err) == ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector, "not TimeAboveCapacity");
+        uint64 toMs = uint64(l.startMs + elapsedMs);
+        which %= 3;
+        bytes memory err;
+        if (which == 0) {
+            err = _settleFirst(leaseId, toMs, _cum(0, over, 0, 0));
+            assertEq(
+                keccak256(err),
+                keccak256(abi.encodeWithSelector(ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector, leaseId, 1, over, cap)),
+                "allocated above capacity"
+            );
+        } else if (which == 1) {
+            err = _settleFirst(leaseId, toMs, _cum(0, 0, 0, over));
+            assertEq(
+                keccak256(err),
+                keccak256(abi.encodeWithSelector(ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector, leaseId, 3, over, cap)),
+                "SM-active above capacity"
+            );
+        } else {
+            uint64 alloc = uint64(bound(excessSeed, 0, cap));
+            err = _settleFirst(leaseId, toMs, _cum(alloc + 1, alloc, 0, 0));
+            assertEq(
+                keccak256(err),
+                keccak256(abi.encodeWithSelector(ILeaseEscrowTypes.LeaseEscrowBusyAboveAllocated.selector, leaseId, alloc + 1, alloc)),
+                "busy above allocated"
+            );
+        }
         assertEq(_checkpoint(leaseId).charged, 0, "charged after rejection");
+    }
+
+    /// @notice Windows are not compared with each other (v2): a later report may end its window before the
+    /// last settled one, as long as its cumulative counters stay within that earlier window's bounds; its
+    /// charge is still the growth of the billed counter. A window ending at or before the lease start, after
+    /// the lease end or in the future is refused.
+    function testFuzz_windowEndOnlyBoundedByLeaseAndNow(uint256 firstSeed, uint256 backSeed, uint256 growSeed, uint8 modeSeed)
+        public
+    {
+        uint256 mode = modeSeed % 3;
+        (uint256 leaseId,) = _running(mode == 0 ? 0 : mode == 1 ? 1 : 4, 3600);
+        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        vm.warp(block.timestamp + 3600);
+        uint256 g = l.gpuCount;
+        // first report: window end anywhere in the lease, counters at a fraction of its capacity
+        uint256 end1 = bound(firstSeed, 1000, 3_599_000); // (not the whole lease: it would be Exhausted)
+        uint256 c1 = bound(firstSeed >> 64, 0, (g * end1) / 2);
+        assertEq(_settleFirst(leaseId, uint64(l.startMs + end1), _cum(c1, c1, 0, c1)).length, 0, "first report");
+        // second report: window ends earlier, counters grow within the earlier window's capacity
+        uint256 end2 = bound(backSeed, (c1 + g - 1) / g + 1, end1);
+        uint256 c2 = bound(growSeed, c1, g * end2);
+        LeaseState memory s = _state(leaseId);
+        ILeaseEscrowTypes.MeteringReport memory r =
+            _report(leaseId, 2, s.lastHash, uint64(l.startMs), uint64(l.startMs + end2), _cum(c2, c2, 0, c2));
+        Outcome memory o = _submit(_entry(ATTESTOR_PK, r, s, false), false);
+        assertTrue(o.ok, "an earlier window end within the bounds settles");
+        assertEq(o.records[0].charged, (l.pricePerGpuSecond * c2) / 1000 - (l.pricePerGpuSecond * c1) / 1000, "charge");
+        // the window must end inside the lease and not in the future
+        _assertWindowRefused(leaseId, l, _cum(c2, c2, 0, c2));
+    }
+
+    /// @dev The next report of `leaseId` with counters `c` is refused when its window ends at the lease start,
+    /// after the lease end (WindowOutsideLease) or, with time back inside the lease, after now (WindowInFuture).
+    function _assertWindowRefused(uint256 leaseId, ILeaseEscrowTypes.LeaseView memory l, Cum memory c) internal {
+        LeaseState memory s = _state(leaseId);
+        uint64 seq = uint64(s.ckpt & M32) + 1;
+        uint64[2] memory outside = [uint64(l.startMs), uint64(l.endMs + 1)];
+        for (uint256 i; i < 2; ++i) {
+            bytes memory entry = _entry(ATTESTOR_PK, _report(leaseId, seq, s.lastHash, l.startMs, outside[i], c), s, false);
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    ILeaseEscrowTypes.LeaseEscrowWindowOutsideLease.selector, leaseId, outside[i], l.startMs, l.endMs
+                )
+            );
+            escrow.settle(entry);
+        }
+        vm.warp(l.startMs / 1000 + 600); // now inside the lease: a window ending after now
+        uint64 future = uint64(block.timestamp * 1000 + 1);
+        bytes memory late = _entry(ATTESTOR_PK, _report(leaseId, seq, s.lastHash, l.startMs, future, c), s, false);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ILeaseEscrowTypes.LeaseEscrowWindowInFuture.selector, leaseId, future, block.timestamp * 1000
+            )
+        );
+        escrow.settle(late);
+    }
+
+    /// @notice Each cumulative counter (0 busy, 1 allocated, 2 energy, 3 SM-active) going down by any amount is
+    /// refused with CounterDecreased naming it, whatever the lease bills.
+    function testFuzz_everyCounterDecreaseIsRefused(uint8 which, uint256 downSeed, uint8 modeSeed) public {
+        uint256 mode = modeSeed % 3;
+        (uint256 leaseId,) = _running(mode == 0 ? 0 : mode == 1 ? 1 : 4, 3600);
+        ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
+        vm.warp(block.timestamp + 600);
+        Cum memory c = _cum(100_000, 200_000, 300_000, 150_000);
+        assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), c).length, 0, "first report");
+        which %= 4;
+        Cum memory d = _cum(c.busy, c.alloc, c.energy, c.sm);
+        uint64 last = which == 0 ? c.busy : which == 1 ? c.alloc : which == 2 ? c.energy : c.sm;
+        uint64 value = uint64(last - bound(downSeed, 1, last));
+        if (which == 0) d.busy = value;
+        else if (which == 1) d.alloc = value;
+        else if (which == 2) d.energy = value;
+        else d.sm = value;
+        if (which == 1 && d.busy > d.alloc) d.busy = d.alloc; // (busy going down too is named first, as busy)
+        LeaseState memory s = _state(leaseId);
+        ILeaseEscrowTypes.MeteringReport memory r =
+            _report(leaseId, 2, s.lastHash, uint64(l.startMs), uint64(l.startMs + 600_000), d);
+        uint8 named = which == 1 && d.busy < c.busy ? 0 : which;
+        uint64 namedValue = named == 0 ? d.busy : value;
+        uint64 namedLast = named == 0 ? c.busy : last;
+        bytes memory entry = _entry(ATTESTOR_PK, r, s, false);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ILeaseEscrowTypes.LeaseEscrowCounterDecreased.selector, leaseId, named, namedValue, namedLast
+            )
+        );
+        escrow.settle(entry);
+    }
+
+    /// @notice Node features: an SM-active offer needs a GPM node (CapacityRegistryNodeLacksFeature otherwise);
+    /// the node view and NodeRegistered carry the features; unknown feature bits and billing modes are refused.
+    function testFuzz_smActiveOffersNeedGpm(uint8 features, uint8 mode) public {
+        features = uint8(bound(features, 0, 1));
+        bytes32[] memory gpus = new bytes32[](1);
+        gpus[0] = keccak256(abi.encode("GPU-features", features));
+        vm.recordLogs();
+        vm.prank(provider);
+        uint256 node = registry.registerNode(attestor, "GPU", gpus, 1, 1, "r", features);
+        assertEq(registry.node(node).features, features, "node view features");
+        bytes32 topic = keccak256("NodeRegistered(uint256,address,address,bytes32,bytes32[],uint32,uint32,bytes8,uint8)");
+        bool seen;
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics.length > 0 && logs[i].topics[0] == topic) {
+                (,,,,, bytes8 region, uint8 f) = abi.decode(logs[i].data, (address, bytes32, bytes32[], uint32, uint32, bytes8, uint8));
+                assertEq(f, features, "NodeRegistered features");
+                assertTrue(region == bytes8("r"), "NodeRegistered region");
+                seen = true;
+            }
+        }
+        assertTrue(seen, "NodeRegistered emitted");
+        mode %= 4;
+        uint64 from = uint64(block.timestamp);
+        if (mode == 3) {
+            vm.expectRevert(abi.encodeWithSelector(ICapacityRegistry.CapacityRegistryBadBillingMode.selector, 3));
+        } else if (mode == SM_ACTIVE && features & NODE_FEATURE_GPM == 0) {
+            vm.expectRevert(
+                abi.encodeWithSelector(ICapacityRegistry.CapacityRegistryNodeLacksFeature.selector, node, NODE_FEATURE_GPM)
+            );
+        }
+        vm.prank(provider);
+        uint256 offerId = registry.publishOffer(node, 1, 1, address(0), mode, from, from + 100, 0, bytes32(0));
+        if (mode < 3 && !(mode == SM_ACTIVE && features == 0)) {
+            assertEq(uint8(registry.offer(offerId).billingMode), mode, "offer mode");
+        }
+        // feature bits the registry does not define
+        uint8 unknown = uint8(2 << (features % 7));
+        gpus[0] = keccak256(abi.encode("GPU-unknown", features));
+        vm.expectRevert(abi.encodeWithSelector(ICapacityRegistry.CapacityRegistryUnknownFeatures.selector, unknown | features));
+        vm.prank(provider);
+        registry.registerNode(attestor, "GPU", gpus, 1, 1, "r", unknown | features);
     }
 
     /// @notice Opening pays exactly escrow + fee (fee = escrow × bps / 10000) and locks gpuCount × duration rights.
@@ -129,7 +307,9 @@ contract EscrowFuzzTest is Suite {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         uint256 usedMs = bound(usedSeed, 0, uint256(duration) * 1000 - 1);
         vm.warp(block.timestamp + usedMs / 1000 + 1);
-        if (usedMs > 0) assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), 0, uint64(usedMs)).length, 0, "settle");
+        if (usedMs > 0) {
+            assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), _cum(0, usedMs, 0, 0)).length, 0, "settle");
+        }
         LeaseState memory s = _state(leaseId);
         vm.prank(buyers[0]);
         escrow.closeLease(leaseId, s.ckpt, s.lastHash);
@@ -183,7 +363,7 @@ contract EscrowFuzzTest is Suite {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         uint256 usedMs = bound(usedSeed, 1, 3_600_000);
         vm.warp(block.timestamp + usedMs / 1000 + 1);
-        assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), 0, uint64(usedMs)).length, 0, "settle");
+        assertEq(_settleFirst(leaseId, uint64(l.startMs + usedMs), _cum(0, usedMs, 0, 0)).length, 0, "settle");
         uint256 frozen = _checkpoint(leaseId).pending;
         LeaseState memory s = _state(leaseId);
         vm.prank(buyers[0]);
@@ -211,14 +391,14 @@ contract EscrowFuzzTest is Suite {
         assertEq(
             ext.WINDOW_TYPEHASH(),
             keccak256(
-                "WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+                "WindowDetail(uint64 windowStartMs,bytes32 gpuSetHash,uint64 busyMs,uint64 smActiveMs,uint64 tensorActiveMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
             ),
             "WINDOW_TYPEHASH"
         );
         assertEq(
             ext.REPORT_TYPEHASH(),
             keccak256(
-                "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowStartMs,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,WindowDetail window)WindowDetail(bytes32 gpuSetHash,uint64 busyMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
+                "MeteringReport(uint256 leaseId,uint64 seq,bytes32 prevReportHash,uint64 windowEndMs,uint64 cumBusyMs,uint64 cumEnergyMj,uint64 cumAllocatedMs,uint64 cumSmActiveMs,WindowDetail window)WindowDetail(uint64 windowStartMs,bytes32 gpuSetHash,uint64 busyMs,uint64 smActiveMs,uint64 tensorActiveMs,uint64 energyMj,uint64 allocatedMs,uint32 maxMemUsedMiB,uint32 sampleCount,bytes32 samplesRoot,uint32 flags,bytes32 configHash)"
             ),
             "REPORT_TYPEHASH"
         );
@@ -227,6 +407,8 @@ contract EscrowFuzzTest is Suite {
         ILeaseEscrowTypes.MeteringReport memory r = _next(_state(leaseId));
         r.flags = 7;
         r.maxMemUsedMiB = 80_000;
+        r.tensorActiveMs = 123;
+        r.smActiveMs = 456;
         assertEq(escrow.hashReport(r), _structHash(r), "hashReport = struct hash");
         assertEq(escrow.reportDigest(r), _digest(r), "reportDigest");
         assertEq(escrow.entryDigest(_entry(ATTESTOR_PK, r, _state(leaseId), false)), _digest(r), "entryDigest");
@@ -248,7 +430,9 @@ contract EscrowFuzzTest is Suite {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         vm.warp(block.timestamp + 600);
         if (settledBefore) {
-            assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), 1_000, 2_000).length, 0, "first settle");
+            assertEq(
+                _settleFirst(leaseId, uint64(l.startMs + 300_000), _cum(1_000, 2_000, 0, 1_500)).length, 0, "first settle"
+            );
             vm.warp(block.timestamp + 60);
         }
         LeaseState memory s = _state(leaseId);
@@ -298,13 +482,16 @@ contract EscrowFuzzTest is Suite {
         (uint256 a,) = _running(0, 600); // ETH reserved, 2 GPUs, node A
         (uint256 b,) = _running(3, 3600); // token metered, 1 GPU, node B
         vm.warp(block.timestamp + 600);
-        ILeaseEscrowTypes.LeaseView memory la = escrow.lease(a);
-        uint64 capA = uint64(2 * 600_000);
-        ILeaseEscrowTypes.MeteringReport memory ra = _report(
-            a, 1, bytes32(0), la.startMs, la.endMs, 0, exhaustFirst ? capA : uint64(bound(billSeed, 0, capA - 1)), 0
-        );
-        ILeaseEscrowTypes.MeteringReport memory rb =
-            _report(b, 1, bytes32(0), la.startMs, uint64(block.timestamp * 1000), uint64(bound(billSeed, 0, 600_000)), 0, 0);
+        ILeaseEscrowTypes.MeteringReport memory ra;
+        ILeaseEscrowTypes.MeteringReport memory rb;
+        {
+            ILeaseEscrowTypes.LeaseView memory la = escrow.lease(a);
+            Cum memory ca = _cum(0, exhaustFirst ? 2 * 600_000 : bound(billSeed, 0, 2 * 600_000 - 1), 0, 0);
+            ra = _report(a, 1, bytes32(0), la.startMs, la.endMs, ca);
+            uint256 busyB = bound(billSeed, 0, 600_000);
+            Cum memory cb = _cum(busyB, 600_000, 0, busyB / 2);
+            rb = _report(b, 1, bytes32(0), la.startMs, uint64(block.timestamp * 1000), cb);
+        }
         bytes memory entries =
             bytes.concat(_entry(ATTESTOR_PK, ra, _state(a), withLast), _entry(ATTESTOR_PK, rb, _state(b), false));
         assertEq(entries.length, withLast ? 263 + 231 : 2 * 231, "entries size");
@@ -345,7 +532,7 @@ contract EscrowFuzzTest is Suite {
         (uint256 leaseId,) = _running(0, 3600);
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         vm.warp(block.timestamp + 600);
-        assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), 0, 100_000).length, 0, "settle");
+        assertEq(_settleFirst(leaseId, uint64(l.startMs + 300_000), _cum(0, 100_000, 0, 0)).length, 0, "settle");
         fn %= 6;
         LeaseState memory s = _state(leaseId);
         if (fn == 5) {
@@ -396,22 +583,21 @@ contract EscrowFuzzTest is Suite {
         }
     }
 
-    /// @dev The next consecutive report after state `s`: window from the last settled end to now, +500 GPU-ms
-    /// busy and allocated.
+    /// @dev The next consecutive report after state `s`: a window of the last minute up to now, +500 GPU-ms
+    /// busy, allocated and SM-active.
     function _next(LeaseState memory s) internal view returns (ILeaseEscrowTypes.MeteringReport memory r) {
-        uint64 fromMs = uint64((s.ckpt >> 176) & M48);
+        uint256 ck = s.ckpt;
         r = _report(
             s.leaseId,
-            uint64(s.ckpt & M32) + 1,
+            uint64(ck & M32) + 1,
             s.lastHash,
-            fromMs,
+            uint64(block.timestamp * 1000 - 60_000),
             uint64(block.timestamp * 1000),
-            uint64((s.ckpt >> 32) & M48) + 500,
-            uint64((s.ckpt >> 80) & M48) + 500,
-            uint64((s.ckpt >> 128) & M48)
+            _cum(((ck >> 32) & M48) + 500, ((ck >> 80) & M48) + 500, (ck >> 128) & M48, ((ck >> 176) & M48) + 500)
         );
         r.busyMs = 500;
         r.allocatedMs = 500;
+        r.smActiveMs = 500;
     }
 
     function _locked(uint256 idx) internal view returns (uint256 locked) {

@@ -10,7 +10,8 @@ import {ICapacityRegistry} from "../../src/interfaces/ICapacityRegistry.sol";
 /// escrow exactly as a buyer, provider, attestor, arbiter or stranger would. It deploys and owns the suite
 /// (it is the admin); the invariant test reads the state through the getters below.
 contract EscrowHandler is Suite {
-    /// @dev The attestor's view of a lease's report chain (the last settled checkpoint, from the lease state).
+    /// @dev The attestor's view of a lease's report chain: the last settled checkpoint (from the lease state) and
+    /// the end of the last settled window (which the chain no longer keeps: tracked from the accepted reports).
     struct Meter {
         uint64 seq;
         bytes32 prev;
@@ -18,6 +19,7 @@ contract EscrowHandler is Suite {
         uint64 cumBusy;
         uint64 cumAlloc;
         uint64 cumEnergy;
+        uint64 cumSm;
     }
 
     /// @dev One report prepared for settlement (keeps the stack shallow without via-IR): the lease, what was
@@ -44,6 +46,8 @@ contract EscrowHandler is Suite {
 
     uint256[] internal _leaseIds;
     mapping(uint256 leaseId => uint256 offerIdx) internal _offerIdxOf;
+    /// @dev End of the window of the lease's last settled report (0: none settled; then the lease start).
+    mapping(uint256 leaseId => uint64) internal _lastEnd;
 
     // --- ghosts: what entered and left the escrow, and every broken expectation ----------------------
     mapping(address token => uint256) public ghostIn;
@@ -76,7 +80,7 @@ contract EscrowHandler is Suite {
         return (address(registry), address(escrow), address(token), address(reputation));
     }
 
-    function offerIds() external view returns (uint256[4] memory) {
+    function offerIds() external view returns (uint256[N_OFFERS] memory) {
         return offers;
     }
 
@@ -108,7 +112,7 @@ contract EscrowHandler is Suite {
         external
     {
         if (ext.paused()) return;
-        uint256 idx = offerSeed % 4;
+        uint256 idx = offerSeed % N_OFFERS;
         uint256 offerId = offers[idx];
         if (escrow.liveLeaseOf(offerId) != 0) return;
         uint32 duration = uint32(bound(durationSeed, 60, 4 hours));
@@ -135,17 +139,19 @@ contract EscrowHandler is Suite {
         calls["activateLease"]++;
     }
 
-    /// @param kind (mod 16) 0-5 valid report (odd: lastReportHash given explicitly; 5: bills all capacity up
+    /// @param kind (mod KINDS) 0-5 valid report (odd: lastReportHash given explicitly; 5: bills all capacity up
     /// to the latest possible window end, which exhausts a lease that has ended); 13 valid with a seq gap
-    /// (chain not checked); invalid: 6 wrong signer; 7 counter below the settled one; 8 above capacity;
-    /// 9 replay of the settled seq; 10 window in the future; 11 broken hash chain; 12 stale state words;
-    /// 14 energy above the power cap; 15 window starting before the last settled end.
+    /// (chain not checked); 17 valid with a window ending before the last settled one (windows are not compared
+    /// on chain: the counters stay within the earlier end's bounds); invalid: 6 wrong signer; 7 a counter (busy,
+    /// allocated, energy or SM-active, from the seed) below the settled one; 8 allocated or SM-active time above
+    /// capacity; 9 replay of the settled seq; 10 window in the future; 11 broken hash chain; 12 stale state
+    /// words; 14 energy above the power cap; 15 busy above allocated time; 16 window ending at the lease start.
     function settle(uint256 leaseSeed, uint256 toSeed, uint256 busySeed, uint256 allocSeed, uint256 energySeed, uint8 kind)
         external
     {
         (uint256 leaseId, bool found) = _pick(leaseSeed, ILeaseEscrowTypes.LeaseStatus.Active);
         if (!found) return;
-        uint64 lastEnd = uint64((_state(leaseId).ckpt >> 176) & M48);
+        uint64 lastEnd = _meter(_state(leaseId)).endMs;
         if (block.timestamp * 1000 <= lastEnd) vm.warp(lastEnd / 1000 + bound(toSeed, 1, 900)); // let time pass
         Case memory c;
         if (!_prepare(c, leaseId, toSeed, [busySeed, allocSeed, energySeed], kind)) return;
@@ -327,13 +333,17 @@ contract EscrowHandler is Suite {
 
     // --- internals -------------------------------------------------------------------------------------
 
-    function _meter(LeaseState memory s) internal pure returns (Meter memory m) {
+    uint8 internal constant KINDS = 18;
+
+    function _meter(LeaseState memory s) internal view returns (Meter memory m) {
         m.seq = uint64(s.ckpt & M32);
         m.prev = s.lastHash;
         m.cumBusy = uint64((s.ckpt >> 32) & M48);
         m.cumAlloc = uint64((s.ckpt >> 80) & M48);
         m.cumEnergy = uint64((s.ckpt >> 128) & M48);
-        m.endMs = uint64((s.ckpt >> 176) & M48);
+        m.cumSm = uint64((s.ckpt >> 176) & M48);
+        m.endMs = _lastEnd[s.leaseId];
+        if (m.endMs == 0) m.endMs = uint64(((s.terms >> 32) & M32) * 1000);
     }
 
     /// @dev Builds, corrupts (per `kind`), signs and encodes the next report of lease `leaseId` into `c`, with
@@ -344,7 +354,7 @@ contract EscrowHandler is Suite {
     {
         ILeaseEscrowTypes.LeaseView memory l = escrow.lease(leaseId);
         c.leaseId = leaseId;
-        c.kind = kind % 16;
+        c.kind = kind % KINDS;
         c.state = _state(leaseId);
         Meter memory m = _meter(c.state);
         uint256 nowMs = block.timestamp * 1000;
@@ -354,9 +364,35 @@ contract EscrowHandler is Suite {
         uint256 cap = uint256(l.gpuCount) * (toMs - l.startMs);
         c.r = _build(leaseId, m, toMs, cap, seeds);
         c.sent = LeaseState(c.state.leaseId, c.state.terms, c.state.ckpt, c.state.lastHash);
-        _corrupt(c, m, cap, nowMs, l.endMs);
+        if (c.kind == 17 && !_rewind(c, m, l)) c.kind = 0;
+        _corrupt(c, m, cap, nowMs, l);
         _seal(c);
         _expect(c, m, l.billingMode, l.pricePerGpuSecond);
+        return true;
+    }
+
+    /// @dev Kind 17: the next report ends its window before the last settled one, counters unchanged (they must
+    /// fit the earlier end's capacity and energy cap). False when no such end exists (nothing settled yet, or
+    /// the counters need all the time up to the last end).
+    function _rewind(Case memory c, Meter memory m, ILeaseEscrowTypes.LeaseView memory l) internal pure returns (bool) {
+        if (m.seq == 0) return false;
+        uint256 g = l.gpuCount;
+        uint256 need = m.cumAlloc > m.cumSm ? m.cumAlloc : m.cumSm;
+        uint256 lo = l.startMs + need / g + 1; // gpuCount × (lo − start) > need
+        // the energy cap grows with the window end: the smallest end whose cap holds the settled energy
+        uint256 eMs = (uint256(m.cumEnergy) * 10_000_000) / (uint256(MAX_POWER_MW) * 10_500 * g) + 1;
+        if (l.startMs + eMs > lo) lo = l.startMs + eMs;
+        if (lo >= m.endMs) return false;
+        ILeaseEscrowTypes.MeteringReport memory r = c.r;
+        r.windowEndMs = uint64(lo + (uint256(keccak256(abi.encode(m.prev))) % (m.endMs - lo)));
+        r.cumBusyMs = m.cumBusy;
+        r.cumAllocatedMs = m.cumAlloc;
+        r.cumEnergyMj = m.cumEnergy;
+        r.cumSmActiveMs = m.cumSm;
+        r.busyMs = 0;
+        r.allocatedMs = 0;
+        r.energyMj = 0;
+        r.smActiveMs = 0;
         return true;
     }
 
@@ -369,51 +405,67 @@ contract EscrowHandler is Suite {
         if (escrow.entryDigest(c.entry) != digest) ghostDigestMismatch++;
     }
 
-    /// @dev What settling `c.r` must produce: the charge, the new ckpt (seq | cumBusy << 32 | cumAlloc << 80 |
-    /// cumEnergy << 128 | windowEnd << 176 | now << 224), and the charged total before.
+    /// @dev What settling `c.r` must produce: the charge (price × Δ of the mode's counter / 1000), the new
+    /// ckpt (Suite._ckptOf: the report's counters and now), and the charged total before.
     function _expect(Case memory c, Meter memory m, uint8 mode, uint256 price) internal view {
-        uint256 oldBill = mode == 0 ? m.cumAlloc : m.cumBusy;
-        uint256 newBill = mode == 0 ? c.r.cumAllocatedMs : c.r.cumBusyMs;
+        uint256 oldBill = mode == 0 ? m.cumAlloc : mode == 1 ? m.cumBusy : m.cumSm;
+        uint256 newBill = mode == 0 ? c.r.cumAllocatedMs : mode == 1 ? c.r.cumBusyMs : c.r.cumSmActiveMs;
         // (a corrupted report may lower the counter: it must not settle, its charge is never compared)
         if (newBill >= oldBill) c.charge = (price * newBill) / 1000 - (price * oldBill) / 1000;
-        c.newCkpt = uint256(c.r.seq) | (uint256(c.r.cumBusyMs) << 32) | (uint256(c.r.cumAllocatedMs) << 80)
-            | (uint256(c.r.cumEnergyMj) << 128) | (uint256(c.r.windowEndMs) << 176) | (block.timestamp << 224);
+        c.newCkpt = _ckptOf(c.r, block.timestamp);
         c.chargedBefore = escrow.checkpoint(c.leaseId, c.state.ckpt, c.state.lastHash).charged;
     }
 
-    /// @dev The next valid report of the chain `m`: counters grow by random amounts within the caps (kind 5
-    /// of `_corrupt` raises them to the caps).
+    /// @dev The next valid report of the chain `m`: counters grow by random amounts within the bounds (busy
+    /// within allocated, allocated and SM-active within capacity, energy within the cap; kind 5 of `_corrupt`
+    /// raises them to the caps).
     function _build(uint256 leaseId, Meter memory m, uint64 toMs, uint256 cap, uint256[3] memory seeds)
         internal
         view
         returns (ILeaseEscrowTypes.MeteringReport memory r)
     {
-        r = _report(leaseId, m.seq + 1, m.prev, m.endMs, toMs, 0, 0, 0);
-        r.cumBusyMs = uint64(m.cumBusy + bound(seeds[0], 0, cap - m.cumBusy));
-        r.cumAllocatedMs = uint64(m.cumAlloc + bound(seeds[1], 0, cap - m.cumAlloc));
-        r.cumEnergyMj = uint64(m.cumEnergy + bound(seeds[2], 0, _energyCap(cap) - m.cumEnergy));
-        r.busyMs = r.cumBusyMs - m.cumBusy;
-        r.allocatedMs = r.cumAllocatedMs - m.cumAlloc;
-        r.energyMj = r.cumEnergyMj - m.cumEnergy;
+        Cum memory c;
+        c.alloc = uint64(m.cumAlloc + bound(seeds[1], 0, cap - m.cumAlloc));
+        c.busy = uint64(m.cumBusy + bound(seeds[0], 0, c.alloc - m.cumBusy));
+        c.energy = uint64(m.cumEnergy + bound(seeds[2], 0, _energyCap(cap) - m.cumEnergy));
+        c.sm = uint64(m.cumSm + bound(seeds[0] >> 128, 0, cap - m.cumSm));
+        r = _report(leaseId, m.seq + 1, m.prev, m.endMs, toMs, c);
+        r.busyMs = c.busy - m.cumBusy;
+        r.allocatedMs = c.alloc - m.cumAlloc;
+        r.energyMj = c.energy - m.cumEnergy;
+        r.smActiveMs = c.sm - m.cumSm;
+        r.tensorActiveMs = r.smActiveMs / 2;
     }
 
     /// @dev Applies the corruption `c.kind` asks for; sets the signing key, `c.valid` and the error it must
     /// cause (`c.want`).
-    function _corrupt(Case memory c, Meter memory m, uint256 cap, uint256 nowMs, uint256 leaseEndMs) internal pure {
+    function _corrupt(Case memory c, Meter memory m, uint256 cap, uint256 nowMs, ILeaseEscrowTypes.LeaseView memory l)
+        internal
+        pure
+    {
         ILeaseEscrowTypes.MeteringReport memory r = c.r;
         uint8 k = c.kind;
+        uint256 leaseEndMs = l.endMs;
         c.pk = ATTESTOR_PK;
         c.valid = false;
         c.longForm = k < 6 && k % 2 == 1;
+        // kind 7: which counter goes down (0 busy, 1 allocated, 2 energy, 3 SM-active), from the report's values
+        uint256 which = uint256(keccak256(abi.encode(r.cumBusyMs, r.cumSmActiveMs))) % 4;
         if (k == 6) {
             c.pk = WRONG_PK;
             c.want = ILeaseEscrowTypes.LeaseEscrowWrongSigner.selector;
-        } else if (k == 7 && m.cumAlloc > 0) {
-            r.cumAllocatedMs = m.cumAlloc - 1;
+        } else if (k == 7 && _lower(r, m, which)) {
             c.want = ILeaseEscrowTypes.LeaseEscrowCounterDecreased.selector;
         } else if (k == 8) {
-            r.cumBusyMs = uint64(cap + 1);
+            if (which % 2 == 0) r.cumAllocatedMs = uint64(cap + 1);
+            else r.cumSmActiveMs = uint64(cap + 1);
             c.want = ILeaseEscrowTypes.LeaseEscrowTimeAboveCapacity.selector;
+        } else if (k == 15) {
+            r.cumBusyMs = r.cumAllocatedMs + 1;
+            c.want = ILeaseEscrowTypes.LeaseEscrowBusyAboveAllocated.selector;
+        } else if (k == 16) {
+            r.windowEndMs = uint64(l.startMs);
+            c.want = ILeaseEscrowTypes.LeaseEscrowWindowOutsideLease.selector;
         } else if (k == 9 && m.seq > 0) {
             r.seq = m.seq;
             c.want = ILeaseEscrowTypes.LeaseEscrowStaleReport.selector;
@@ -438,9 +490,6 @@ contract EscrowHandler is Suite {
         } else if (k == 14) {
             r.cumEnergyMj = uint64(_energyCap(cap) + 1);
             c.want = ILeaseEscrowTypes.LeaseEscrowEnergyAboveCap.selector;
-        } else if (k == 15 && m.endMs > 0) {
-            r.windowStartMs = m.endMs - 1;
-            c.want = ILeaseEscrowTypes.LeaseEscrowBadWindow.selector;
         } else if (k == 13) {
             // a gap in seq: allowed, the chain is only checked between consecutive reports
             r.seq = m.seq + 2;
@@ -450,11 +499,25 @@ contract EscrowHandler is Suite {
             if (k == 5) {
                 r.cumBusyMs = uint64(cap);
                 r.cumAllocatedMs = uint64(cap);
+                r.cumSmActiveMs = uint64(cap);
                 r.busyMs = r.cumBusyMs - m.cumBusy;
                 r.allocatedMs = r.cumAllocatedMs - m.cumAlloc;
+                r.smActiveMs = r.cumSmActiveMs - m.cumSm;
             }
             c.valid = true;
         }
+    }
+
+    /// @dev Sets counter `which` of `r` one below the settled value (busy first if lowering allocated time would
+    /// leave it above: the escrow names busy then too, it is checked first); false if that counter is still 0.
+    function _lower(ILeaseEscrowTypes.MeteringReport memory r, Meter memory m, uint256 which) internal pure returns (bool) {
+        if (which == 0 && m.cumBusy > 0) r.cumBusyMs = m.cumBusy - 1;
+        else if (which == 1 && m.cumAlloc > 0) r.cumAllocatedMs = m.cumAlloc - 1;
+        else if (which == 2 && m.cumEnergy > 0) r.cumEnergyMj = m.cumEnergy - 1;
+        else if (which == 3 && m.cumSm > 0) r.cumSmActiveMs = m.cumSm - 1;
+        else return false;
+        if (r.cumBusyMs > r.cumAllocatedMs) r.cumBusyMs = r.cumAllocatedMs;
+        return true;
     }
 
     /// @dev An accepted report: the record is the report's hash, the ckpt the escrow must build and the
@@ -462,6 +525,8 @@ contract EscrowHandler is Suite {
     /// checkpoint view moved by the charge.
     function _checkAccepted(Case memory c, Record memory rec) internal {
         if (rec.leaseId != c.leaseId || rec.reportHash != c.hash || rec.ckpt != c.newCkpt) ghostRecordMismatch++;
+        _lastEnd[c.leaseId] = c.r.windowEndMs;
+        if (c.kind == 17) calls["settle.rewound"]++;
         if (rec.charged != c.charge) ghostChargeMismatch++;
         LeaseState memory s = _state(c.leaseId);
         if (s.ckpt != c.newCkpt || s.lastHash != c.hash || _commitment(s) != escrow.stateHash(c.leaseId)) {
@@ -542,7 +607,7 @@ contract EscrowHandler is Suite {
     }
 
     function _tokenOf(uint256 idx) internal view returns (address) {
-        return idx < 2 ? address(0) : address(token);
+        return _isEth(idx) ? address(0) : address(token);
     }
 
     function _stake(address tok) internal view returns (uint256) {

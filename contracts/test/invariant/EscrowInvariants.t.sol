@@ -11,7 +11,8 @@ import {MockERC20} from "../../src/test/MockERC20.sol";
 
 /// @notice Money, rights and state-commitment invariants of the escrow under random sequences of handler
 /// actions (open, activate, settle and settleBatch valid and corrupted packed entries, top-up, close, expire,
-/// dispute, resolve, release, withdraw, pause, time travel). Checked after every call. The handler tracks
+/// dispute, resolve, release, withdraw, pause, time travel) on leases of every billing mode (reserved,
+/// metered, SM-active; ETH and a token). Checked after every call. The handler tracks
 /// each lease's (ckpt, lastReportHash) from the settlement events' records, as a client does, and passes it
 /// to every call that takes the lease state.
 contract EscrowInvariantsTest is TestBase {
@@ -59,9 +60,9 @@ contract EscrowInvariantsTest is TestBase {
 
     /// @dev Per offer: minted = held + locked + burned, and locked = the live lease's gpuCount × durationS.
     function invariant_rights() public view {
-        uint256[4] memory offerIds = handler.offerIds();
+        uint256[5] memory offerIds = handler.offerIds();
         address[] memory actors = handler.actors();
-        for (uint256 i; i < 4; ++i) {
+        for (uint256 i; i < offerIds.length; ++i) {
             (uint256 minted, uint256 locked, uint256 burned) = registry.rightsOf(offerIds[i]);
             uint256 held;
             for (uint256 j; j < actors.length; ++j) {
@@ -135,18 +136,44 @@ contract EscrowInvariantsTest is TestBase {
             if (l.startMs == 0) {
                 assertEq(ck, 0, "never started: no checkpoint");
             } else {
-                assertGe(c.lastWindowEndMs, l.startMs, "window end >= start");
-                assertLe(c.lastWindowEndMs, l.endMs, "window end <= lease end");
+                assertLe(c.lastSettledAt, block.timestamp, "settled in the past");
+                assertGe(c.lastSettledAt * 1000, l.startMs, "settled after the start");
             }
             if (c.lastSeq == 0) assertEq(last, bytes32(0), "no report: zero hash");
         }
     }
 
+    /// @dev The v2 cumulative bounds hold for every lease's settled checkpoint, whatever it bills: busy <=
+    /// allocated <= gpuCount × (min(now, lease end) − start), SM-active within the same capacity, energy within
+    /// the power cap (+ margin) of that capacity; and what was charged is price × the billing mode's counter
+    /// (allocated, busy or SM-active) / 1000, so no lease is charged for GPU time that has not passed.
+    function invariant_cumulativeBounds() public view {
+        uint256[] memory ids = handler.leaseIds();
+        for (uint256 i; i < ids.length; ++i) {
+            ILeaseEscrowTypes.LeaseView memory l = escrow.lease(ids[i]);
+            ILeaseEscrowTypes.CheckpointView memory c = _checkpoint(ids[i]);
+            uint256 elapsed;
+            if (l.startMs != 0) {
+                uint256 to = block.timestamp * 1000 < l.endMs ? block.timestamp * 1000 : l.endMs;
+                elapsed = to > l.startMs ? to - l.startMs : 0;
+            }
+            uint256 cap = uint256(l.gpuCount) * elapsed;
+            assertLe(c.cumBusyMs, c.cumAllocatedMs, "busy <= allocated");
+            assertLe(c.cumAllocatedMs, cap, "allocated <= capacity so far");
+            assertLe(c.cumSmActiveMs, cap, "SM-active <= capacity so far");
+            assertLe(c.cumEnergyMj, (uint256(700_000) * cap * 10_500) / 10_000_000, "energy <= power cap");
+            uint256 bill = l.billingMode == 0 ? c.cumAllocatedMs : l.billingMode == 1 ? c.cumBusyMs : c.cumSmActiveMs;
+            assertLe(l.billingMode, 2, "billing mode");
+            assertEq(c.charged, (l.pricePerGpuSecond * bill) / 1000, "charged = price x billable(mode) / 1000");
+        }
+    }
+
     /// @dev Run statistics (forge test -vv): how far each sequence got.
     function afterInvariant() public view {
-        string[14] memory names = [
-            "openLease", "activateLease", "settle", "settle.rejected", "settle.exhausted", "settleBatch", "topUp",
-            "closeLease", "expireLease", "dispute", "resolveDispute", "releaseEarnings", "withdraw", "pause"
+        string[15] memory names = [
+            "openLease", "activateLease", "settle", "settle.rejected", "settle.exhausted", "settle.rewound",
+            "settleBatch", "topUp", "closeLease", "expireLease", "dispute", "resolveDispute", "releaseEarnings",
+            "withdraw", "pause"
         ];
         for (uint256 i; i < names.length; ++i) {
             console.log(names[i], handler.calls(bytes32(bytes(names[i]))));
@@ -159,11 +186,14 @@ contract EscrowInvariantsTest is TestBase {
         handler.openLease(0, 0, 3600, 60, false); // ETH reserved, holder = provider
         handler.openLease(1, 2, 1800, 60, true); // token reserved, holder = reseller
         handler.openLease(2, 3, 600, 1, false); // token metered, left to expire
+        handler.openLease(0, 4, 3600, 60, false); // ETH SM-active (GPM node), holder = provider
         handler.activateLease(0, false);
         handler.activateLease(1, true);
+        handler.activateLease(3, false); // the SM-active lease (the Open one from index 3)
         handler.warp(600);
-        for (uint8 k; k < 16; ++k) {
-            handler.settle(k % 2, 300_000 + k, 1e9, 1e9, 1e9, k);
+        // every kind of report on each running lease (seed k % 3: leases 0, 1 and, from index 2 on, 3)
+        for (uint256 k; k < 3 * 18; ++k) {
+            handler.settle(k % 3, 300_000 + k, 1e9 + k, 1e9 + 7 * k, 1e9 + 13 * k, uint8(k / 3));
             handler.warp(30);
         }
         // both running leases in one batch: valid + wrong signer, then valid + valid with a replay
@@ -190,16 +220,19 @@ contract EscrowInvariantsTest is TestBase {
         handler.expireLease(2);
         handler.closeLease(0, 0);
         handler.closeLease(1, 2);
+        handler.closeLease(3, 0);
         handler.releaseEarnings(0, true);
         handler.releaseEarnings(1, true);
+        handler.releaseEarnings(3, true);
         for (uint256 a; a < 7; ++a) {
             handler.withdraw(a, false);
             handler.withdraw(a, true);
         }
-        assertEq(handler.calls("openLease"), 3, "opened");
-        assertEq(handler.calls("activateLease"), 2, "activated");
-        assertGe(handler.calls("settle"), 8, "settled");
-        assertGe(handler.calls("settle.rejected"), 10, "rejected");
+        assertEq(handler.calls("openLease"), 4, "opened");
+        assertEq(handler.calls("activateLease"), 3, "activated");
+        assertGe(handler.calls("settle"), 3 * 8, "settled");
+        assertGe(handler.calls("settle.rejected"), 3 * 9, "rejected");
+        assertGe(handler.calls("settle.rewound"), 1, "a window ending before the last settled one settled");
         assertEq(handler.calls("settleBatch"), 2, "batches");
         assertEq(handler.calls("pause"), 1, "paused");
         assertEq(handler.calls("unpause"), 1, "unpaused");
@@ -210,6 +243,7 @@ contract EscrowInvariantsTest is TestBase {
         invariant_stakes();
         invariant_rights();
         invariant_neverBeyondEscrow();
+        invariant_cumulativeBounds();
         invariant_settlementChecks();
         invariant_stateCommitment();
     }

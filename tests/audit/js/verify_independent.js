@@ -6,7 +6,13 @@
 const { verifyTypedData, TypedDataEncoder } = require("ethers");
 const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
 
-const SAMPLE_TYPES = ["uint16", "uint64", "uint16", "uint16", "uint32", "uint64", "uint32", "uint32"];
+// protocol v2's sample leaf, written down here on its own (docs: ledger/protocol/samples.py SAMPLE_FIELDS):
+// gpuIndex, tsMs, intervalMs, coveredMs, busyMs, utilSamples, smActiveMs, tensorActiveMs, powerMw,
+// powerSamples, energyMj, memUsedMiB, flags
+const SAMPLE_TYPES = [
+  "uint16", "uint64", "uint32", "uint32", "uint32", "uint16", "uint32", "uint32", "uint32", "uint16", "uint64",
+  "uint32", "uint32",
+];
 
 function main(input) {
   // the nested EIP-712 types as ledger.protocol.EIP712_REPORT_TYPES gives them (MeteringReport + WindowDetail)

@@ -1,0 +1,98 @@
+"""Metering protocol 2 at the bridge: intake re-derives what it can and refuses what cannot be true, reports
+from the future are refused (or, on the clockless memory chain, followed), SM-active offers need GPM, and a
+lease's page shows its usage."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from bridge_helpers import auth, new_account, ok, submission
+from test_api_flow import HOUR, PRICE, attestor_for, open_and_activate, services, setup_provider
+
+from api.services.metering import ChainTime
+from ledger.chain.signing import sign_digest
+from ledger.protocol import DOMAIN_VERSION, ReportFlag, report_digest
+
+
+def _code(resp: object) -> tuple[int, str]:
+    return resp.status_code, resp.json()["detail"]["code"]  # type: ignore[attr-defined]
+
+
+def _resign(att: object, report: object) -> bytes:
+    return sign_digest(report_digest(report, att.chain_id, att.escrow), att.key)  # type: ignore[attr-defined, arg-type]
+
+
+def test_intake_refuses_figures_its_samples_do_not_support(bridge: TestClient) -> None:
+    client = bridge
+    prov = setup_provider(client, ["GPU-v2-1", "GPU-v2-2"], PRICE, billing_mode="metered")
+    _, bkey = new_account(client, "buyer")
+    lease_id = open_and_activate(client, bkey, prov, "v2-figures")
+    att = attestor_for(client, prov, lease_id)
+    node = prov["nodeId"]
+    r1, _, s1 = att.next_report()
+    # busy time ten times what the samples show, signed by the node's real key: refused, nothing stored
+    inflated = r1.replace(busyMs=r1.busyMs * 10, cumBusyMs=r1.cumBusyMs * 10)
+    resp = client.post("/v1/metering/reports", json=submission(node, inflated, _resign(att, inflated), s1))
+    assert _code(resp) == (422, "figures_mismatch") and "busyMs" in resp.json()["detail"]["message"]
+    late = r1.replace(windowEndMs=r1.windowEndMs + 5_000)  # the window must end at its newest sample
+    assert _code(client.post("/v1/metering/reports", json=submission(node, late, _resign(att, late), s1))) == (
+        422, "figures_mismatch",
+    )  # fmt: skip
+    quiet = r1.replace(flags=0)  # the samples say SIMULATED: the report must too
+    assert r1.flags & ReportFlag.SIMULATED
+    assert _code(client.post("/v1/metering/reports", json=submission(node, quiet, _resign(att, quiet), s1))) == (
+        422, "figures_mismatch",
+    )  # fmt: skip
+    assert ok(client.get(f"/v1/leases/{lease_id}/reports"))["reports"] == []
+    ok(client.post("/v1/metering/reports", json=submission(node, r1, _resign(att, r1), s1)), 201)
+    # the chain's arithmetic: a cumulative counter that goes backwards (window figures true, totals not)
+    r2, _, s2 = att.next_report()
+    backwards = r2.replace(cumBusyMs=r1.cumBusyMs - 1)
+    resp = client.post("/v1/metering/reports", json=submission(node, backwards, _resign(att, backwards), s2))
+    assert _code(resp) == (422, "figures_mismatch") and "cumBusyMs" in resp.json()["detail"]["message"]
+    ok(client.post("/v1/metering/reports", json=submission(node, r2, _resign(att, r2), s2)), 201)
+    usage = ok(client.get(f"/v1/leases/{lease_id}"))["usage"]
+    assert usage["reports"] == 2 and usage["busyMs"] == r2.cumBusyMs and usage["smActiveMs"] == r2.cumSmActiveMs
+    assert usage["smActiveShareOfBusyPct"] == round(100 * r2.cumSmActiveMs / r2.cumBusyMs, 1)
+
+
+def test_reports_from_the_future_are_refused_where_the_chain_keeps_time(bridge: TestClient) -> None:
+    client = bridge
+    svc = services(client)
+    domain = ok(client.get("/v1/metering/domain"))
+    assert domain["domainVersion"] == DOMAIN_VERSION and domain["chainClock"] == "follows"  # memory backend
+    prov = setup_provider(client, ["GPU-v2-f"], PRICE)
+    _, bkey = new_account(client, "buyer")
+    lease_id = open_and_activate(client, bkey, prov, "v2-future")
+    att = attestor_for(client, prov, lease_id)
+    att.last_end_ms = svc.chain.now() * 1000 + 25 * 60_000  # an attestor clock 25 minutes ahead
+    r, sig, smp = att.next_report()
+    metering = svc.metering
+    keeps_time = ChainTime(svc.chain.now)  # what a chain with its own clock (anvil, rpc) is
+    following = metering.chain_time
+    metering.chain_time = keeps_time
+    try:
+        resp = client.post("/v1/metering/reports", json=submission(prov["nodeId"], r, sig, smp))
+        assert _code(resp) == (422, "window_in_future") and "attestor's clock" in resp.json()["detail"]["message"]
+        assert ok(client.get(f"/v1/leases/{lease_id}/reports"))["reports"] == []
+    finally:
+        metering.chain_time = following
+    # the memory chain has no clock of its own: it follows the report instead
+    ok(client.post("/v1/metering/reports", json=submission(prov["nodeId"], r, sig, smp)), 201)
+    assert svc.chain.now() * 1000 >= r.windowEndMs
+
+
+def test_sm_active_offers_need_a_node_that_measures_sm_activity(bridge: TestClient) -> None:
+    client = bridge
+    without = setup_provider(client, ["GPU-v2-nogpm"], PRICE, gpm=False)
+    assert ok(client.get(f"/v1/nodes/{without['nodeId']}"))["gpm"] is False
+    now = services(client).chain.now()
+    body = {"nodeId": without["nodeId"], "gpuIndices": [0], "pricePerGpuSecondWei": PRICE, "billingMode": "sm_active",
+            "validFrom": now, "validUntil": now + HOUR}  # fmt: skip
+    resp = client.post("/v1/offers", json=body, headers=auth(without["key"]))
+    assert _code(resp) == (422, "node_lacks_gpm") and resp.json()["detail"]["field"] == "billingMode"
+    with_gpm = setup_provider(client, ["GPU-v2-gpm"], PRICE, billing_mode="sm_active")
+    offer = ok(client.get(f"/v1/offers/{with_gpm['offerId']}"))
+    assert offer["billingMode"] == "sm_active"
+    listed = ok(client.get("/v1/offers", params={"billingMode": "sm_active"}))["offers"]
+    assert [o["offerId"] for o in listed] == [with_gpm["offerId"]]
