@@ -120,6 +120,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            pos = (first.get("loc") or ("body", None))[-1]
+            return JSONResponse(
+                status_code=422,
+                content=ApiError(422, "invalid_json", f"the body is not valid JSON (at character {pos})").body(),
+            )
         loc = [str(p) for p in first.get("loc", ())]
         field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc) or None
         msg = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
@@ -187,8 +193,9 @@ class JsonDepthMiddleware:
     Runs inside ``BodyLimitMiddleware`` (so the body is bounded) and before any route parses the body: a
     body nested thousands deep would overflow the C stack (see ``ledger.protocol.safejson``) and kill the process.
     The check is C-speed (a few ms per MB) and runs in a worker thread for large bodies, off the event
-    loop. Every body is checked, whatever its content type: a body that is not JSON has no brackets to
-    refuse, and routes parse JSON whatever the type curl sends."""
+    loop. Every body is checked, whatever its content type. Then a body that is JSON is passed on as JSON
+    whatever content type it was sent with (``curl -d`` sends a form type); any other body is refused with
+    415 ``unsupported_media_type`` saying what to send."""
 
     OFF_LOOP_BYTES = 64 * 1024
 
@@ -223,7 +230,32 @@ class JsonDepthMiddleware:
                 err = JSONResponse(status_code=status, content=ApiError(status, code, str(e)).body())
                 await err(scope, receive, send)
                 return
+        if body and not _declares_json(scope):
+            if body.lstrip()[:1] in (b"{", b"["):
+                # curl -d sends a form content type: a body that is JSON is read as JSON, whatever it says
+                scope = dict(scope)
+                scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+                scope["headers"].append((b"content-type", b"application/json"))
+            else:
+                path = str(scope.get("path", ""))
+                status, code = next(
+                    (v for k, v in self.refusals.items() if path.startswith(k)), (415, "unsupported_media_type")
+                )
+                err = JSONResponse(
+                    status_code=status,
+                    content=ApiError(status, code, "the body must be JSON (send Content-Type: application/json)").body(),
+                )
+                await err(scope, receive, send)
+                return
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def _declares_json(scope: Scope) -> bool:
+    for k, v in scope.get("headers", []):
+        if k == b"content-type":
+            kind = bytes(v).split(b";")[0].strip().lower()
+            return kind == b"application/json" or kind.endswith(b"+json")
+    return False
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

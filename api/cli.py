@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compute-ledger serve", description="run the HTTP bridge")
     p.add_argument("--backend", choices=("memory", "anvil", "rpc"), help="chain backend (default: memory)")
     p.add_argument("--rpc-url", help="JSON-RPC URL for the rpc backend")
+    p.add_argument("--public-rpc-url", help="the RPC URL GET /v1/chain publishes for auditors")
     p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data directory)")
     p.add_argument("--data-dir", type=Path, help="state directory (database, deployment record, anvil state)")
     p.add_argument("--deployment", type=Path, help="deployment record JSON (default <data-dir>/deployment.json)")
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, key in (
         ("backend", "chain_backend"),
         ("rpc_url", "rpc_url"),
+        ("public_rpc_url", "public_rpc_url"),
         ("database_url", "database_url"),
         ("data_dir", "data_dir"),
         ("deployment", "deployment_file"),

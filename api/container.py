@@ -91,7 +91,7 @@ class Bridge:
 
         # services
         self.views = ChainViews(ledger)
-        self.actor = Actor(ledger, self.after_write)
+        self.actor = Actor(ledger, self.after_write, public_sender=relayer_account)
         self.idempotency = Idempotency(store)
         dev_chain = chain.backend in DEV_BACKENDS and settings.chain_backend in DEV_BACKENDS
         self.tokens = Tokens(ledger, store, self.actor, dev_chain=dev_chain, faucet_account=faucet_account)
@@ -111,7 +111,8 @@ class Bridge:
         self.relay = Relay(ledger, self.actor, self.idempotency, self.tokens)
         self.audit = AuditData(store, self.indexer)
         self.chain_info = ChainInfo(
-            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url
+            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,
+            chain_time=chain.now,
         )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
 

@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     def check_secret(self) -> None:
         """Raise ValueError when the default secret would protect keys on a persistent chain."""
         if self.chain_backend != "memory" and self.server_secret.get_secret_value() == DEFAULT_SECRET:
-            raise ValueError("refusing to start with the default server secret outside the memory backend")
+            raise ValueError(
+                "refusing to start with the default server secret outside the memory backend: set "
+                "LEDGER_API_SERVER_SECRET (16+ characters; it encrypts the managed accounts' keys), e.g. "
+                "export LEDGER_API_SERVER_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+            )
         if len(self.server_secret.get_secret_value()) < 16:
-            raise ValueError("server_secret must be at least 16 characters")
+            raise ValueError("LEDGER_API_SERVER_SECRET must be at least 16 characters")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

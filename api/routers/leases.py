@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ..deps import CallerDep, IdempotencyKey, LeasesDep
+from ..deps import CallerDep, OptionalCaller, IdempotencyKey, LeasesDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES
 from .answer import respond
 from ..schemas import ActionOut, Address, Strict
@@ -80,6 +80,11 @@ class LeaseOut(BaseModel):
     settlements: list[dict[str, Any]]
     disputes: list[dict[str, Any]] = Field(default_factory=list)
     checkpoint: dict[str, Any]
+    earnings: dict[str, Any] = Field(
+        description="pending (charges not yet released), frozen (held by an open dispute), challengePeriodS, and "
+        "releasableAt: from when POST /v1/leases/{id}/release-earnings succeeds (unix s; null with nothing pending "
+        "or while frozen)"
+    )
     usage: dict[str, Any] | None = Field(
         default=None,
         description="what the lease's attested reports say so far (the bridge's latest report, settled or not): "
@@ -162,12 +167,14 @@ def rate(leaseId: LeaseId, body: RateIn, caller: CallerDep, leases: LeasesDep) -
 
 
 @router.post("/{leaseId}/release-earnings", response_model=ActionOut, responses=MONEY_RESPONSES)
-def release_earnings(leaseId: LeaseId, caller: CallerDep, leases: LeasesDep) -> ActionOut:
-    """Move charges past their challenge period to the rights holder's withdrawable balance (anyone)."""
+def release_earnings(leaseId: LeaseId, caller: OptionalCaller, leases: LeasesDep) -> ActionOut:
+    """Move charges past their challenge period to the rights holder's withdrawable balance. Anyone may call
+    it, with no key at all (the bridge then sends it and pays the gas); 409 before the period ends (the lease's
+    ``earnings.releasableAt`` says when)."""
     return leases.release_earnings(caller, leaseId)
 
 
 @router.post("/{leaseId}/expire", response_model=ActionOut, responses=MONEY_RESPONSES)
-def expire_lease(leaseId: LeaseId, caller: CallerDep, leases: LeasesDep) -> ActionOut:
-    """Expire an Open lease past its start deadline: full refund to the buyer (anyone)."""
+def expire_lease(leaseId: LeaseId, caller: OptionalCaller, leases: LeasesDep) -> ActionOut:
+    """Expire an Open lease past its start deadline: full refund to the buyer (anyone, with no key at all)."""
     return leases.expire(caller, leaseId)

@@ -110,9 +110,12 @@ class Actor:
     ``after_write`` runs after a managed call was mined (the bridge indexes it at once when no confirmations
     are awaited, so reads see their own writes)."""
 
-    def __init__(self, ledger: LedgerChain, after_write: Callable[[], None]) -> None:
+    def __init__(
+        self, ledger: LedgerChain, after_write: Callable[[], None], public_sender: LocalAccount | None = None
+    ) -> None:
         self.ledger = ledger
         self._after_write = after_write
+        self._public_sender = public_sender  # pays gas for permissionless calls made without an account
         self._pay_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._pay_locks_guard = threading.Lock()
 
@@ -143,6 +146,19 @@ class Actor:
         if caller.account is None:
             return ActionOut(status="unsigned", unsignedTx=self.unsigned(caller.address, call))
         outcome = self.send(caller.account, call)
+        self._after_write()
+        return outcome_out(outcome)
+
+    def act_public(self, caller: Caller | None, call: Call) -> ActionOut:
+        """:meth:`act` for a call the contract lets anyone make (release earnings, expire a lease): without an
+        account the bridge sends it and pays the gas, after a simulation shows it goes through (a call that
+        would revert costs nothing)."""
+        if caller is not None:
+            return self.act(caller, call)
+        if self._public_sender is None:
+            raise ApiError(401, "unauthorized", "this bridge sends no anonymous calls: send an API key or X-Wallet-Address")
+        self.simulate(call, self._public_sender.address)
+        outcome = self.send(self._public_sender, call)
         self._after_write()
         return outcome_out(outcome)
 

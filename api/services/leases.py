@@ -175,11 +175,20 @@ class Leases:
             "settlements": settlements,
             "disputes": disputes,
             "checkpoint": {k: str(x) if isinstance(x, int) else x for k, x in v["checkpoint"].items()},
+            "earnings": self._earnings(v["checkpoint"]),
             "usage": self.usage(lease_id),
             "samplePeriodMs": self._metering.observed_sample_period_ms(lease_id),
         }
 
     # --- writes ------------------------------------------------------------------------------------------
+
+    def _earnings(self, cp: dict[str, Any]) -> dict[str, Any]:
+        """What the provider side can expect: charges pending release, and from when the release may be asked
+        (the last checkpoint's time plus the challenge period); frozen by an open dispute."""
+        period = int(self._ledger.deployment.challenge_period_s)
+        pending, frozen = int(cp["pending"]), int(cp["frozen"])
+        at = int(cp["lastSettledAt"]) + period if pending and not frozen else None
+        return {"pending": str(pending), "frozen": str(frozen), "challengePeriodS": period, "releasableAt": at}
 
     def usage(self, lease_id: int) -> dict[str, Any] | None:
         """What the lease's attested reports say so far (the latest report the bridge holds, settled or not):
@@ -299,12 +308,14 @@ class Leases:
         self._buyer_lease(caller, lease_id)
         return self._actor.act(caller, self._calls.rate(lease_id, stars))
 
-    def release_earnings(self, caller: Caller, lease_id: int) -> ActionOut:
-        """Move charges past their challenge period to the rights holder's withdrawable balance (anyone)."""
+    def release_earnings(self, caller: Caller | None, lease_id: int) -> ActionOut:
+        """Move charges past their challenge period to the rights holder's withdrawable balance (anyone; without
+        an account the bridge sends it)."""
         self._views.lease(lease_id)
-        return self.with_state(lease_id, lambda st: self._actor.act(caller, self._calls.release_earnings(st)))
+        return self.with_state(lease_id, lambda st: self._actor.act_public(caller, self._calls.release_earnings(st)))
 
-    def expire(self, caller: Caller, lease_id: int) -> ActionOut:
-        """Expire an Open lease past its start deadline: full refund to the buyer (anyone)."""
+    def expire(self, caller: Caller | None, lease_id: int) -> ActionOut:
+        """Expire an Open lease past its start deadline: full refund to the buyer (anyone; without an account the
+        bridge sends it)."""
         self._views.lease(lease_id)
-        return self._actor.act(caller, self._calls.expire_lease(lease_id))
+        return self._actor.act_public(caller, self._calls.expire_lease(lease_id))
