@@ -28,6 +28,7 @@ from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
 from .services.chain_info import ChainInfo
+from .services.disputes import Disputes
 from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
@@ -110,6 +111,10 @@ class Bridge:
         self.faucet = Faucet(ledger, self.actor, self.idempotency, self.tokens, faucet_account, settings.faucet_wei)
         self.relay = Relay(ledger, self.actor, self.idempotency, self.tokens)
         self.audit = AuditData(store, self.indexer)
+        admin_key = chain.private_keys.get(ledger.deployment.admin) if dev_chain and chain.private_keys else None
+        self.disputes = Disputes(
+            ledger, store, self.actor, self.leases, account_from_key(admin_key) if admin_key else None
+        )
         self.chain_info = ChainInfo(
             ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,
             chain_time=chain.now,

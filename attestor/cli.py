@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     k = sub.add_parser("keygen", help="write a new encrypted keystore and print its address")
-    k.add_argument("--keystore", type=Path, default=DEFAULT_DATA_DIR / "keystore.json")
+    k.add_argument("--data-dir", type=Path, default=None, help=f"the node's data directory (default {DEFAULT_DATA_DIR})")
+    k.add_argument("--keystore", type=Path, default=None, help="keystore path (default <data-dir>/keystore.json)")
     _password_args(k)
     k.add_argument("--kdf", choices=["scrypt", "pbkdf2"], default="scrypt")
     k.add_argument("--kdf-iterations", type=int, default=None, help="pbkdf2 iterations (tests use few)")
@@ -146,11 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     password = read_password(args.password_file, args.password_env)
-    address = create_keystore(
-        args.keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force
-    )
+    keystore = args.keystore or (args.data_dir or DEFAULT_DATA_DIR) / "keystore.json"
+    address = create_keystore(keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force)
     print(address)
-    log.info("wrote keystore %s for attestor %s", args.keystore, address)
+    log.info("wrote keystore %s for attestor %s", keystore, address)
     return 0
 
 

@@ -123,7 +123,7 @@ def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
 async def list_offers(
     request: Request,
     offers: OffersDep,
-    gpuModel: Annotated[str | None, Query(max_length=64, description="exact GPU model")] = None,
+    gpuModel: Annotated[str | None, Query(max_length=64, description="GPU model, any part of it, any case (h100 finds NVIDIA H100 80GB HBM3)")] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
     minVramMiB: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
     minGpuCount: Annotated[int | None, Query(ge=0, le=256)] = None,

@@ -214,6 +214,10 @@ class Leases:
             raise ApiError(403, "forbidden", f"lease {lease_id} belongs to another buyer")
         return lease
 
+    def require(self, lease_id: int) -> dict[str, Any]:
+        """The lease's chain view; 404 for an unknown lease."""
+        return self._views.lease(lease_id)
+
     def with_state(self, lease_id: int, run: Callable[[LeaseState], T]) -> T:
         """``run`` with the lease's current state (closeLease, topUp, dispute, releaseEarnings and
         resolveDispute take its ``ckpt`` and ``lastReportHash``; the escrow checks them against its

@@ -183,9 +183,7 @@ def _managed_key(svc: Any, address: str) -> Any:
 
 
 def _sign(account: Any, utx: dict[str, Any]) -> str:
-    tx = {k: int(v) if k in ("value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas") else v
-          for k, v in utx.items() if v is not None and k != "from"}
-    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()
+    return "0x" + bytes(account.sign_transaction(utx).raw_transaction).hex()
 
 
 def test_calls_needing_the_checkpoint_carry_the_current_state(bridge: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
