@@ -23,6 +23,7 @@ from ledger.chain.errors import (
     UnknownLease,
 )
 from ledger.chain.reverts import ContractRevert
+from ledger.protocol.economics import LeaseStatus
 
 
 class ApiError(Exception):
@@ -134,10 +135,57 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# What the contract's refusals mean, in words (arguments by name); the rest say "the contract refused: <name>".
+_EXPLAIN: dict[str, str] = {
+    "LeaseEscrowNotEnded": "only the buyer may close lease {leaseId} before it ends (at {endMs} unix ms)",
+    "LeaseEscrowBadStatus": "lease {leaseId} is {status}: this cannot be done in that state",
+    "LeaseEscrowNotRateable": "lease {leaseId} is {status}: it can be rated once Closed or Exhausted",
+    "LeaseEscrowNotBuyer": "{caller} is not lease {leaseId}'s buyer",
+    "LeaseEscrowNotProviderSide": "{caller} is not lease {leaseId}'s provider, payout address or attestor",
+    "LeaseEscrowInChallengePeriod": "lease {leaseId}'s charges can be released from {endsAt} (unix s), after the "
+    "challenge period",
+    "LeaseEscrowNothingToRelease": "lease {leaseId} has no charges waiting for release",
+    "LeaseEscrowDisputeOpen": "lease {leaseId} has an open dispute: its charges are frozen until an arbiter rules "
+    "(GET /v1/disputes)",
+    "LeaseEscrowNoDispute": "lease {leaseId} has no open dispute",
+    "LeaseEscrowAlreadyDisputed": "lease {leaseId} is already disputed",
+    "LeaseEscrowNothingToDispute": "lease {leaseId} has no charges within their challenge period to dispute",
+    "LeaseEscrowChallengePeriodOver": "lease {leaseId}'s challenge period ended at {endedAt} (unix s)",
+    "LeaseEscrowStartByPassed": "lease {leaseId} had to start by {startBy} (unix s)",
+    "LeaseEscrowStartByNotPassed": "lease {leaseId} can only expire after its start deadline {startBy} (unix s)",
+    "LeaseEscrowOfferBusy": "offer {offerId} is taken by lease {liveLeaseId}",
+    "LeaseEscrowNodeInactive": "node {nodeId} is deactivated",
+    "LeaseEscrowNothingToWithdraw": "{account} has nothing to withdraw in {token}",
+    "LeaseEscrowTotalAboveMax": "the lease costs {total} in total, above maxTotalWei {maxTotal}",
+    "LeaseEscrowTopUpNotWholeSeconds": "amountWei must be a multiple of price × gpuCount ({unit})",
+    "LeaseEscrowBeyondOffer": "lease {leaseId} would end at {endS} (unix s), after its offer's validUntil {validUntil}",
+    "LeaseEscrowBuyerScoreTooLow": "the offer asks a buyer score of at least {minimum} bps; {buyer} has {score}",
+}
+
+
+def _named(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Contract arguments for people: lease statuses as names (``Closed``, not 3)."""
+    out = dict(kwargs)
+    for k in ("status", "st"):
+        if k in out and isinstance(out[k], int):
+            try:
+                out[k] = LeaseStatus(out[k]).label
+            except ValueError:
+                pass
+    return out
+
+
 def revert_error(rev: ContractRevert) -> ApiError:
-    """The API error for a contract's refusal: status by the error's name, the name and args in details."""
+    """The API error for a contract's refusal: status by the error's name, a sentence saying what it means,
+    the name and args (statuses as names) in details."""
     status, code = revert_status(rev.name)
-    return ApiError(status, code, f"the contract refused: {rev.name}", details={"error": rev.name, "args": jsonable(rev.kwargs)})
+    args = _named(dict(rev.kwargs))
+    template = _EXPLAIN.get(rev.name)
+    try:
+        message = template.format(**args) if template else f"the contract refused: {rev.name}"
+    except (KeyError, IndexError):
+        message = f"the contract refused: {rev.name}"
+    return ApiError(status, code, message, details={"error": rev.name, "args": jsonable(args)})
 
 
 def from_chain(e: ChainError) -> ApiError:

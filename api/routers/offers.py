@@ -46,6 +46,8 @@ class OfferIn(Strict):
     def _window(self) -> "OfferIn":
         if self.validUntil <= self.validFrom:
             raise ValueError("validUntil must be after validFrom")
+        if len(set(self.gpuIndices)) != len(self.gpuIndices):
+            raise ValueError("gpuIndices lists a GPU more than once")
         return self
 
 

@@ -244,12 +244,26 @@ class Leases:
             offer = self._views.offer(offer_id)
             q = quote_lease(offer["pricePerGpuSecond"], offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
             who = holder or self._views.provider(offer["provider"])["payout"]
+            now = self._views.now()
+            valid_from, valid_until = int(offer["validFrom"]), int(offer["validUntil"])
+            if valid_until <= now:
+                raise ApiError(409, "offer_expired", f"offer {offer_id} was valid until {valid_until}; it is {now} now")
             by = start_by
             if by is None:
-                by = max(self._views.now(), offer["validFrom"]) + DEFAULT_START_WINDOW_S
-                by = min(by, offer["validUntil"] - duration_s)
-                if by < 0:
-                    raise Invalid("durationS reaches beyond the offer's validUntil", field="durationS")
+                by = max(now, valid_from) + DEFAULT_START_WINDOW_S
+                by = min(by, valid_until - duration_s)
+                if by <= max(now, valid_from - 1):
+                    longest = valid_until - max(now + 1, valid_from)
+                    raise Invalid(
+                        f"durationS {duration_s} reaches beyond the offer's validUntil ({valid_until}): the longest "
+                        f"lease it can take now is {max(longest, 0)} s",
+                        field="durationS",
+                    )
+            elif by <= now or by < valid_from:
+                raise Invalid(f"startBy must be after now ({now}) and not before the offer's validFrom ({valid_from})",
+                              field="startBy")  # fmt: skip
+            elif by + duration_s > valid_until:
+                raise Invalid(f"startBy + durationS must not pass the offer's validUntil ({valid_until})", field="durationS")
             cap = q.total if max_total is None else max_total
             call = self._calls.open_lease(offer_id, who, duration_s, by, cap, value=q.total if offer["token"] == ETH else 0)
             out = self._actor.act_paying(caller, call, offer["token"], self._escrow, q.total)

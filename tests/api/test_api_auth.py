@@ -122,7 +122,7 @@ def test_open_lease_same_idempotency_key_escrows_once(bridge: TestClient) -> Non
     assert int(opened[0].args["escrowed"]) == PRICE * 2 * HOUR
     # the same key with another body is refused, and still escrows nothing
     other = client.post("/v1/leases", json={**body, "durationS": HOUR + 1}, headers=headers)
-    assert other.status_code == 422 and other.json()["detail"]["code"] == "idempotency_key_reused"
+    assert other.status_code == 409 and other.json()["detail"]["code"] == "idempotency_key_reused"
     assert len(svc.ledger.events.read("LeaseOpened")) == 1
     # a refused request is remembered too: the retry answers the same error without sending anything
     gone = {"offerId": 999, "durationS": HOUR}
