@@ -79,7 +79,7 @@ class Conflict(ApiError):
 
 
 class Invalid(ApiError, ValueError):
-    def __init__(self, message: str, field: str | None = None, code: str = "invalid") -> None:
+    def __init__(self, message: str, field: str | None = None, code: str = "validation_error") -> None:
         super().__init__(422, code, message, field=field)
 
 
@@ -106,7 +106,7 @@ _REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
         (r"Unauthorized|NotBuyer|NotProvider|NotOwner|NotNodeOwner|NotLeaseBuyer|NotLeaseProvider|NotProviderSide|BuyerScoreTooLow|NotEnded|AccessControl|NotHolder|NotAttestor|NotArbiter|NotPayout|Forbidden|OnlyBuyer|OnlyProvider|CallerNot|WrongCaller|NotAuthori[sz]ed|SelfRating|BuyerIsProvider", 403, "forbidden"),
         (r"Unknown|NotFound|Nonexistent|DoesNotExist|NoSuch", 404, "not_found"),
         (r"InsufficientBalance|InsufficientFunds|InsufficientEscrow|InsufficientPayment|InsufficientRights|Insufficient", 402, "insufficient_funds"),
-        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
+        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|DisputeOpen|NoDispute|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
     )
 )
 
@@ -118,6 +118,22 @@ def revert_status(name: str) -> tuple[int, str]:
             if pattern.search(name):
                 return status, code
     return 422, "rejected_by_contract"
+
+
+def wide_json(value: Any) -> Any:
+    """Values to JSON with every integer as a decimal string (event and contract arguments: uint256 on chain, so
+    one encoding whatever the value); booleans stay booleans, bytes become 0x-hex."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): wide_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [wide_json(v) for v in value]
+    return value
 
 
 def jsonable(value: Any) -> Any:

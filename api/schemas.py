@@ -41,7 +41,8 @@ class Strict(BaseModel):
 class EventOut(BaseModel):
     contract: str
     name: str
-    args: dict[str, Any]
+    args: dict[str, Any] = Field(description="the event's arguments: integers as decimal strings, addresses and "
+                                 "bytes as 0x-hex, booleans as booleans")
     blockNumber: int
     txHash: str
     logIndex: int

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,9 +46,14 @@ class OfferIn(Strict):
     def _window(self) -> "OfferIn":
         if self.validUntil <= self.validFrom:
             raise ValueError("validUntil must be after validFrom")
-        if len(set(self.gpuIndices)) != len(self.gpuIndices):
-            raise ValueError("gpuIndices lists a GPU more than once")
         return self
+
+    @field_validator("gpuIndices")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a GPU more than once")
+        return v
 
 
 class OfferOut(BaseModel):

@@ -19,7 +19,7 @@ from ledger.chain.sender import TxOutcome
 from ledger.chain.suite import LedgerChain
 from ledger.protocol.economics import ETH
 
-from ..errors import ApiError, ChainUnavailable, Invalid, from_chain, jsonable
+from ..errors import ApiError, ChainUnavailable, Invalid, from_chain, jsonable, wide_json
 from ..schemas import ActionOut, EthersTx, EventOut, UnsignedTx
 from .caller import Caller
 
@@ -64,7 +64,7 @@ def events_out(events: Iterable[ChainEvent]) -> list[EventOut]:
         EventOut(
             contract=e.contract,
             name=e.name,
-            args=jsonable(e.args),
+            args=wide_json(e.args),
             blockNumber=e.block_number,
             txHash=e.tx_hash,
             logIndex=e.log_index,

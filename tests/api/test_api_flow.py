@@ -191,7 +191,7 @@ def run_full_flow(client: TestClient) -> None:
 
     # rating recorded on-chain, reflected by the reputation endpoint
     rated = ok(client.post(f"/v1/leases/{lease_a}/rate", json={"stars": 5}, headers=auth(bkey)))
-    assert [e["args"]["stars"] for e in rated["events"] if e["name"] == "Rated"] == [5]
+    assert [int(e["args"]["stars"]) for e in rated["events"] if e["name"] == "Rated"] == [5]
     rep = ok(client.get(f"/v1/reputation/{cheap['address']}"))
     assert rep["counts"]["ratings"] == 1 and rep["counts"]["completed"] == 1
 
