@@ -105,7 +105,7 @@ def _e(description: str) -> dict[str, Any]:
         413: _e("body too large"),
         422: _e(
             "samples_mismatch | figures_mismatch (the window's figures are not what its samples give) | "
-            "window_in_future (the window ends after the chain's time + 30 s) | invalid_report (cannot settle)"
+            "window_in_future (the window ends after the chain's time + 30 s) | unsettleable_report"
         ),
     },
 )

@@ -224,7 +224,7 @@ class Metering:
         try:
             check_settleable(report)
         except ProtocolError as e:
-            raise _err(422, "invalid_report", f"the escrow cannot settle this report: {e}") from e
+            raise _err(422, "unsettleable_report", f"the escrow cannot settle this report: {e}") from e
         node = self.indexer.node_row(node_id)
         if node is None:
             raise _err(404, "unknown_lease", f"node {node_id} is unknown to the bridge")
