@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ledger.chain.suite import LedgerChain
 from ledger.protocol import MeteringReport
 from ledger.protocol.economics import (
+    BillingMode,
     ETH,
     LeaseEvent,
     checkpoint_billable,
@@ -38,6 +39,9 @@ from .metering import Metering
 
 T = TypeVar("T")
 DEFAULT_START_WINDOW_S = 3600
+
+
+_AMOUNTS = frozenset({"charged", "paid", "pending", "frozen", "refunded", "remaining"})
 
 
 def _s(value: int | None) -> str | None:
@@ -167,14 +171,14 @@ class Leases:
             "endMs": v["endMs"],
             "durationS": v["durationS"],
             "pricePerGpuSecond": str(v["pricePerGpuSecond"]),
-            "billingMode": v["billingMode"],
+            "billingMode": BillingMode(int(v["billingMode"])).label,
             "feeBps": v["feeBps"],
             "maxPowerMwPerGpu": int(node_data["maxPowerMwPerGpu"]),
             "attestors": attestors,
             "money": money,
             "settlements": settlements,
             "disputes": disputes,
-            "checkpoint": {k: str(x) if isinstance(x, int) else x for k, x in v["checkpoint"].items()},
+            "checkpoint": {k: str(x) if k in _AMOUNTS else x for k, x in v["checkpoint"].items()},
             "earnings": self._earnings(v["checkpoint"]),
             "usage": self.usage(lease_id),
             "samplePeriodMs": self._metering.observed_sample_period_ms(lease_id),
