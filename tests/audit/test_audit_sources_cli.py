@@ -483,3 +483,29 @@ def test_html_report_of_malformed_samples_still_renders() -> None:
     assert ("samples.root", 1) in v.failed()
     page = render_html([(inp, v)])
     assert page.count("<svg") == 2 and "FAILED" in page
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        (lambda d: d | {"settlements": d["settlements"][:-1]}, "settlement 3: the bridge serves nothing, the chain holds 'seq 6 charged"),
+        (lambda d: d | {"settlements": d["settlements"] + d["settlements"][-1:]}, "settlement 4: the bridge serves 'seq 6 charged"),
+        (lambda d: d | {"settlements": [d["settlements"][1], d["settlements"][0], d["settlements"][2]]}, "settlement 1 seq: the bridge serves 4, the chain holds 2"),
+        (lambda d: d | {"money": d["money"] | {"topUps": [{"amount": 1, "fee": 0, "block": 1, "logIndex": 0}]}}, "money.topUps (amount, fee, block, logIndex): the bridge serves [(1, 0, 1, 0)], the chain holds []"),
+        (lambda d: d | {"money": d["money"] | {"closed": False}}, "money.closed: the bridge serves False, the chain holds True"),
+        (lambda d: d | {"disputes": [{"frozen": "5", "block": 3, "resolved": False}]}, "disputes (frozen, block, resolved, buyer, provider, slashed, providerFault): the bridge serves [(5, 3, False, 0, 0, 0, None)], the chain holds []"),
+        (lambda d: d | {"state": "Active"}, "state: the bridge serves 'Active', the chain holds 'Closed'"),
+        (lambda d: d | {"gpuIndices": [0, 2]}, "gpuIndices: the bridge serves [0, 2], the chain holds [0, 1]"),
+        (lambda d: d | {"billingMode": "metered"}, "billingMode: the bridge serves 'metered', the chain holds 'reserved'"),
+        (lambda d: d | {"escrow": "0x" + "22" * 20}, "escrow: the bridge serves '0x2222"),
+    ],
+)  # fmt: skip
+def test_lease_document_differences_name_the_field_and_both_values(
+    leases: dict[int, AuditInput], change: Any, difference: str
+) -> None:
+    from auditor.consistency import lease_document_differences
+
+    rec = FixtureChain(leases).record(42)
+    assert lease_document_differences(lease_json(leases[42]), rec) == []
+    got = lease_document_differences(change(lease_json(leases[42])), rec)
+    assert got and got[0].startswith(difference), got
