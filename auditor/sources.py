@@ -250,8 +250,13 @@ class ApiSource:
 
         published = None if doc is None else doc.get("deployment")
         if isinstance(arg, LedgerChain):
+            problems = verify_deployment(arg)
+            if problems:
+                raise AuditSourceError("the chain given does not hold its deployment: " + "; ".join(problems))
             reader = ChainLeaseReader(arg, clock=self._clock)
-            return self._compare(doc, reader, arg.deployment, "the chain given in process, with its deployment")
+            return self._compare(
+                doc, reader, arg.deployment, "the chain given in process, with its deployment, verified on it"
+            )
         pinned = self._deployment
         if pinned is None:
             if not isinstance(published, Mapping):
