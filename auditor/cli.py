@@ -3,13 +3,27 @@
   compute-ledger audit lease ID [source] [--json] [--report FILE.html] [--spot-check K]
   compute-ledger audit all      [source] [--json] [--report FILE.html] [--spot-check K]
 
-Sources:
-  --api URL                                        the bridge's HTTP API (default http://127.0.0.1:8000)
-  --rpc URL --deployment FILE --archive FILE       the chain directly plus a samples archive (JSON lines),
-                                                   trusting no bridge
+The chain is the auditor's root of trust: lease terms, the node's attestor history, checkpoints, money,
+disputes and the chain's present are always read from the chain; a bridge (or an archive it exported)
+supplies only reports, samples and proofs, each checked against what the chain committed.
 
-Exit status: 0 every check of every lease holds (warnings allowed); 1 a check failed; 2 usage error;
-3 the audit could not run (source unreachable or malformed).
+Sources:
+  --api URL [--rpc URL] [--deployment FILE]        reports, samples and proofs from the bridge's HTTP API
+                                                   (default http://127.0.0.1:8000); the chain found through
+                                                   its GET /v1/chain (chain id, RPC URL, deployment record,
+                                                   verified on the chain), or through --rpc (your own node:
+                                                   trust not even the URL the bridge publishes) and
+                                                   --deployment (your own record of the contracts)
+  --rpc URL --deployment FILE --archive FILE       the chain plus a samples archive (JSON lines): no bridge
+
+Verdicts: each lease is VERIFIED (no check failed), FAILED (the failed checks, each naming the party to
+blame: attestor, bridge or escrow), or COULD NOT AUDIT (and why: the bridge publishes no RPC URL and none
+was given, the chain or bridge did not answer, an answer was malformed). `audit all` always finishes and
+lists every lease the chain holds.
+
+Exit status: 0 every lease verified (warnings allowed); 1 a check failed in at least one lease (other leases
+may be unaudited: they are listed); 2 usage error; 3 no check failed but a lease, or the whole audit, could
+not be audited (the reason is printed).
 """
 
 from __future__ import annotations
@@ -59,6 +73,11 @@ class ProgressBar:
 
     def finish(self, verdict: Verdict) -> None:
         if not self._enabled:
+            return
+        if verdict.unaudited is not None:
+            line = f"{self._label}: could not audit: {verdict.unaudited}"
+            self._out.write(("\r" + line + "\033[K\n") if self._tty else line + "\n")
+            self._out.flush()
             return
         word = "verified" if verdict.ok else f"FAILED ({len(verdict.failures)} failed checks)"
         line = f"{self._label}: {verdict.reports} reports, {verdict.settlements} checkpoints — {word}"
@@ -110,20 +129,31 @@ def format_usage(usage: LeaseUsage) -> str:
     return "\n".join(lines)
 
 
+def verdict_line(verdict: Verdict) -> str:
+    """``lease 7: VERIFIED``, ``lease 7: FAILED``, ``lease 7: COULD NOT AUDIT: why``; the verdict's notes (an
+    open dispute, an exhausted escrow, nothing to audit) in brackets."""
+    if verdict.unaudited is not None:
+        return f"lease {verdict.leaseId}: COULD NOT AUDIT: {verdict.unaudited}"
+    head = f"lease {verdict.leaseId}: {'VERIFIED' if verdict.ok else 'FAILED'}"
+    return head + (f" ({'; '.join(verdict.notes)})" if verdict.notes else "")
+
+
 def format_table(verdict: Verdict, usage: LeaseUsage | None = None) -> str:
-    """The verdict as a plain-text table: check, result, detail (failures name their report); with ``usage``,
-    what the reports metered below it (:func:`format_usage`)."""
-    rows = [("check", "result", "detail")]
+    """The verdict as a plain-text table: check, result, party (whom the check is about: the one to blame
+    when it fails), detail (failures name their report); with ``usage``, what the reports metered below it
+    (:func:`format_usage`)."""
+    if verdict.unaudited is not None:
+        return verdict_line(verdict)
+    rows = [("check", "result", "party", "detail")]
     for r in verdict.results:
         detail = r.detail if r.report_seq is None else f"report {r.report_seq}: {r.detail}"
-        rows.append((r.check, r.status, detail))
+        rows.append((r.check, r.status, r.blame, detail))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
-    lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
-    lines.insert(1, f"{'-' * w0}  {'-' * w1}  {'-' * 6}")
-    verdict_word = "VERIFIED" if verdict.ok else "FAILED"
-    head = f"lease {verdict.leaseId}: {verdict_word}"
-    out = head + "\n" + "\n".join(lines)
+    w2 = max(len(r[2]) for r in rows)
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    lines.insert(1, f"{'-' * w0}  {'-' * w1}  {'-' * w2}  {'-' * 6}")
+    out = verdict_line(verdict) + "\n" + "\n".join(lines)
     if usage is not None and usage.windows:
         out += "\n" + format_usage(usage)
     return out
@@ -132,21 +162,33 @@ def format_table(verdict: Verdict, usage: LeaseUsage | None = None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compute-ledger audit",
-        description="Verify metering proofs and payments of a lease from public data.",
-        epilog="exit status: 0 all checks hold, 1 a check failed, 2 usage error, 3 audit could not run",
+        description="Verify metering proofs and payments of a lease from public data, the chain as the root of trust.",
+        epilog="exit status: 0 every lease verified, 1 a check failed, 2 usage error, 3 a lease (or the audit) "
+        "could not be audited",
     )
     p.add_argument("target", choices=["lease", "all"], help="one lease, or every lease the source knows")
     p.add_argument("lease_id", nargs="?", type=int, help="the lease id (with 'lease')")
     src = p.add_argument_group("source (default: --api %s)" % DEFAULT_API)
-    src.add_argument("--api", metavar="URL", help="the bridge's base URL")
-    src.add_argument("--rpc", metavar="URL", help="an EVM JSON-RPC URL (with --deployment and --archive)")
-    src.add_argument("--deployment", type=Path, metavar="FILE", help="deployment record (JSON) of the contracts")
+    src.add_argument("--api", metavar="URL", help="the bridge's base URL (reports, samples, proofs)")
+    src.add_argument(
+        "--rpc",
+        metavar="URL",
+        help="an EVM JSON-RPC URL of the chain: with --api, instead of the one the bridge publishes; "
+        "with --deployment and --archive, no bridge at all",
+    )
+    src.add_argument(
+        "--deployment",
+        type=Path,
+        metavar="FILE",
+        help="deployment record (JSON) of the contracts: with --api, instead of the bridge's",
+    )
     src.add_argument("--archive", type=Path, metavar="FILE", help="samples archive exported by a bridge (JSON lines)")
     src.add_argument(
         "--period-ms",
         type=int,
-        default=DEFAULT_SAMPLE_PERIOD_MS,
-        help=f"attestor sampling period for --rpc audits (default {DEFAULT_SAMPLE_PERIOD_MS}, the attestor's default)",
+        default=None,
+        help="the attestor's sampling period (sets the gap tolerance): default the bridge's figure, or "
+        f"{DEFAULT_SAMPLE_PERIOD_MS} (the attestor's default) for --archive audits",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--report", type=Path, metavar="FILE.html", help="also write a self-contained HTML report")
@@ -157,21 +199,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chain_source(args: argparse.Namespace) -> AuditSource:
     return ChainSource(
-        ChainLeaseReader.connect(args.rpc, args.deployment, sample_period_ms=args.period_ms),
+        ChainLeaseReader.connect(args.rpc, args.deployment, sample_period_ms=args.period_ms or DEFAULT_SAMPLE_PERIOD_MS),
         ArchiveSource(args.archive),
     )
 
 
+def _api_source(args: argparse.Namespace) -> AuditSource:
+    dep = None
+    if args.deployment is not None:
+        from ledger.chain.deployment import Deployment
+        from ledger.protocol.errors import LedgerError
+
+        try:
+            dep = Deployment.load(args.deployment)
+        except LedgerError as e:
+            raise AuditError(str(e)) from e
+    return ApiSource(args.api or DEFAULT_API, rpc_url=args.rpc, deployment=dep, sample_period_ms=args.period_ms)
+
+
 def open_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AuditSource:
     """The source the arguments ask for; argument errors go through ``parser`` (exit 2)."""
-    if args.rpc or args.deployment or args.archive:
+    if args.archive:
         if args.api:
-            parser.error("give either --api or --rpc/--deployment/--archive, not both")
-        missing = [n for n in ("rpc", "deployment", "archive") if not getattr(args, n)]
+            parser.error("give either --api (a bridge) or --archive (a samples archive), not both")
+        missing = [n for n in ("rpc", "deployment") if not getattr(args, n)]
         if missing:
-            parser.error("the chain source needs " + ", ".join("--" + m for m in missing))
+            parser.error("an --archive audit reads the chain: it needs " + ", ".join("--" + m for m in missing))
         return _chain_source(args)
-    return ApiSource(args.api or DEFAULT_API)
+    if args.rpc and not args.api:
+        parser.error("--rpc reads the chain; give --api URL (the bridge) or --archive FILE for the reports")
+    return _api_source(args)
+
+
+AuditResult = tuple[AuditInput | None, Verdict]
+"""A lease's input (None when it could not be loaded) and its verdict."""
 
 
 def run(
@@ -180,18 +241,34 @@ def run(
     *,
     spot_check_k: int | None = None,
     progress: ProgressBar | None = None,
-) -> list[tuple[AuditInput, Verdict]]:
-    """Load and verify each lease; raises :class:`AuditError` when a source fails."""
-    out = []
+) -> list[AuditResult]:
+    """Load and verify each lease. A lease that cannot be loaded (the source failed, its answer was malformed)
+    gets a "could not audit" verdict saying why; the others are audited all the same."""
+    out: list[AuditResult] = []
     for lease_id in lease_ids:
         if progress is not None:
             progress.start(f"lease {lease_id}")
-        inp = source.load(lease_id, spot_check_k)
-        verdict = verify_lease(inp, spot_check_k, progress=progress.update if progress is not None else None)
+        inp: AuditInput | None
+        try:
+            inp = source.load(lease_id, spot_check_k)
+        except AuditError as e:
+            inp, verdict = None, Verdict.could_not_audit(lease_id, str(e))
+        else:
+            verdict = verify_lease(inp, spot_check_k, progress=progress.update if progress is not None else None)
         if progress is not None:
             progress.finish(verdict)
         out.append((inp, verdict))
     return out
+
+
+def _could_not_audit(args: argparse.Namespace, why: str) -> int:
+    """The whole audit could not run: say why where the verdicts would have been (exit 3)."""
+    if args.json:
+        print(json.dumps({"ok": False, "status": "could not audit", "couldNotAudit": why, "leases": []}, indent=2))
+    else:
+        print(f"could not audit: {why}")
+    print(f"compute-ledger audit: could not audit: {why}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,34 +283,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source = open_source(args, parser)
     except AuditError as e:
-        print(f"compute-ledger audit: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return _could_not_audit(args, str(e))
     progress = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
         ids = [args.lease_id] if args.target == "lease" else source.lease_ids()
         audits = run(source, ids, spot_check_k=args.spot_check, progress=progress)
-    except AuditError as e:
-        print(f"compute-ledger audit: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    except AuditError as e:  # the chain could not be found or read at all: no lease can be audited
+        return _could_not_audit(args, str(e))
     finally:
         close = getattr(source, "close", None)
         if callable(close):
             close()
 
     ok = all(v.ok for _, v in audits)
+    failed = [v.leaseId for _, v in audits if v.status == "failed"]
+    unaudited = [v.leaseId for _, v in audits if v.unaudited is not None]
     if args.json:
-        leases = [{**v.to_json(), "usage": lease_usage(i).to_json()} for i, v in audits]
+        leases = [{**v.to_json(), "usage": lease_usage(i).to_json() if i is not None else None} for i, v in audits]
         print(json.dumps({"ok": ok, "leases": leases}, indent=2))
     else:
         for i, v in audits:
-            print(format_table(v, lease_usage(i)))
+            print(format_table(v, lease_usage(i) if i is not None else None))
             print()
-        failed = [v.leaseId for _, v in audits if not v.ok]
         if not audits:
             print("no leases to audit")
-        elif failed:
+        if failed:
             print(f"{len(failed)} of {len(audits)} lease(s) FAILED: {', '.join(map(str, failed))}")
-        else:
+        if unaudited:
+            print(f"{len(unaudited)} of {len(audits)} lease(s) could not be audited: {', '.join(map(str, unaudited))}")
+        if audits and ok:
             print(f"all {len(audits)} lease(s) verified")
     if args.report is not None:
         try:
@@ -243,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_UNAVAILABLE
         if not args.quiet:
             print(f"wrote {args.report}", file=sys.stderr)
-    return EXIT_OK if ok else EXIT_FAILED
+    if failed:
+        return EXIT_FAILED
+    return EXIT_UNAVAILABLE if unaudited else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ baseline and each GPU's last sample end (``ledger.protocol.metering.aggregate_wi
 Checks, by name (a failure names the check and the report ``seq`` it concerns):
 
 ==========================  ===========================================================================
+``lease.state``             INFO only: the lease's state on chain (Active, Closed, Expired, Exhausted), its
+                            disputes (open, or resolved: the shares and who was at fault), or that there
+                            is nothing metered to audit yet
+``bridge.chain``            the bridge's ``GET /v1/chain`` names the chain the auditor reads: its chain id,
+                            deployment record and EIP-712 domain are the chain's
+``bridge.consistency``      every part of the bridge's lease document the chain also holds (terms, attestor
+                            history, settlements and their charges, money, disputes, state) is the chain's
 ``report.lease``            the report is for this lease (leaseId)
 ``report.gpu_set``          the report's gpuSetHash is the lease's on-chain ``lease(id).gpuSetHash`` (the
                             escrow does not check it at settlement: the GPU set is inside the signed
@@ -24,6 +31,8 @@ Checks, by name (a failure names the check and the report ``seq`` it concerns):
 ``chain.seq``               seq runs 1, 2, 3 … with no report missing and no two reports for one seq
 ``chain.prev_hash``         ``prevReportHash`` is the struct hash of report ``seq − 1`` (zero for seq 1)
 ``window.bounds``           lease start ≤ windowStart < windowEnd ≤ lease end
+``window.future``           the window ended by the chain's present: windowEnd ≤ the chain's latest block
+                            time (or the auditor's clock, if later) + ``AuditPolicy.future_tolerance_ms``
 ``window.contiguity``       windows tile the lease: windowStart = the previous report's windowEnd; the
                             first window starts where its samples' earliest interval starts (or at the
                             lease's start if that is earlier), give or take a driver period
@@ -33,7 +42,10 @@ Checks, by name (a failure names the check and the report ``seq`` it concerns):
                             the time its GPUs' intervals can span (from each GPU's last sample end);
                             cumulative energy ≤ the node's max power × that GPU time (+ the escrow's margin)
 ``samples.root``            the Merkle root rebuilt from the raw samples and their count match the report
-``samples.spot_check``      (spot-check mode) k samples prove into ``samplesRoot`` with Merkle proofs
+``samples.spot_check``      (spot-check mode) k samples prove into the signed ``samplesRoot`` with Merkle
+                            proofs (never into a root the bridge serves)
+``bridge.proofs``           (spot-check mode) each served proof's ``root`` is the signed ``samplesRoot`` and
+                            its ``leaf`` the sample's: the bridge holds the samples the attestor signed
 ``samples.sanity``          samples lie in the window, on the lease's GPUs, busy ≤ covered ≤ interval,
                             SM/tensor time ≤ interval, a missing figure is 0, no v1 or unknown flag bits,
                             NO_GPM only with SM activity missing, their report-level flags carried by the
@@ -78,6 +90,16 @@ Checks, by name (a failure names the check and the report ``seq`` it concerns):
 
 A figure a sample marks missing (:class:`ledger.protocol.samples.SampleField`) is excluded from the checks
 that need it. Integers throughout; tolerances are basis points or milliseconds (:class:`AuditPolicy`).
+
+The order in which a report lists its samples is not checked, and no check depends on it (docs/protocol.md
+§4.2): the tree sorts its leaves, and every rule takes a GPU's samples by ``tsMs``. A full audit and a spot
+check accept the same reports.
+
+Who is to blame when a check fails (:data:`CHECK_PARTY`, shown with every result): ``attestor`` for what the
+node's attestor signed (given a valid signature), ``bridge`` for what the bridge served (reports without the
+registered attestor's signature, missing or extra reports, samples or proofs that do not match the signed
+root, a copy of the chain's data that is not the chain's), ``escrow`` for what the chain recorded and moved
+(checkpoints, charges, money: read from the chain itself, never from a bridge).
 """
 
 from __future__ import annotations
@@ -88,6 +110,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ledger.protocol.economics import (
     BillingMode,
+    Dispute,
     LeaseMoney,
     Settlement,
     TopUp,
@@ -114,6 +137,9 @@ from ledger.protocol import (
 
 # The order in which checks are listed in a verdict.
 CHECKS: tuple[str, ...] = (
+    "lease.state",
+    "bridge.chain",
+    "bridge.consistency",
     "report.lease",
     "report.gpu_set",
     "signature",
@@ -121,11 +147,13 @@ CHECKS: tuple[str, ...] = (
     "chain.seq",
     "chain.prev_hash",
     "window.bounds",
+    "window.future",
     "window.contiguity",
     "window.end",
     "window.capacity",
     "samples.root",
     "samples.spot_check",
+    "bridge.proofs",
     "samples.sanity",
     "samples.intervals",
     "samples.sentinel",
@@ -147,6 +175,45 @@ CHECKS: tuple[str, ...] = (
     "money.conservation",
 )
 WARNING_CHECKS = frozenset({"physics.idle_busy", "physics.sm_busy"})
+INFO_CHECKS = frozenset({"lease.state"})
+
+PARTIES: dict[str, str] = {
+    "attestor": "the node's attestor: what it signed (reports, windows, samples, counters)",
+    "bridge": "the bridge, or the archive it exported: what it served (reports, samples, proofs, its copy of the chain)",
+    "escrow": "the escrow contract: what the chain recorded and moved (checkpoints, charges, money)",
+    "chain": "the lease as the chain holds it (information, not a finding)",
+}
+"""Who a check's result is about: the party to blame when it fails."""
+
+_BRIDGE_CHECKS = (
+    "bridge.chain",
+    "bridge.consistency",
+    "bridge.proofs",
+    "signature",  # a report the registered attestor did not sign is not the attestor's: whoever served it
+    "report.lease",  # a report signed for another lease, served under this one
+    "chain.order",
+    "chain.seq",  # a missing or twice-listed report (two different signed reports for a seq: the attestor)
+    "samples.root",
+    "samples.spot_check",
+    "settlement.report",  # the chain paid for a report the bridge does not serve (or serves another)
+)
+_ESCROW_CHECKS = (
+    "settlement.checkpoint",
+    "settlement.order",
+    "settlement.duplicate",
+    "settlement.billable",
+    "settlement.charge",
+    "money.conservation",
+)
+CHECK_PARTY: dict[str, str] = {
+    name: "chain" if name in INFO_CHECKS
+    else "bridge" if name in _BRIDGE_CHECKS
+    else "escrow" if name in _ESCROW_CHECKS
+    else "attestor"
+    for name in CHECKS
+}  # fmt: skip
+"""The party each check is about (:data:`PARTIES`); a failure may name another (``chain.seq``: two different
+reports signed for one seq are the attestor's)."""
 
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
@@ -218,11 +285,17 @@ class LeaseTerms:
 
 @dataclass(frozen=True, slots=True)
 class SampleProof:
-    """One sample of a report, proven into its ``samplesRoot`` (OpenZeppelin standard tree proof)."""
+    """One sample of a report, proven into its ``samplesRoot`` (OpenZeppelin standard tree proof).
+
+    ``root`` and ``leaf`` are what the bridge served with it (None: not served): the proof is verified
+    against the report's signed ``samplesRoot`` whatever they say; a served root that is not the signed one
+    is the bridge's finding (``bridge.proofs``)."""
 
     index: int
     sample: Sample
     proof: tuple[bytes, ...]
+    root: bytes | None = None
+    leaf: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +332,9 @@ class AuditPolicy:
     - ``sm_busy_slack_bps`` / ``sm_busy_slack_ms`` (warning only): SM-active time may exceed busy time plus
       uncovered time by this share of the GPU's interval time plus this many ms per GPU and window (GPM is
       sampled when the attestor collects, utilization at the driver's sample times).
+    - ``future_tolerance_ms``: how far after the chain's present (``AuditInput.now_ms``) a window may end:
+      the clock skew a bridge allows at intake (30 s, ``api.services.metering.FUTURE_TOLERANCE_MS``). The
+      escrow refuses to settle a window that ends after its block, so such a window can never be paid.
     """
 
     util_period_ms: int = 1_000
@@ -272,17 +348,56 @@ class AuditPolicy:
     sm_busy_slack_bps: int = 1_000
     sm_busy_slack_ms: int = 2_000
     gap_tolerance_ms: int | None = None  # None: ledger.protocol.metering's default (half a sample period)
+    future_tolerance_ms: int = 30_000
 
 
 DEFAULT_POLICY = AuditPolicy()
 
 
 @dataclass(frozen=True, slots=True)
+class BridgeEvidence:
+    """What the bridge served that the chain holds too, compared with the chain by the source
+    (:mod:`auditor.consistency`). ``None`` differences: not compared; an empty tuple: identical, and
+    ``*_compared`` says what was compared."""
+
+    chain_differences: tuple[str, ...] | None = None  # GET /v1/chain against the chain
+    chain_compared: str = ""
+    lease_differences: tuple[str, ...] | None = None  # the lease document against the chain
+    lease_compared: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLease:
+    """Everything the chain holds about one lease, as a chain reader assembled it: the terms (lease, offer
+    and node views; the attestor history from NodeRegistered / AttestorRotated), the escrow's events folded
+    by ``ledger.protocol.economics.fold_lease`` (checkpoints, money, disputes), the lease's state and the
+    chain's present (``nowMs``, the latest block's time) as of block ``block``."""
+
+    terms: LeaseTerms
+    settlements: tuple[Settlement, ...] = ()
+    money: LeaseMoney | None = None
+    disputes: tuple[Dispute, ...] = ()
+    status: str | None = None  # LeaseStatus label: Open, Active, Closed, Expired, Exhausted
+    nodeId: int | None = None
+    nowMs: int | None = None
+    block: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditInput:
+    """One lease's audit input. ``terms``, ``settlements``, ``money``, ``disputes``, ``status`` and
+    ``now_ms`` are the chain's (a source reads them from the chain, never from a bridge); ``reports`` (with
+    their samples or proofs) are what a bridge or archive served; ``bridge`` is how the bridge's copy of the
+    chain's data compared with the chain."""
+
     terms: LeaseTerms
     reports: tuple[SignedReport, ...]  # in the order the source published them
     settlements: tuple[Settlement, ...] = ()
     money: LeaseMoney | None = None
+    disputes: tuple[Dispute, ...] = ()
+    status: str | None = None
+    now_ms: int | None = None  # the chain's present (ms): window.future; None: not checked
+    bridge: BridgeEvidence | None = None
 
 
 # --- output -------------------------------------------------------------------------------------------
@@ -298,20 +413,30 @@ class CheckResult:
     report_seq: int | None = None
     warning: bool = False
     skipped: bool = False
+    party: str = ""  # who the result is about (PARTIES); "" = CHECK_PARTY[check]
+    info: bool = False
 
     @property
     def status(self) -> str:
         if self.skipped:
             return "SKIP"
+        if self.info:
+            return "INFO"
         if self.warning:
             return "WARN"
         return "PASS" if self.ok else "FAIL"
+
+    @property
+    def blame(self) -> str:
+        """The party this result is about: the one to blame when it failed."""
+        return self.party or CHECK_PARTY.get(self.check, "")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "check": self.check,
             "ok": self.ok,
             "status": self.status,
+            "party": self.blame,
             "detail": self.detail,
             "reportSeq": self.report_seq,
         }
@@ -319,17 +444,34 @@ class CheckResult:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """One lease's outcome: verified (no check failed), failed (the failed checks, each naming its party), or
+    could not be audited (``unaudited`` says why: no result at all). ``notes`` are what a reader must see next
+    to the verdict whatever it is: an exhausted escrow, a dispute (open, or its outcome), nothing to audit."""
+
     leaseId: int
     results: tuple[CheckResult, ...]
     reports: int
     settlements: int
     samples: int  # raw samples rebuilt (or proven, in spot-check mode)
     spot_check_k: int | None = None
+    unaudited: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def could_not_audit(cls, lease_id: int, why: str) -> "Verdict":
+        return cls(lease_id, (), 0, 0, 0, unaudited=why)
 
     @property
     def ok(self) -> bool:
-        """True when no check failed (warnings and skips do not fail a verdict)."""
-        return all(r.ok for r in self.results)
+        """True when the lease was audited and no check failed (warnings, notes and skips do not fail it)."""
+        return self.unaudited is None and all(r.ok for r in self.results)
+
+    @property
+    def status(self) -> str:
+        """``verified``, ``failed`` or ``could not audit``."""
+        if self.unaudited is not None:
+            return "could not audit"
+        return "verified" if self.ok else "failed"
 
     @property
     def failures(self) -> tuple[CheckResult, ...]:
@@ -347,6 +489,9 @@ class Verdict:
         return {
             "leaseId": self.leaseId,
             "ok": self.ok,
+            "status": self.status,
+            "couldNotAudit": self.unaudited,
+            "notes": list(self.notes),
             "reports": self.reports,
             "settlements": self.settlements,
             "samples": self.samples,
@@ -362,13 +507,22 @@ class _Collector:
         self.failures: dict[str, list[CheckResult]] = {}
         self.passed: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
+        self.details: dict[str, str] = {}
 
-    def ok(self, check: str) -> None:
+    def ok(self, check: str, detail: str | None = None) -> None:
+        """One subject of ``check`` passed; ``detail`` replaces the passing row's "N … verified"."""
         self.passed[check] = self.passed.get(check, 0) + 1
+        if detail is not None:
+            self.details[check] = detail
 
-    def fail(self, check: str, detail: str, seq: int | None = None) -> None:
+    def fail(self, check: str, detail: str, seq: int | None = None, *, party: str = "") -> None:
         warn = check in WARNING_CHECKS
-        self.failures.setdefault(check, []).append(CheckResult(check, warn, detail, seq, warning=warn))
+        self.failures.setdefault(check, []).append(
+            CheckResult(check, warn, detail, seq, warning=warn, party=party)
+        )
+
+    def info(self, check: str, detail: str) -> None:
+        self.failures.setdefault(check, []).append(CheckResult(check, True, detail, info=True))
 
     def check(self, check: str, ok: bool, detail: str, seq: int | None = None) -> bool:
         if ok:
@@ -388,7 +542,7 @@ class _Collector:
             if fails:
                 out.extend(fails)
             elif n:
-                out.append(CheckResult(name, True, f"{n} {units.get(name, 'reports')} verified"))
+                out.append(CheckResult(name, True, self.details.get(name, f"{n} {units.get(name, 'reports')} verified")))
             elif name in self.skipped:
                 out.append(CheckResult(name, True, self.skipped[name], skipped=True))
         return tuple(out)
@@ -454,6 +608,8 @@ def verify_lease(
     terms = inp.terms
     col = _Collector()
     dom = domain_separator(terms.chainId, terms.escrow)
+    notes = _check_lease_state(col, inp)
+    _check_bridge(col, inp.bridge)
 
     # 1. per report, in published order: identity, signature, ordering.
     by_seq: dict[int, tuple[SignedReport, bytes]] = {}
@@ -472,7 +628,11 @@ def verify_lease(
             other = by_seq[r.seq][1]
             pair = f"0x{other.hex()[:12]}…, 0x{h.hex()[:12]}…"
             what = "listed twice" if other == h else f"two different reports ({pair})"
-            col.fail("chain.seq", f"seq {r.seq}: {what}", r.seq)
+            # two different reports the registered attestor signed for one seq are the attestor's doing
+            twice_signed = other != h and _signed_by_attestor(terms, dom, sr, h) and _signed_by_attestor(
+                terms, dom, by_seq[r.seq][0], other
+            )
+            col.fail("chain.seq", f"seq {r.seq}: {what}", r.seq, party="attestor" if twice_signed else "")
         else:
             by_seq[r.seq] = (sr, h)
 
@@ -506,7 +666,7 @@ def verify_lease(
         elif prev is None:
             carry = None  # what the missing report left (energy baseline, sample ends) is unknown
         prev_r = prev[0].report if prev is not None else None
-        _check_window(col, terms, policy, r, prev_r, carry)
+        _check_window(col, terms, policy, r, prev_r, carry, inp.now_ms)
         _check_cumulative(col, r, prev_r, first=(s == 1))
         carry, n_samples = _check_samples(col, terms, policy, aggregate, sr, carry, readings, spot_check_k)
         samples_seen += n_samples
@@ -526,7 +686,63 @@ def verify_lease(
         settlements=len(inp.settlements),
         samples=samples_seen,
         spot_check_k=spot_check_k,
+        notes=notes,
     )
+
+
+def _check_lease_state(col: _Collector, inp: AuditInput) -> tuple[str, ...]:
+    """The ``lease.state`` row (information): the chain's state of the lease, an exhausted escrow, each
+    dispute and its outcome, and whether anything was metered at all. Returns the notes a verdict shows
+    next to its word (everything here but a plain state)."""
+    money = inp.money
+    notes: list[str] = []
+    if money is not None and money.exhausted:
+        charged = money.closedCharged if money.closedCharged is not None else sum(s.charged for s in inp.settlements)
+        notes.append(f"exhausted: the escrow ran out ({charged} charged of {money.escrow_in} escrowed)")
+    for d in inp.disputes:
+        if d.resolved:
+            fault = "the provider at fault" if d.providerFault else "the provider not at fault"
+            notes.append(
+                f"dispute (block {d.order[0]}) resolved: {d.frozen} frozen, buyer {d.buyerShare}, provider "
+                f"{d.providerShare}, slashed {d.slashed}, {fault}"
+            )
+        else:
+            notes.append(f"dispute open since block {d.order[0]}: {d.frozen} frozen until the arbiter resolves it")
+    if not inp.reports:
+        paid = f", but {len(inp.settlements)} checkpoint(s) were paid" if inp.settlements else ""
+        notes.append(f"no report accepted: nothing metered to audit{paid}")
+    parts = [inp.status] if inp.status else []
+    if inp.status is None and money is not None:
+        parts.append("finished" if money.closed else "not finished")
+    if parts or notes:
+        col.info("lease.state", "; ".join(parts + notes))
+    return tuple(notes)
+
+
+def _check_bridge(col: _Collector, ev: BridgeEvidence | None) -> None:
+    """``bridge.chain`` and ``bridge.consistency``: the source compared what the bridge served with the chain;
+    every difference is the bridge's."""
+    if ev is None:
+        return
+    for check, diffs, compared in (
+        ("bridge.chain", ev.chain_differences, ev.chain_compared),
+        ("bridge.consistency", ev.lease_differences, ev.lease_compared),
+    ):
+        if diffs is None:
+            continue
+        if not diffs:
+            col.ok(check, compared)
+            continue
+        shown = list(diffs[:6]) + ([f"… {len(diffs) - 6} more"] if len(diffs) > 6 else [])
+        col.fail(check, "; ".join(shown) + " (the chain is right: the bridge serves another story)")
+
+
+def _signed_by_attestor(terms: LeaseTerms, dom: bytes, sr: SignedReport, h: bytes) -> bool:
+    try:
+        signer = recover_signer(typed_data_digest(dom, h), sr.signature)
+    except ProtocolError:
+        return False
+    return signer.lower() in {a.lower() for a in attestor_at(terms, sr.report.windowEndMs)}
 
 
 def _check_identity(col: _Collector, terms: LeaseTerms, r: MeteringReport) -> None:
@@ -577,8 +793,20 @@ def _check_window(
     r: MeteringReport,
     prev: MeteringReport | None,
     carry: _Carry | None,
+    now_ms: int | None = None,
 ) -> None:
     s = r.seq
+    if now_ms is not None:
+        ahead = r.windowEndMs - now_ms
+        col.check(
+            "window.future",
+            ahead <= policy.future_tolerance_ms,
+            f"the window ends at {r.windowEndMs}, {ahead} ms after the chain's present ({now_ms}; tolerance "
+            f"{policy.future_tolerance_ms} ms): the attestor signed time that has not happened yet",
+            s,
+        )
+    else:
+        col.skip("window.future", "the chain's present was not given")
     bad = []
     if r.windowEndMs <= r.windowStartMs:
         bad.append(f"window ({r.windowStartMs}, {r.windowEndMs}] is empty")
@@ -717,13 +945,21 @@ def _check_spot(col: _Collector, terms: LeaseTerms, policy: AuditPolicy, sr: Sig
     s = r.seq
     need = min(k, r.sampleCount)
     bad: list[str] = []
+    served: list[str] = []  # what the bridge served with the proofs that is not what was signed
     proven: dict[bytes, Sample] = {}
     for p in sr.proofs:
+        if p.root is not None and p.root != r.samplesRoot:
+            served.append(
+                f"sample {p.index}: served root 0x{p.root.hex()[:16]}… is not the signed samplesRoot "
+                f"0x{r.samplesRoot.hex()[:16]}…"
+            )
         try:
             leaf = sample_leaf(p.sample)
         except ProtocolError as e:
             bad.append(f"sample {p.index}: {e}")
             continue
+        if p.leaf is not None and p.leaf != leaf:
+            served.append(f"sample {p.index}: served leaf 0x{p.leaf.hex()[:16]}… is not the sample's 0x{leaf.hex()[:16]}…")
         if p.index >= r.sampleCount:
             bad.append(f"sample index {p.index} ≥ sampleCount {r.sampleCount}")
         elif not verify_proof(r.samplesRoot, leaf, p.proof):
@@ -733,6 +969,8 @@ def _check_spot(col: _Collector, terms: LeaseTerms, policy: AuditPolicy, sr: Sig
     if not bad and len(proven) < need:
         bad.append(f"{len(proven)} distinct samples proven, {need} asked")
     col.check("samples.spot_check", not bad, "; ".join(bad), s)
+    if any(p.root is not None or p.leaf is not None for p in sr.proofs):
+        col.check("bridge.proofs", not served, "; ".join(served[:3]) + " (the bridge's copy is not what was signed)", s)
     for name in (
         "aggregates",
         "samples.intervals",
@@ -1337,13 +1575,18 @@ def lease_usage(inp: AuditInput) -> LeaseUsage:
 __all__ = [
     "BILLING_BASIS",
     "CHECKS",
+    "CHECK_PARTY",
     "FLAG_WORDS",
+    "PARTIES",
     "AttestorPeriod",
     "AuditError",
     "AuditInput",
     "AuditPolicy",
     "BillingMode",
+    "BridgeEvidence",
+    "ChainLease",
     "CheckResult",
+    "Dispute",
     "LeaseMoney",
     "LeaseTerms",
     "LeaseUsage",

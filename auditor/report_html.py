@@ -125,12 +125,12 @@ def gpu_plot(
 
 
 def _table(results: Sequence[CheckResult]) -> str:
-    rows = ["<table><tr><th>check</th><th>result</th><th>report</th><th>detail</th></tr>"]
+    rows = ["<table><tr><th>check</th><th>result</th><th>party</th><th>report</th><th>detail</th></tr>"]
     for r in results:
         seq = "" if r.report_seq is None else str(r.report_seq)
         rows.append(
             f'<tr><td>{html.escape(r.check)}</td><td class="s {r.status}">{r.status}</td>'
-            f"<td>{seq}</td><td>{html.escape(r.detail)}</td></tr>"
+            f"<td>{html.escape(r.blame)}</td><td>{seq}</td><td>{html.escape(r.detail)}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -185,9 +185,16 @@ def _usage_table(usage: LeaseUsage) -> str:
     return "".join(rows)
 
 
-def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
+def _lease_section(inp: AuditInput | None, verdict: Verdict) -> str:
+    if inp is None or verdict.unaudited is not None:
+        why = verdict.unaudited or "no input"
+        return (
+            f'<h2>Lease {verdict.leaseId} <span class="badge bad">COULD NOT AUDIT</span></h2>'
+            f'<p class="meta">{html.escape(why)}</p>'
+        )
     t = inp.terms
     badge = '<span class="badge ok">VERIFIED</span>' if verdict.ok else '<span class="badge bad">FAILED</span>'
+    notes = "".join(f"<br><b>{html.escape(n)}</b>" for n in verdict.notes)
     out = [
         f"<h2>Lease {t.leaseId} {badge}</h2>",
         f'<p class="meta">chain {t.chainId} · escrow {html.escape(t.escrow)} · {t.gpuCount} GPU(s) · '
@@ -196,7 +203,7 @@ def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
         f"{html.escape(_fmt_ts(t.startMs))} → {html.escape(_fmt_ts(t.endMs))}<br>"
         f"{verdict.reports} reports, {verdict.samples} samples "
         f"{f'proven (spot check of {verdict.spot_check_k} per report)' if verdict.spot_check_k else 'rebuilt'}, "
-        f"{verdict.settlements} checkpoints settled on-chain</p>",
+        f"{verdict.settlements} checkpoints settled on-chain{notes}</p>",
         _table(verdict.results),
     ]
     if inp.reports:
@@ -245,8 +252,8 @@ def _lease_section(inp: AuditInput, verdict: Verdict) -> str:
     return "".join(out)
 
 
-def render_html(audits: Sequence[tuple[AuditInput, Verdict]], *, title: str = "Compute Ledger audit") -> str:
-    """The whole report as one HTML string."""
+def render_html(audits: Sequence[tuple[AuditInput | None, Verdict]], *, title: str = "Compute Ledger audit") -> str:
+    """The whole report as one HTML string (a lease that could not be audited: its reason)."""
     ok = all(v.ok for _, v in audits)
     failed = sum(1 for _, v in audits if not v.ok)
     now = datetime.now(tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,66 +1,94 @@
-"""Where an audit's input comes from: the bridge's HTTP API, or the chain itself plus a samples archive.
+"""Where an audit's input comes from. The chain is the root of trust, always: whatever the chain holds
+(lease terms, the node's attestor history, checkpoints, money, disputes, the lease's state, the chain's
+present) is read from the chain; a bridge, or an archive it exported, supplies only what the chain cannot
+(reports, their samples, Merkle proofs), and each of those is checked against what the chain committed
+(the settled report hashes, the signed samples roots, the registered attestor).
 
-Both build the same :class:`auditor.core.AuditInput`; the core never knows which one it was handed. The
-wire formats are written down in api/AUDIT_API.md: lease JSON (terms, money, settlements), report
-entries (report JSON, signature, samples) and the JSON-lines samples archive (one report entry per line).
-
-* :class:`ApiSource` trusts the bridge for nothing it cannot check: it reads terms, events and reports from
-  the API and the auditor re-verifies them. It can ask for spot-check proofs instead of every sample.
-* :class:`ChainSource` reads terms, attestor keys and money events from the contracts' events (through a
-  :class:`LeaseReader`, e.g. :class:`ChainLeaseReader` over ``ledger.chain``) and reports + samples from an
-  :class:`ArchiveSource`, so an auditor need not trust the bridge at all.
+* :class:`ApiSource` reads reports, samples and proofs from the bridge's HTTP API (api/AUDIT_API.md) and
+  everything else from the chain, which it finds through the bridge's ``GET /v1/chain`` (or is handed:
+  ``chain=``, ``rpc_url=``, ``deployment=``). It compares the bridge's copy of the chain's data with the
+  chain (``bridge.chain``, ``bridge.consistency``): a bridge serving another story is a finding of its own.
+* :class:`ChainSource` reads the chain through a :class:`ChainView` (e.g. :class:`ChainLeaseReader` over
+  ``ledger.chain``) and reports + samples from an :class:`ArchiveSource`, without any bridge.
 
 A settled checkpoint is a record of the escrow's ``CheckpointsSettled`` event (``settle``'s own
 ``CheckpointSettled``): the report hash, the lease's new ``ckpt`` word and the charge. ``ledger.chain.events``
 decodes each record as a ``CheckpointSettled`` event; :class:`auditor.core.Settlement` is built from the
-word (:meth:`auditor.core.Settlement.of_ckpt`).
+word (:meth:`auditor.core.Settlement.of_ckpt`). The wire formats are parsed in :mod:`auditor.wire`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 
-from ledger.protocol import (
-    SAMPLE_FIELD_NAMES,
-    ZERO_HASH,
-    MeteringReport,
-    ProtocolError,
-    Sample,
-    hex_to_bytes32,
-    report_struct_hash,
-    safejson,
-)
-from ledger.protocol.economics import BillingMode, LeaseMoney, Settlement, TopUp, fold_lease
+from ledger.protocol import ZERO_HASH, domain_separator, safejson
+from ledger.protocol.economics import LeaseMoney, Settlement, fold_lease
 from ledger.protocol.errors import LedgerError
 from ledger.protocol.settlement import commitment, initial_ckpt
 
+from .consistency import chain_document_differences, lease_document_differences
 from .core import (
     AttestorPeriod,
-    AuditError,
     AuditInput,
+    BridgeEvidence,
+    ChainLease,
     LeaseTerms,
     SampleProof,
     SignedReport,
     pick_spot_indices,
 )
+from .wire import (
+    _MALFORMED,
+    DEFAULT_SAMPLE_PERIOD_MS,
+    AuditSourceError,
+    _billing,
+    _malformed,
+    money_from_json,
+    proof_from_json,
+    report_from_json,
+    report_to_json,
+    sample_from_json,
+    settlement_from_json,
+    settlement_to_json,
+    settlements_from_json,
+    terms_from_json,
+)
 
 if TYPE_CHECKING:  # the chain reader imports web3 only when it is used
+    from ledger.chain.backends import Chain
+    from ledger.chain.deployment import Deployment
     from ledger.chain.suite import LedgerChain
 
-
-DEFAULT_SAMPLE_PERIOD_MS = 18_000
-"""The attestor's sampling period when a source does not say (protocol v2's default policy,
-``attestor.meter.SamplingPolicy``; the report's configHash commits to it but cannot be inverted). It sets
-the gap tolerance (half a period) of ``samples.gaps``: a source should send the node's own."""
-
-
-class AuditSourceError(AuditError):
-    """A source answered something that is not the documented format, or could not be reached."""
+__all__ = [
+    "DEFAULT_SAMPLE_PERIOD_MS",
+    "PROOFS_PER_REQUEST",
+    "ApiSource",
+    "ArchiveSource",
+    "AuditSource",
+    "AuditSourceError",
+    "ChainLeaseReader",
+    "ChainSource",
+    "ChainView",
+    "money_from_json",
+    "proof_from_json",
+    "report_from_json",
+    "report_to_json",
+    "sample_from_json",
+    "settlement_from_json",
+    "settlement_to_json",
+    "settlements_from_json",
+    "terms_from_json",
+    "verify_deployment",
+    "write_archive",
+]
 
 
 class AuditSource(Protocol):
@@ -73,220 +101,39 @@ class AuditSource(Protocol):
         ...
 
 
-# --- wire parsing (shared by every source) -------------------------------------------------------------
+class ChainView(Protocol):
+    """What the auditor reads from the chain (:class:`ChainLeaseReader`; tests may stand in for it)."""
 
-_MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
-"""What reading a document of the wrong shape raises (a list where an object belongs, a missing key, ...)."""
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def escrow(self) -> str:
+        """The LeaseEscrow address: the EIP-712 verifying contract."""
+        ...
+
+    def lease_ids(self) -> list[int]:
+        """Every lease the chain holds."""
+        ...
+
+    def record(self, lease_id: int, *, as_of_block: int | None = None) -> ChainLease:
+        """The chain's record of a lease (its events through ``as_of_block``, default: all read); raises
+        :class:`AuditSourceError`."""
+        ...
+
+    def refresh(self) -> None:
+        """Forget what was read: the next :meth:`record` reads the chain again."""
+        ...
 
 
-def _malformed(what: str, e: Exception) -> AuditSourceError:
-    return AuditSourceError(f"{what} is not in the documented format ({type(e).__name__}: {e})")
-
-
-def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
-    v = data.get(key, default)
+def _num(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
     if isinstance(v, str) and v.isdigit():
         return int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise AuditSourceError(f"{key} must be an integer, got {v!r}")
-    return int(v)
-
-
-def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
-    return None if data.get(key) is None else _int(data, key)
-
-
-def _bytes(value: Any, name: str) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise AuditSourceError(f"{name} must be 0x-hex")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError as e:
-        raise AuditSourceError(f"{name} is not hex") from e
-
-
-def _b32(value: Any, name: str) -> bytes:
-    try:
-        return hex_to_bytes32(value, name)
-    except ProtocolError as e:
-        raise AuditSourceError(str(e)) from e
-
-
-def _billing(value: Any) -> BillingMode:
-    """The billing mode from its API name (``reserved``, ``metered``, ``sm_active``; any case, ``-`` for
-    ``_``) or the contract's number (0, 1, 2)."""
-    if isinstance(value, str) and not value.isdigit():
-        value = value.strip().replace("-", "_")
-    try:
-        return BillingMode.parse(value)
-    except ProtocolError as e:
-        raise AuditSourceError(f"unknown billingMode {value!r} (known: reserved, metered, sm_active)") from e
-
-
-def _order(d: Mapping[str, Any]) -> tuple[int, int]:
-    return (_int(d, "block", 0), _int(d, "logIndex", 0))
-
-
-def terms_from_json(d: Mapping[str, Any]) -> LeaseTerms:
-    """Lease terms from the lease JSON of api/AUDIT_API.md §1."""
-    try:
-        attestors = tuple(
-            AttestorPeriod(str(a["address"]), _int(a, "fromMs", 0), _opt_int(a, "untilMs")) for a in d["attestors"]
-        )
-        gpu_indices = d.get("gpuIndices")
-        return LeaseTerms(
-            leaseId=_int(d, "leaseId"),
-            chainId=_int(d, "chainId"),
-            escrow=str(d["escrow"]),
-            attestors=attestors,
-            gpuSetHash=_b32(d["gpuSetHash"], "gpuSetHash"),
-            gpuCount=_int(d, "gpuCount"),
-            startMs=_int(d, "startMs"),
-            endMs=_int(d, "endMs"),
-            pricePerGpuSecond=_int(d, "pricePerGpuSecond"),
-            billingMode=_billing(d.get("billingMode")),
-            maxPowerMwPerGpu=_int(d, "maxPowerMwPerGpu"),
-            samplePeriodMs=_int(d, "samplePeriodMs", DEFAULT_SAMPLE_PERIOD_MS),
-            gpuIndices=None if gpu_indices is None else tuple(int(i) for i in gpu_indices),
-            token=d.get("token"),
-        )
-    except KeyError as e:
-        raise AuditSourceError(f"lease JSON lacks {e}") from e
-    except (TypeError, ValueError) as e:
-        raise AuditSourceError(f"lease JSON is malformed: {e}") from e
-
-
-# The ckpt word's fields as a settlement carries them (names of the CheckpointSettled event's args; protocol v2:
-# seq32 | busy48 | alloc48 | energy48 | smActive48 | settledAt32, ``ledger.protocol.settlement.Checkpoint``).
-_CKPT_FIELDS: tuple[str, ...] = (
-    "seq",
-    "cumBusyMs",
-    "cumAllocatedMs",
-    "cumEnergyMj",
-    "cumSmActiveMs",
-    "settledAt",
-)
-
-
-def settlement_from_json(s: Mapping[str, Any]) -> Settlement:
-    """One settled checkpoint (api/AUDIT_API.md §1): the record's ``ckpt`` word (or its fields), ``reportHash``,
-    ``charged``, and where it is in the chain (``block``, ``logIndex``, ``recordIndex``, ``txHash``).
-
-    When both the word and fields are given they must agree; anything else the bridge adds (a derived
-    ``billableDelta``, the report's ``samplesRoot``, a protocol v1 ``windowEndMs``, which the v2 word no
-    longer carries) is not evidence and is ignored: the auditor derives it.
-    """
-    order = (_int(s, "block", 0), _int(s, "logIndex", 0), _int(s, "recordIndex", 0))
-    report_hash = _b32(s.get("reportHash"), "reportHash")
-    charged = _int(s, "charged")
-    tx = s.get("txHash")
-    if s.get("ckpt") is not None:
-        st = Settlement.of_ckpt(_int(s, "ckpt"), report_hash, charged, order, tx)
-        for name in _CKPT_FIELDS:
-            if s.get(name) is not None and _int(s, name) != getattr(st, name):
-                raise AuditSourceError(f"settlement of seq {st.seq}: {name} {s[name]} disagrees with its ckpt word")
-        return st
-    missing = [name for name in _CKPT_FIELDS if s.get(name) is None]
-    if missing:
-        raise AuditSourceError(f"a settlement needs its ckpt word (or {', '.join(missing)})")
-    return Settlement(
-        seq=_int(s, "seq"),
-        reportHash=report_hash,
-        charged=charged,
-        cumBusyMs=_int(s, "cumBusyMs"),
-        cumAllocatedMs=_int(s, "cumAllocatedMs"),
-        cumEnergyMj=_int(s, "cumEnergyMj"),
-        cumSmActiveMs=_int(s, "cumSmActiveMs"),
-        settledAt=_int(s, "settledAt"),
-        order=order,
-        txHash=tx,
-    )
-
-
-def settlements_from_json(items: Iterable[Mapping[str, Any]]) -> tuple[Settlement, ...]:
-    return tuple(settlement_from_json(s) for s in items)
-
-
-def settlement_to_json(st: Settlement) -> dict[str, Any]:
-    """The inverse of :func:`settlement_from_json` (``ckpt`` and ``charged`` as decimal strings: JSON numbers
-    above 2^53 lose precision in JavaScript)."""
-    order = tuple(st.order) + (0,) * (3 - len(st.order))
-    return {
-        "seq": st.seq,
-        "reportHash": "0x" + st.reportHash.hex(),
-        "ckpt": str(st.ckpt),
-        "charged": str(st.charged),
-        "cumBusyMs": st.cumBusyMs,
-        "cumAllocatedMs": st.cumAllocatedMs,
-        "cumEnergyMj": st.cumEnergyMj,
-        "cumSmActiveMs": st.cumSmActiveMs,
-        "settledAt": st.settledAt,
-        "block": order[0],
-        "logIndex": order[1],
-        "recordIndex": order[2],
-        "txHash": st.txHash,
-    }
-
-
-def money_from_json(m: Mapping[str, Any] | None) -> LeaseMoney | None:
-    if m is None:
-        return None
-    return LeaseMoney(
-        escrow=_int(m, "escrow"),
-        fee=_int(m, "fee", 0),
-        topUps=tuple(TopUp(_int(t, "amount"), _int(t, "fee", 0), _order(t)) for t in m.get("topUps", ())),
-        closed=bool(m.get("closed", False)),
-        refund=_int(m, "refund", 0),
-        closedCharged=_opt_int(m, "closedCharged"),
-        feeKept=_opt_int(m, "feeKept"),
-        feeRefund=_int(m, "feeRefund", 0),
-    )
-
-
-def sample_from_json(values: Any) -> Sample:
-    """A sample as the wire carries it: the list of its values in ``SAMPLE_FIELD_NAMES`` order (protocol v2:
-    13 integers)."""
-    if not isinstance(values, list):
-        raise AuditSourceError(f"a sample must be a list of {len(SAMPLE_FIELD_NAMES)} integers")
-    try:
-        return Sample.from_values(values)
-    except ProtocolError as e:
-        raise AuditSourceError(str(e)) from e
-
-
-def report_from_json(entry: Mapping[str, Any]) -> SignedReport:
-    """A report entry (api/AUDIT_API.md §2 / an archive line) → :class:`SignedReport`."""
-    try:
-        report = MeteringReport.from_json(entry["report"])
-    except KeyError as e:
-        raise AuditSourceError("report entry lacks 'report'") from e
-    except ProtocolError as e:
-        raise AuditSourceError(f"malformed report: {e}") from e
-    raw = entry.get("samples")
-    samples = None if raw is None else tuple(sample_from_json(v) for v in raw)
-    return SignedReport(report, _bytes(entry.get("signature"), "signature"), samples)
-
-
-def report_to_json(sr: SignedReport, node_id: int | None = None) -> dict[str, Any]:
-    """The inverse of :func:`report_from_json`: one archive line / one element of the reports list."""
-    out: dict[str, Any] = {
-        "report": sr.report.to_json(),
-        "signature": "0x" + sr.signature.hex(),
-        "reportHash": "0x" + report_struct_hash(sr.report).hex(),
-    }
-    if node_id is not None:
-        out["nodeId"] = node_id
-    if sr.samples is not None:
-        out["samples"] = [s.to_list() for s in sr.samples]
-    return out
-
-
-def proof_from_json(d: Mapping[str, Any]) -> SampleProof:
-    return SampleProof(
-        index=_int(d, "index"),
-        sample=sample_from_json(d.get("sample")),
-        proof=tuple(_b32(p, "proof") for p in d.get("proof", ())),
-    )
+    return None
 
 
 # --- the bridge's API ------------------------------------------------------------------------------------
@@ -296,27 +143,64 @@ def proof_from_json(d: Mapping[str, Any]) -> SampleProof:
 PROOFS_PER_REQUEST = 256
 
 
+@dataclass(frozen=True)
+class _Link:
+    """The chain an :class:`ApiSource` reads, and how the bridge's ``GET /v1/chain`` compared with it."""
+
+    view: ChainView
+    differences: tuple[str, ...] | None
+    compared: str
+
+
 class ApiSource:
-    """Reads a lease from the bridge (api/AUDIT_API.md). ``client`` may be any ``httpx.Client`` (tests pass one
-    bound to an in-process app); otherwise one is made for ``base_url``."""
+    """Reports, samples and proofs from the bridge (api/AUDIT_API.md); everything else from the chain.
+
+    The chain: ``chain`` when given (a :class:`ledger.chain.suite.LedgerChain`, a connected
+    :class:`ledger.chain.backends.Chain`, or any :class:`ChainView`: an in-process chain, the demo's and the
+    tests'); otherwise a JSON-RPC node at ``rpc_url``, or at the ``rpcUrl`` the bridge publishes in
+    ``GET /v1/chain``. The deployment: ``deployment`` when given (the record you trust), else the bridge's,
+    verified on the chain (:func:`verify_deployment`: chain id, code at every address, the registry wired to
+    the escrow, the escrow's EIP-712 domain). A bridge that publishes no RPC URL (the memory backend: its
+    chain lives in its process) cannot be audited without ``chain`` or ``rpc_url``: :class:`AuditSourceError`
+    says so.
+
+    ``client`` may be any ``httpx.Client`` (tests pass one bound to an in-process app); otherwise one is made
+    for ``base_url``. ``sample_period_ms`` overrides the attestor's period the bridge reports (the one figure
+    of the terms the chain cannot give: ``configHash`` commits to it but cannot be inverted).
+    """
 
     def __init__(
         self,
         base_url: str = "",
         *,
         client: httpx.Client | None = None,
+        chain: "ChainView | LedgerChain | Chain | None" = None,
+        rpc_url: str | None = None,
+        deployment: "Deployment | None" = None,
+        sample_period_ms: int | None = None,
         timeout_s: float = 30.0,
         page_size: int = 500,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client if client is not None else httpx.Client(base_url=base_url, timeout=timeout_s)
         self._owns_client = client is None
         self._page = page_size
         self._rng = rng
+        self._chain_arg = chain
+        self._rpc_url = rpc_url
+        self._deployment = deployment
+        self._period = sample_period_ms
+        self._clock = clock
+        self._link: _Link | None = None
+        self._opened: list[Any] = []  # chains this source connected to (closed with it)
 
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+        for c in self._opened:
+            c.close()
+        self._opened.clear()
 
     def __enter__(self) -> "ApiSource":
         return self
@@ -324,11 +208,13 @@ class ApiSource:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+    def _get(self, path: str, params: Mapping[str, Any] | None = None, *, missing_ok: bool = False) -> Any:
         try:
             resp = self._client.get(path, params=params)
         except httpx.HTTPError as e:
             raise AuditSourceError(f"GET {path}: {e}") from e
+        if resp.status_code == 404 and missing_ok:
+            return None
         if resp.status_code != 200:
             raise AuditSourceError(f"GET {path}: HTTP {resp.status_code} {resp.text[:200]}")
         try:
@@ -336,13 +222,111 @@ class ApiSource:
         except ValueError as e:
             raise AuditSourceError(f"GET {path}: not JSON") from e
 
+    # --- the chain ---------------------------------------------------------------------------------------
+
+    def chain(self) -> ChainView:
+        """The chain this source reads (found on first use)."""
+        return self._linked().view
+
+    def _linked(self) -> _Link:
+        if self._link is None:
+            try:
+                self._link = self._connect()
+            except _MALFORMED as e:
+                raise _malformed("the bridge's GET /v1/chain", e) from e
+        return self._link
+
+    def _connect(self) -> _Link:
+        doc = self._get("/v1/chain", missing_ok=True)
+        if doc is not None and not isinstance(doc, Mapping):
+            raise AuditSourceError(f"GET /v1/chain: a {type(doc).__name__}, not the documented object")
+        arg = self._chain_arg
+        if arg is not None and hasattr(arg, "record"):  # a ChainView of the caller's
+            view: ChainView = arg  # type: ignore[assignment]
+            return self._compare(doc, view, None, "the chain given in process")
+        from ledger.chain.backends import Chain, connect
+        from ledger.chain.deployment import Deployment
+        from ledger.chain.suite import LedgerChain
+
+        published = None if doc is None else doc.get("deployment")
+        if isinstance(arg, LedgerChain):
+            problems = verify_deployment(arg)
+            if problems:
+                raise AuditSourceError("the chain given does not hold its deployment: " + "; ".join(problems))
+            reader = ChainLeaseReader(arg, clock=self._clock)
+            return self._compare(
+                doc, reader, arg.deployment, "the chain given in process, with its deployment, verified on it"
+            )
+        pinned = self._deployment
+        if pinned is None:
+            if not isinstance(published, Mapping):
+                why = "GET /v1/chain: HTTP 404" if doc is None else "GET /v1/chain has no deployment record"
+                raise AuditSourceError(
+                    f"the bridge does not say where its contracts are ({why}): give --deployment FILE (and --rpc URL)"
+                )
+            try:
+                dep = Deployment.from_json(published)
+            except LedgerError as e:
+                raise AuditSourceError(f"the deployment record the bridge publishes is malformed: {e}") from e
+        else:
+            dep = pinned
+        if isinstance(arg, Chain):
+            chain, where = arg, "the chain given in process"
+        else:
+            url = self._rpc_url
+            where = f"the RPC node {url} (yours)"
+            if url is None:
+                url = doc.get("rpcUrl") if doc is not None else None
+                where = f"the RPC node {url} the bridge publishes"
+            if not isinstance(url, str) or not url:
+                note = doc.get("rpcNote") if doc is not None else None
+                raise AuditSourceError(
+                    f"the bridge publishes no RPC URL for chain {dep.chain_id}"
+                    + (f" ({note})" if isinstance(note, str) and note else "")
+                    + ": give --rpc URL of a node of that chain"
+                )
+            try:
+                chain = connect("rpc", rpc_url=url)
+            except LedgerError as e:
+                raise AuditSourceError(f"{where}: {e}") from e
+            self._opened.append(chain)
+        ledger = LedgerChain(chain, dep)
+        problems = verify_deployment(ledger)
+        if problems:
+            whose = "your deployment record" if pinned is not None else "the deployment record the bridge publishes"
+            raise AuditSourceError(f"{whose} does not describe {where}: " + "; ".join(problems))
+        origin = "your deployment record" if pinned is not None else "the bridge's deployment record"
+        reader = ChainLeaseReader(ledger, clock=self._clock)
+        return self._compare(
+            doc, reader, pinned, f"{where}; {origin}, verified on it (chain id, code at 4 addresses, wiring, domain)"
+        )
+
+    def _compare(self, doc: Mapping[str, Any] | None, view: ChainView, mine: "Deployment | None", where: str) -> _Link:
+        """``bridge.chain``: the bridge's GET /v1/chain against the chain read (and the deployment trusted)."""
+        if doc is None:
+            return _Link(view, ("the bridge serves no GET /v1/chain (api/AUDIT_API.md §0)",), where)
+        diffs = chain_document_differences(
+            doc, chain_id=view.chain_id, escrow=view.escrow, deployment=mine.to_json() if mine is not None else None
+        )
+        what = "chain id, EIP-712 domain" + (", deployment record" if mine is not None else "")
+        return _Link(view, tuple(diffs), f"the bridge's GET /v1/chain ({what}) is the chain's: {where}")
+
+    # --- what only the bridge has ------------------------------------------------------------------------
+
     def lease_ids(self) -> list[int]:
+        """Every lease the chain holds (not the bridge's list: a lease the bridge hides is still audited)."""
+        return self._linked().view.lease_ids()
+
+    def listed_lease_ids(self) -> list[int]:
+        """The leases the bridge lists (api/AUDIT_API.md §4)."""
         try:
-            return self._lease_ids()
+            return self._listed()
         except _MALFORMED as e:
             raise _malformed("the bridge's lease list", e) from e
 
-    def _lease_ids(self) -> list[int]:
+    def _listed(self) -> list[int]:
+        from .wire import _int
+
         out: list[int] = []
         cursor: Any = None
         while True:
@@ -395,8 +379,14 @@ class ApiSource:
             raise _malformed(f"the bridge's answer for lease {lease_id}", e) from e
 
     def _load(self, lease_id: int, spot_check_k: int | None) -> AuditInput:
-        lease = self._get(f"/v1/leases/{lease_id}")
-        terms = terms_from_json(lease)
+        link = self._linked()
+        rec = link.view.record(lease_id)
+        doc = self._get(f"/v1/leases/{lease_id}", missing_ok=True)
+        if doc is None:
+            raise AuditSourceError(
+                f"the bridge does not know lease {lease_id} (GET /v1/leases/{lease_id}: HTTP 404), which chain "
+                f"{link.view.chain_id} holds: no report to audit"
+            )
         if spot_check_k is None:
             reports = self.reports(lease_id)
         else:
@@ -405,12 +395,43 @@ class ApiSource:
                 idx = pick_spot_indices(sr.report.sampleCount, spot_check_k, self._rng)
                 proofs = self.proofs(lease_id, sr.report.seq, list(idx))
                 reports.append(SignedReport(sr.report, sr.signature, None, proofs))
+        diffs, compared, rec = self._consistency(lease_id, doc, rec)
+        served_period = _num(doc.get("samplePeriodMs")) if isinstance(doc, Mapping) else None
+        period = self._period or served_period or DEFAULT_SAMPLE_PERIOD_MS
         return AuditInput(
-            terms,
+            dataclasses.replace(rec.terms, samplePeriodMs=period),
             tuple(reports),
-            settlements_from_json(lease.get("settlements", ())),
-            money_from_json(lease.get("money")),
+            rec.settlements,
+            rec.money,
+            disputes=rec.disputes,
+            status=rec.status,
+            now_ms=rec.nowMs,
+            bridge=BridgeEvidence(link.differences, link.compared, tuple(diffs), compared),
         )
+
+    def _consistency(self, lease_id: int, doc: Any, rec: ChainLease) -> tuple[list[str], str, ChainLease]:
+        """``bridge.consistency``: the lease document against the chain's record. A difference may be time, not
+        a lie: the chain moved since it was read (read it again), or the bridge's indexer has not reached the
+        chain's head (compare with the chain as of the block the bridge says it indexed, GET /v1/health)."""
+        view = self._linked().view
+        parts = f"terms, {len(rec.terms.attestors)} attestor key(s), {len(rec.settlements)} checkpoint(s), money"
+        compared = f"the bridge's lease document is the chain's ({parts}{', disputes' if rec.disputes else ''})"
+        diffs = lease_document_differences(doc, rec)
+        if not diffs:
+            return diffs, compared, rec
+        view.refresh()
+        rec = view.record(lease_id)
+        diffs = lease_document_differences(doc, rec)
+        if not diffs:
+            return diffs, compared, rec
+        health = self._get("/v1/health", missing_ok=True) if rec.block is not None else None
+        indexed = _num(health.get("indexedBlock")) if isinstance(health, Mapping) else None
+        if indexed is not None and rec.block is not None and indexed < rec.block:
+            then = view.record(lease_id, as_of_block=indexed)
+            if not lease_document_differences(doc, then):
+                lag = f"; the bridge has indexed through block {indexed}, the chain is at {rec.block}"
+                return [], compared + lag, rec
+        return diffs, compared, rec
 
 
 # --- the samples archive ---------------------------------------------------------------------------------
@@ -465,26 +486,17 @@ class ArchiveSource:
         for rs in self._by_lease.values():
             yield from rs
 
-
 # --- the chain, directly ---------------------------------------------------------------------------------
 
 
-class LeaseReader(Protocol):
-    """Terms, settlements and money of a lease, read from the chain."""
-
-    def lease_ids(self) -> list[int]: ...
-
-    def lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]: ...
-
-
 class ChainSource:
-    """The chain (through a :class:`LeaseReader`) for terms and money, an archive for reports + samples.
+    """The chain (through a :class:`ChainView`) for everything it holds, an archive for reports + samples.
 
     With a spot check the archive's full samples are still used (they are local: nothing is saved by
     proving fewer), so ``spot_check_k`` is ignored here.
     """
 
-    def __init__(self, reader: LeaseReader, archive: ArchiveSource) -> None:
+    def __init__(self, reader: ChainView, archive: ArchiveSource) -> None:
         self._reader = reader
         self._archive = archive
 
@@ -492,34 +504,85 @@ class ChainSource:
         return sorted(set(self._reader.lease_ids()))
 
     def load(self, lease_id: int, spot_check_k: int | None = None) -> AuditInput:
-        terms, settlements, money = self._reader.lease(lease_id)
-        return AuditInput(terms, tuple(self._archive.reports(lease_id)), settlements, money)
+        rec = self._reader.record(lease_id)
+        return AuditInput(
+            rec.terms,
+            tuple(self._archive.reports(lease_id)),
+            rec.settlements,
+            rec.money,
+            disputes=rec.disputes,
+            status=rec.status,
+            now_ms=rec.nowMs,
+        )
 
+
+def verify_deployment(ledger: "LedgerChain") -> list[str]:
+    """What is wrong with a deployment record on the chain it names (empty: nothing): the node answers the
+    record's chain id, every address holds code, the registry's escrow is the record's escrow, and the
+    escrow's EIP-712 domain separator is metering protocol v2's for this chain and address."""
+    from ledger.chain.errors import ChainError
+
+    dep = ledger.deployment
+    read = ledger.read
+    try:
+        cid = read.chain_id
+        if cid != dep.chain_id:
+            return [f"the node answers chain id {cid}, the deployment is on chain {dep.chain_id}"]
+        bad = []
+        for name, addr in (
+            ("CapacityRegistry", dep.registry),
+            ("Reputation", dep.reputation),
+            ("LeaseEscrow", dep.escrow),
+            ("LeaseEscrowExtension", dep.escrow_extension),
+        ):
+            if not read.code(addr):
+                bad.append(f"no contract at {name} {addr}")
+        if bad:
+            return bad
+        wired = read.registry_escrow()
+        if wired.lower() != dep.escrow.lower():
+            bad.append(f"the registry's escrow is {wired}, not the record's LeaseEscrow {dep.escrow}")
+        if read.domain_separator() != domain_separator(dep.chain_id, dep.escrow):
+            bad.append("the escrow's EIP-712 domain is not metering protocol v2's for this chain and address")
+        return bad
+    except (ChainError, LedgerError, OSError) as e:
+        return [f"the chain does not answer: {e}"]
 
 
 class ChainLeaseReader:
-    """Terms, attestor keys over time, checkpoints and money of leases, read from the contracts alone.
+    """Terms, attestor keys over time, checkpoints, money and disputes of leases, read from the contracts alone.
 
     Views (``lease``, ``offer``, ``node``) give the terms (the GPU set the reports must be about is
-    ``lease(id).gpuSetHash``); the registry's NodeRegistered / AttestorRotated events give which key was the
-    node's attestor when (block timestamps); the escrow's events give the checkpoints and the money, folded
-    by ``ledger.protocol.economics.fold_lease``. Events are read once per reader (the whole suite from its
-    deployment block) and grouped; the last checkpoint read must reproduce the escrow's ``stateHash``
-    commitment, or the lease is not audited (:class:`AuditSourceError`).
+    ``lease(id).gpuSetHash``) and the lease's state; the registry's NodeRegistered / AttestorRotated events
+    give which key was the node's attestor when (block timestamps); the escrow's events give the checkpoints,
+    the money and the disputes, folded by ``ledger.protocol.economics.fold_lease``. Events are read once per
+    reader (the whole suite from its deployment block to the head) and grouped; the last checkpoint read
+    must reproduce the escrow's ``stateHash`` commitment, or the lease is not audited
+    (:class:`AuditSourceError`). The chain's present (``ChainLease.nowMs``) is the latest block's time, or
+    ``clock()`` when later (a dev chain mines no block while idle).
     """
 
-    def __init__(self, chain: "LedgerChain", *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS) -> None:
+    def __init__(
+        self,
+        chain: "LedgerChain",
+        *,
+        sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._chain = chain
         self._period = sample_period_ms
+        self._clock = clock
         self._by_lease: dict[int, list[Any]] | None = None
         self._by_node: dict[int, list[Any]] = {}
         self._block_ms: dict[int, int] = {}
+        self._head: int | None = None
 
     @classmethod
     def connect(
         cls, rpc_url: str, deployment: Path, *, sample_period_ms: int = DEFAULT_SAMPLE_PERIOD_MS
     ) -> "ChainLeaseReader":
-        """A reader over JSON-RPC for the deployment recorded in ``deployment`` (``ledger.chain.deployment``)."""
+        """A reader over JSON-RPC for the deployment recorded in ``deployment`` (``ledger.chain.deployment``),
+        verified on that node (:func:`verify_deployment`)."""
         from ledger.chain.backends import connect
         from ledger.chain.deployment import Deployment
         from ledger.chain.suite import LedgerChain
@@ -529,20 +592,37 @@ class ChainLeaseReader:
             chain = connect("rpc", rpc_url=rpc_url)
         except LedgerError as e:
             raise AuditSourceError(str(e)) from e
-        if chain.chain_id != dep.chain_id:
-            raise AuditSourceError(f"{rpc_url} is chain {chain.chain_id}, the deployment is on chain {dep.chain_id}")
-        return cls(LedgerChain(chain, dep), sample_period_ms=sample_period_ms)
+        ledger = LedgerChain(chain, dep)
+        problems = verify_deployment(ledger)
+        if problems:
+            raise AuditSourceError(f"{deployment.name} does not describe the chain at {rpc_url}: " + "; ".join(problems))
+        return cls(ledger, sample_period_ms=sample_period_ms)
+
+    @property
+    def chain_id(self) -> int:
+        return int(self._chain.deployment.chain_id)
+
+    @property
+    def escrow(self) -> str:
+        return str(self._chain.deployment.escrow)
+
+    def refresh(self) -> None:
+        self._by_lease = None
+        self._by_node = {}
+        self._head = None
 
     def _events(self) -> dict[int, list[Any]]:
         if self._by_lease is None:
             by_lease: dict[int, list[Any]] = {}
+            by_node: dict[int, list[Any]] = {}
             escrow = self._chain.deployment.escrow
-            for ev in self._chain.events.read():
+            head = self._chain.read.block_number()
+            for ev in self._chain.events.read(to_block=head):
                 if "leaseId" in ev.args and ev.address == escrow:
                     by_lease.setdefault(int(ev.args["leaseId"]), []).append(ev)
                 elif ev.name in ("NodeRegistered", "AttestorRotated"):
-                    self._by_node.setdefault(int(ev.args["nodeId"]), []).append(ev)
-            self._by_lease = by_lease
+                    by_node.setdefault(int(ev.args["nodeId"]), []).append(ev)
+            self._by_lease, self._by_node, self._head = by_lease, by_node, head
         return self._by_lease
 
     def _time_ms(self, block: int) -> int:
@@ -550,11 +630,13 @@ class ChainLeaseReader:
             self._block_ms[block] = int(self._chain.read.block(block)["timestamp"]) * 1000
         return self._block_ms[block]
 
-    def attestors(self, node_id: int) -> tuple[AttestorPeriod, ...]:
+    def attestors(self, node_id: int, as_of_block: int | None = None) -> tuple[AttestorPeriod, ...]:
         """The node's attestor keys with their validity (the first one from the start of time)."""
         self._events()
         periods: list[AttestorPeriod] = []
         for ev in sorted(self._by_node.get(node_id, []), key=lambda e: (e.block_number, e.log_index)):
+            if as_of_block is not None and ev.block_number > as_of_block:
+                break
             if ev.name == "NodeRegistered":
                 periods = [AttestorPeriod(str(ev.args["attestor"]), 0, None)]
             elif periods:
@@ -571,25 +653,35 @@ class ChainLeaseReader:
             raise AuditSourceError(f"cannot count leases: {e}") from e
 
     def lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]:
+        """Terms, checkpoints and money (:meth:`record` has the rest)."""
+        rec = self.record(lease_id)
+        return rec.terms, rec.settlements, rec.money
+
+    def record(self, lease_id: int, *, as_of_block: int | None = None) -> ChainLease:
         try:
-            return self._lease(lease_id)
+            try:
+                return self._record(lease_id, as_of_block)
+            except _Moved:  # the chain moved since its events were read: read them again, once
+                self.refresh()
+                return self._record(lease_id, as_of_block, last_try=True)
         except (LedgerError, OSError) as e:  # reverts, chain errors and transport errors (requests: OSError)
             if isinstance(e, AuditSourceError):
                 raise
             raise AuditSourceError(f"lease {lease_id}: {e}") from e
 
-    def _lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]:
+    def _record(self, lease_id: int, as_of_block: int | None, *, last_try: bool = False) -> ChainLease:
         read = self._chain.read
+        events = self._events()
         info = read.lease(lease_id)
         if info.status.name == "NONE":
-            raise AuditSourceError(f"lease {lease_id} does not exist on chain {self._chain.chain_id}")
+            raise AuditSourceError(f"lease {lease_id} does not exist on chain {self.chain_id}")
         offer = read.offer(info.offer_id)
         node = read.node(info.node_id)
         terms = LeaseTerms(
             leaseId=lease_id,
-            chainId=int(self._chain.chain_id),
-            escrow=self._chain.deployment.escrow,
-            attestors=self.attestors(info.node_id),
+            chainId=self.chain_id,
+            escrow=self.escrow,
+            attestors=self.attestors(info.node_id, as_of_block),
             gpuSetHash=info.gpu_set_hash,
             gpuCount=info.gpu_count,
             startMs=info.start_ms,
@@ -601,17 +693,33 @@ class ChainLeaseReader:
             gpuIndices=tuple(offer.gpu_indices),
             token=info.token,
         )
-        book = fold_lease(ev.lease_event() for ev in self._events().get(lease_id, []))
-        self._check_commitment(lease_id, list(book.settlements))
+        mine = [ev for ev in events.get(lease_id, []) if as_of_block is None or ev.block_number <= as_of_block]
+        book = fold_lease(ev.lease_event() for ev in mine)
         money = book.money
-        if money.closed != info.status.finished:  # the events and the lease's state disagree: events missing
-            raise AuditSourceError(
-                f"lease {lease_id} is {info.status.label} on chain but its events say "
-                f"{'closed' if money.closed else 'not closed'} (events missing from the node?)"
-            )
-        return terms, book.settlements, money
+        if as_of_block is None:  # the whole story read must be the chain's: its commitment and its state
+            problem = self._commitment_problem(lease_id, list(book.settlements))
+            if problem is None and money.closed != info.status.finished:
+                problem = (
+                    f"lease {lease_id} is {info.status.label} on chain but its events say "
+                    f"{'closed' if money.closed else 'not closed'} (events missing from the node?)"
+                )
+            if problem is not None:
+                if not last_try:
+                    raise _Moved()
+                raise AuditSourceError(problem)
+        latest_ms = read.now() * 1000
+        return ChainLease(
+            terms=terms,
+            settlements=book.settlements,
+            money=money,
+            disputes=book.disputes,
+            status=info.status.label,
+            nodeId=info.node_id,
+            nowMs=max(latest_ms, int(self._clock() * 1000)),
+            block=self._head if as_of_block is None else as_of_block,
+        )
 
-    def _check_commitment(self, lease_id: int, settlements: list[Settlement]) -> None:
+    def _commitment_problem(self, lease_id: int, settlements: list[Settlement]) -> str | None:
         """The last checkpoint read from the events must be the one the escrow committed to (its one-slot
         ``stateHash`` = keccak(terms, ckpt, lastReportHash)): otherwise the events this reader was given are
         not the chain's whole story (a node that dropped logs, a wrong block range), and nothing read from
@@ -624,7 +732,12 @@ class ChainLeaseReader:
         else:
             ck, last_hash = initial_ckpt(terms), ZERO_HASH
         if commitment(terms, ck, last_hash) != hashes[0]:
-            raise AuditSourceError(
+            return (
                 f"lease {lease_id}: the {len(settlements)} CheckpointSettled record(s) read do not explain the "
                 f"escrow's state commitment 0x{hashes[0].hex()} (events missing from the node?)"
             )
+        return None
+
+
+class _Moved(Exception):
+    """The chain's state is newer than the events read: read them again."""

@@ -11,7 +11,8 @@
 6. the relayer settles the latest reports as checkpoints, in batches;
 7. the buyer closes the lease (unused escrow refunded), the provider's earnings are released after the
    challenge period and withdrawn, the buyer withdraws the refund and rates the provider;
-8. an auditor verifies every report and payment from the bridge's public data and writes an HTML report.
+8. an auditor verifies every report and payment against the chain (reports, samples and proofs from the
+   bridge's public data) and writes an HTML report.
 
 Exits 0 only when every step and the audit succeed.
 
@@ -356,7 +357,7 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
             ids = [x["id"] for x in leases]
             summary.report_path = str(out_dir / "audit.html")
             try:
-                with ApiSource(base) as src:
+                with ApiSource(base, chain=chain, deployment=deployment) as src:  # the chain: the root of trust
                     audits = audit_run(src, ids)
             except AuditError as e:  # the bridge's data could not be read: no verdict, not a pass
                 raise DemoError(f"the auditor could not read the bridge's public data: {e}") from e

@@ -313,16 +313,16 @@ class Metering:
         if cached_only and ct.follows:
             raise _NotCached  # moving the chain is a chain call: not on the event loop
         now = ct.now_ms()
+        if ct.follows:  # a clockless chain is moved to the window's end, so that it can settle at once
+            if report.windowEndMs > now:
+                ct.follow(report.windowEndMs)
+            return
         if report.windowEndMs <= now + self.future_tolerance_ms:
             return
-        if not ct.follows:  # before refusing, make sure the chain has not moved since the last read
-            if cached_only:
-                raise _NotCached  # a chain read: not on the event loop
-            now = ct.now_ms(fresh=True)
-            if report.windowEndMs <= now + self.future_tolerance_ms:
-                return
-        if ct.follows:
-            ct.follow(report.windowEndMs)
+        if cached_only:  # before refusing, make sure the chain has not moved since the last read
+            raise _NotCached  # a chain read: not on the event loop
+        now = ct.now_ms(fresh=True)
+        if report.windowEndMs <= now + self.future_tolerance_ms:
             return
         ahead = report.windowEndMs - now
         log.warning(

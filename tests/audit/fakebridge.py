@@ -1,7 +1,9 @@
 """A minimal bridge serving api/AUDIT_API.md from fixture leases, to test the auditor's API source and CLI.
 
 It implements the documented wire format only (not the real bridge's store); requests are counted so
-tests can assert the traffic a spot check causes.
+tests can assert the traffic a spot check causes. The auditor reads what the chain holds from the chain:
+:class:`FixtureChain` stands in for a chain holding the same fixture leases (for tests of the API source's
+wire handling and of the command's output; the tamper tests run against a deployed chain).
 """
 
 from __future__ import annotations
@@ -11,9 +13,55 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
-from auditor.core import AuditInput
-from auditor.sources import report_to_json, settlement_to_json
-from ledger.protocol import MerkleTree, sample_leaf
+from auditor.core import AuditInput, ChainLease
+from auditor.sources import AuditSourceError, report_to_json, settlement_to_json
+from ledger.protocol import DOMAIN_NAME, DOMAIN_VERSION, MerkleTree, sample_leaf
+
+
+def _state(inp: AuditInput) -> str:
+    return "Closed" if inp.money is not None and inp.money.closed else "Active"
+
+
+class FixtureChain:
+    """A chain holding the fixture leases exactly as the fake bridge serves them (a ``ChainView``)."""
+
+    def __init__(self, leases: dict[int, AuditInput]) -> None:
+        self.leases = leases
+        any_terms = next(iter(leases.values())).terms
+        self.chain_id = any_terms.chainId
+        self.escrow = any_terms.escrow
+
+    def lease_ids(self) -> list[int]:
+        return sorted(self.leases)
+
+    def refresh(self) -> None:
+        pass
+
+    def record(self, lease_id: int, *, as_of_block: int | None = None) -> ChainLease:
+        if lease_id not in self.leases:
+            raise AuditSourceError(f"lease {lease_id} does not exist on chain {self.chain_id}")
+        inp = self.leases[lease_id]
+        last_end = max((sr.report.windowEndMs for sr in inp.reports), default=inp.terms.startMs)
+        return ChainLease(
+            terms=inp.terms,
+            settlements=inp.settlements,
+            money=inp.money,
+            status=_state(inp),
+            nodeId=1,
+            nowMs=last_end + 2_000,  # the chain's latest block, a little after the last window
+        )
+
+
+def chain_json(chain_id: int, escrow: str, rpc_url: str | None = None) -> dict[str, Any]:
+    """GET /v1/chain as the bridge serves it (api/AUDIT_API.md §0)."""
+    return {
+        "chainId": chain_id,
+        "rpcUrl": rpc_url,
+        "rpcNote": "the chain runs inside the bridge's process (memory backend): no RPC endpoint exists",
+        "deployment": {"chainId": chain_id, "block": 0, "addresses": {"LeaseEscrow": escrow}},
+        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": escrow},
+        "abis": {},
+    }
 
 
 def lease_json(inp: AuditInput) -> dict[str, Any]:
@@ -22,7 +70,7 @@ def lease_json(inp: AuditInput) -> dict[str, Any]:
         "leaseId": t.leaseId,
         "chainId": t.chainId,
         "escrow": t.escrow,
-        "state": "Closed" if inp.money is not None and inp.money.closed else "Active",
+        "state": _state(inp),
         "nodeId": 1,
         "token": t.token,
         "gpuIndices": list(t.gpuIndices or ()),
@@ -57,6 +105,12 @@ def lease_json(inp: AuditInput) -> dict[str, Any]:
 def create_fake_bridge(leases: dict[int, AuditInput]) -> tuple[FastAPI, Counter[str]]:
     app = FastAPI()
     hits: Counter[str] = Counter()
+
+    @app.get("/v1/chain")
+    def chain() -> dict[str, Any]:
+        hits["chain"] += 1
+        t = next(iter(leases.values())).terms
+        return chain_json(t.chainId, t.escrow)
 
     def _lease(lease_id: int) -> AuditInput:
         if lease_id not in leases:

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # starlette's TestClient warns about its httpx 
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from auditor.core import verify_lease  # noqa: E402
-from auditor.sources import ApiSource, ArchiveSource, ChainLeaseReader, ChainSource  # noqa: E402
+from auditor.sources import ApiSource, ArchiveSource, AuditSourceError, ChainLeaseReader, ChainSource  # noqa: E402
 from ledger.chain.backends import connect  # noqa: E402
 from tests.support.ledger_client import LedgerClient  # noqa: E402
 from ledger.chain.deploy import deploy_suite  # noqa: E402
@@ -124,8 +124,8 @@ def bridge_lease(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tes
 
 
 def test_bridge_audit_of_real_bridge_lease_passes(bridge_lease: Any) -> None:
-    client, lease_id, fake, _ = bridge_lease
-    inp = ApiSource(client=client).load(lease_id)
+    client, lease_id, fake, (_, ledger_client) = bridge_lease
+    inp = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id)
     assert [sr.report.seq for sr in inp.reports] == [1, 2, 3, 4, 5, 6]
     assert [s.seq for s in inp.settlements] == [3, 6]
     assert inp.reports == fake.input.reports
@@ -135,19 +135,31 @@ def test_bridge_audit_of_real_bridge_lease_passes(bridge_lease: Any) -> None:
     assert by["settlement.charge"].detail == "2 checkpoints verified"
     assert by["money.conservation"].status == "PASS"
     assert inp.money is not None and inp.money.closed
+    # the bridge's copy of the chain's data is the chain's, and its GET /v1/chain names this chain
+    assert by["bridge.consistency"].status == "PASS" and by["bridge.chain"].status == "PASS"
+    assert by["window.future"].status == "PASS" and by["lease.state"].detail == "Closed"
+
+
+def test_bridge_audit_without_a_chain_says_it_could_not_audit(bridge_lease: Any) -> None:
+    """The memory backend publishes no RPC URL: without one (or the chain in process) there is no audit."""
+    client, lease_id, _, _ = bridge_lease
+    with pytest.raises(AuditSourceError, match=r"the bridge publishes no RPC URL for chain \d+ \(the chain runs inside"):
+        ApiSource(client=client).load(lease_id)
 
 
 def test_bridge_audit_spot_check_uses_the_bridges_proofs(bridge_lease: Any) -> None:
-    client, lease_id, _, _ = bridge_lease
-    inp = ApiSource(client=client).load(lease_id, spot_check_k=5)
+    client, lease_id, _, (_, ledger_client) = bridge_lease
+    inp = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id, spot_check_k=5)
     assert all(sr.samples is None and len(sr.proofs) == 5 for sr in inp.reports)
     v = verify_lease(inp, spot_check_k=5)
     assert v.ok, v.failures
+    assert {r.check: r.status for r in v.results}["bridge.proofs"] == "PASS"  # served roots are the signed ones
 
 
 def test_bridge_audit_lists_the_lease(bridge_lease: Any) -> None:
-    client, lease_id, _, _ = bridge_lease
-    assert ApiSource(client=client, page_size=1).lease_ids() == [lease_id]
+    client, lease_id, _, (_, ledger_client) = bridge_lease
+    src = ApiSource(client=client, page_size=1, chain=ledger_client.ledger)
+    assert src.listed_lease_ids() == [lease_id] == src.lease_ids()  # the bridge's list and the chain's
 
 
 def test_bridge_archive_plus_chain_agrees_with_the_api(bridge_lease: Any, tmp_path: Path) -> None:
@@ -157,7 +169,7 @@ def test_bridge_archive_plus_chain_agrees_with_the_api(bridge_lease: Any, tmp_pa
     archive = tmp_path / "archive.jsonl"
     archive.write_bytes(resp.content)
     chain_inp = ChainSource(ChainLeaseReader(ledger_client.ledger), ArchiveSource(archive)).load(lease_id)
-    api_inp = ApiSource(client=client).load(lease_id)
+    api_inp = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id)
     assert chain_inp.reports == api_inp.reports
     assert chain_inp.settlements == api_inp.settlements
     assert chain_inp.terms.attestors == api_inp.terms.attestors

@@ -16,9 +16,12 @@ from auditor.core import (
     AuditInput,
     AuditPolicy,
     BillingMode,
+    BridgeEvidence,
+    Dispute,
     LeaseMoney,
     SampleProof,
     SignedReport,
+    Verdict,
     billable_of,
     verify_lease,
 )
@@ -68,7 +71,8 @@ def test_verify_lease_honest_lease_passes_every_check(honest: FakeLease) -> None
     assert v.ok, v.failures
     assert v.failed() == set() and v.warned() == set()
     names = [r.check for r in v.results]
-    assert names == [c for c in CHECKS if c != "samples.spot_check"]
+    # no bridge served this input (nothing to compare), no proofs were asked
+    assert names == [c for c in CHECKS if c not in ("samples.spot_check", "bridge.proofs", "bridge.chain", "bridge.consistency")]
     assert v.reports == 6 and v.settlements == 3
     assert v.samples == sum(len(sr.samples or ()) for sr in honest.reports) == 2 * 61  # + the lease-start collect
     by = {r.check: r for r in v.results}
@@ -281,6 +285,16 @@ def test_verify_lease_conflicting_reports_for_one_seq_fail_chain_seq(honest: Fak
     v = verify_lease(honest.with_reports(reports))
     assert ("chain.seq", 5) in v.failed()
     assert "two different reports" in next(r.detail for r in v.failures if r.check == "chain.seq")
+    # both signed by the registered attestor: the attestor equivocated, not whoever served them
+    assert {r.blame for r in v.failures if r.check == "chain.seq"} == {"attestor"}
+
+
+def test_verify_lease_a_report_listed_twice_is_the_bridges(honest: FakeLease) -> None:
+    reports = list(honest.input.reports)
+    reports.insert(5, reports[4])
+    v = verify_lease(honest.with_reports(reports))
+    assert ("chain.seq", 5) in v.failed()
+    assert {r.blame for r in v.failures if r.check == "chain.seq"} == {"bridge"}
 
 
 # --- windows ------------------------------------------------------------------------------------------------
@@ -915,3 +929,80 @@ def test_verify_lease_spot_check_proves_a_hole_claimed_as_covered() -> None:
     reports = [_spot(sr, [0, 1]) for sr in fl.reports]
     v = verify_lease(fl.with_reports(reports), spot_check_k=2)
     assert v.failed() == {("samples.coverage", s) for s in range(1, 5)}
+
+
+# --- the chain's present, the lease's state, the bridge's evidence ------------------------------------------------
+
+
+def test_verify_lease_window_after_the_chains_present_fails_window_future(honest: FakeLease) -> None:
+    last_end = honest.reports[-1].report.windowEndMs
+    ok = verify_lease(dataclasses.replace(honest.input, now_ms=last_end - 30_000))  # exactly the tolerance
+    assert ok.ok and {r.check: r.status for r in ok.results}["window.future"] == "PASS"
+    v = verify_lease(dataclasses.replace(honest.input, now_ms=last_end - 30_001))
+    assert v.failed() == {("window.future", 6)}
+    assert v.failures[0].blame == "attestor"
+    strict = verify_lease(dataclasses.replace(honest.input, now_ms=last_end - 1), policy=AuditPolicy(future_tolerance_ms=0))
+    assert strict.failed() == {("window.future", 6)}
+
+
+def test_verdict_notes_an_exhausted_escrow_and_each_dispute(honest: FakeLease) -> None:
+    m = honest.input.money
+    assert m is not None
+    charged = sum(st.charged for st in honest.input.settlements)
+    money = dataclasses.replace(m, exhausted=True, closedCharged=charged)
+    disputes = (
+        Dispute(frozen=500, order=(20, 0, 0), resolved=True, buyerShare=125, providerShare=375, slashed=10,
+                providerFault=True),
+        Dispute(frozen=700, order=(30, 1, 0)),
+    )  # fmt: skip
+    inp = dataclasses.replace(honest.input, money=money, disputes=disputes, status="Exhausted")
+    v = verify_lease(inp)
+    assert v.ok and v.status == "verified"
+    assert v.notes == (
+        f"exhausted: the escrow ran out ({charged} charged of {m.escrow_in} escrowed)",
+        "dispute (block 20) resolved: 500 frozen, buyer 125, provider 375, slashed 10, the provider at fault",
+        "dispute open since block 30: 700 frozen until the arbiter resolves it",
+    )
+    row = {r.check: r for r in v.results}["lease.state"]
+    assert row.status == "INFO" and row.blame == "chain" and row.detail == "Exhausted; " + "; ".join(v.notes)
+    assert v.to_json()["notes"] == list(v.notes)
+
+
+def test_verdict_of_a_lease_without_reports_is_nothing_to_audit(honest: FakeLease) -> None:
+    v = verify_lease(dataclasses.replace(honest.input, reports=(), settlements=(), money=None, status="Active"))
+    assert v.ok and v.notes == ("no report accepted: nothing metered to audit",)
+    # a chain that paid for reports nobody serves is the bridge's finding
+    paid = verify_lease(dataclasses.replace(honest.input, reports=(), status="Closed"))
+    assert paid.failed() == {("settlement.report", s) for s in (2, 4, 6)}
+    assert {r.blame for r in paid.failures} == {"bridge"}
+    assert paid.notes == ("no report accepted: nothing metered to audit, but 3 checkpoint(s) were paid",)
+
+
+def test_verdict_could_not_audit() -> None:
+    v = Verdict.could_not_audit(7, "the bridge publishes no RPC URL")
+    assert not v.ok and v.status == "could not audit" and v.results == ()
+    assert v.to_json()["couldNotAudit"] == "the bridge publishes no RPC URL"
+
+
+def test_verify_lease_bridge_evidence_becomes_bridge_checks(honest: FakeLease) -> None:
+    ev = BridgeEvidence((), "GET /v1/chain is the chain's", ("money.refund: the bridge serves 1, the chain holds 0",), "")
+    v = verify_lease(dataclasses.replace(honest.input, bridge=ev))
+    assert v.failed() == {("bridge.consistency", None)}
+    by = {r.check: r for r in v.results}
+    assert by["bridge.chain"].detail == "GET /v1/chain is the chain's" and by["bridge.chain"].blame == "bridge"
+    assert by["bridge.consistency"].detail.startswith("money.refund: the bridge serves 1, the chain holds 0")
+
+
+def test_verify_lease_spot_check_served_leaf_or_root_not_the_signed_one_fails_bridge_proofs(honest: FakeLease) -> None:
+    """The proofs verify against the signed samplesRoot whatever the bridge says its root is; a served root or
+    leaf that is not what was signed is the bridge's finding."""
+    reports = [_spot(sr, [0, 7, 19]) for sr in honest.reports]
+    signed = [dataclasses.replace(sr, proofs=tuple(dataclasses.replace(p, root=sr.report.samplesRoot,
+              leaf=sample_leaf(p.sample)) for p in sr.proofs)) for sr in reports]  # fmt: skip
+    assert verify_lease(honest.with_reports(signed), spot_check_k=3).ok
+    bad = list(signed)
+    bad[1] = dataclasses.replace(bad[1], proofs=(dataclasses.replace(bad[1].proofs[0], root=b"\x01" * 32), *bad[1].proofs[1:]))
+    bad[3] = dataclasses.replace(bad[3], proofs=(dataclasses.replace(bad[3].proofs[0], leaf=b"\x02" * 32), *bad[3].proofs[1:]))
+    v = verify_lease(honest.with_reports(bad), spot_check_k=3)
+    assert v.failed() == {("bridge.proofs", 2), ("bridge.proofs", 4)}
+    assert {r.check: r.status for r in v.results}["samples.spot_check"] == "PASS"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import random
@@ -33,7 +34,7 @@ from auditor.sources import (
 )
 from ledger.chain.backends import free_port
 from attestor.simdriver import Full, TinyKernels
-from tests.audit.fakebridge import create_fake_bridge, lease_json
+from tests.audit.fakebridge import FixtureChain, chain_json, create_fake_bridge, lease_json
 from tests.audit.fakegpu import make_lease
 
 
@@ -78,8 +79,24 @@ def bridge(served: tuple[str, Counter[str]]) -> Iterator[tuple[httpx.Client, Cou
 
 
 @pytest.fixture()
-def bridge_url(served: tuple[str, Counter[str]]) -> str:
+def chain(leases: dict[int, AuditInput]) -> FixtureChain:
+    return FixtureChain(leases)
+
+
+@pytest.fixture()
+def bridge_url(served: tuple[str, Counter[str]], chain: FixtureChain, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The fake bridge's URL, for the command: its chain (which publishes no RPC URL, like the memory backend)
+    is handed to the command's API source in process."""
+    import auditor.cli
+
+    monkeypatch.setattr(auditor.cli, "ApiSource", functools.partial(ApiSource, chain=chain))
     return served[0]
+
+
+def _same(a: AuditInput, b: AuditInput) -> bool:
+    """The same lease: terms, reports, checkpoints and money (the chain's state and the comparison with the
+    bridge come on top)."""
+    return (a.terms, a.reports, a.settlements, a.money) == (b.terms, b.reports, b.settlements, b.money)
 
 
 # --- API source ----------------------------------------------------------------------------------------
@@ -89,22 +106,25 @@ def test_api_source_loads_exactly_what_the_chain_and_attestor_produced(
     bridge: Any, leases: dict[int, AuditInput]
 ) -> None:
     client, hits = bridge
-    inp = ApiSource(client=client).load(42)
-    assert inp == leases[42]
-    assert hits["lease"] == 1 and hits["reports"] == 1 and hits["proof"] == 0
-    assert verify_lease(inp).ok
+    inp = ApiSource(client=client, chain=FixtureChain(leases)).load(42)
+    assert _same(inp, leases[42])
+    assert hits["chain"] == 1 and hits["lease"] == 1 and hits["reports"] == 1 and hits["proof"] == 0
+    v = verify_lease(inp)
+    assert v.ok, v.failures
+    by = {r.check: r for r in v.results}
+    assert by["bridge.chain"].status == by["bridge.consistency"].status == "PASS"
 
 
 def test_api_source_paginates_reports(bridge: Any, leases: dict[int, AuditInput]) -> None:
     client, hits = bridge
-    inp = ApiSource(client=client, page_size=4).load(42)
+    inp = ApiSource(client=client, page_size=4, chain=FixtureChain(leases)).load(42)
     assert [sr.report.seq for sr in inp.reports] == [1, 2, 3, 4, 5, 6]
     assert hits["reports"] == 2
 
 
-def test_api_source_spot_check_fetches_k_proofs_per_report(bridge: Any) -> None:
+def test_api_source_spot_check_fetches_k_proofs_per_report(bridge: Any, chain: FixtureChain) -> None:
     client, hits = bridge
-    inp = ApiSource(client=client, rng=random.Random(3)).load(42, spot_check_k=4)
+    inp = ApiSource(client=client, rng=random.Random(3), chain=chain).load(42, spot_check_k=4)
     assert all(sr.samples is None and len(sr.proofs) == 4 for sr in inp.reports)
     assert hits["proofs"] == 6 and hits["proof"] == 0  # one request per report, not one per proof
     v = verify_lease(inp, spot_check_k=4)
@@ -112,15 +132,16 @@ def test_api_source_spot_check_fetches_k_proofs_per_report(bridge: Any) -> None:
     assert v.samples == 24
 
 
-def test_api_source_lists_every_lease(bridge: Any) -> None:
+def test_api_source_lists_every_lease(bridge: Any, chain: FixtureChain) -> None:
     client, _ = bridge
-    assert ApiSource(client=client, page_size=1).lease_ids() == [42, 43]
+    src = ApiSource(client=client, page_size=1, chain=chain)
+    assert src.lease_ids() == [42, 43] == src.listed_lease_ids()  # the chain's leases; the bridge lists them too
 
 
-def test_api_source_unknown_lease_raises_source_error(bridge: Any) -> None:
+def test_api_source_unknown_lease_raises_source_error(bridge: Any, chain: FixtureChain) -> None:
     client, _ = bridge
-    with pytest.raises(AuditSourceError, match="HTTP 404"):
-        ApiSource(client=client).load(7)
+    with pytest.raises(AuditSourceError, match="lease 7 does not exist on chain 31337"):
+        ApiSource(client=client, chain=chain).load(7)
 
 
 def test_settlement_json_from_the_ckpt_word_or_its_fields(leases: dict[int, AuditInput]) -> None:
@@ -203,25 +224,13 @@ def test_archive_malformed_line_names_the_line(tmp_path: Path) -> None:
         ArchiveSource(path)
 
 
-class _Reader:
-    def __init__(self, inp: AuditInput) -> None:
-        self.inp = inp
-
-    def lease_ids(self) -> list[int]:
-        return [self.inp.terms.leaseId]
-
-    def lease(self, lease_id: int) -> tuple[LeaseTerms, tuple[Settlement, ...], LeaseMoney | None]:
-        assert lease_id == self.inp.terms.leaseId
-        return self.inp.terms, self.inp.settlements, self.inp.money
-
-
 def test_chain_source_joins_chain_terms_with_archived_reports(tmp_path: Path, leases: dict[int, AuditInput]) -> None:
     path = tmp_path / "archive.jsonl"
     write_archive(path, leases[42].reports)
-    src = ChainSource(_Reader(leases[42]), ArchiveSource(path))
+    src = ChainSource(FixtureChain({42: leases[42]}), ArchiveSource(path))
     assert src.lease_ids() == [42]
     inp = src.load(42)
-    assert inp == leases[42]
+    assert _same(inp, leases[42]) and inp.status == "Closed" and inp.now_ms is not None
     assert verify_lease(inp).ok
 
 
@@ -310,7 +319,7 @@ def test_audit_cli_html_report_is_self_contained(bridge_url: str, tmp_path: Path
 def test_audit_cli_unreachable_api_exits_three(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["lease", "1", "--api", f"http://127.0.0.1:{free_port()}", "--quiet"])
     assert rc == 3
-    assert "compute-ledger audit: GET /v1/leases/1" in capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("lease 1: COULD NOT AUDIT: GET /v1/chain: ")
 
 
 def test_audit_cli_unreadable_chain_source_exits_three(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -327,7 +336,7 @@ def test_audit_cli_unreadable_chain_source_exits_three(tmp_path: Path, capsys: p
     [
         ["lease"],
         ["all", "3"],
-        ["lease", "1", "--api", "http://x", "--rpc", "http://y"],
+        ["lease", "1", "--api", "http://x", "--archive", "a.jsonl"],
         ["lease", "1", "--rpc", "http://y"],
         ["lease", "1", "--spot-check", "0"],
     ],
@@ -404,10 +413,10 @@ def test_usage_names_flags_in_words_and_sm_active_billing() -> None:
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
-        ("/v1/leases/42", [1, 2], "lease JSON is malformed"),
-        ("/v1/leases/42", {"leaseId": 42}, "lease JSON lacks 'attestors'"),
+        ("/v1/chain", [1, 2], "GET /v1/chain: a list, not the documented object"),
         ("/v1/audit/leases", {"leases": [7]}, "the bridge's lease list is not in the documented format"),
         ("/v1/leases/42/reports", {"reports": [{"report": []}]}, "malformed report"),
+        ("/v1/leases/42/reports/1/samples/proofs", {"proofs": [{"index": "x"}]}, "index must be an integer"),
     ],
 )
 def test_api_source_answer_of_the_wrong_shape_is_a_source_error(
@@ -418,14 +427,49 @@ def test_api_source_answer_of_the_wrong_shape_is_a_source_error(
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == path:
             return httpx.Response(200, json=body)
+        if request.url.path == "/v1/chain":
+            return httpx.Response(200, json=chain_json(31337, leases[42].terms.escrow))
         if request.url.path == "/v1/leases/42":
             return httpx.Response(200, json=lease_json(leases[42]))
-        return httpx.Response(200, json={"reports": [], "nextFromSeq": None})
+        if request.url.path == "/v1/leases/42/reports":
+            return httpx.Response(200, json={"reports": [report_to_json(leases[42].reports[0])], "nextFromSeq": None})
+        return httpx.Response(404, json={"detail": {"code": "not_found"}})
 
     with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://bridge") as client:
-        src = ApiSource(client=client)
+        src = ApiSource(client=client, chain=FixtureChain(leases))
         with pytest.raises(AuditSourceError, match=message):
-            src.lease_ids() if path == "/v1/audit/leases" else src.load(42)
+            src.listed_lease_ids() if path == "/v1/audit/leases" else src.load(42, spot_check_k=2)
+
+
+@pytest.mark.parametrize(
+    ("served", "difference"),
+    [
+        (lambda good: [1, 2], "the lease document is not a JSON object but list"),
+        (lambda good: {"leaseId": 42}, "chainId: the bridge serves nothing, the chain holds 31337"),
+        (lambda good: good | {"attestors": "nobody"},
+         "attestor history (NodeRegistered / AttestorRotated): the bridge serves 'nobody'"),
+        (lambda good: good | {"money": good["money"] | {"escrow": "x"}},
+         "money.escrow: the bridge serves 'x', the chain holds 180000000000"),
+    ],
+)  # fmt: skip
+def test_api_source_lease_document_of_the_wrong_shape_fails_bridge_consistency(
+    leases: dict[int, AuditInput], served: Any, difference: str
+) -> None:
+    """The lease document is the bridge's copy of the chain's data: the audit reads the chain, so a malformed
+    copy does not stop it; it is a finding, the bridge's."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chain":
+            return httpx.Response(200, json=chain_json(31337, leases[42].terms.escrow))
+        if request.url.path == "/v1/leases/42":
+            return httpx.Response(200, json=served(lease_json(leases[42])))
+        return httpx.Response(200, json={"reports": [report_to_json(sr) for sr in leases[42].reports], "nextFromSeq": None})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://bridge") as client:
+        v = verify_lease(ApiSource(client=client, chain=FixtureChain(leases)).load(42))
+    assert v.failed() == {("bridge.consistency", None)}
+    (bad,) = v.failures
+    assert bad.blame == "bridge" and difference in bad.detail
 
 
 def test_html_report_of_malformed_samples_still_renders() -> None:
@@ -439,3 +483,29 @@ def test_html_report_of_malformed_samples_still_renders() -> None:
     assert ("samples.root", 1) in v.failed()
     page = render_html([(inp, v)])
     assert page.count("<svg") == 2 and "FAILED" in page
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        (lambda d: d | {"settlements": d["settlements"][:-1]}, "settlement 3: the bridge serves nothing, the chain holds 'seq 6 charged"),
+        (lambda d: d | {"settlements": d["settlements"] + d["settlements"][-1:]}, "settlement 4: the bridge serves 'seq 6 charged"),
+        (lambda d: d | {"settlements": [d["settlements"][1], d["settlements"][0], d["settlements"][2]]}, "settlement 1 seq: the bridge serves 4, the chain holds 2"),
+        (lambda d: d | {"money": d["money"] | {"topUps": [{"amount": 1, "fee": 0, "block": 1, "logIndex": 0}]}}, "money.topUps (amount, fee, block, logIndex): the bridge serves [(1, 0, 1, 0)], the chain holds []"),
+        (lambda d: d | {"money": d["money"] | {"closed": False}}, "money.closed: the bridge serves False, the chain holds True"),
+        (lambda d: d | {"disputes": [{"frozen": "5", "block": 3, "resolved": False}]}, "disputes (frozen, block, resolved, buyer, provider, slashed, providerFault): the bridge serves [(5, 3, False, 0, 0, 0, None)], the chain holds []"),
+        (lambda d: d | {"state": "Active"}, "state: the bridge serves 'Active', the chain holds 'Closed'"),
+        (lambda d: d | {"gpuIndices": [0, 2]}, "gpuIndices: the bridge serves [0, 2], the chain holds [0, 1]"),
+        (lambda d: d | {"billingMode": "metered"}, "billingMode: the bridge serves 'metered', the chain holds 'reserved'"),
+        (lambda d: d | {"escrow": "0x" + "22" * 20}, "escrow: the bridge serves '0x2222"),
+    ],
+)  # fmt: skip
+def test_lease_document_differences_name_the_field_and_both_values(
+    leases: dict[int, AuditInput], change: Any, difference: str
+) -> None:
+    from auditor.consistency import lease_document_differences
+
+    rec = FixtureChain(leases).record(42)
+    assert lease_document_differences(lease_json(leases[42]), rec) == []
+    got = lease_document_differences(change(lease_json(leases[42])), rec)
+    assert got and got[0].startswith(difference), got
