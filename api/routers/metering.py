@@ -71,6 +71,8 @@ class ReportEntry(BaseModel):
     reportHash: str
     nodeId: int
     status: str = Field(description="accepted | queued | settled | superseded | rejected")
+    reason: str | None = Field(default=None, description="why a report was rejected at settlement (the escrow's "
+                               "error), or why it went back to the queue")
     samples: list[list[int | str]] | None = None
 
 
