@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relayer-keystore", type=Path, help="keystore JSON of the relayer key")
     p.add_argument("--confirmations", type=int, help="blocks to wait before indexing an event")
     p.add_argument("--settle-every", type=float, help="seconds between settlements of a lease")
+    p.add_argument(
+        "--challenge-period", type=int,
+        help="dev chains: the challenge period (s) of the suite the bridge deploys (default 3600)",
+    )  # fmt: skip
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -47,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("relayer_keystore", "relayer_keystore"),
         ("confirmations", "confirmations"),
         ("settle_every", "settle_every_s"),
+        ("challenge_period", "dev_challenge_period_s"),
         ("host", "host"),
         ("port", "port"),
     ):

@@ -214,7 +214,7 @@ def _deployment(settings: Settings, chain: Chain) -> Deployment:
         return dep
     if chain.backend == "rpc":
         raise StartupError("the rpc backend needs a deployment record (deployment_file)")
-    dep = deploy_suite(chain, chain.accounts[0])
+    dep = deploy_suite(chain, chain.accounts[0], challenge_period_s=settings.dev_challenge_period_s)
     if path is not None:
         dep.save(path)
     return dep

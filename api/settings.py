@@ -22,6 +22,10 @@ class Settings(BaseSettings):
 
     chain_backend: Literal["memory", "anvil", "rpc"] = "memory"
     rpc_url: str | None = None
+    dev_challenge_period_s: int = Field(
+        default=3600, ge=1, le=30 * 86_400,
+        description="the challenge period of the suite the bridge deploys on a dev chain (memory, anvil)",
+    )
     public_rpc_url: str | None = Field(
         default=None,
         description="the RPC URL GET /v1/chain publishes for auditors (default: anvil's local node; none for rpc, "

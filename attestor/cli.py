@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", default=None, metavar="SPEC")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--config", type=Path, default=None)
+    g.add_argument("--json", action="store_true", help="one JSON list: index, uuid, uuidHash, model, vramMiB, ...")
     return p
 
 
@@ -230,6 +231,16 @@ def _gpus(args: argparse.Namespace) -> int:
     src = _open_source(args.simulate, args.seed, "idle", None if cfg is None else cfg.gpus)
     try:
         caps = src.capabilities()
+        if args.json:
+            print(json.dumps([
+                {
+                    "index": i, "uuid": c.uuid, "uuidHash": "0x" + gpu_uuid_hash(c.uuid).hex(), "model": c.name,
+                    "vramMiB": c.vram_mib, "powerLimitMw": c.power_limit_mw, "utilBuffer": c.util_buffer,
+                    "utilBufferSpanMs": c.util_buffer_span_ms, "gpm": c.gpm, "simulated": src.simulated,
+                }
+                for i, c in enumerate(caps)
+            ]))  # fmt: skip
+            return 0
         sim = " (simulated)" if src.simulated else ""
         print(f"driver {src.driver_version}, NVML {src.nvml_version}{sim}")
         print("#\tUUID\tkeccak256(UUID)\tmodel\tVRAM\tpower limit\tbusy time from\tSM activity (GPM)")
