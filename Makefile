@@ -10,9 +10,19 @@ TOOLS_VENV := .venv-tools
 STAMP_TOOLS := $(TOOLS_VENV)/.installed
 SLITHER_VERSION := 0.11.6
 
-.PHONY: install demo test compile check-artifacts bench clean
+.PHONY: install system-packages demo test compile check-artifacts bench clean
 
-install: $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
+install: system-packages $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
+
+# Debian packages the README's walkthrough (and its test) use: apt-get update once, then install what is missing.
+DEB_PACKAGES := jq curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

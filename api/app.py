@@ -11,12 +11,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +32,8 @@ from ledger.chain.deployment import Deployment
 from ledger.chain.errors import ChainError
 
 from .container import Bridge
+from .deps import _caller, _required_caller
+from .error_codes import ERROR_CODES, markdown_table
 from .errors import ApiError, from_chain
 from .routers import ALL_ROUTERS, faucet
 from .routers.offers import OffersFastPath
@@ -60,9 +67,18 @@ def create_app(
     app = FastAPI(
         title="Compute Ledger bridge",
         version="0.1.0",
-        description="HTTP bridge to the Compute Ledger contracts: providers, offers, leases, metering, audit.",
+        description=(
+            "HTTP bridge to the Compute Ledger contracts: providers, offers, leases, metering, audit.\n\n"
+            "Authenticate with `Authorization: Bearer <apiKey>` (a managed account: the bridge signs for it) or "
+            "`X-Wallet-Address` (a wallet: write endpoints answer a transaction to sign). Integers that can exceed "
+            "2^53 (amounts, uint256) are decimal strings. Errors are `{\"detail\": {\"code\", \"message\", \"field\"}}`:\n\n"
+            + markdown_table()
+        ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.settings = settings
     _install_error_handlers(app)
     for router in ALL_ROUTERS:
@@ -78,6 +94,59 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     _plain_optional_parameters(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` from assets shipped in the package (swagger-ui-bundle): it works without internet."""
+    assets = Path(swagger_ui_bundle.swagger_ui_path)
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Compute Ledger bridge",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
+def _security(doc: dict[str, Any], app: FastAPI) -> None:
+    """Security schemes, and per operation which callers it takes (from the route's caller dependency)."""
+    doc.setdefault("components", {})["securitySchemes"] = {
+        "apiKey": {"type": "http", "scheme": "bearer", "description": "a managed account's API key (cl_...)"},
+        "walletAddress": {"type": "apiKey", "in": "header", "name": "X-Wallet-Address",
+                          "description": "a wallet: write endpoints answer a transaction to sign"},
+    }  # fmt: skip
+    routes: list[Any] = []
+    for r in app.routes:  # included routers keep their routes on the router they were built on
+        routes += getattr(getattr(r, "original_router", None), "routes", None) or [r]
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        calls = {d.call for d in _walk(route.dependant)}
+        if _required_caller in calls:
+            security: list[dict[str, list[str]]] = [{"apiKey": []}, {"walletAddress": []}]
+        elif _caller in calls:
+            security = [{}, {"apiKey": []}, {"walletAddress": []}]  # optional: anyone may call
+        else:
+            continue
+        for method in route.methods or ():
+            op = doc.get("paths", {}).get(route.path_format, {}).get(method.lower())
+            if isinstance(op, dict):
+                op["security"] = security
+                op["parameters"] = [
+                    p for p in op.get("parameters", []) if p.get("name") not in ("authorization", "x-wallet-address")
+                ]
+
+
+def _walk(dep: Any) -> list[Any]:
+    out = []
+    for d in dep.dependencies:
+        out.append(d)
+        out += _walk(d)
+    return out
 
 
 def _plain_optional_parameters(app: FastAPI) -> None:
@@ -100,6 +169,8 @@ def _plain_optional_parameters(app: FastAPI) -> None:
                             merged = {k: v for k, v in sch.items() if k != "anyOf"}
                             merged.update(rest[0])
                             param["schema"] = merged
+        _security(doc, app)
+        doc["x-error-codes"] = [{"code": c, "status": st, "meaning": m} for c, st, m in ERROR_CODES]
         app.openapi_schema = doc
         return doc
 
@@ -120,6 +191,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            pos = (first.get("loc") or ("body", None))[-1]
+            return JSONResponse(
+                status_code=422,
+                content=ApiError(422, "invalid_json", f"the body is not valid JSON (at character {pos})").body(),
+            )
         loc = [str(p) for p in first.get("loc", ())]
         field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc) or None
         msg = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
@@ -187,8 +264,9 @@ class JsonDepthMiddleware:
     Runs inside ``BodyLimitMiddleware`` (so the body is bounded) and before any route parses the body: a
     body nested thousands deep would overflow the C stack (see ``ledger.protocol.safejson``) and kill the process.
     The check is C-speed (a few ms per MB) and runs in a worker thread for large bodies, off the event
-    loop. Every body is checked, whatever its content type: a body that is not JSON has no brackets to
-    refuse, and routes parse JSON whatever the type curl sends."""
+    loop. Every body is checked, whatever its content type. Then a body that is JSON is passed on as JSON
+    whatever content type it was sent with (``curl -d`` sends a form type); any other body is refused with
+    415 ``unsupported_media_type`` saying what to send."""
 
     OFF_LOOP_BYTES = 64 * 1024
 
@@ -223,7 +301,32 @@ class JsonDepthMiddleware:
                 err = JSONResponse(status_code=status, content=ApiError(status, code, str(e)).body())
                 await err(scope, receive, send)
                 return
+        if body and not _declares_json(scope):
+            if body.lstrip()[:1] in (b"{", b"["):
+                # curl -d sends a form content type: a body that is JSON is read as JSON, whatever it says
+                scope = dict(scope)
+                scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+                scope["headers"].append((b"content-type", b"application/json"))
+            else:
+                path = str(scope.get("path", ""))
+                status, code = next(
+                    (v for k, v in self.refusals.items() if path.startswith(k)), (415, "unsupported_media_type")
+                )
+                err = JSONResponse(
+                    status_code=status,
+                    content=ApiError(status, code, "the body must be JSON (send Content-Type: application/json)").body(),
+                )
+                await err(scope, receive, send)
+                return
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def _declares_json(scope: Scope) -> bool:
+    for k, v in scope.get("headers", []):
+        if k == b"content-type":
+            kind = bytes(v).split(b";")[0].strip().lower()
+            return kind == b"application/json" or kind.endswith(b"+json")
+    return False
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -28,6 +28,7 @@ from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
 from .services.chain_info import ChainInfo
+from .services.disputes import Disputes
 from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
@@ -91,7 +92,7 @@ class Bridge:
 
         # services
         self.views = ChainViews(ledger)
-        self.actor = Actor(ledger, self.after_write)
+        self.actor = Actor(ledger, self.after_write, public_sender=relayer_account)
         self.idempotency = Idempotency(store)
         dev_chain = chain.backend in DEV_BACKENDS and settings.chain_backend in DEV_BACKENDS
         self.tokens = Tokens(ledger, store, self.actor, dev_chain=dev_chain, faucet_account=faucet_account)
@@ -110,8 +111,13 @@ class Bridge:
         self.faucet = Faucet(ledger, self.actor, self.idempotency, self.tokens, faucet_account, settings.faucet_wei)
         self.relay = Relay(ledger, self.actor, self.idempotency, self.tokens)
         self.audit = AuditData(store, self.indexer)
+        admin_key = chain.private_keys.get(ledger.deployment.admin) if dev_chain and chain.private_keys else None
+        self.disputes = Disputes(
+            ledger, store, self.actor, self.leases, account_from_key(admin_key) if admin_key else None
+        )
         self.chain_info = ChainInfo(
-            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url
+            ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,
+            chain_time=chain.now,
         )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
 
@@ -208,7 +214,7 @@ def _deployment(settings: Settings, chain: Chain) -> Deployment:
         return dep
     if chain.backend == "rpc":
         raise StartupError("the rpc backend needs a deployment record (deployment_file)")
-    dep = deploy_suite(chain, chain.accounts[0])
+    dep = deploy_suite(chain, chain.accounts[0], challenge_period_s=settings.dev_challenge_period_s)
     if path is not None:
         dep.save(path)
     return dep

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .services.accounts import Accounts
     from .services.audit import AuditData
     from .services.chain_info import ChainInfo
+    from .services.disputes import Disputes
     from .services.funds import Faucet, Funds, Relay
     from .services.health import Health
     from .services.leases import Leases
@@ -79,6 +80,10 @@ def get_audit(request: Request) -> "AuditData":
     return _bridge(request).audit
 
 
+def get_disputes(request: Request) -> "Disputes":
+    return _bridge(request).disputes
+
+
 def get_chain_info(request: Request) -> "ChainInfo":
     return _bridge(request).chain_info
 
@@ -105,6 +110,7 @@ TokensDep = Annotated["Tokens", Depends(get_tokens)]
 AuditDep = Annotated["AuditData", Depends(get_audit)]
 HealthDep = Annotated["Health", Depends(get_health)]
 ChainInfoDep = Annotated["ChainInfo", Depends(get_chain_info)]
+DisputesDep = Annotated["Disputes", Depends(get_disputes)]
 
 
 def _caller(

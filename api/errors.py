@@ -23,6 +23,7 @@ from ledger.chain.errors import (
     UnknownLease,
 )
 from ledger.chain.reverts import ContractRevert
+from ledger.protocol.economics import LeaseStatus
 
 
 class ApiError(Exception):
@@ -78,7 +79,7 @@ class Conflict(ApiError):
 
 
 class Invalid(ApiError, ValueError):
-    def __init__(self, message: str, field: str | None = None, code: str = "invalid") -> None:
+    def __init__(self, message: str, field: str | None = None, code: str = "validation_error") -> None:
         super().__init__(422, code, message, field=field)
 
 
@@ -105,7 +106,7 @@ _REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
         (r"Unauthorized|NotBuyer|NotProvider|NotOwner|NotNodeOwner|NotLeaseBuyer|NotLeaseProvider|NotProviderSide|BuyerScoreTooLow|NotEnded|AccessControl|NotHolder|NotAttestor|NotArbiter|NotPayout|Forbidden|OnlyBuyer|OnlyProvider|CallerNot|WrongCaller|NotAuthori[sz]ed|SelfRating|BuyerIsProvider", 403, "forbidden"),
         (r"Unknown|NotFound|Nonexistent|DoesNotExist|NoSuch", 404, "not_found"),
         (r"InsufficientBalance|InsufficientFunds|InsufficientEscrow|InsufficientPayment|InsufficientRights|Insufficient", 402, "insufficient_funds"),
-        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
+        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|DisputeOpen|NoDispute|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
     )
 )
 
@@ -117,6 +118,22 @@ def revert_status(name: str) -> tuple[int, str]:
             if pattern.search(name):
                 return status, code
     return 422, "rejected_by_contract"
+
+
+def wide_json(value: Any) -> Any:
+    """Values to JSON with every integer as a decimal string (event and contract arguments: uint256 on chain, so
+    one encoding whatever the value); booleans stay booleans, bytes become 0x-hex."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): wide_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [wide_json(v) for v in value]
+    return value
 
 
 def jsonable(value: Any) -> Any:
@@ -134,10 +151,57 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# What the contract's refusals mean, in words (arguments by name); the rest say "the contract refused: <name>".
+_EXPLAIN: dict[str, str] = {
+    "LeaseEscrowNotEnded": "only the buyer may close lease {leaseId} before it ends (at {endMs} unix ms)",
+    "LeaseEscrowBadStatus": "lease {leaseId} is {status}: this cannot be done in that state",
+    "LeaseEscrowNotRateable": "lease {leaseId} is {status}: it can be rated once Closed or Exhausted",
+    "LeaseEscrowNotBuyer": "{caller} is not lease {leaseId}'s buyer",
+    "LeaseEscrowNotProviderSide": "{caller} is not lease {leaseId}'s provider, payout address or attestor",
+    "LeaseEscrowInChallengePeriod": "lease {leaseId}'s charges can be released from {endsAt} (unix s), after the "
+    "challenge period",
+    "LeaseEscrowNothingToRelease": "lease {leaseId} has no charges waiting for release",
+    "LeaseEscrowDisputeOpen": "lease {leaseId} has an open dispute: its charges are frozen until an arbiter rules "
+    "(GET /v1/disputes)",
+    "LeaseEscrowNoDispute": "lease {leaseId} has no open dispute",
+    "LeaseEscrowAlreadyDisputed": "lease {leaseId} is already disputed",
+    "LeaseEscrowNothingToDispute": "lease {leaseId} has no charges within their challenge period to dispute",
+    "LeaseEscrowChallengePeriodOver": "lease {leaseId}'s challenge period ended at {endedAt} (unix s)",
+    "LeaseEscrowStartByPassed": "lease {leaseId} had to start by {startBy} (unix s)",
+    "LeaseEscrowStartByNotPassed": "lease {leaseId} can only expire after its start deadline {startBy} (unix s)",
+    "LeaseEscrowOfferBusy": "offer {offerId} is taken by lease {liveLeaseId}",
+    "LeaseEscrowNodeInactive": "node {nodeId} is deactivated",
+    "LeaseEscrowNothingToWithdraw": "{account} has nothing to withdraw in {token}",
+    "LeaseEscrowTotalAboveMax": "the lease costs {total} in total, above maxTotalWei {maxTotal}",
+    "LeaseEscrowTopUpNotWholeSeconds": "amountWei must be a multiple of price × gpuCount ({unit})",
+    "LeaseEscrowBeyondOffer": "lease {leaseId} would end at {endS} (unix s), after its offer's validUntil {validUntil}",
+    "LeaseEscrowBuyerScoreTooLow": "the offer asks a buyer score of at least {minimum} bps; {buyer} has {score}",
+}
+
+
+def _named(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Contract arguments for people: lease statuses as names (``Closed``, not 3)."""
+    out = dict(kwargs)
+    for k in ("status", "st"):
+        if k in out and isinstance(out[k], int):
+            try:
+                out[k] = LeaseStatus(out[k]).label
+            except ValueError:
+                pass
+    return out
+
+
 def revert_error(rev: ContractRevert) -> ApiError:
-    """The API error for a contract's refusal: status by the error's name, the name and args in details."""
+    """The API error for a contract's refusal: status by the error's name, a sentence saying what it means,
+    the name and args (statuses as names) in details."""
     status, code = revert_status(rev.name)
-    return ApiError(status, code, f"the contract refused: {rev.name}", details={"error": rev.name, "args": jsonable(rev.kwargs)})
+    args = _named(dict(rev.kwargs))
+    template = _EXPLAIN.get(rev.name)
+    try:
+        message = template.format(**args) if template else f"the contract refused: {rev.name}"
+    except (KeyError, IndexError):
+        message = f"the contract refused: {rev.name}"
+    return ApiError(status, code, message, details={"error": rev.name, "args": jsonable(args)})
 
 
 def from_chain(e: ChainError) -> ApiError:

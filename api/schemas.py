@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from eth_utils import is_hex_address, to_checksum_address
 
@@ -41,27 +41,59 @@ class Strict(BaseModel):
 class EventOut(BaseModel):
     contract: str
     name: str
-    args: dict[str, Any]
+    args: dict[str, Any] = Field(description="the event's arguments: integers as decimal strings, addresses and "
+                                 "bytes as 0x-hex, booleans as booleans")
     blockNumber: int
     txHash: str
     logIndex: int
 
 
 class UnsignedTx(BaseModel):
-    """A transaction for a wallet to sign and submit (``POST /v1/tx``)."""
+    """A transaction for a wallet to sign, exactly as eth-account / web3.py sign it
+    (``Account.sign_transaction(unsignedTx, key)``), then submit with ``POST /v1/tx``. Quantities are 0x-hex
+    (JSON-safe at any size); ``nonce`` and ``chainId`` are numbers; fee fields are either ``gasPrice`` or
+    ``maxFeePerGas`` + ``maxPriorityFeePerGas`` (absent, never null)."""
 
     to: str
     data: str
     value: str
-    chainId: int
+    gas: str
     nonce: int
-    gas: int
+    chainId: int
+    type: int = Field(description="2: EIP-1559 fees; 0: legacy gasPrice")
     sender: str = Field(alias="from")
     gasPrice: str | None = None
     maxFeePerGas: str | None = None
     maxPriorityFeePerGas: str | None = None
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_serializer(mode="wrap")
+    def _no_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class EthersTx(BaseModel):
+    """The same transaction as ethers v6 signs it (``wallet.signTransaction(ethersTx)``): ``gasLimit`` where
+    eth-account says ``gas``."""
+
+    to: str
+    data: str
+    value: str
+    gasLimit: str
+    nonce: int
+    chainId: int
+    type: int
+    sender: str = Field(alias="from")
+    gasPrice: str | None = None
+    maxFeePerGas: str | None = None
+    maxPriorityFeePerGas: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @model_serializer(mode="wrap")
+    def _no_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ActionOut(BaseModel):
@@ -72,11 +104,17 @@ class ActionOut(BaseModel):
     blockNumber: int | None = None
     events: list[EventOut] = Field(default_factory=list)
     result: dict[str, Any] = Field(default_factory=dict, description="ids created (nodeId, offerId, leaseId, ...)")
-    unsignedTx: UnsignedTx | None = None
+    unsignedTx: UnsignedTx | None = Field(default=None, description="for eth-account / web3.py, as is")
+    ethersTx: EthersTx | None = Field(default=None, description="the same transaction for ethers v6, as is")
 
 
 class AccountIn(Strict):
-    roles: list[Literal["provider", "buyer", "auditor"]] = Field(min_length=1, max_length=3)
+    roles: list[Literal["provider", "buyer", "auditor", "arbiter"]] = Field(
+        min_length=1,
+        max_length=4,
+        description="arbiter: resolves disputes (the escrow's ARBITER_ROLE; granted on dev chains, else by the "
+        "escrow's admin)",
+    )
     label: str = Field(default="", max_length=128)
 
 
@@ -84,6 +122,7 @@ class AccountCreated(BaseModel):
     address: str
     roles: list[str]
     apiKey: str = Field(description="shown once; the bridge keeps only its hash")
+    notes: list[str] = Field(default_factory=list, description="what else was done or is still needed")
 
 
 class AccountOut(BaseModel):

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
 
     chain_backend: Literal["memory", "anvil", "rpc"] = "memory"
     rpc_url: str | None = None
+    dev_challenge_period_s: int = Field(
+        default=3600, ge=1, le=30 * 86_400,
+        description="the challenge period of the suite the bridge deploys on a dev chain (memory, anvil)",
+    )
     public_rpc_url: str | None = Field(
         default=None,
         description="the RPC URL GET /v1/chain publishes for auditors (default: anvil's local node; none for rpc, "
@@ -63,9 +67,13 @@ class Settings(BaseSettings):
     def check_secret(self) -> None:
         """Raise ValueError when the default secret would protect keys on a persistent chain."""
         if self.chain_backend != "memory" and self.server_secret.get_secret_value() == DEFAULT_SECRET:
-            raise ValueError("refusing to start with the default server secret outside the memory backend")
+            raise ValueError(
+                "refusing to start with the default server secret outside the memory backend: set "
+                "LEDGER_API_SERVER_SECRET (16+ characters; it encrypts the managed accounts' keys), e.g. "
+                "export LEDGER_API_SERVER_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+            )
         if len(self.server_secret.get_secret_value()) < 16:
-            raise ValueError("server_secret must be at least 16 characters")
+            raise ValueError("LEDGER_API_SERVER_SECRET must be at least 16 characters")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     k = sub.add_parser("keygen", help="write a new encrypted keystore and print its address")
-    k.add_argument("--keystore", type=Path, default=DEFAULT_DATA_DIR / "keystore.json")
+    k.add_argument("--data-dir", type=Path, default=None, help=f"the node's data directory (default {DEFAULT_DATA_DIR})")
+    k.add_argument("--keystore", type=Path, default=None, help="keystore path (default <data-dir>/keystore.json)")
     _password_args(k)
     k.add_argument("--kdf", choices=["scrypt", "pbkdf2"], default="scrypt")
     k.add_argument("--kdf-iterations", type=int, default=None, help="pbkdf2 iterations (tests use few)")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", default=None, metavar="SPEC")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--config", type=Path, default=None)
+    g.add_argument("--json", action="store_true", help="one JSON list: index, uuid, uuidHash, model, vramMiB, ...")
     return p
 
 
@@ -146,11 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     password = read_password(args.password_file, args.password_env)
-    address = create_keystore(
-        args.keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force
-    )
+    keystore = args.keystore or (args.data_dir or DEFAULT_DATA_DIR) / "keystore.json"
+    address = create_keystore(keystore, password, kdf=args.kdf, iterations=args.kdf_iterations, overwrite=args.force)
     print(address)
-    log.info("wrote keystore %s for attestor %s", args.keystore, address)
+    log.info("wrote keystore %s for attestor %s", keystore, address)
     return 0
 
 
@@ -230,6 +231,16 @@ def _gpus(args: argparse.Namespace) -> int:
     src = _open_source(args.simulate, args.seed, "idle", None if cfg is None else cfg.gpus)
     try:
         caps = src.capabilities()
+        if args.json:
+            print(json.dumps([
+                {
+                    "index": i, "uuid": c.uuid, "uuidHash": "0x" + gpu_uuid_hash(c.uuid).hex(), "model": c.name,
+                    "vramMiB": c.vram_mib, "powerLimitMw": c.power_limit_mw, "utilBuffer": c.util_buffer,
+                    "utilBufferSpanMs": c.util_buffer_span_ms, "gpm": c.gpm, "simulated": src.simulated,
+                }
+                for i, c in enumerate(caps)
+            ]))  # fmt: skip
+            return 0
         sim = " (simulated)" if src.simulated else ""
         print(f"driver {src.driver_version}, NVML {src.nvml_version}{sim}")
         print("#\tUUID\tkeccak256(UUID)\tmodel\tVRAM\tpower limit\tbusy time from\tSM activity (GPM)")

@@ -112,9 +112,10 @@ class Sender:
                 acked += 1
                 if self._metrics:
                     self._metrics.acks.inc()
-                log.debug(
-                    "lease %d seq %d acknowledged%s", item.lease_id, item.seq, " (duplicate)" if out.duplicate else ""
-                )
+                log.info(
+                    "lease %d seq %d acknowledged by the bridge%s", item.lease_id, item.seq,
+                    " (it already had it)" if out.duplicate else "",
+                )  # fmt: skip
             else:
                 delay = self._backoff.delay_ms(item.attempts, self._rng)
                 err = out.error or f"HTTP {out.status}"

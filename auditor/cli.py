@@ -29,6 +29,7 @@ not be audited (the reason is printed).
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 import time
@@ -285,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as e:
         return _could_not_audit(args, str(e))
     progress = ProgressBar(sys.stderr, enabled=not args.quiet)
+    if args.quiet:  # the HTTP client logs every request at INFO
+        for name in ("httpx", "httpcore", "auditor"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         ids = [args.lease_id] if args.target == "lease" else source.lease_ids()
         audits = run(source, ids, spot_check_k=args.spot_check, progress=progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import accounts, audit, balances, chain, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
+from . import accounts, audit, balances, chain, disputes, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -14,6 +14,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     nodes.router,
     offers.router,
     leases.router,
+    disputes.router,
     metering.router,
     balances.router,
     audit.router,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..deps import AccountsDep, CallerDep
+from ..deps import AccountsDep, CallerDep, DisputesDep
 from ..errors import COMMON_RESPONSES, ErrorResponse
 from ..schemas import AccountCreated, AccountIn, AccountOut
 
@@ -18,10 +18,15 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
     response_model=AccountCreated,
     responses={413: COMMON_RESPONSES[413], 422: COMMON_RESPONSES[422]},
 )
-def create_account(body: AccountIn, accounts: AccountsDep) -> AccountCreated:
-    """Create a managed account with the given roles. The API key is shown once; keep it."""
+def create_account(body: AccountIn, accounts: AccountsDep, disputes: DisputesDep) -> AccountCreated:
+    """Create a managed account with the given roles. The API key is shown once; keep it. New accounts hold no
+    ETH: fund them (dev chains: ``POST /v1/faucet``). An arbiter account gets the escrow's ARBITER_ROLE on dev
+    chains; elsewhere ``notes`` says what the escrow's admin must do."""
     address, roles, token = accounts.create(list(body.roles), body.label)
-    return AccountCreated(address=address, roles=roles, apiKey=token)
+    notes = ["the account holds no ETH: fund it to pay gas (dev chains: POST /v1/faucet)"]
+    if "arbiter" in roles:
+        notes.append(disputes.grant_arbiter(address))
+    return AccountCreated(address=address, roles=roles, apiKey=token, notes=notes)
 
 
 @router.get(

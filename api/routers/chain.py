@@ -20,6 +20,8 @@ class ChainOut(BaseModel):
     deployment: dict[str, Any] = Field(description="the deployment record: addresses, roles, configuration, block")
     domain: dict[str, Any] = Field(description="the EIP-712 domain reports are signed under")
     abis: dict[str, str] = Field(description="where to fetch the ABI of each deployed address")
+    challengePeriodS: int = Field(description="seconds a checkpoint's charge waits before it can be released")
+    chainTime: int | None = Field(description="the chain's current time: the latest block's timestamp (unix s)")
 
 
 @router.get("", response_model=ChainOut)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ..deps import CallerDep, IdempotencyKey, LeasesDep
+from ..deps import CallerDep, OptionalCaller, IdempotencyKey, LeasesDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES
 from .answer import respond
 from ..schemas import ActionOut, Address, Strict
@@ -51,6 +51,109 @@ class LeaseList(BaseModel):
     total: int
 
 
+Wei = Annotated[str, Field(description="an amount in the lease's token's smallest unit, as a decimal string")]
+
+
+class AttestorPeriodOut(BaseModel):
+    address: str
+    fromMs: int
+    untilMs: int | None = Field(description="null: still the node's attestor")
+
+
+class TopUpOut(BaseModel):
+    amount: Wei
+    fee: Wei
+    block: int
+    logIndex: int
+
+
+class MoneyOut(BaseModel):
+    """The lease's money, folded from the escrow's events (``ledger.protocol.economics.fold_lease``)."""
+
+    escrow: Wei = Field(description="escrowed at opening (LeaseOpened.escrowed)")
+    fee: Wei = Field(description="platform fee escrowed on top at opening")
+    topUps: list[TopUpOut]
+    closed: bool = Field(description="LeaseClosed, LeaseExpired or LeaseExhausted was seen")
+    exhausted: bool
+    refund: Wei
+    closedCharged: Wei | None = Field(description="LeaseClosed.charged or LeaseExhausted.charged; null until then")
+    feeKept: Wei | None = Field(description="FeesSettled.treasuryFee; null until the fee is split")
+    feeRefund: Wei
+    charged: Wei = Field(description="every checkpoint's charge so far")
+    disputed: Wei
+    released: Wei
+
+
+class SettlementOut(BaseModel):
+    """A settled checkpoint: one record of a CheckpointsSettled log."""
+
+    seq: int
+    reportHash: str
+    ckpt: str = Field(description="the lease's new checkpoint word (decimal string: it exceeds 2^53)")
+    cumBusyMs: int
+    cumAllocatedMs: int
+    cumEnergyMj: int
+    cumSmActiveMs: int
+    settledAt: int = Field(description="unix s of the block that settled it")
+    billableDelta: int = Field(description="GPU-ms this checkpoint billed, under the lease's billing mode")
+    charged: Wei
+    samplesRoot: str | None = Field(description="the settled report's samples root, from the bridge's copy")
+    block: int
+    logIndex: int
+    recordIndex: int
+    txHash: str | None
+
+
+class LeaseDisputeOut(BaseModel):
+    frozen: Wei
+    block: int
+    resolved: bool
+    buyerShare: Wei
+    providerShare: Wei
+    slashed: Wei
+    providerFault: bool
+
+
+class CheckpointOut(BaseModel):
+    """The escrow's view of the lease's settlement: what is settled and where the money stands."""
+
+    lastSeq: int
+    lastReportHash: str
+    cumBusyMs: int
+    cumEnergyMj: int
+    cumAllocatedMs: int
+    cumSmActiveMs: int
+    lastSettledAt: int = Field(description="unix s of the last settlement (activation before any)")
+    charged: Wei
+    paid: Wei
+    pending: Wei
+    frozen: Wei
+    refunded: Wei
+    remaining: Wei
+
+
+class EarningsOut(BaseModel):
+    pending: Wei = Field(description="charges not yet released to the holder")
+    frozen: Wei = Field(description="held by an open dispute")
+    challengePeriodS: int
+    releasableAt: int | None = Field(
+        description="from when POST /v1/leases/{id}/release-earnings succeeds (unix s); null with nothing pending "
+        "or while frozen"
+    )
+
+
+class UsageOut(BaseModel):
+    """What the lease's attested reports say so far (the bridge's latest report, settled or not)."""
+
+    reports: int
+    throughMs: int
+    allocatedMs: int
+    busyMs: int
+    smActiveMs: int = Field(description="GPM: time the SMs computed")
+    energyMj: int
+    smActiveShareOfBusyPct: float | None = Field(description="how much of the busy time the SMs were active")
+
+
 class LeaseOut(BaseModel):
     """api/AUDIT_API.md §1: terms, money and settlements, as indexed from the chain."""
 
@@ -71,22 +174,17 @@ class LeaseOut(BaseModel):
     startMs: int
     endMs: int
     durationS: int
-    pricePerGpuSecond: str
-    billingMode: int
+    pricePerGpuSecond: Wei
+    billingMode: Literal["reserved", "metered", "sm_active"]
     feeBps: int
     maxPowerMwPerGpu: int
-    attestors: list[dict[str, Any]]
-    money: dict[str, Any]
-    settlements: list[dict[str, Any]]
-    disputes: list[dict[str, Any]] = Field(default_factory=list)
-    checkpoint: dict[str, Any]
-    usage: dict[str, Any] | None = Field(
-        default=None,
-        description="what the lease's attested reports say so far (the bridge's latest report, settled or not): "
-        "reports, throughMs, GPU-ms allocatedMs / busyMs / smActiveMs (GPM: the SMs computing), energyMj, and "
-        "smActiveShareOfBusyPct (how much of the busy time the SMs were active; null without busy time). Null "
-        "before the first report.",
-    )
+    attestors: list[AttestorPeriodOut]
+    money: MoneyOut
+    settlements: list[SettlementOut]
+    disputes: list[LeaseDisputeOut] = Field(default_factory=list)
+    checkpoint: CheckpointOut
+    earnings: EarningsOut
+    usage: UsageOut | None = Field(default=None, description="null before the first report")
     samplePeriodMs: int | None = Field(
         default=None,
         description="sampling period observed in the attested samples of the latest accepted report (median "
@@ -162,12 +260,14 @@ def rate(leaseId: LeaseId, body: RateIn, caller: CallerDep, leases: LeasesDep) -
 
 
 @router.post("/{leaseId}/release-earnings", response_model=ActionOut, responses=MONEY_RESPONSES)
-def release_earnings(leaseId: LeaseId, caller: CallerDep, leases: LeasesDep) -> ActionOut:
-    """Move charges past their challenge period to the rights holder's withdrawable balance (anyone)."""
+def release_earnings(leaseId: LeaseId, caller: OptionalCaller, leases: LeasesDep) -> ActionOut:
+    """Move charges past their challenge period to the rights holder's withdrawable balance. Anyone may call
+    it, with no key at all (the bridge then sends it and pays the gas); 409 before the period ends (the lease's
+    ``earnings.releasableAt`` says when)."""
     return leases.release_earnings(caller, leaseId)
 
 
 @router.post("/{leaseId}/expire", response_model=ActionOut, responses=MONEY_RESPONSES)
-def expire_lease(leaseId: LeaseId, caller: CallerDep, leases: LeasesDep) -> ActionOut:
-    """Expire an Open lease past its start deadline: full refund to the buyer (anyone)."""
+def expire_lease(leaseId: LeaseId, caller: OptionalCaller, leases: LeasesDep) -> ActionOut:
+    """Expire an Open lease past its start deadline: full refund to the buyer (anyone, with no key at all)."""
     return leases.expire(caller, leaseId)

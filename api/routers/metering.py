@@ -71,6 +71,8 @@ class ReportEntry(BaseModel):
     reportHash: str
     nodeId: int
     status: str = Field(description="accepted | queued | settled | superseded | rejected")
+    reason: str | None = Field(default=None, description="why a report was rejected at settlement (the escrow's "
+                               "error), or why it went back to the queue")
     samples: list[list[int | str]] | None = None
 
 
@@ -105,7 +107,7 @@ def _e(description: str) -> dict[str, Any]:
         413: _e("body too large"),
         422: _e(
             "samples_mismatch | figures_mismatch (the window's figures are not what its samples give) | "
-            "window_in_future (the window ends after the chain's time + 30 s) | invalid_report (cannot settle)"
+            "window_in_future (the window ends after the chain's time + 30 s) | unsettleable_report"
         ),
     },
 )

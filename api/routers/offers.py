@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -47,6 +47,13 @@ class OfferIn(Strict):
         if self.validUntil <= self.validFrom:
             raise ValueError("validUntil must be after validFrom")
         return self
+
+    @field_validator("gpuIndices")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a GPU more than once")
+        return v
 
 
 class OfferOut(BaseModel):
@@ -123,7 +130,7 @@ def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
 async def list_offers(
     request: Request,
     offers: OffersDep,
-    gpuModel: Annotated[str | None, Query(max_length=64, description="exact GPU model")] = None,
+    gpuModel: Annotated[str | None, Query(max_length=64, description="GPU model, any part of it, any case (h100 finds NVIDIA H100 80GB HBM3)")] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
     minVramMiB: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
     minGpuCount: Annotated[int | None, Query(ge=0, le=256)] = None,

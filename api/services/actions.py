@@ -19,8 +19,8 @@ from ledger.chain.sender import TxOutcome
 from ledger.chain.suite import LedgerChain
 from ledger.protocol.economics import ETH
 
-from ..errors import ApiError, ChainUnavailable, Invalid, from_chain, jsonable
-from ..schemas import ActionOut, EventOut, UnsignedTx
+from ..errors import ApiError, ChainUnavailable, Invalid, from_chain, jsonable, wide_json
+from ..schemas import ActionOut, EthersTx, EventOut, UnsignedTx
 from .caller import Caller
 
 # event name -> (argument, result key) for ids an action creates
@@ -40,7 +40,9 @@ class ApprovalRequired(ApiError):
 
     replayable = False
 
-    def __init__(self, token: str, spender: str, amount: int, allowance: int, unsigned_tx: dict[str, Any]) -> None:
+    def __init__(
+        self, token: str, spender: str, amount: int, allowance: int, unsigned_tx: dict[str, Any], ethers_tx: dict[str, Any]
+    ) -> None:
         super().__init__(
             409,
             "approval_required",
@@ -52,6 +54,7 @@ class ApprovalRequired(ApiError):
                 "amountWei": str(amount),
                 "allowanceWei": str(allowance),
                 "unsignedTx": unsigned_tx,
+                "ethersTx": ethers_tx,
             },
         )
 
@@ -61,7 +64,7 @@ def events_out(events: Iterable[ChainEvent]) -> list[EventOut]:
         EventOut(
             contract=e.contract,
             name=e.name,
-            args=jsonable(e.args),
+            args=wide_json(e.args),
             blockNumber=e.block_number,
             txHash=e.tx_hash,
             logIndex=e.log_index,
@@ -87,21 +90,26 @@ def outcome_out(outcome: TxOutcome) -> ActionOut:
 
 
 def unsigned_out(tx: dict[str, Any]) -> UnsignedTx:
-    def s(k: str) -> str | None:
-        return str(int(tx[k])) if k in tx else None
-
+    """The built transaction in the form eth-account signs as is (quantities 0x-hex, no nulls)."""
+    fees = {k: hex(int(tx[k])) for k in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas") if k in tx}
     return UnsignedTx.model_validate({
         "to": str(tx["to"]),
         "data": str(tx["data"]) if str(tx["data"]).startswith("0x") else "0x" + str(tx["data"]),
-        "value": str(int(tx.get("value", 0))),
-        "chainId": int(tx["chainId"]),
+        "value": hex(int(tx.get("value", 0))),
+        "gas": hex(int(tx["gas"])),
         "nonce": int(tx["nonce"]),
-        "gas": int(tx["gas"]),
+        "chainId": int(tx["chainId"]),
+        "type": 0 if "gasPrice" in fees else 2,
         "from": str(tx["from"]),
-        "gasPrice": s("gasPrice"),
-        "maxFeePerGas": s("maxFeePerGas"),
-        "maxPriorityFeePerGas": s("maxPriorityFeePerGas"),
+        **fees,
     })
+
+
+def ethers_out(utx: UnsignedTx) -> EthersTx:
+    """The same transaction as ethers v6 signs it (``gasLimit`` for ``gas``)."""
+    d = utx.model_dump(by_alias=True)
+    d["gasLimit"] = d.pop("gas")
+    return EthersTx.model_validate(d)
 
 
 class Actor:
@@ -110,9 +118,12 @@ class Actor:
     ``after_write`` runs after a managed call was mined (the bridge indexes it at once when no confirmations
     are awaited, so reads see their own writes)."""
 
-    def __init__(self, ledger: LedgerChain, after_write: Callable[[], None]) -> None:
+    def __init__(
+        self, ledger: LedgerChain, after_write: Callable[[], None], public_sender: LocalAccount | None = None
+    ) -> None:
         self.ledger = ledger
         self._after_write = after_write
+        self._public_sender = public_sender  # pays gas for permissionless calls made without an account
         self._pay_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._pay_locks_guard = threading.Lock()
 
@@ -141,8 +152,22 @@ class Actor:
         """Managed caller: simulate, sign, send, wait, index. Wallet caller: the unsigned transaction."""
         caller.ensure_writer()
         if caller.account is None:
-            return ActionOut(status="unsigned", unsignedTx=self.unsigned(caller.address, call))
+            utx = self.unsigned(caller.address, call)
+            return ActionOut(status="unsigned", unsignedTx=utx, ethersTx=ethers_out(utx))
         outcome = self.send(caller.account, call)
+        self._after_write()
+        return outcome_out(outcome)
+
+    def act_public(self, caller: Caller | None, call: Call) -> ActionOut:
+        """:meth:`act` for a call the contract lets anyone make (release earnings, expire a lease): without an
+        account the bridge sends it and pays the gas, after a simulation shows it goes through (a call that
+        would revert costs nothing)."""
+        if caller is not None:
+            return self.act(caller, call)
+        if self._public_sender is None:
+            raise ApiError(401, "unauthorized", "this bridge sends no anonymous calls: send an API key or X-Wallet-Address")
+        self.simulate(call, self._public_sender.address)
+        outcome = self.send(self._public_sender, call)
         self._after_write()
         return outcome_out(outcome)
 
@@ -229,7 +254,10 @@ class Actor:
                 raise
         if caller.account is None and current < amount:
             tx = self.unsigned(caller.address, self.ledger.calls.approve(token, spender, amount))
-            raise ApprovalRequired(token, spender, amount, current, tx.model_dump(mode="json", by_alias=True))
+            raise ApprovalRequired(
+                token, spender, amount, current, tx.model_dump(mode="json", by_alias=True),
+                ethers_out(tx).model_dump(mode="json", by_alias=True),
+            )  # fmt: skip
         return current
 
     def approve_exact(self, account: LocalAccount, token: str, spender: str, amount: int, current: int) -> list[TxOutcome]:

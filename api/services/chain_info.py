@@ -8,6 +8,7 @@ the bridge's process), and the rpc backend publishes none: its configured URL ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ledger.chain.contracts import address_abis
@@ -18,8 +19,17 @@ from ..errors import ApiError
 
 
 class ChainInfo:
-    def __init__(self, deployment: Deployment, backend: str, *, local_rpc_url: str | None, public_rpc_url: str | None) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        backend: str,
+        *,
+        local_rpc_url: str | None,
+        public_rpc_url: str | None,
+        chain_time: Callable[[], int] | None = None,
+    ) -> None:
         self._deployment = deployment
+        self._chain_time = chain_time
         self._abis = address_abis()
         if public_rpc_url:
             url, note = public_rpc_url, "published by the bridge's operator; audit with your own node to trust no one"
@@ -41,10 +51,18 @@ class ChainInfo:
                 "verifyingContract": deployment.escrow,
             },
             "abis": {name: f"/v1/chain/abi/{name}" for name in self._abis},
+            "challengePeriodS": deployment.challenge_period_s,
         }
 
     def document(self) -> dict[str, Any]:
-        return dict(self._doc)
+        """The published document, with the chain's current time (the latest block's, unix s; null when the
+        chain does not answer)."""
+        doc = dict(self._doc)
+        try:
+            doc["chainTime"] = None if self._chain_time is None else int(self._chain_time())
+        except Exception:  # the chain is down: the rest of the document still holds
+            doc["chainTime"] = None
+        return doc
 
     def abi(self, name: str) -> list[dict[str, Any]]:
         try:

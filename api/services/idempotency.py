@@ -12,7 +12,7 @@ The first request with a key inserts a ``pending`` record (the primary key makes
 and answer 409); the outcome (2xx or 4xx) is stored and replayed byte for byte. A 5xx or an unexpected
 error (or a refusal the caller can lift, ``ApiError.replayable`` False) deletes the record so that the client
 may retry. The same key with a different body is refused
-(422 ``idempotency_key_reused``). Chain errors raised by the action are mapped to API errors here
+(409 ``idempotency_key_reused``). Chain errors raised by the action are mapped to API errors here
 (``api.errors.from_chain``) before that decision.
 """
 
@@ -80,8 +80,8 @@ class Idempotency:
             if rec is None:  # deleted between our insert and read: the first attempt failed; ask for a retry
                 raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
             if rec.request_hash != request_hash:
-                raise Invalid("this Idempotency-Key was used with a different request", field="Idempotency-Key",
-                              code="idempotency_key_reused")
+                raise Conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request: "
+                               "use a new key for a new request")
             if rec.state == "sent":
                 hashes = json.loads(rec.body or b"[]")
                 raise Conflict(

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ledger.chain.suite import LedgerChain
 from ledger.protocol import MeteringReport
 from ledger.protocol.economics import (
+    BillingMode,
     ETH,
     LeaseEvent,
     checkpoint_billable,
@@ -38,6 +39,9 @@ from .metering import Metering
 
 T = TypeVar("T")
 DEFAULT_START_WINDOW_S = 3600
+
+
+_AMOUNTS = frozenset({"charged", "paid", "pending", "frozen", "refunded", "remaining"})
 
 
 def _s(value: int | None) -> str | None:
@@ -167,19 +171,28 @@ class Leases:
             "endMs": v["endMs"],
             "durationS": v["durationS"],
             "pricePerGpuSecond": str(v["pricePerGpuSecond"]),
-            "billingMode": v["billingMode"],
+            "billingMode": BillingMode(int(v["billingMode"])).label,
             "feeBps": v["feeBps"],
             "maxPowerMwPerGpu": int(node_data["maxPowerMwPerGpu"]),
             "attestors": attestors,
             "money": money,
             "settlements": settlements,
             "disputes": disputes,
-            "checkpoint": {k: str(x) if isinstance(x, int) else x for k, x in v["checkpoint"].items()},
+            "checkpoint": {k: str(x) if k in _AMOUNTS else x for k, x in v["checkpoint"].items()},
+            "earnings": self._earnings(v["checkpoint"]),
             "usage": self.usage(lease_id),
             "samplePeriodMs": self._metering.observed_sample_period_ms(lease_id),
         }
 
     # --- writes ------------------------------------------------------------------------------------------
+
+    def _earnings(self, cp: dict[str, Any]) -> dict[str, Any]:
+        """What the provider side can expect: charges pending release, and from when the release may be asked
+        (the last checkpoint's time plus the challenge period); frozen by an open dispute."""
+        period = int(self._ledger.deployment.challenge_period_s)
+        pending, frozen = int(cp["pending"]), int(cp["frozen"])
+        at = int(cp["lastSettledAt"]) + period if pending and not frozen else None
+        return {"pending": str(pending), "frozen": str(frozen), "challengePeriodS": period, "releasableAt": at}
 
     def usage(self, lease_id: int) -> dict[str, Any] | None:
         """What the lease's attested reports say so far (the latest report the bridge holds, settled or not):
@@ -204,6 +217,10 @@ class Leases:
         if caller.managed and lease["buyer"] != caller.address:
             raise ApiError(403, "forbidden", f"lease {lease_id} belongs to another buyer")
         return lease
+
+    def require(self, lease_id: int) -> dict[str, Any]:
+        """The lease's chain view; 404 for an unknown lease."""
+        return self._views.lease(lease_id)
 
     def with_state(self, lease_id: int, run: Callable[[LeaseState], T]) -> T:
         """``run`` with the lease's current state (closeLease, topUp, dispute, releaseEarnings and
@@ -231,12 +248,26 @@ class Leases:
             offer = self._views.offer(offer_id)
             q = quote_lease(offer["pricePerGpuSecond"], offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
             who = holder or self._views.provider(offer["provider"])["payout"]
+            now = self._views.now()
+            valid_from, valid_until = int(offer["validFrom"]), int(offer["validUntil"])
+            if valid_until <= now:
+                raise ApiError(409, "offer_expired", f"offer {offer_id} was valid until {valid_until}; it is {now} now")
             by = start_by
             if by is None:
-                by = max(self._views.now(), offer["validFrom"]) + DEFAULT_START_WINDOW_S
-                by = min(by, offer["validUntil"] - duration_s)
-                if by < 0:
-                    raise Invalid("durationS reaches beyond the offer's validUntil", field="durationS")
+                by = max(now, valid_from) + DEFAULT_START_WINDOW_S
+                by = min(by, valid_until - duration_s)
+                if by <= max(now, valid_from - 1):
+                    longest = valid_until - max(now + 1, valid_from)
+                    raise Invalid(
+                        f"durationS {duration_s} reaches beyond the offer's validUntil ({valid_until}): the longest "
+                        f"lease it can take now is {max(longest, 0)} s",
+                        field="durationS",
+                    )
+            elif by <= now or by < valid_from:
+                raise Invalid(f"startBy must be after now ({now}) and not before the offer's validFrom ({valid_from})",
+                              field="startBy")  # fmt: skip
+            elif by + duration_s > valid_until:
+                raise Invalid(f"startBy + durationS must not pass the offer's validUntil ({valid_until})", field="durationS")
             cap = q.total if max_total is None else max_total
             call = self._calls.open_lease(offer_id, who, duration_s, by, cap, value=q.total if offer["token"] == ETH else 0)
             out = self._actor.act_paying(caller, call, offer["token"], self._escrow, q.total)
@@ -299,12 +330,14 @@ class Leases:
         self._buyer_lease(caller, lease_id)
         return self._actor.act(caller, self._calls.rate(lease_id, stars))
 
-    def release_earnings(self, caller: Caller, lease_id: int) -> ActionOut:
-        """Move charges past their challenge period to the rights holder's withdrawable balance (anyone)."""
+    def release_earnings(self, caller: Caller | None, lease_id: int) -> ActionOut:
+        """Move charges past their challenge period to the rights holder's withdrawable balance (anyone; without
+        an account the bridge sends it)."""
         self._views.lease(lease_id)
-        return self.with_state(lease_id, lambda st: self._actor.act(caller, self._calls.release_earnings(st)))
+        return self.with_state(lease_id, lambda st: self._actor.act_public(caller, self._calls.release_earnings(st)))
 
-    def expire(self, caller: Caller, lease_id: int) -> ActionOut:
-        """Expire an Open lease past its start deadline: full refund to the buyer (anyone)."""
+    def expire(self, caller: Caller | None, lease_id: int) -> ActionOut:
+        """Expire an Open lease past its start deadline: full refund to the buyer (anyone; without an account the
+        bridge sends it)."""
         self._views.lease(lease_id)
-        return self._actor.act(caller, self._calls.expire_lease(lease_id))
+        return self._actor.act_public(caller, self._calls.expire_lease(lease_id))

@@ -193,7 +193,7 @@ class Metering:
         try:
             accepted = self.writer.submit(PendingReport(self.prepare(body)))
         except ApiError as e:
-            self.metrics.reports_rejected.labels(e.code).inc()
+            self._refused(body, e)
             raise
         if not accepted.duplicate:
             self.metrics.reports_accepted.inc()
@@ -210,11 +210,20 @@ class Metering:
                 item = await anyio.to_thread.run_sync(self.prepare, body)
             accepted = await self.writer.submit_async(PendingReport(item))
         except ApiError as e:
-            self.metrics.reports_rejected.labels(e.code).inc()
+            self._refused(body, e)
             raise
         if not accepted.duplicate:
             self.metrics.reports_accepted.inc()
         return accepted
+
+    def _refused(self, body: Any, e: ApiError) -> None:
+        """Count and log a refused report with its reason (the provider reads it in the bridge's log; the
+        attestor has it in its spool's last error)."""
+        self.metrics.reports_rejected.labels(e.code).inc()
+        report = body.get("report") if isinstance(body, dict) else None
+        lease, seq = (report.get("leaseId"), report.get("seq")) if isinstance(report, dict) else (None, None)
+        log.warning("report refused: lease %s seq %s node %s: %s %s", lease, seq,
+                    body.get("nodeId") if isinstance(body, dict) else None, e.code, e.message)  # fmt: skip
 
     def prepare(self, body: Any, *, cached_only: bool = False) -> NewReport:
         """Everything but the store: parse, signer, samples; raises ApiError with the METERING_API codes."""
@@ -224,7 +233,7 @@ class Metering:
         try:
             check_settleable(report)
         except ProtocolError as e:
-            raise _err(422, "invalid_report", f"the escrow cannot settle this report: {e}") from e
+            raise _err(422, "unsettleable_report", f"the escrow cannot settle this report: {e}") from e
         node = self.indexer.node_row(node_id)
         if node is None:
             raise _err(404, "unknown_lease", f"node {node_id} is unknown to the bridge")
@@ -356,6 +365,7 @@ class Metering:
                 "reportHash": r.struct_hash,
                 "nodeId": lease.node_id,
                 "status": r.status,
+                "reason": r.reason,
             }
             if samples:
                 data = sets.get(r.samples_root)

@@ -13,7 +13,11 @@ from collections import OrderedDict
 from typing import Any
 
 from ledger.chain.suite import LedgerChain
-from ledger.protocol.economics import BillingMode
+from ledger.protocol.economics import ETH, BillingMode
+
+MAX_OFFER_LEAD_S = 90 * 86_400
+"""How far ahead an offer's validity may start: an offer far in the future would be listed long before anyone
+can lease it."""
 
 from ..errors import ApiError, NotFound
 from ..schemas import ActionOut
@@ -77,6 +81,7 @@ def offer_out(row: OfferRow, now_s: int) -> dict[str, Any]:
 
 class Offers:
     def __init__(self, ledger: LedgerChain, views: ChainViews, actor: Actor, store: Store, indexer: Indexer) -> None:
+        self._ledger = ledger
         self._calls = ledger.calls
         self._views = views
         self._actor = actor
@@ -103,6 +108,14 @@ class Offers:
         node = self._views.node(node_id)
         if caller.managed and node["provider"] != caller.address:
             raise ApiError(403, "forbidden", f"node {node_id} belongs to another provider")
+        now = self._views.now()
+        if valid_until <= now:
+            raise ApiError(422, "validation_error", f"validUntil {valid_until} is already past (now {now})", field="validUntil")
+        if valid_from > now + MAX_OFFER_LEAD_S:
+            raise ApiError(422, "validation_error", f"validFrom may be at most {MAX_OFFER_LEAD_S // 86_400} days ahead "
+                           f"(until {now + MAX_OFFER_LEAD_S})", field="validFrom")  # fmt: skip
+        if token != ETH:
+            self._require_erc20(token)
         mode = BillingMode.parse(billing_mode)
         if mode == BillingMode.SM_ACTIVE and not node.get("gpm"):
             raise ApiError(
@@ -120,6 +133,16 @@ class Offers:
             min_buyer_score_bps, bytes.fromhex(terms_hash[2:]),
         )
         return self._actor.act(caller, call)
+
+    def _require_erc20(self, token: str) -> None:
+        """422 unless ``token`` is a contract answering ERC-20 ``balanceOf`` and ``totalSupply``: the escrow must be
+        able to pull and pay it."""
+        try:
+            self._ledger.read.erc20_balance(token, self._ledger.deployment.escrow)
+            self._ledger.read.erc20_field(token, "totalSupply")
+        except Exception:
+            raise ApiError(422, "unknown_token", f"{token} is not an ERC-20 token (it does not answer balanceOf and "
+                           "totalSupply); price offers in ETH or a token the escrow can pull", field="token") from None
 
     def cache_key(self) -> tuple[int, int]:
         """(projection generation, chain time of the last indexed block): what an offer list depends on."""

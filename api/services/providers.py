@@ -114,6 +114,8 @@ class Nodes:
         return self._actor.act(caller, call)
 
     def rotate_attestor(self, caller: Caller, node_id: int, attestor: str) -> ActionOut:
+        if self._views.node(node_id)["attestor"].lower() == attestor.lower():
+            raise ApiError(422, "validation_error", f"{attestor} already is node {node_id}'s attestor", field="attestor")
         return self._owned_call(caller, node_id, self._calls.rotate_attestor(node_id, attestor))
 
     def deactivate(self, caller: Caller, node_id: int) -> ActionOut:

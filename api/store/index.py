@@ -134,6 +134,12 @@ class IndexRepo:
                 q = q.where(ChainEvent.node_id == node_id)
             return list(s.scalars(q.order_by(ChainEvent.block_number, ChainEvent.log_index, ChainEvent.record_index)))
 
+    def events_named(self, names: Sequence[str]) -> list[ChainEvent]:
+        """Stored events of the given names, in chain order."""
+        with self._db.session() as s:
+            q = select(ChainEvent).where(ChainEvent.name.in_(list(names)))
+            return list(s.scalars(q.order_by(ChainEvent.block_number, ChainEvent.log_index, ChainEvent.record_index)))
+
     def settlement_counts(self, lease_ids: Sequence[int]) -> dict[int, int]:
         if not lease_ids:
             return {}
@@ -239,8 +245,9 @@ class IndexRepo:
         """(total matching, one page) of offers; ``sort`` is a key of :data:`OFFER_SORTS`, '-' for descending,
         ties broken by offer id."""
         stmt = select(OfferRow)
-        if q.gpu_model is not None:
-            stmt = stmt.where(OfferRow.gpu_model == q.gpu_model)
+        if q.gpu_model is not None:  # case-insensitive, any part: "h100" finds "NVIDIA H100 80GB HBM3"
+            pattern = "%" + q.gpu_model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(func.lower(OfferRow.gpu_model).like(pattern, escape="\\"))
         if q.region is not None:
             stmt = stmt.where(OfferRow.region == q.region)
         if q.min_vram_mib is not None:

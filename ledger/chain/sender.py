@@ -122,10 +122,12 @@ class TxSender:
         return {"from": to_checksum_address(sender), "to": call.to, "data": "0x" + call.data.hex(), "value": call.value}
 
     def simulate(self, call: Call, sender: str) -> None:
-        """``eth_call`` the call as ``sender``: a revert raises :class:`ContractRevert`, nothing is sent."""
+        """``eth_call`` the call as ``sender`` on the pending block (the next block's time: a call that waits for
+        a deadline is judged as a transaction sent now would be): a revert raises :class:`ContractRevert`,
+        nothing is sent."""
         with self.lock:
             try:
-                self.w3.eth.call(self._call_params(call, sender))
+                self.w3.eth.call(self._call_params(call, sender), "pending")
             except Exception as e:
                 raise self._failure(e) from e
 
@@ -141,7 +143,7 @@ class TxSender:
                     gas = gas_limit if gas_limit is not None else self.FIXED_GAS
                     self.w3.eth.call(_with(params, gas=gas), "pending")
                 else:
-                    estimated = int(self.w3.eth.estimate_gas(params))
+                    estimated = int(self.w3.eth.estimate_gas(params, "pending"))
                     gas = estimated + estimated // 5 + 20_000
                 tx: dict[str, Any] = {
                     **params,

@@ -232,9 +232,7 @@ def test_api_erc20_refused_open_leaves_no_approval(bridge: TestClient) -> None:
 
 
 def _sign(wallet: Any, utx: dict[str, Any]) -> str:
-    tx = {k: int(v) if k in ("value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas") else v
-          for k, v in utx.items() if v is not None and k != "from"}
-    return "0x" + bytes(wallet.sign_transaction(tx).raw_transaction).hex()
+    return "0x" + bytes(wallet.sign_transaction(utx).raw_transaction).hex()
 
 
 def test_api_erc20_wallet_gets_approve_then_open(bridge: TestClient) -> None:
@@ -266,7 +264,7 @@ def test_api_erc20_wallet_gets_approve_then_open(bridge: TestClient) -> None:
     assert approvals(bridge, token, wallet.address, escrow) == [total]
 
     built = ok(bridge.post("/v1/leases", json=body, headers=headers))
-    assert built["status"] == "unsigned" and built["unsignedTx"]["to"] == escrow and built["unsignedTx"]["value"] == "0"
+    assert built["status"] == "unsigned" and built["unsignedTx"]["to"] == escrow and built["unsignedTx"]["value"] == "0x0"
     mined = ok(bridge.post("/v1/tx", json={"rawTransaction": _sign(wallet, built["unsignedTx"])}))
     lease_id = [int(e["args"]["leaseId"]) for e in mined["events"] if e["name"] == "LeaseOpened"]
     assert opened_by(bridge, wallet.address) == lease_id and len(lease_id) == 1

@@ -153,7 +153,7 @@ def run_full_flow(client: TestClient) -> None:
     assert sorted((int(e.args["leaseId"]), int(e.args["seq"])) for e in settled) == [(lease_a, 3), (lease_b, 3)]
     assert len({e.tx_hash for e in settled}) == 1
     cp = ok(client.get(f"/v1/leases/{lease_a}"))["checkpoint"]
-    assert cp["lastSeq"] == "3" and int(cp["charged"]) == PRICE * att_a.cum["alloc"] // 1000
+    assert cp["lastSeq"] == 3 and int(cp["charged"]) == PRICE * att_a.cum["alloc"] // 1000
     alloc_at_3, root_3 = att_a.cum["alloc"], "0x" + rep_roots[(lease_a, 3)].hex()
     reports = ok(client.get(f"/v1/leases/{lease_a}/reports"))["reports"]
     assert [r["status"] for r in reports] == ["superseded", "superseded", "settled"]
@@ -191,7 +191,7 @@ def run_full_flow(client: TestClient) -> None:
 
     # rating recorded on-chain, reflected by the reputation endpoint
     rated = ok(client.post(f"/v1/leases/{lease_a}/rate", json={"stars": 5}, headers=auth(bkey)))
-    assert [e["args"]["stars"] for e in rated["events"] if e["name"] == "Rated"] == [5]
+    assert [int(e["args"]["stars"]) for e in rated["events"] if e["name"] == "Rated"] == [5]
     rep = ok(client.get(f"/v1/reputation/{cheap['address']}"))
     assert rep["counts"]["ratings"] == 1 and rep["counts"]["completed"] == 1
 

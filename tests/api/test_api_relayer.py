@@ -73,7 +73,7 @@ def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
             assert svc.relayer.flush() == 0  # nothing left, nothing re-sent
             assert dict(_settled_counts(client)) == {(lid, 2): 1 for lid in leases}
             for lid in leases:
-                assert ok(client.get(f"/v1/leases/{lid}"))["checkpoint"]["lastSeq"] == "2"
+                assert ok(client.get(f"/v1/leases/{lid}"))["checkpoint"]["lastSeq"] == 2
     finally:
         chain.revert(snap)
 

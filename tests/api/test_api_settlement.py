@@ -142,7 +142,7 @@ def test_report_beyond_the_entry_fields_is_refused_at_intake(bridge: TestClient)
     wide = dataclasses.replace(rep, cumEnergyMj=2**48)  # the 48-bit field of a settlement entry cannot carry it
     sig = sign_digest(report_digest(wide, att.chain_id, att.escrow), att.key)
     r = bridge.post("/v1/metering/reports", json=submission(prov["nodeId"], wide, sig, samples))
-    assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_report", r.text
+    assert r.status_code == 422 and r.json()["detail"]["code"] == "unsettleable_report", r.text
     assert "cumEnergyMj" in r.json()["detail"]["message"]
     with svc.store.db.session() as s:
         assert s.scalars(select(Report).where(Report.lease_id == lease_id)).first() is None
@@ -183,9 +183,7 @@ def _managed_key(svc: Any, address: str) -> Any:
 
 
 def _sign(account: Any, utx: dict[str, Any]) -> str:
-    tx = {k: int(v) if k in ("value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas") else v
-          for k, v in utx.items() if v is not None and k != "from"}
-    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()
+    return "0x" + bytes(account.sign_transaction(utx).raw_transaction).hex()
 
 
 def test_calls_needing_the_checkpoint_carry_the_current_state(bridge: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
