@@ -209,7 +209,8 @@ def from_chain(e: ChainError) -> ApiError:
     if isinstance(e, ContractRevert):
         return revert_error(e)
     if isinstance(e, InsufficientFunds):
-        return ApiError(402, "insufficient_funds", "the sender cannot pay for this transaction (value + gas)")
+        return ApiError(402, "insufficient_funds", "the sender cannot pay for this transaction (value + gas): fund the "
+                        "account (dev chains: POST /v1/faucet)")
     if isinstance(e, TxRejected):
         return ApiError(422, "tx_rejected", f"the node refused the transaction: {e}")
     if isinstance(e, UnknownLease):

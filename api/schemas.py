@@ -109,6 +109,7 @@ class ActionOut(BaseModel):
 
 
 class AccountIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"roles": ["buyer"], "label": "lab-7"}]})
     roles: list[Literal["provider", "buyer", "auditor", "arbiter"]] = Field(
         min_length=1,
         max_length=4,
@@ -134,6 +135,7 @@ class AccountOut(BaseModel):
 
 
 class FaucetIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"address": "0x7b57A8745EA0CDa19EA7bb7d1fafA83B95291f10"}]})
     address: Address
     amountWei: Uint256 | None = Field(default=None, description="default: the configured faucet amount")
     token: Address = Field(default=ETH, description="ETH (zero address) or the dev token (GET /v1/tokens)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import CallerDep, DisputesDep
 from ..errors import COMMON_RESPONSES, READ_RESPONSES
@@ -23,6 +23,7 @@ class DisputeList(BaseModel):
 
 
 class ResolveIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"buyerShareBps": 5000, "providerFault": False}]})
     buyerShareBps: int = Field(ge=0, le=10_000, description="share of the frozen amount refunded to the buyer")
     providerFault: bool = Field(default=False, description="also slash the provider's stake to the buyer")
 

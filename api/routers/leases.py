@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import CallerDep, OptionalCaller, IdempotencyKey, LeasesDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES
@@ -22,6 +22,7 @@ LeaseId = Annotated[int, Path(ge=0, lt=2**63)]
 
 
 class LeaseIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"offerId": 2, "durationS": 3600}]})
     offerId: int = Field(ge=0, lt=2**63)
     durationS: int = Field(ge=1, lt=2**32, description="seconds of GPU time to escrow")
     startBy: int | None = Field(default=None, ge=0, lt=2**64, description="unix s; default chain time + 1 h")
@@ -30,10 +31,12 @@ class LeaseIn(Strict):
 
 
 class TopUpIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amountWei": "3600000000000000"}]})
     amountWei: int = Field(gt=0, lt=2**128, description="a multiple of price × gpuCount (whole seconds)")
 
 
 class RateIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"stars": 5}]})
     stars: int = Field(ge=1, le=5)
 
 

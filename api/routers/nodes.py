@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..deps import CallerDep, NodesDep
 from ..errors import COMMON_RESPONSES, READ_RESPONSES
@@ -17,6 +17,7 @@ NodeId = Annotated[int, Path(ge=0, lt=2**63)]
 
 
 class NodeIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"attestor": "0xD2Dd117bAF36791B4ce32F30fd041c4aaa7018bE", "gpuModel": "NVIDIA H100 80GB HBM3", "gpuUuids": ["GPU-d0853727-e074-4b70-b839-cfdf259f6c37"], "vramMiB": 81559, "maxPowerMwPerGpu": 700000, "region": "eu-west", "gpm": True}]})
     attestor: Address = Field(description="the key that signs this node's metering reports")
     gpuModel: str = Field(min_length=1, max_length=32, description="e.g. NVIDIA H100 80GB HBM3 (≤ 32 bytes)")
     gpuUuids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(

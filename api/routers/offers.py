@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,6 +28,7 @@ SortKey = Literal[
 
 
 class OfferIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"nodeId": 1, "gpuIndices": [0, 1], "pricePerGpuSecondWei": 2500000000000, "billingMode": "metered", "validFrom": 1764120000, "validUntil": 1764206400}]})
     nodeId: int = Field(ge=0, lt=2**63)
     gpuIndices: list[Annotated[int, Field(ge=0, lt=256)]] = Field(min_length=1, max_length=256)
     pricePerGpuSecondWei: int = Field(gt=0, lt=2**96)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import CallerDep, IdempotencyKey, ProvidersDep
 from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"])
 
 
 class ProviderIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metadataURI": "https://provider.example/gpu-farm"}]})
     payout: Address | None = Field(default=None, description="receives capacity rights; default: the caller")
     metadataURI: str = Field(default="", max_length=2048)
 

@@ -4,6 +4,9 @@ lease's page shows its usage."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 
 from bridge_helpers import auth, new_account, ok, submission
@@ -96,3 +99,15 @@ def test_sm_active_offers_need_a_node_that_measures_sm_activity(bridge: TestClie
     assert offer["billingMode"] == "sm_active"
     listed = ok(client.get("/v1/offers", params={"billingMode": "sm_active"}))["offers"]
     assert [o["offerId"] for o in listed] == [with_gpm["offerId"]]
+
+
+def test_a_refused_report_is_logged_with_its_reason(bridge: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="api")
+    prov = setup_provider(bridge, ["GPU-log-1"], PRICE)
+    _, bkey = new_account(bridge, "buyer")
+    lease_id = open_and_activate(bridge, bkey, prov, "log")
+    att = attestor_for(bridge, prov, lease_id)
+    r, _, smp = att.next_report()
+    bad = r.replace(busyMs=r.busyMs + 1, cumBusyMs=r.cumBusyMs + 1)
+    assert bridge.post("/v1/metering/reports", json=submission(prov["nodeId"], bad, _resign(att, bad), smp)).status_code == 422
+    assert f"report refused: lease {lease_id} seq 1" in caplog.text and "figures_mismatch" in caplog.text

@@ -50,7 +50,7 @@ def test_a_new_account_without_eth_is_told_to_fund_it(bridge: TestClient) -> Non
     acct = ok(bridge.post("/v1/accounts", json={"roles": ["provider"]}), 201)
     assert any("POST /v1/faucet" in n for n in acct["notes"])
     r = bridge.post("/v1/providers", json={"metadataURI": "https://p"}, headers=auth(acct["apiKey"]))
-    assert _code(r) == (402, "insufficient_funds")
+    assert _code(r) == (402, "insufficient_funds") and "POST /v1/faucet" in r.json()["detail"]["message"]
 
 
 def test_the_gpu_model_filter_matches_any_part_in_any_case(bridge: TestClient) -> None:

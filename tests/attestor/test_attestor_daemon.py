@@ -3,6 +3,7 @@ restarts, buffer holes, missing figures, metrics."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.request
 from collections.abc import Sequence
@@ -421,3 +422,14 @@ def test_daemon_bills_duty_cycles_within_5_percent_at_its_default_policy(
     truth = driver.gpus[0].true_busy_ms(lease.start_ms * 1000, lease.end_ms * 1000)
     assert abs(last.cumBusyMs - truth) <= truth * 0.05
     assert abs(last.cumAllocatedMs - 360_000) <= 400  # the lease's span, up to a driver period at each end
+
+
+def test_daemon_says_each_window_built_and_acknowledged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="attestor")
+    clock, rx = ManualClock(), Receiver()
+    src, _ = _node(clock, [Full()])
+    att = _attestor(tmp_path, src, [LeaseInfo(3, (0,), T0 - 1_000, T0 + HOUR)], clock, rx)
+    att.run(threading.Event(), once=True)
+    text = caplog.text
+    assert "lease 3 seq 1: window" in text and "busy" in text  # built, with what it says
+    assert "lease 3 seq 1 acknowledged by the bridge" in text  # and taken by the bridge

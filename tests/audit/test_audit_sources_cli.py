@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import io
 import json
+import logging
 import random
 import threading
 import time
@@ -509,3 +510,12 @@ def test_lease_document_differences_name_the_field_and_both_values(
     assert lease_document_differences(lease_json(leases[42]), rec) == []
     got = lease_document_differences(change(lease_json(leases[42])), rec)
     assert got and got[0].startswith(difference), got
+
+
+def test_audit_cli_quiet_prints_no_http_lines(
+    bridge_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    main(["all", "--api", bridge_url, "--quiet"])
+    err = capsys.readouterr().err
+    assert "HTTP Request" not in err and not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
