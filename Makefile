@@ -15,10 +15,13 @@ SLITHER_VERSION := 0.11.6
 install: system-packages $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
 # Debian packages the README's walkthrough (and its test) use: apt-get update once, then install what is missing.
-DEB_PACKAGES := jq curl
+# postgresql: the tests start a private server (initdb + pg_ctl, found in /usr/lib/postgresql/<major>/bin).
+DEB_PACKAGES := jq curl postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 system-packages:
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  case $$p in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing $$p";; \
+	  *) command -v $$p >/dev/null || missing="$$missing $$p";; esac; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

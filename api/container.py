@@ -41,6 +41,7 @@ from .workers.intake import ReportWriter
 from .workers.relayer import Relayer, RelayerSettings
 
 log = logging.getLogger("api")
+HEARTBEAT_S = 5.0
 
 
 class StartupError(RuntimeError):
@@ -92,8 +93,8 @@ class Bridge:
 
         # services
         self.views = ChainViews(ledger)
-        self.actor = Actor(ledger, self.after_write, public_sender=relayer_account)
-        self.idempotency = Idempotency(store)
+        self.actor = Actor(ledger, self.after_write, public_sender=relayer_account, shared_lock=store.locks.hold)
+        self.idempotency = Idempotency(store, ledger)
         dev_chain = chain.backend in DEV_BACKENDS and settings.chain_backend in DEV_BACKENDS
         self.tokens = Tokens(ledger, store, self.actor, dev_chain=dev_chain, faucet_account=faucet_account)
         self.accounts = Accounts(store, keybox, self.views)
@@ -164,10 +165,13 @@ class Bridge:
             faucet = None
             if chain.backend in DEV_BACKENDS and chain.private_keys:
                 faucet = account_from_key(chain.private_keys[chain.accounts[0]])
+            # every sender's nonce is chosen and broadcast under a lock all bridges on the database share
+            ledger.sender.nonce_guard = lambda address: store.locks.hold("nonce:" + address)
             bridge = cls(
                 settings, store, chain, ledger, KeyBox(settings.server_secret.get_secret_value()),
                 _relayer_key(settings, chain), faucet, owns_chain=owns_chain, tmp_dir=tmp_dir,
             )
+            store.idempotency.register()
             if n := bridge.idempotency.abandon_pending():
                 log.warning("%d Idempotency-Key request(s) were cut off by the last stop: marked abandoned", n)
             if settings.dev_token:
@@ -182,10 +186,19 @@ class Bridge:
             if tmp_dir is not None:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
+        bridge._spawn("heartbeat", bridge._heartbeat)
         if settings.background:
             bridge._spawn("indexer", bridge.indexer.run)
             bridge._spawn("relayer", bridge.relayer.run)
         return bridge
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Tell the other bridges on the database this process is alive (its pending requests are real)."""
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                self.store.idempotency.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         t = threading.Thread(target=target, args=(self._stop,), name=f"bridge-{name}", daemon=True)
@@ -198,6 +211,10 @@ class Bridge:
             t.join(timeout=30)
         self._threads.clear()
         self.writer.close()
+        try:
+            self.store.idempotency.unregister()
+        except Exception:
+            log.exception("could not unregister this bridge")
         self.store.close()
         if self.owns_chain:
             self.chain.close()

@@ -27,6 +27,13 @@ class Metrics:
         self.checkpoints_settled = Counter(
             "ledger_api_checkpoints_settled_total", "lease checkpoints settled on-chain", registry=self.registry
         )
+        self.reports_reopened = Counter(
+            "ledger_api_reports_reopened_total", "reports taken for settled that the chain does not hold, queued again",
+            registry=self.registry,
+        )
+        self.chain_restarts = Counter(
+            "ledger_api_chain_restarts_total", "supervised chain node (anvil) restarts", registry=self.registry
+        )
         self.settlement_txs = Counter(
             "ledger_api_settlement_txs_total", "settlement transactions by outcome", ["outcome"],
             registry=self.registry,

@@ -5,7 +5,8 @@ asked of wallets (409 ``approval_required``). Ids created by the call are read f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -15,7 +16,7 @@ from ledger.chain.calls import Call
 from ledger.chain.errors import ChainError, UndecodableAnswer
 from ledger.chain.events import ChainEvent
 from ledger.chain.reverts import ContractRevert
-from ledger.chain.sender import TxOutcome
+from ledger.chain.sender import TxOutcome, TxSender
 from ledger.chain.suite import LedgerChain
 from ledger.protocol.economics import ETH
 
@@ -119,9 +120,14 @@ class Actor:
     are awaited, so reads see their own writes)."""
 
     def __init__(
-        self, ledger: LedgerChain, after_write: Callable[[], None], public_sender: LocalAccount | None = None
+        self,
+        ledger: LedgerChain,
+        after_write: Callable[[], None],
+        public_sender: LocalAccount | None = None,
+        shared_lock: Callable[[str], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.ledger = ledger
+        self._shared_lock = shared_lock  # a lock every bridge on the database sees (``Store.locks.hold``)
         self._after_write = after_write
         self._public_sender = public_sender  # pays gas for permissionless calls made without an account
         self._pay_locks: dict[tuple[str, str, str], threading.Lock] = {}
@@ -180,6 +186,13 @@ class Actor:
         with self._pay_locks_guard:
             return self._pay_locks.setdefault(key, threading.Lock())
 
+    @contextmanager
+    def paying(self, account: str, token: str, spender: str) -> Iterator[None]:
+        """:meth:`pay_lock`, and the same lock across the bridges sharing the database."""
+        name = "pay:" + ":".join((account.lower(), token.lower(), spender.lower()))
+        with self.pay_lock(account, token, spender), (self._shared_lock(name) if self._shared_lock else nullcontext()):
+            yield
+
     def act_paying(self, caller: Caller, call: Call, token: str, spender: str, amount: int) -> ActionOut:
         """:meth:`act` for a call that pays ``amount`` of ``token`` to ``spender`` (the escrow or the registry):
         ETH goes as the transaction's value (``call.value``). An ERC-20 is pulled by the contract: for a managed
@@ -193,7 +206,7 @@ class Actor:
         if caller.account is None:
             self.prepare_pull(caller, call, token, spender, amount)
             return self.act(caller, call)
-        with self.pay_lock(caller.account.address, token, spender):
+        with self.paying(caller.account.address, token, spender):
             current = self.prepare_pull(caller, call, token, spender, amount)
             approvals = self.approve_exact(caller.account, token, spender, amount, current)
             try:
@@ -268,7 +281,8 @@ class Actor:
             return []
         calls = self.ledger.calls
         sent: list[TxOutcome] = []
-        if current != 0 and amount != 0:
-            sent.append(self.send(account, calls.approve(token, spender, 0)))
-        sent.append(self.send(account, calls.approve(token, spender, amount)))
+        with TxSender.preparation():  # an approval to an exact amount: repeating it is harmless
+            if current != 0 and amount != 0:
+                sent.append(self.send(account, calls.approve(token, spender, 0)))
+            sent.append(self.send(account, calls.approve(token, spender, amount)))
         return sent

@@ -1,25 +1,33 @@
-"""Idempotency-Key handling for POSTs that move money: a retried request answers the first result.
+"""Idempotency-Key handling for POSTs that move money: a retried request answers the first result, on
+whichever bridge it lands (several bridges share one database), and is never run again once a transaction of
+the first attempt may have been mined.
 
-A failure after a transaction was broadcast but before its receipt was seen keeps the record as ``sent``
-with the transaction hashes: the transaction may still be mined, so a retry answers 409
-``idempotency_tx_unconfirmed`` instead of escrowing again.
+The first request with a key inserts a ``pending`` record owned by its bridge process (the primary key makes
+a concurrent twin find it). Every transaction the request broadcasts (except preparations such as an ERC-20
+approval, which are safe to repeat) is written into the record the moment it goes out. Then:
 
-A record still ``pending`` when the bridge starts belongs to a request a crash cut off, possibly after it
-broadcast a transaction: start-up marks it ``abandoned`` and a retry answers 409 ``idempotency_abandoned``
-(never "in progress" forever, never run again blindly).
+* success: the outcome (2xx or 4xx) is stored and replayed byte for byte;
+* a failure before anything was broadcast (or a refusal the caller can lift, ``ApiError.replayable`` False)
+  deletes the record: the client may retry with the same key;
+* a failure after a broadcast (node timeout, a crash of the index write, anything): the receipts decide. The
+  last transaction mined: its outcome is the answer (stored, replayed: no 5xx after a mined transaction);
+  reverted: the contract's refusal; not seen yet: the record stays ``sent`` and a retry answers 409
+  ``idempotency_tx_unconfirmed`` until a receipt decides.
 
-The first request with a key inserts a ``pending`` record (the primary key makes a concurrent twin fail
-and answer 409); the outcome (2xx or 4xx) is stored and replayed byte for byte. A 5xx or an unexpected
-error (or a refusal the caller can lift, ``ApiError.replayable`` False) deletes the record so that the client
-may retry. The same key with a different body is refused
-(409 ``idempotency_key_reused``). Chain errors raised by the action are mapped to API errors here
-(``api.errors.from_chain``) before that decision.
+A retry (same principal and key) meanwhile: ``done`` is replayed; ``pending`` on a live bridge is waited for
+(up to ``wait_s``, then 409 ``idempotency_in_progress``); ``pending`` of a bridge process that stopped or
+went silent is ``abandoned``: answered from its transactions' receipts when it broadcast any, else 409
+``idempotency_abandoned`` (never "in progress" forever, never run again blindly). The same key with a
+different body is refused (409 ``idempotency_key_reused``). Chain errors raised by the action are mapped to
+API errors here (``api.errors.from_chain``) before that decision.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +36,15 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from ledger.chain.errors import ChainError
-from ledger.chain.sender import TxSender
+from ledger.chain.reverts import TransactionReverted
+from ledger.chain.sender import TxOutcome, TxSender
+from ledger.chain.suite import LedgerChain
 
 from ..errors import ApiError, Conflict, Invalid, from_chain
 from ..store import Store
+from .actions import outcome_out
 
+log = logging.getLogger("api.idempotency")
 MAX_KEY_LEN = 128
 
 
@@ -54,12 +66,16 @@ def fingerprint(method: str, path: str, body: BaseModel | None) -> str:
 class Idempotency:
     """Runs money-moving actions at most once per (principal, Idempotency-Key)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, ledger: LedgerChain | None = None, *, wait_s: float = 20.0,
+                 receipt_wait_s: float = 2.0) -> None:
         self._records = store.idempotency
+        self._ledger = ledger
+        self.wait_s = wait_s  # how long a retry waits for its twin running on another bridge
+        self.receipt_wait_s = receipt_wait_s  # how long a failed attempt looks for its transactions' receipts
 
     def abandon_pending(self) -> int:
-        """At start-up no request is in flight: every ``pending`` record is a request a crash cut off. Marks
-        them ``abandoned``; returns how many."""
+        """At start-up: every ``pending`` record of a bridge process that is gone is a request a crash cut off.
+        Marks them ``abandoned``; returns how many."""
         return self._records.abandon_pending()
 
     def run(
@@ -77,48 +93,99 @@ class Idempotency:
             raise Invalid(f"Idempotency-Key must be 1..{MAX_KEY_LEN} printable characters", field="Idempotency-Key")
         first, rec = self._records.begin(principal, key, request_hash)
         if not first:
-            if rec is None:  # deleted between our insert and read: the first attempt failed; ask for a retry
-                raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
-            if rec.request_hash != request_hash:
-                raise Conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request: "
-                               "use a new key for a new request")
-            if rec.state == "sent":
-                hashes = json.loads(rec.body or b"[]")
-                raise Conflict(
-                    "idempotency_tx_unconfirmed",
-                    "the first request with this Idempotency-Key broadcast a transaction whose outcome is unknown; "
-                    "it is not run again (it could pay twice): check the transaction, or use a new key",
-                    details={"txHashes": hashes},
-                )
-            if rec.state == "abandoned":
-                raise Conflict(
-                    "idempotency_abandoned",
-                    "the first request with this Idempotency-Key was cut off by a bridge restart before it finished; "
-                    "it may have broadcast a transaction: check the account's leases and balances, then use a new key",
-                )
-            if rec.state != "done" or rec.status_code is None or rec.body is None:
-                raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
-            return Answer(rec.status_code, rec.body, replayed=True)
-        with TxSender.track_broadcasts() as unconfirmed:
+            return self._retry(principal, key, request_hash, status_code)
+        with TxSender.track_broadcasts(on_sent=lambda h: self._records.add_tx(principal, key, h)) as sent:
             try:
                 result = _run(action)
             except ApiError as e:
-                if unconfirmed:
-                    self._records.mark_sent(principal, key, json.dumps(unconfirmed).encode())
-                elif e.status >= 500 or not e.replayable:
-                    self._records.forget(principal, key)
-                else:
+                if e.status < 500 and e.replayable:
                     self._records.finish(principal, key, e.status, _dump(e.body()))
-                raise
+                    raise
+                if not sent.main:
+                    self._records.forget(principal, key)
+                    raise
+                answer = self._from_chain(principal, key, sent.main, status_code, wait_s=self.receipt_wait_s)
+                if answer is None:
+                    raise
+                log.warning("Idempotency-Key %s: %s after its transaction was mined; answered from the receipt",
+                            key, e.code)
+                return answer
             except BaseException:
-                if unconfirmed:
-                    self._records.mark_sent(principal, key, json.dumps(unconfirmed).encode())
+                if sent.main:
+                    self._records.mark_sent(principal, key, json.dumps(sent.main).encode())
                 else:
                     self._records.forget(principal, key)
                 raise
         body = _dump(result.model_dump(mode="json", by_alias=True))
         self._records.finish(principal, key, status_code, body)
         return Answer(status_code, body)
+
+    # --- a retry -------------------------------------------------------------------------------------
+
+    def _retry(self, principal: str, key: str, request_hash: str, status_code: int) -> Answer:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            rec = self._records.get(principal, key)
+            if rec is None:  # deleted between our insert and read: the first attempt failed; ask for a retry
+                raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
+            if rec.request_hash != request_hash:
+                raise Conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request: "
+                               "use a new key for a new request")
+            if rec.state == "done" and rec.status_code is not None and rec.body is not None:
+                return Answer(rec.status_code, rec.body, replayed=True)
+            if rec.state == "pending" and self._records.orphaned(rec):
+                self._records.mark_abandoned(principal, key)
+                continue
+            if rec.state == "pending":
+                if time.monotonic() >= deadline:
+                    raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
+                time.sleep(0.05)  # its twin runs on this or another bridge: wait for its answer
+                continue
+            hashes = json.loads(rec.tx_hashes or "[]") or (json.loads(rec.body or b"[]") if rec.state == "sent" else [])
+            if hashes:
+                answer = self._from_chain(principal, key, hashes, status_code, wait_s=0)
+                if answer is not None:
+                    return Answer(answer.status, answer.body, replayed=True)
+                raise Conflict(
+                    "idempotency_tx_unconfirmed",
+                    "the first request with this Idempotency-Key broadcast a transaction whose outcome is unknown; "
+                    "it is not run again (it could pay twice): retry later, check the transaction, or use a new key",
+                    details={"txHashes": hashes},
+                )
+            raise Conflict(
+                "idempotency_abandoned",
+                "the first request with this Idempotency-Key was cut off by a bridge restart before it finished; "
+                "it may have broadcast a transaction: check the account's leases and balances, then use a new key",
+            )
+
+    def _from_chain(self, principal: str, key: str, hashes: list[str], status_code: int, *, wait_s: float) -> Answer | None:
+        """The answer the receipts of a request's transactions give (stored as its outcome), or None (and
+        the record ``sent``) while one is not mined. Raises the contract's refusal when the last one reverted."""
+        outcomes = self._receipts(hashes, wait_s)
+        if outcomes is None:
+            self._records.mark_sent(principal, key, json.dumps(hashes).encode())
+            return None
+        last = outcomes[-1]
+        if last.status != 1:
+            err = from_chain(TransactionReverted("TransactionReverted", (bytes.fromhex(last.tx_hash[2:]),), b"", ("txHash",)))
+            self._records.finish(principal, key, err.status, _dump(err.body()))
+            raise err
+        body = _dump(outcome_out(last).model_dump(mode="json", by_alias=True))
+        self._records.finish(principal, key, status_code, body)
+        return Answer(status_code, body)
+
+    def _receipts(self, hashes: list[str], wait_s: float) -> list[TxOutcome] | None:
+        if self._ledger is None:
+            return None
+        sender = self._ledger.sender
+        deadline = time.monotonic() + wait_s
+        while True:
+            receipts = [sender.receipt(h) for h in hashes]
+            if all(r is not None for r in receipts):
+                return [sender.outcome(r) for r in receipts]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
 
 def _run(action: Callable[[], BaseModel]) -> BaseModel:

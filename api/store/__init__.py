@@ -12,6 +12,7 @@ from .accounts import AccountRepo, TokenRepo
 from .db import Database
 from .idempotency import IdempotencyRepo
 from .index import EventRow, IndexRepo, OfferQuery
+from .locks import Locks
 from .models import now_ms
 from .reports import NewReport, QueueHead, ReportRepo, SettlementRepo, Stored
 
@@ -29,6 +30,7 @@ class Store:
         self.reports = ReportRepo(self.db)
         self.settlements = SettlementRepo(self.db)
         self.index = IndexRepo(self.db)
+        self.locks = Locks(self.db)
 
     def migrate(self) -> None:
         """Bring the schema to the latest alembic revision."""

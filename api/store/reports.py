@@ -213,6 +213,29 @@ class ReportRepo:
                 or 0
             )
 
+    def settled_heads(self) -> dict[int, int]:
+        """Per lease, the highest seq the store takes for paid (settled or superseded)."""
+        with self._db.session() as s:
+            rows = s.execute(
+                select(Report.lease_id, func.max(Report.seq))
+                .where(Report.status.in_(("settled", "superseded")))
+                .group_by(Report.lease_id)
+            )
+            return {int(lid): int(seq) for lid, seq in rows}
+
+    def reopen_above(self, lease_id: int, chain_seq: int) -> int:
+        """The chain's checkpoint of the lease is ``chain_seq``: its reports above it that the store took for
+        settled or superseded go back to the queue; how many."""
+        with self._db.write() as s:
+            res = s.execute(
+                update(Report)
+                .where(Report.lease_id == lease_id, Report.seq > chain_seq,
+                       Report.status.in_(("settled", "superseded")))
+                .values(status="accepted", settle_tx_id=None, reason=None)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            return int(getattr(res, "rowcount", 0) or 0)
+
     def by_seq(self, lease_id: int, seq: int) -> Report:
         with self._db.session() as s:
             return s.scalars(select(Report).where(Report.lease_id == lease_id, Report.seq == seq)).one()

@@ -12,10 +12,25 @@ that read and the block) goes back to the queue and is retried with the fresh st
 
 Durability: a batch transaction is signed first and stored (hash, nonce, raw bytes, the reports it
 carries) before it is broadcast. After a crash, :meth:`recover` looks up each unresolved transaction's
-receipt and otherwise re-broadcasts the very same bytes: the same nonce cannot be mined twice. A
-transaction that failed or was dropped puts its reports back in the queue. The contract refuses a seq at or
-below the last settled one (``settleBatch`` skips it with ``CheckpointSkipped``), and each outcome is
-resolved against the lease's state on chain, so a report is never settled twice and never lost.
+receipt and otherwise re-broadcasts the very same bytes: the same nonce cannot be mined twice. A nonce gap
+below it (a chain that lost blocks, a pool that lost transactions) is filled with replacement transactions
+(empty self-transfers) instead of being waited on; receipts are awaited a few seconds, never the full
+timeout, and what is still unknown is looked at again next tick. A transaction that failed or was dropped
+puts its reports back in the queue. The contract refuses a seq at or below the last settled one
+(``settleBatch`` skips it with ``CheckpointSkipped``), and each outcome is resolved against the lease's state
+on chain, so a report is never settled twice and never lost. A skip for a reason that passes
+(``LeaseEscrowWindowInFuture``: the chain's clock is behind the report's window) puts the report back in the
+queue (retried after a pause) instead of rejecting it.
+
+Reconciliation (:meth:`reconcile`, at start-up, after the chain restarted and every ``RECONCILE_S``): the
+store never claims what the chain does not hold. For every lease with settled reports, the checkpoint on
+chain (its lastSeq) is read; reports the store took for settled (or superseded) above it go back to the
+queue and are sent again.
+
+Several bridges on one database: each pass (:meth:`tick`, :meth:`settle_lease_now`, :meth:`recover`) holds
+the database's ``relayer`` lock (a PostgreSQL advisory lock; ``api.store.locks``), so two relayers never
+sign the same batch; the relayer key's nonce is chosen and broadcast under the ``nonce:<address>`` lock,
+shared with every other sender of that key (``TxSender.nonce_guard``).
 """
 
 from __future__ import annotations
@@ -23,14 +38,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.errors import ChainError, ChainUnavailable as ChainDown
 from ledger.chain.reverts import ContractRevert, error_name
-from ledger.chain.sender import TxOutcome
+from ledger.chain.sender import TxOutcome, TxSender
 from ledger.chain.signing import sign_transaction
 from ledger.chain.suite import LedgerChain
 from ledger.protocol import MeteringReport, ProtocolError
@@ -46,6 +63,11 @@ from ..store.models import Report
 log = logging.getLogger("api.relayer")
 
 STALE_STATE = "LeaseEscrowStaleState"
+# skips that pass with time: the report goes back to the queue, retried after TEMPORARY_PAUSE_S
+TEMPORARY_SKIPS = frozenset({"LeaseEscrowWindowInFuture"})
+TEMPORARY_PAUSE_S = 5.0
+RECOVER_WAIT_S = 3.0  # how long recovery waits for a re-broadcast transaction's receipt
+RECONCILE_S = 60.0  # how often the settled reports are checked against the chain
 
 
 # Upper bound of settleBatch gas: a checkpoint costs ~15k in a batch (bench/gas.py), but a report that
@@ -129,6 +151,20 @@ class Relayer:
         self.on_settled = on_settled
         self.lock = threading.RLock()
         self.crash_at: str | None = None  # "signed" | "sent": simulate a crash after that stage
+        self._paused: dict[int, float] = {}  # lease id -> monotonic time before which it is not sent again
+        self._last_reconcile = 0.0
+
+    @contextmanager
+    def _pass(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the database's relayer lock (one relayer pass at a time on a database) and this process's;
+        yields False when ``wait`` is False and another relayer holds it."""
+        locks = self.store.locks
+        with (locks.hold("relayer") if wait else locks.try_hold("relayer")) as got:
+            if got is False:
+                yield False
+                return
+            with self.lock, TxSender.untracked():  # settlements belong to no request's Idempotency-Key
+                yield True
 
     # --- loop -----------------------------------------------------------------------------------------
 
@@ -142,9 +178,14 @@ class Relayer:
                 log.exception("relayer tick failed")
 
     def tick(self, force: bool = False) -> int:
-        """Resolve outstanding transactions, then settle due leases; returns checkpoints settled."""
-        with self.lock:
-            self.recover()
+        """Resolve outstanding transactions, then settle due leases; returns checkpoints settled. A tick of
+        the background loop is skipped while another bridge's relayer runs a pass."""
+        with self._pass(wait=force) as mine:
+            if not mine:
+                return 0
+            self._recover()
+            if time.monotonic() - self._last_reconcile > RECONCILE_S:
+                self._reconcile()
             settled = 0
             stale_rounds = 0
             while True:
@@ -169,8 +210,8 @@ class Relayer:
 
     def settle_lease_now(self, lease_id: int) -> int:
         """Settle this lease's latest accepted report now (before a close); a stale entry is retried."""
-        with self.lock:
-            self.recover()
+        with self._pass():
+            self._recover()
             settled = 0
             for _ in range(1 + STALE_RETRIES):
                 due = self._due_reports(force=True, lease_id=lease_id)
@@ -194,6 +235,8 @@ class Relayer:
         for head in self.store.reports.queue_heads(lease_id):
             if len(out) >= st.batch_max:
                 break
+            if self._paused.get(head.lease_id, 0.0) > time.monotonic():
+                continue
             if not force and now - head.oldest_ms < st.settle_every_s * 1000:
                 settled_cum = self.store.reports.settled_cum_billable(head.lease_id)
                 lease = self.store.index.lease(head.lease_id)
@@ -230,7 +273,7 @@ class Relayer:
             return early
         call = self.ledger.calls.settle_entries(b"".join(entries))
         sender = self.ledger.sender
-        with self.ledger.lock:
+        with sender.guard(self.account.address), self.ledger.lock:
             try:
                 block_limit = int(self.ledger.read.block("latest")["gasLimit"])
                 limit = min(settle_batch_gas_limit(len(carried)), block_limit * 9 // 10)
@@ -275,32 +318,80 @@ class Relayer:
     # --- outcomes -------------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Resolve every signed-or-sent transaction: by receipt, by re-broadcast, or as dropped."""
-        with self.lock:
-            for tx in self.store.settlements.unresolved():
-                receipt = self.ledger.sender.receipt(tx.tx_hash)
-                if receipt is None:
-                    try:
+        """Resolve every signed-or-sent transaction (by receipt, by re-broadcast with its nonce gap filled,
+        or as dropped), then reconcile the settled reports with the chain."""
+        with self._pass():
+            self._recover()
+            self._reconcile()
+
+    def _recover(self) -> None:
+        unresolved = sorted(self.store.settlements.unresolved(), key=lambda t: t.nonce)
+        if not unresolved:
+            return
+        sender = self.ledger.sender
+        ours = {t.nonce for t in unresolved}
+        for tx in unresolved:
+            receipt = sender.receipt(tx.tx_hash)
+            if receipt is None:
+                try:
+                    with sender.guard(tx.sender):
                         mined_nonce = self.ledger.read.transaction_count(tx.sender, "latest")
-                    except ChainError as e:
-                        raise from_chain(e) from e
-                    if mined_nonce > tx.nonce:
-                        receipt = self.ledger.sender.receipt(tx.tx_hash)
-                        if receipt is None:  # the nonce went to another transaction: this one is dead
-                            self._requeue(tx.id, "dropped", "nonce used by another transaction")
-                            continue
-                    else:  # never broadcast, or dropped from the pool: the very same bytes again
-                        self._broadcast(tx.id, tx.raw)
-                        receipt = self._receipt_wait(tx.tx_hash)
-                if receipt is not None:
-                    self._resolve(tx.id, self.ledger.sender.outcome(receipt))
+                        if mined_nonce > tx.nonce:
+                            receipt = sender.receipt(tx.tx_hash)
+                            if receipt is None:  # the nonce went to another transaction: this one is dead
+                                self._requeue(tx.id, "dropped", "nonce used by another transaction")
+                                continue
+                        else:  # never broadcast, dropped from the pool, or behind a gap: fill it, send again
+                            pooled = self.ledger.read.transaction_count(tx.sender, "pending")
+                            for gap in range(pooled, tx.nonce):
+                                if gap not in ours:
+                                    log.warning("relayer nonce %d is missing on chain: filling it", gap)
+                                    self._fill(gap)
+                            self._broadcast(tx.id, tx.raw)
+                except ChainError as e:
+                    raise from_chain(e) from e
+                if receipt is None:
+                    receipt = self._receipt_wait(tx.tx_hash)
+            if receipt is not None:
+                self._resolve(tx.id, sender.outcome(receipt))
+
+    def _fill(self, nonce: int) -> None:
+        """A replacement transaction at ``nonce`` (an empty self-transfer) so the ones above it can be mined."""
+        try:
+            sender = self.ledger.sender
+            sender.broadcast(sender.sign_filler(self.account, nonce))
+        except ChainError as e:  # taken meanwhile: the chain decides
+            log.info("filling nonce %d: %s", nonce, e)
 
     def _receipt_wait(self, tx_hash: str) -> object:
         try:
-            self.ledger.sender.wait(tx_hash)
+            self.ledger.sender.wait(tx_hash, timeout_s=RECOVER_WAIT_S)
         except ChainDown:
             return None
         return self.ledger.sender.receipt(tx_hash)
+
+    def _reconcile(self) -> int:
+        """Put back in the queue what the store took for settled and the chain does not hold (a chain that
+        lost blocks); how many reports."""
+        self._last_reconcile = time.monotonic()
+        heads = self.store.reports.settled_heads()
+        reopened = 0
+        ids = sorted(heads)
+        for k in range(0, len(ids), 200):
+            chunk = ids[k:k + 200]
+            states = self.views.lease_states(chunk)
+            for lease_id in chunk:
+                st = states.get(lease_id)
+                if st is None or st.checkpoint.seq >= heads[lease_id]:
+                    continue
+                n = self.store.reports.reopen_above(lease_id, int(st.checkpoint.seq))
+                if n:
+                    log.warning("lease %d: the chain holds checkpoint %d, the store had %d: %d report(s) queued again",
+                                lease_id, st.checkpoint.seq, heads[lease_id], n)
+                    reopened += n
+        if reopened:
+            self.metrics.reports_reopened.inc(reopened)
+        return reopened
 
     def _resolve(self, tx_id: int, outcome: TxOutcome) -> BatchResult:
         if outcome.status != 1:
@@ -325,6 +416,10 @@ class Relayer:
                 done_ids.append(r.id)
             elif skipped.get(key) == STALE_STATE:  # our view of the lease was behind: retry with a fresh one
                 stale_ids.append(r.id)
+            elif skipped.get(key) in TEMPORARY_SKIPS:  # refused for now, not for good: later
+                stale_ids.append(r.id)
+                self._paused[r.lease_id] = time.monotonic() + TEMPORARY_PAUSE_S
+                log.info("lease %d seq %d skipped (%s): queued again", r.lease_id, r.seq, skipped[key])
             else:
                 others.append(r)
         # what the batch did not settle: the lease's state on chain says what it is (one read)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +33,23 @@ from .reverts import ContractRevert, TransactionReverted, decode_exception
 from .signing import account as account_of_key
 from .signing import sign_transaction
 
-# Transactions broadcast in the current context whose receipt was not seen (see ``track_broadcasts``).
-_UNCONFIRMED: ContextVar[list[str] | None] = ContextVar("unconfirmed_broadcasts", default=None)
+
+
+@dataclass
+class Broadcasts:
+    """Transactions broadcast in a context (see ``TxSender.track_broadcasts``): every one (``sent``, in order),
+    those whose receipt was not seen (``unconfirmed``), and the ``main`` ones: all but those broadcast inside
+    :meth:`TxSender.preparation` (an ERC-20 approval: repeating it changes nothing). ``on_sent`` hears each
+    main hash as soon as it is out."""
+
+    sent: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    main: list[str] = field(default_factory=list)
+    on_sent: Callable[[str], None] | None = None
+    preparing: bool = False
+
+
+_TRACKED: ContextVar[Broadcasts | None] = ContextVar("tracked_broadcasts", default=None)
 
 Signer = LocalAccount | str
 
@@ -78,6 +93,9 @@ class TxSender:
     ``estimate``: estimate each transaction's gas (+20 % and 20k); when False (the in-process chain, where an
     estimate replays the call ~15 times) the call is simulated once and sent with ``fixed_gas`` (only the gas
     used is charged). ``on_events`` hears every decoded receipt (the lease-state tracker learns settlements).
+
+    ``nonce_guard(address)``, when set, is held around choosing a sender's nonce and broadcasting (taken before
+    the chain lock): processes sharing a key (several bridges on one database) never pick the same nonce.
     """
 
     FIXED_GAS = 12_000_000
@@ -102,6 +120,7 @@ class TxSender:
         self.estimate = estimate
         self.on_events = on_events
         self._keys = {to_checksum_address(a): bytes(k) for a, k in (keys or {}).items()}
+        self.nonce_guard: Callable[[str], AbstractContextManager[Any]] | None = None
         with lock:
             self.chain_id = int(w3.eth.chain_id)
 
@@ -115,6 +134,10 @@ class TxSender:
         if key is None:
             raise NoKey(f"no key for {addr} in this process")
         return account_of_key(key)
+
+    def guard(self, sender: str) -> AbstractContextManager[Any]:
+        """The cross-process guard of ``sender``'s nonce (nothing when none is set)."""
+        return self.nonce_guard(to_checksum_address(sender)) if self.nonce_guard is not None else nullcontext()
 
     # --- building ---------------------------------------------------------------------------------------
 
@@ -170,7 +193,8 @@ class TxSender:
         """Simulate, sign, broadcast and wait; raises :class:`ContractRevert` on a refusal (nothing sent) and
         :class:`TransactionReverted` when the mined transaction failed anyway."""
         signer = self.signer(who)
-        with self.lock:  # build (nonce) and broadcast together; the receipt is awaited without the lock
+        # build (nonce) and broadcast together; the receipt is awaited without the lock
+        with self.guard(signer.address), self.lock:
             tx = self.build(call, signer.address, gas_limit=gas_limit)
             raw, _ = sign_transaction(signer, tx)
             tx_hash = self.broadcast(raw)
@@ -178,7 +202,7 @@ class TxSender:
 
     def send_eth(self, who: Signer, to: str, value: int) -> TxOutcome:
         signer = self.signer(who)
-        with self.lock:
+        with self.guard(signer.address), self.lock:
             try:
                 tx = {
                     "to": to_checksum_address(to),
@@ -194,6 +218,18 @@ class TxSender:
             tx_hash = self.broadcast(raw)
         return self._checked(self.wait(tx_hash))
 
+    def sign_filler(self, signer: LocalAccount, nonce: int) -> bytes:
+        """A signed empty self-transfer at ``nonce`` with doubled fees: it fills a nonce gap, or replaces a
+        stuck transaction of that nonce."""
+        with self.lock:
+            try:
+                fees = {k: 2 * v for k, v in self._fees().items()}
+            except Exception as e:
+                raise self._failure(e) from e
+        tx = {"to": signer.address, "value": 0, "gas": 21_000, "nonce": nonce, "chainId": self.chain_id, **fees}
+        raw, _ = sign_transaction(signer, tx)
+        return raw
+
     def send_raw(self, raw: bytes) -> TxOutcome:
         """Broadcast a transaction someone signed, and wait for it."""
         with self.lock:
@@ -205,7 +241,7 @@ class TxSender:
         factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         data = factory.constructor(*args).data_in_transaction
         signer = self.signer(who)
-        with self.lock:
+        with self.guard(signer.address), self.lock:
             params: Any = {"from": signer.address, "data": data, "value": 0}
             try:
                 if self.estimate:
@@ -247,24 +283,53 @@ class TxSender:
                     raise InsufficientFunds(f"the sender cannot pay for this transaction: {e}") from e
                 raise TxRejected(f"the node refused the transaction: {e}") from e
         tx_hash = "0x" + bytes(h).hex()
-        pending = _UNCONFIRMED.get()
-        if pending is not None:
-            pending.append(tx_hash)
+        tracked = _TRACKED.get()
+        if tracked is not None:
+            tracked.sent.append(tx_hash)
+            tracked.unconfirmed.append(tx_hash)
+            if not tracked.preparing:
+                tracked.main.append(tx_hash)
+                if tracked.on_sent is not None:
+                    tracked.on_sent(tx_hash)
         return tx_hash
 
     @staticmethod
     @contextmanager
-    def track_broadcasts() -> Iterator[list[str]]:
-        """Collect the hashes of transactions broadcast in this context and never seen mined.
-
-        After a failure they decide whether a retry may run an action again: if one of them may still be
-        mined, running again could pay twice."""
-        hashes: list[str] = []
-        token = _UNCONFIRMED.set(hashes)
+    def preparation() -> Iterator[None]:
+        """Transactions broadcast in this block are preparations (safe to repeat), not an action's main ones."""
+        tracked = _TRACKED.get()
+        if tracked is None:
+            yield
+            return
+        before, tracked.preparing = tracked.preparing, True
         try:
-            yield hashes
+            yield
         finally:
-            _UNCONFIRMED.reset(token)
+            tracked.preparing = before
+
+    @staticmethod
+    @contextmanager
+    def untracked() -> Iterator[None]:
+        """Broadcasts in this block belong to no request (the relayer's settlements during a close)."""
+        token = _TRACKED.set(None)
+        try:
+            yield
+        finally:
+            _TRACKED.reset(token)
+
+    @staticmethod
+    @contextmanager
+    def track_broadcasts(on_sent: Callable[[str], None] | None = None) -> Iterator[Broadcasts]:
+        """Collect the hashes of transactions broadcast in this context (all, and those never seen mined).
+
+        After a failure they decide whether a retry may run an action again: once one was broadcast, running
+        again could pay twice; its receipt says what happened."""
+        tracked = Broadcasts(on_sent=on_sent)
+        token = _TRACKED.set(tracked)
+        try:
+            yield tracked
+        finally:
+            _TRACKED.reset(token)
 
     # --- receipts ---------------------------------------------------------------------------------------
 
@@ -290,9 +355,9 @@ class TxSender:
                     raise ChainUnavailable(f"no receipt for {tx_hash}: {e}", tx_hash) from e
             if receipt is not None:
                 outcome = self.outcome(receipt)
-                pending = _UNCONFIRMED.get()
-                if pending is not None and tx_hash in pending:
-                    pending.remove(tx_hash)
+                tracked = _TRACKED.get()
+                if tracked is not None and tx_hash in tracked.unconfirmed:
+                    tracked.unconfirmed.remove(tx_hash)
                 return outcome
             if time.monotonic() >= deadline:
                 raise ChainUnavailable(f"no receipt for {tx_hash} after {self.receipt_timeout_s:g} s", tx_hash)
@@ -329,4 +394,4 @@ class TxSender:
         return ChainUnavailable(f"chain call failed: {type(e).__name__}: {str(e)[:300]}")
 
 
-__all__ = ["ContractRevert", "Signer", "TxOutcome", "TxSender", "TransactionReverted"]
+__all__ = ["Broadcasts", "ContractRevert", "Signer", "TxOutcome", "TxSender", "TransactionReverted"]

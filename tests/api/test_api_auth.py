@@ -134,7 +134,8 @@ def test_open_lease_same_idempotency_key_escrows_once(bridge: TestClient) -> Non
 
 def test_open_lease_retry_after_receipt_timeout_does_not_escrow_twice(bridge: TestClient, monkeypatch: Any) -> None:
     """The openLease transaction went out but its receipt never came (node slow, connection lost): it may
-    still be mined, so a retry with the same key must not run the action again."""
+    still be mined, so a retry with the same key must not run the action again. While no receipt is seen the
+    retry answers 409 with the hash; once the receipt is there, it answers the mined outcome."""
     from ledger.chain.errors import ChainUnavailable
 
     client = bridge
@@ -143,23 +144,32 @@ def test_open_lease_retry_after_receipt_timeout_does_not_escrow_twice(bridge: Te
     buyer, key = new_account(client, "buyer")
     headers = {**auth(key), "Idempotency-Key": "lease-timeout"}
     body = {"offerId": prov["offerId"], "durationS": HOUR}
-    real_wait = svc.ledger.sender.wait
+    real_wait, real_receipt = svc.ledger.sender.wait, svc.ledger.sender.receipt
     seen: list[str] = []
 
     def lost_receipt(tx_hash: str, timeout_s: float | None = None) -> Any:
         seen.append(tx_hash)
         raise ChainUnavailable("no receipt (simulated timeout)", tx_hash)
 
+    monkeypatch.setattr(svc.idempotency, "receipt_wait_s", 0.0)
     monkeypatch.setattr(svc.ledger.sender, "wait", lost_receipt)
+    monkeypatch.setattr(svc.ledger.sender, "receipt", lambda tx_hash: None)
     first = client.post("/v1/leases", json=body, headers=headers)
     assert first.status_code == 503
-    monkeypatch.setattr(svc.ledger.sender, "wait", real_wait)
     assert len(svc.ledger.events.read("LeaseOpened")) == 1  # the chain did mine it
     retry = client.post("/v1/leases", json=body, headers=headers)
     assert retry.status_code == 409
     detail = retry.json()["detail"]
     assert detail["code"] == "idempotency_tx_unconfirmed"
     assert detail["details"]["txHashes"] == seen
+    monkeypatch.setattr(svc.ledger.sender, "wait", real_wait)
+    monkeypatch.setattr(svc.ledger.sender, "receipt", real_receipt)
+    # the receipt is readable now: the retry answers the mined outcome, and sends nothing
+    retry = client.post("/v1/leases", json=body, headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["txHash"] == seen[0] and retry.headers.get("Idempotent-Replayed") == "true"
+    assert retry.json()["result"]["leaseId"] == int(svc.ledger.events.read("LeaseOpened")[0].args["leaseId"])
+    assert client.post("/v1/leases", json=body, headers=headers).json() == retry.json()
     assert len(svc.ledger.events.read("LeaseOpened")) == 1  # escrowed once
     # a failure before anything was broadcast still lets the client retry with the same key
     h2 = {**auth(key), "Idempotency-Key": "lease-retryable"}

@@ -14,6 +14,8 @@ from bridge_helpers import SigningAttestor, auth, new_account, ok, submission
 PRICE = 10**9  # wei per GPU-second
 HOUR = 3600
 
+BOTH_STORES = True  # each test that takes the bridge runs on SQLite and on PostgreSQL (conftest)
+
 
 def services(client: TestClient) -> Any:
     return client.app.state.bridge  # type: ignore[attr-defined]

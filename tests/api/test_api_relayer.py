@@ -1,4 +1,5 @@
-"""Relayer durability and indexer resumption: restart mid-queue, nothing lost, nothing settled twice."""
+"""Relayer durability and indexer resumption: restart mid-queue, nothing lost, nothing settled twice
+(on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from conftest import bridge_settings
 from ledger.chain.backends import Chain
 from ledger.chain.deployment import Deployment
 from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
+
+BOTH_STORES = True
 
 
 def _leases_with_reports(client: TestClient, n_leases: int, n_reports: int, tag: str = "rl") -> list[int]:
@@ -44,12 +47,12 @@ def _settled_counts(client: TestClient) -> Counter[tuple[int, int]]:
 
 @pytest.mark.parametrize("crash_at", ["signed", "sent"])
 def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
-    memory_chain: tuple[Chain, Deployment], tmp_path: Path, crash_at: str
+    memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None, crash_at: str
 ) -> None:
     chain, dep = memory_chain
     snap = chain.snapshot()
     try:
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             leases = _leases_with_reports(client, 2, 2)
             svc = services(client)
             svc.relayer.crash_at = crash_at
@@ -63,7 +66,7 @@ def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
             expected_before = {} if crash_at == "signed" else {(lid, 2): 1 for lid in leases}
             assert dict(_settled_counts(client)) == expected_before
         # the process is gone; a new one on the same store finishes the job at start-up
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             svc = services(client)
             assert dict(_settled_counts(client)) == {(lid, 2): 1 for lid in leases}
             with svc.store.db.session() as s:
@@ -78,11 +81,11 @@ def test_relayer_restart_mid_queue_settles_each_checkpoint_once(
         chain.revert(snap)
 
 
-def test_relayer_requeues_dropped_tx_and_settles_once(memory_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
+def test_relayer_requeues_dropped_tx_and_settles_once(memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None) -> None:
     chain, dep = memory_chain
     snap = chain.snapshot()
     try:
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             leases = _leases_with_reports(client, 2, 1)
             svc = services(client)
             svc.relayer.crash_at = "signed"
@@ -91,7 +94,7 @@ def test_relayer_requeues_dropped_tx_and_settles_once(memory_chain: tuple[Chain,
             # the relayer's nonce is consumed by another transaction: the signed batch can never be mined
             relayer = svc.relayer_account
             svc.ledger.sender.send_eth(relayer, Account.create().address, 1)
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             svc = services(client)
             with svc.store.db.session() as s:
                 assert [t.status for t in s.scalars(select(SettlementTx))] == ["dropped"]
@@ -101,11 +104,11 @@ def test_relayer_requeues_dropped_tx_and_settles_once(memory_chain: tuple[Chain,
         chain.revert(snap)
 
 
-def test_relayer_settles_due_leases_on_cadence_and_threshold(memory_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
+def test_relayer_settles_due_leases_on_cadence_and_threshold(memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None) -> None:
     chain, dep = memory_chain
     snap = chain.snapshot()
     try:
-        settings = bridge_settings(tmp_path, settle_every_s=3600.0, settle_threshold_wei=PRICE * 100)
+        settings = bridge_settings(tmp_path, database_url=database_url, settle_every_s=3600.0, settle_threshold_wei=PRICE * 100)
         with TestClient(create_app(settings, chain=chain, deployment=dep)) as client:
             svc = services(client)
             # one 60 s window on one GPU bills 60_000 GPU-ms = 60 s × PRICE: below the threshold (100 s)
@@ -124,11 +127,11 @@ def test_relayer_settles_due_leases_on_cadence_and_threshold(memory_chain: tuple
         chain.revert(snap)
 
 
-def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
+def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None) -> None:
     chain, dep = memory_chain
     snap = chain.snapshot()
     try:
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             prov = setup_provider(client, ["GPU-ix-1"], PRICE)
             svc = services(client)
             first = svc.indexer.indexed_block()
@@ -137,7 +140,7 @@ def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, D
 
         cl = LedgerClient(chain, dep)
         cl.register_provider(chain.accounts[3], chain.accounts[3], "direct")
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             svc = services(client)
             assert svc.indexer.indexed_block() == chain.w3.eth.block_number > first
             with svc.store.db.session() as s:
@@ -151,8 +154,8 @@ def test_indexer_restart_resumes_without_duplicates(memory_chain: tuple[Chain, D
         chain.revert(snap)
 
 
-def test_indexer_rewinds_reorged_blocks(memory_chain: tuple[Chain, Deployment], tmp_path: Path) -> None:
-    run_reorg(*memory_chain, tmp_path)
+def test_indexer_rewinds_reorged_blocks(memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None) -> None:
+    run_reorg(*memory_chain, tmp_path, database_url=database_url)
 
 
 def run_reorg(chain: Chain, dep: Deployment, tmp_path: Path, **settings: object) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 HERE = Path(__file__).resolve().parent
@@ -24,5 +25,7 @@ def alembic_config() -> Config:
 def upgrade_head(engine: Engine) -> None:
     cfg = alembic_config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # bridges starting together: one migrates, the others wait
+            conn.execute(text("SELECT pg_advisory_xact_lock(7305415231)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
