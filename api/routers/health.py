@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
@@ -24,10 +24,16 @@ class HealthOut(BaseModel):
     reputation: str
 
 
-@router.get("/v1/health", response_model=HealthOut)
-def health(health: HealthDep) -> HealthOut:
-    """``ok`` when the chain answers; the indexer's lag is head − indexedBlock."""
-    return HealthOut(**health.status())
+@router.get(
+    "/v1/health",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "the chain (or the store) does not answer: status says which"}},
+)
+def health(health: HealthDep) -> Response:
+    """200 ``ok`` when the chain and the store answer; 503 otherwise (``chain_unreachable``,
+    ``store_unreachable``), so a load balancer takes the bridge out. The indexer's lag is head − indexedBlock."""
+    out = HealthOut(**health.status())
+    return JSONResponse(out.model_dump(), status_code=200 if out.status == "ok" else 503)
 
 
 @router.get(

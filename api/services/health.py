@@ -28,13 +28,17 @@ class Health:
             status = "ok"
         except ChainError:
             head, status = -1, "chain_unreachable"
+        try:
+            indexed, pending = self._indexer.indexed_block(), self._relayer.pending_count()
+        except Exception:  # the database does not answer
+            indexed, pending, status = -1, -1, "store_unreachable"
         return {
             "status": status,
             "chainBackend": self._ledger.chain.backend,
             "chainId": self._ledger.chain_id,
             "head": head,
-            "indexedBlock": self._indexer.indexed_block(),
-            "pendingLeases": self._relayer.pending_count(),
+            "indexedBlock": indexed,
+            "pendingLeases": pending,
             "escrow": self._ledger.deployment.escrow,
             "registry": self._ledger.deployment.registry,
             "reputation": self._ledger.deployment.reputation,

@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -66,6 +68,22 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def dialect_insert(s: Session | Any, model: Any) -> Any:
+    """``INSERT`` of the session's dialect (PostgreSQL or SQLite), which has ``on_conflict_do_*``."""
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
+        return pg_insert(model)
+    return sqlite_insert(model)
+
+
+def upsert(s: Session | Any, model: Any, values: dict[str, Any], keys: list[str]) -> None:
+    """Insert a row, or update it in place when its key exists: safe when two processes write it at once
+    (``session.merge`` reads then inserts, and the second insert of a race fails)."""
+    stmt = dialect_insert(s, model).values(**values)
+    rest = {k: stmt.excluded[k] for k in values if k not in keys}
+    s.execute(stmt.on_conflict_do_update(index_elements=keys, set_=rest) if rest else stmt.on_conflict_do_nothing())
 
 
 def _sqlite_begin(conn: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from .db import Database
+from .db import Database, dialect_insert, upsert
 from .models import ChainEvent, Checkpoint, IndexedBlock, LeaseRow, NodeRow, OfferRow, ProviderRow, Report, pad_uint
 
 _DUMP = {"separators": (",", ":")}
@@ -83,26 +83,18 @@ class IndexRepo:
         """One indexed range in one transaction: its events, its blocks' (number, hash, parent hash), the new
         checkpoint ``end``, and block hashes older than ``keep_blocks`` below it pruned."""
         with self._db.write() as s:
-            for e in events:
-                s.add(
-                    ChainEvent(
-                        block_number=e.block_number,
-                        block_hash=e.block_hash,
-                        block_ts=e.block_ts,
-                        tx_hash=e.tx_hash,
-                        log_index=e.log_index,
-                        record_index=e.record_index,
-                        contract=e.contract,
-                        name=e.name,
-                        args=json.dumps(e.args, **_DUMP),  # type: ignore[arg-type]
-                        lease_id=e.lease_id,
-                        node_id=e.node_id,
-                        offer_id=e.offer_id,
-                    )
-                )
-            for n, h, parent in blocks:
-                s.merge(IndexedBlock(number=n, hash=h, parent_hash=parent))
-            s.merge(Checkpoint(name=name, block_number=end[0], block_hash=end[1]))
+            # idempotent: two indexers (two bridges on one database) may store the same range
+            if events:
+                s.execute(dialect_insert(s, ChainEvent).values([
+                    dict(block_number=e.block_number, block_hash=e.block_hash, block_ts=e.block_ts, tx_hash=e.tx_hash,
+                         log_index=e.log_index, record_index=e.record_index, contract=e.contract, name=e.name,
+                         args=json.dumps(e.args, **_DUMP), lease_id=e.lease_id, node_id=e.node_id,  # type: ignore[arg-type]
+                         offer_id=e.offer_id)
+                    for e in events
+                ]).on_conflict_do_nothing())  # fmt: skip
+            for n, h, parent in sorted(blocks):
+                upsert(s, IndexedBlock, {"number": n, "hash": h, "parent_hash": parent}, ["number"])
+            upsert(s, Checkpoint, {"name": name, "block_number": end[0], "block_hash": end[1]}, ["name"])
             s.execute(delete(IndexedBlock).where(IndexedBlock.number < end[0] - keep_blocks))
 
     def known_blocks(self, at_or_below: int) -> list[tuple[int, str]]:
@@ -119,7 +111,7 @@ class IndexRepo:
             dropped = [json.loads(ev.args) for ev in s.scalars(select(ChainEvent).where(ChainEvent.block_number > fork))]
             s.execute(delete(ChainEvent).where(ChainEvent.block_number > fork))
             s.execute(delete(IndexedBlock).where(IndexedBlock.number > fork))
-            s.merge(Checkpoint(name=name, block_number=fork, block_hash=fork_hash))
+            upsert(s, Checkpoint, {"name": name, "block_number": fork, "block_hash": fork_hash}, ["name"])
         return dropped
 
     # --- events ------------------------------------------------------------------------------------------
@@ -171,58 +163,53 @@ class IndexRepo:
 
     def put_lease(self, view: dict[str, Any]) -> None:
         with self._db.write() as s:
-            s.merge(
-                LeaseRow(
-                    lease_id=view["leaseId"],
-                    offer_id=view["offerId"],
-                    node_id=view["nodeId"],
-                    buyer=view["buyer"],
-                    provider=view["provider"],
-                    status=view["state"],
-                    data=json.dumps(view, **_DUMP),  # type: ignore[arg-type]
-                )
-            )
+            upsert(s, LeaseRow, {
+                "lease_id": view["leaseId"],
+                "offer_id": view["offerId"],
+                "node_id": view["nodeId"],
+                "buyer": view["buyer"],
+                "provider": view["provider"],
+                "status": view["state"],
+                "data": json.dumps(view, **_DUMP),  # type: ignore[arg-type]
+            }, ["lease_id"])  # fmt: skip
 
     def put_node(self, view: dict[str, Any]) -> None:
         with self._db.write() as s:
-            s.merge(
-                NodeRow(
-                    node_id=view["nodeId"],
-                    provider=view["provider"],
-                    attestor=view["attestor"],
-                    active=view["active"],
-                    data=json.dumps(view, **_DUMP),  # type: ignore[arg-type]
-                )
-            )
+            upsert(s, NodeRow, {
+                "node_id": view["nodeId"],
+                "provider": view["provider"],
+                "attestor": view["attestor"],
+                "active": view["active"],
+                "data": json.dumps(view, **_DUMP),  # type: ignore[arg-type]
+            }, ["node_id"])  # fmt: skip
 
     def put_offer(self, view: dict[str, Any], price_per_gpu_hour: int) -> None:
         """An offer's projection; ``view`` carries its node's fields (gpuModel, vramMiB, region, nodeActive)."""
         with self._db.write() as s:
             prov = s.get(ProviderRow, view["provider"])
-            s.merge(
-                OfferRow(
-                    offer_id=view["offerId"],
-                    node_id=view["nodeId"],
-                    provider=view["provider"],
-                    gpu_model=view["gpuModel"],
-                    gpu_count=view["gpuCount"],
-                    vram_mib=view["vramMiB"],
-                    region=view["region"],
-                    token=view["token"],
-                    billing_mode=view["billingMode"],
-                    live_lease_id=view["liveLeaseId"],
-                    price_per_gpu_hour=pad_uint(price_per_gpu_hour),
-                    valid_until=view["validUntil"],
-                    provider_score_bps=prov.score_bps if prov else 0,
-                    active=view["nodeActive"],
-                    data=json.dumps(view, **_DUMP),  # type: ignore[arg-type]
-                )
-            )
+            upsert(s, OfferRow, {
+                "offer_id": view["offerId"],
+                "node_id": view["nodeId"],
+                "provider": view["provider"],
+                "gpu_model": view["gpuModel"],
+                "gpu_count": view["gpuCount"],
+                "vram_mib": view["vramMiB"],
+                "region": view["region"],
+                "token": view["token"],
+                "billing_mode": view["billingMode"],
+                "live_lease_id": view["liveLeaseId"],
+                "price_per_gpu_hour": pad_uint(price_per_gpu_hour),
+                "valid_until": view["validUntil"],
+                "provider_score_bps": prov.score_bps if prov else 0,
+                "active": view["nodeActive"],
+                "data": json.dumps(view, **_DUMP),  # type: ignore[arg-type]
+            }, ["offer_id"])  # fmt: skip
 
     def put_provider(self, address: str, view: dict[str, Any], score_bps: int) -> None:
         """A provider's projection; its offers take its new score."""
         with self._db.write() as s:
-            s.merge(ProviderRow(address=address, data=json.dumps(view, **_DUMP), score_bps=score_bps))  # type: ignore[arg-type]
+            upsert(s, ProviderRow, {"address": address, "data": json.dumps(view, **_DUMP), "score_bps": score_bps},  # type: ignore[arg-type]
+                   ["address"])
             s.execute(update(OfferRow).where(OfferRow.provider == address).values(provider_score_bps=score_bps))
 
     def drop(self, kind: str, key: int | str) -> bool:

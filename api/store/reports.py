@@ -12,13 +12,14 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
 from ledger.protocol.crypto import ZERO_HASH
 
-from .db import Database
+from .db import Database, dialect_insert
+from .locks import lock_key
 from .models import LeaseRow, Report, SampleSet, SettlementTx, now_ms
 
 OPEN_STATUSES = ("accepted", "queued")
@@ -101,6 +102,11 @@ class ReportRepo:
         itself fails (then nothing of the batch is stored)."""
         out: list[Stored] = []
         with self._db.write_lock(), self._db.engine.begin() as conn:
+            if not self._db.is_sqlite:
+                # several bridges store reports at once: each lease's chain is extended by one of them at a
+                # time, and the locks are taken in one order (lease id), so two batches never deadlock
+                for lease_id in sorted({item.lease_id for item in items}):
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(f"intake:{lease_id}")})
             for item in items:
                 try:
                     with conn.begin_nested():
@@ -305,7 +311,8 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
     if item.chain_figures is not None:
         _check_sums(item.chain_figures, chain_figures(json.loads(head[2])) if head else None, last_seq)
     if item.sample_count and conn.execute(select(SampleSet.root).where(SampleSet.root == item.samples_root)).first() is None:
-        conn.execute(insert(SampleSet).values(root=item.samples_root, count=item.sample_count, data=item.packed_samples))
+        conn.execute(dialect_insert(conn, SampleSet).values(root=item.samples_root, count=item.sample_count,
+                                                             data=item.packed_samples).on_conflict_do_nothing())
     conn.execute(
         insert(Report).values(
             lease_id=item.lease_id,

@@ -106,8 +106,9 @@ class Indexer:
         return read()
 
     def sync_once(self) -> int:
-        """One pass up to head − confirmations; returns the number of events stored."""
-        with self.lock:
+        """One pass up to head − confirmations; returns the number of events stored. One pass at a time per
+        database (the ``indexer`` lock: bridges sharing it index in turn; their writes are idempotent anyway)."""
+        with self.store.locks.hold("indexer"), self.lock:
             head = self._chain(self.ledger.read.block_number)
             self.metrics.chain_head.set(head)
             target = head - self.settings.confirmations

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ApiError
-from ..store import NewReport, Store
+from ..store import NewReport, Store, Stored
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class ReportWriter:
                     break
                 batch.append(nxt)
             try:
-                stored = self.store.reports.store_batch([item.report for item in batch])
+                stored = self._store([item.report for item in batch])
                 for item, res in zip(batch, stored):
                     if res.outcome in ("stored", "duplicate"):
                         item.result = Accepted(item.report.struct_hash, duplicate=res.outcome == "duplicate")
@@ -108,6 +109,16 @@ class ReportWriter:
                     item.notify()
             if stop:
                 return
+
+
+    def _store(self, reports: list[NewReport]) -> list[Stored]:
+        """Store a batch; a commit that fails (a connection lost, a serialization failure) is tried once more:
+        nothing of it was stored."""
+        try:
+            return self.store.reports.store_batch(reports)
+        except Exception:
+            time.sleep(0.05)
+            return self.store.reports.store_batch(reports)
 
 
 def _outcome(item: PendingReport) -> Accepted:

@@ -1,0 +1,115 @@
+"""Reconciliation with the chain (issue 13): the store never claims what the chain does not hold, a refusal
+that passes with time is retried, and health says when the chain is gone (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from api.store.models import Report
+from api.workers import relayer as relayer_mod
+from bridge_helpers import checkpoint, new_account, ok, submission
+from conftest import bridge_settings
+from ledger.chain.backends import Chain
+from ledger.chain.deployment import Deployment
+from ledger.chain.errors import ChainUnavailable
+from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
+
+BOTH_STORES = True
+
+
+def _statuses(client: TestClient, lease_id: int) -> list[tuple[int, str]]:
+    with services(client).store.db.session() as s:
+        return [(r.seq, r.status) for r in s.scalars(select(Report).where(Report.lease_id == lease_id).order_by(Report.seq))]
+
+
+def _settled(client: TestClient) -> Counter[tuple[int, int]]:
+    return Counter((int(e.args["leaseId"]), int(e.args["seq"])) for e in services(client).ledger.events.read("CheckpointSettled"))
+
+
+def _lease_with_reports(client: TestClient, tag: str, n: int, *, before_reports: Any = None) -> int:
+    _, bkey = new_account(client, "buyer")
+    prov = setup_provider(client, [f"GPU-{tag}"], PRICE)
+    lease_id = open_and_activate(client, bkey, prov, tag)
+    att = attestor_for(client, prov, lease_id)
+    if before_reports is not None:
+        before_reports()
+    chain = services(client).chain
+    chain.time_travel(chain.now() + 15 * 60)
+    for _ in range(n):
+        rep, sig, samples = att.next_report()
+        ok(client.post("/v1/metering/reports", json=submission(prov["nodeId"], rep, sig, samples)), 201)
+    return lease_id
+
+
+def test_health_answers_503_while_the_chain_is_unreachable(bridge: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ok(bridge.get("/v1/health"))["status"] == "ok"
+
+    def down() -> int:
+        raise ChainUnavailable("connection refused (simulated)")
+
+    monkeypatch.setattr(services(bridge).ledger.read, "block_number", down)
+    r = bridge.get("/v1/health")
+    assert r.status_code == 503 and r.json()["status"] == "chain_unreachable"
+    monkeypatch.undo()
+    assert bridge.get("/v1/health").status_code == 200
+
+
+def test_settlements_the_chain_lost_are_sent_again(
+    memory_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None
+) -> None:
+    """The chain loses the blocks holding a settlement (an anvil restarted from an older state file): the
+    store said settled, the chain says lastSeq 0. Reconciliation queues the reports again and they are paid."""
+    chain, dep = memory_chain
+    snap = chain.snapshot()
+    try:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
+            svc = services(client)
+            lease_id = _lease_with_reports(client, "lost", 3)
+            before_settlement = chain.snapshot()
+            assert svc.relayer.flush() == 1
+            assert checkpoint(svc, lease_id).last_seq == 3
+            assert _statuses(client, lease_id) == [(1, "superseded"), (2, "superseded"), (3, "settled")]
+            chain.revert(before_settlement)  # the settlement is gone from the chain
+            chain.mine(2)
+            assert checkpoint(svc, lease_id).last_seq == 0
+        # a restart (the usual way after a chain crash) reconciles at start-up
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
+            svc = services(client)
+            assert _statuses(client, lease_id) == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+            assert svc.metrics.reports_reopened._value.get() == 3
+            assert svc.relayer.flush() == 1
+            assert checkpoint(svc, lease_id).last_seq == 3
+            assert _settled(client) == Counter({(lease_id, 3): 1})
+            assert _statuses(client, lease_id) == [(1, "superseded"), (2, "superseded"), (3, "settled")]
+            assert svc.relayer.recover() is None and svc.relayer.flush() == 0  # nothing more to send
+            assert ok(client.get(f"/v1/leases/{lease_id}"))["checkpoint"]["lastSeq"] == 3
+    finally:
+        chain.revert(snap)
+
+
+def test_a_window_in_the_chains_future_is_queued_again_not_rejected(
+    bridge: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LeaseEscrowWindowInFuture`` passes with time: the report goes back to the queue, then settles."""
+    svc = services(bridge)
+    chain = svc.chain
+    marks: list[Any] = []
+    lease_id = _lease_with_reports(bridge, "future", 1, before_reports=lambda: marks.append(chain.snapshot()))
+    chain.revert(marks[0])  # the chain's clock goes back before the report's window ends
+    chain.mine(1)
+    monkeypatch.setattr(relayer_mod, "TEMPORARY_PAUSE_S", 0.0)
+    assert svc.relayer.flush() == 0
+    skipped = [e for e in svc.ledger.events.read("CheckpointSkipped") if int(e.args["leaseId"]) == lease_id]
+    assert skipped, "the escrow was expected to skip the report"
+    assert _statuses(bridge, lease_id) == [(1, "accepted")]  # not rejected
+    chain.time_travel(chain.now() + 20 * 60)
+    assert svc.relayer.flush() == 1
+    assert _statuses(bridge, lease_id) == [(1, "settled")]
+    assert checkpoint(svc, lease_id).last_seq == 1
