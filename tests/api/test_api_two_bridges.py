@@ -126,7 +126,7 @@ def test_two_bridges_one_database_charge_once_and_settle_once(world: World) -> N
         try:
             r = httpx.post(f"{base}/v1/leases/{lease_id}/top-up", json={"amountWei": str(TOPUP)},
                            headers={**buyer, "Idempotency-Key": key}, timeout=120)  # fmt: skip
-            return r.status_code, r.json()
+            return r.status_code, r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
         except httpx.HTTPError as e:
             return 599, str(e)
 
