@@ -172,6 +172,8 @@ class Bridge:
                 _relayer_key(settings, chain), faucet, owns_chain=owns_chain, tmp_dir=tmp_dir,
             )
             store.idempotency.register()
+            if owns_chain:
+                chain.on_restart = bridge.relayer.chain_restarted
             if n := bridge.idempotency.abandon_pending():
                 log.warning("%d Idempotency-Key request(s) were cut off by the last stop: marked abandoned", n)
             if settings.dev_token:

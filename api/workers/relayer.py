@@ -223,6 +223,12 @@ class Relayer:
                     break
             return settled
 
+    def chain_restarted(self) -> None:
+        """The supervised chain node died and was started again: it may have lost recent blocks, so the next
+        pass reconciles the settled reports with it (and recovery fills any nonce gap)."""
+        self.metrics.chain_restarts.inc()
+        self._last_reconcile = 0.0
+
     def pending_count(self) -> int:
         return self.store.reports.pending_leases()
 
