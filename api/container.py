@@ -29,7 +29,7 @@ from .services.idempotency import Idempotency
 from .services.leases import Leases
 from .services.chain_info import ChainInfo
 from .services.disputes import Disputes
-from .services.metering import ChainTime, Metering
+from .services.metering import ChainTime, Metering, VerifierPool
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
@@ -105,6 +105,7 @@ class Bridge:
             chain_id=ledger.chain_id, escrow=ledger.deployment.escrow,
             max_samples_per_report=settings.max_samples_per_report,
             chain_time=ChainTime(chain.now, follows=chain.time_travel if chain.backend == "memory" else None),
+            verifier=VerifierPool(settings.verifier_processes) if settings.verifier_processes else None,
         )
         self.leases = Leases(ledger, self.views, self.actor, self.idempotency, store, self.relayer, self.metering)
         self.funds = Funds(ledger, self.views, self.actor, self.idempotency)
@@ -198,6 +199,8 @@ class Bridge:
             t.join(timeout=30)
         self._threads.clear()
         self.writer.close()
+        if self.metering.verifier is not None:
+            self.metering.verifier.close()
         self.store.close()
         if self.owns_chain:
             self.chain.close()
