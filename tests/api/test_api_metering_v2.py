@@ -5,6 +5,7 @@ lease's page shows its usage."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,13 +26,17 @@ def _resign(att: object, report: object) -> bytes:
     return sign_digest(report_digest(report, att.chain_id, att.escrow), att.key)  # type: ignore[attr-defined, arg-type]
 
 
+def _lease_with_attestor(client: TestClient, uuids: list[str], billing_mode: str, idem: str) -> tuple[int, int, Any]:
+    """(node id, lease id, the node's signing attestor) of a fresh provider's node leased by a fresh buyer."""
+    prov = setup_provider(client, uuids, PRICE, billing_mode=billing_mode)
+    _, bkey = new_account(client, "buyer")
+    lease_id = open_and_activate(client, bkey, prov, idem)
+    return prov["nodeId"], lease_id, attestor_for(client, prov, lease_id)
+
+
 def test_intake_refuses_figures_its_samples_do_not_support(bridge: TestClient) -> None:
     client = bridge
-    prov = setup_provider(client, ["GPU-v2-1", "GPU-v2-2"], PRICE, billing_mode="metered")
-    _, bkey = new_account(client, "buyer")
-    lease_id = open_and_activate(client, bkey, prov, "v2-figures")
-    att = attestor_for(client, prov, lease_id)
-    node = prov["nodeId"]
+    node, lease_id, att = _lease_with_attestor(client, ["GPU-v2-1", "GPU-v2-2"], "metered", "v2-figures")
     r1, _, s1 = att.next_report()
     # busy time ten times what the samples show, signed by the node's real key: refused, nothing stored
     inflated = r1.replace(busyMs=r1.busyMs * 10, cumBusyMs=r1.cumBusyMs * 10)
@@ -117,11 +122,7 @@ def test_every_untrue_figure_is_refused_and_nothing_is_written(bridge: TestClien
     """Finding 8 of issue 13, case by case: signed by the node's real key, each report below says something its
     samples or its chain do not, and each is refused with the figure named; the true reports then go in."""
     client = bridge
-    prov = setup_provider(client, ["GPU-v2-u1", "GPU-v2-u2"], PRICE, billing_mode="sm_active")
-    _, bkey = new_account(client, "buyer")
-    lease_id = open_and_activate(client, bkey, prov, "v2-untrue")
-    att = attestor_for(client, prov, lease_id)
-    node = prov["nodeId"]
+    node, lease_id, att = _lease_with_attestor(client, ["GPU-v2-u1", "GPU-v2-u2"], "sm_active", "v2-untrue")
 
     def refused(report: object, samples: list[object], code: str, names: str) -> None:
         resp = client.post("/v1/metering/reports", json=submission(node, report, _resign(att, report), samples))
