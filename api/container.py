@@ -39,6 +39,7 @@ from .store import Store
 from .workers.indexer import Indexer, IndexerSettings
 from .workers.intake import ReportWriter
 from .workers.relayer import Relayer, RelayerSettings
+from .workers.retention import Retention, RetentionSettings
 
 log = logging.getLogger("api")
 
@@ -121,6 +122,10 @@ class Bridge:
             chain_time=chain.now,
         )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
+        self.retention = Retention(
+            store, chain.now, ledger.read.challenge_period,
+            RetentionSettings(settings.retention_every_s or 60.0, settings.archive_after_s),
+        )
 
     @property
     def dev_token(self) -> str | None:
@@ -155,7 +160,12 @@ class Bridge:
                     db_url = f"sqlite:///{(tmp_dir / 'bridge.sqlite3').as_posix()}"
                 else:
                     db_url = settings.resolved_database_url()
-            store = Store(db_url)
+            # no archive (no retention) for a database given without a data directory: it would not outlive us
+            home = data_dir or tmp_dir
+            archive_dir = settings.archive_dir or (home / "archive" if home is not None else None)
+            if archive_dir is None:
+                log.warning("no data directory or archive_dir: retention is off, samples stay in the database")
+            store = Store(db_url, archive_dir=archive_dir)
             try:
                 store.migrate()
             except MigrationRefused as e:
@@ -186,6 +196,8 @@ class Bridge:
         if settings.background:
             bridge._spawn("indexer", bridge.indexer.run)
             bridge._spawn("relayer", bridge.relayer.run)
+            if settings.retention_every_s > 0:
+                bridge._spawn("retention", bridge.retention.run)
         return bridge
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:

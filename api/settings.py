@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     relayer_batch_max: int = Field(default=100, ge=1, le=1000)
     relayer_tx_timeout_s: float = Field(default=60.0, gt=0)
     background: bool = Field(default=True, description="run the indexer and relayer loops in the background")
+    archive_dir: Path | None = Field(
+        default=None, description="the samples archive (default <data_dir>/archive, or beside a temporary store)"
+    )
+    retention_every_s: float = Field(default=60.0, ge=0, description="how often retention runs (0: never)")
+    archive_after_s: int | None = Field(
+        default=None, ge=0,
+        description="archive a settled report's samples this long after its settlement (default: the escrow's "
+        "challenge period)",
+    )
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="largest metering report body (it carries the samples)"
     )

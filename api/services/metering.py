@@ -40,7 +40,8 @@ from ..errors import ApiError
 from ..metrics import Metrics
 from ..store import NewReport, Store
 from ..store.reports import chain_figures
-from ..store.samples import pack_samples, unpack_samples
+from ..store.archive import archive_entry
+from ..store.samples import CODEC_ZLIB_COLUMNS, encode_samples
 from ..workers.indexer import Indexer
 from ..workers.intake import Accepted, PendingReport, ReportWriter
 
@@ -207,7 +208,7 @@ def verify_submission(
     if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
         raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
     check_window(report, samples, expected.terms)
-    return Verified(report, signature, signer, struct_hash_bytes, pack_samples(samples) if samples else b"", len(samples))
+    return Verified(report, signature, signer, struct_hash_bytes, encode_samples(samples) if samples else b"", len(samples))
 
 
 _Outcome = tuple[str, Any]  # ("ok", value) | ("error", (status, code, message)): ApiError does not pickle
@@ -302,6 +303,7 @@ def _new_report(v: Verified, terms: dict[str, Any]) -> NewReport:
         body=json.dumps(report.to_json(), separators=(",", ":")),
         samples_root="0x" + report.samplesRoot.hex(),
         packed_samples=v.packed_samples,
+        samples_codec=CODEC_ZLIB_COLUMNS,
         sample_count=v.sample_count,
         window_end_ms=min(report.windowEndMs, _I64),
         chain_figures=chain_figures(report.to_json()),
@@ -526,17 +528,10 @@ class Metering:
         rows, sets, next_seq = self.store.reports.page(lease_id, from_seq, limit, samples=samples)
         out = []
         for r in rows:
-            entry: dict[str, Any] = {
-                "report": json.loads(r.body),
-                "signature": r.signature,
-                "reportHash": r.struct_hash,
-                "nodeId": lease.node_id,
-                "status": r.status,
-                "reason": r.reason,
-            }
-            if samples:
-                data = sets.get(r.samples_root)
-                entry["samples"] = [smp.to_list() for smp in unpack_samples(data)] if data else []
+            entry = archive_entry(r.body, r.signature, r.struct_hash, lease.node_id, sets.get(r.samples_root))
+            entry["status"], entry["reason"] = r.status, r.reason
+            if not samples:
+                del entry["samples"]
             out.append(entry)
         return out, next_seq
 
@@ -546,8 +541,8 @@ class Metering:
         found = self.store.reports.get(lease_id, seq)
         if found is None:
             raise ApiError(404, "unknown_report", f"no report {seq} of lease {lease_id}")
-        r, data = found
-        smps = unpack_samples(data) if data else []
+        r, stored = found
+        smps = stored or []
         for i in indices:
             if i < 0 or i >= len(smps):
                 raise ApiError(404, "unknown_sample", f"report {seq} has {len(smps)} samples; no index {i}")
@@ -561,12 +556,12 @@ class Metering:
 
     def observed_sample_period_ms(self, lease_id: int) -> int | None:
         """Median interval between consecutive samples of the same GPU in the lease's latest accepted report."""
-        data = self.store.reports.latest_samples(lease_id)
-        if data is None:
+        stored = self.store.reports.latest_samples(lease_id)
+        if stored is None:
             return None
         last: dict[int, int] = {}
         gaps: list[int] = []
-        for smp in sorted(unpack_samples(data), key=lambda x: (x.gpuIndex, x.tsMs)):
+        for smp in sorted(stored, key=lambda x: (x.gpuIndex, x.tsMs)):
             prev = last.get(smp.gpuIndex)
             if prev is not None and smp.tsMs > prev:
                 gaps.append(smp.tsMs - prev)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -269,7 +270,9 @@ def test_migration_0003_upgrades_an_existing_store(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "new.sqlite3") as raw:
         cols = [r[1] for r in raw.execute("PRAGMA table_info(events)")]
         assert "record_index" in cols
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == (
+            ScriptDirectory.from_config(cfg).get_current_head(),
+        )
     fresh.close()
 
 
