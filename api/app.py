@@ -36,6 +36,7 @@ from .deps import _caller, _required_caller
 from .error_codes import ERROR_CODES, markdown_table
 from .errors import ApiError, from_chain
 from .routers import ALL_ROUTERS, faucet
+from .ratelimit import Limit, RateLimitMiddleware
 from .routers.offers import OffersFastPath
 from .settings import Settings
 
@@ -90,7 +91,17 @@ def create_app(
     app.add_middleware(
         JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH, refusals={"/v1/metering/": (400, "invalid_report")}
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_request_bytes, by_path={"/v1/metering/reports": settings.max_body_bytes}
+    )
+    app.add_middleware(
+        RateLimitMiddleware,
+        limits={
+            "/v1/accounts": Limit(settings.rate_accounts_burst, settings.rate_accounts_per_s),
+            "/v1/faucet": Limit(settings.rate_faucet_burst, settings.rate_faucet_per_s),
+            "/v1/metering/reports": Limit(settings.rate_reports_burst, settings.rate_reports_per_s),
+        },
+    )
     app.add_middleware(MetricsMiddleware)
     _plain_optional_parameters(app)
     return app
@@ -213,24 +224,28 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies above ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Refuses request bodies above ``max_bytes`` (``by_path``: the limit of one path) with 413, by
+    Content-Length or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.by_path = by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = str(scope.get("path", ""))
+        limit = self.by_path.get(path, self.default_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await _too_large(send, self.max_bytes)
+                    await _too_large(send, limit, path)
                     return
         seen = 0
         started = False
@@ -240,7 +255,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _BodyTooLarge()
             return message
 
@@ -254,7 +269,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _too_large(send, self.max_bytes)
+                await _too_large(send, limit, path)
 
 
 class JsonDepthMiddleware:
@@ -344,9 +359,12 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _too_large(send: Send, limit: int) -> None:
+async def _too_large(send: Send, limit: int, path: str) -> None:
     body = JSONResponse(
-        status_code=413, content=ApiError(413, "body_too_large", f"request body above {limit} bytes").body()
+        status_code=413,
+        content=ApiError(
+            413, "body_too_large", f"the request body is above {limit:,} bytes, the most {path} takes"
+        ).body(),
     )
     await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
     await send({"type": "http.response.body", "body": body.body})

@@ -29,7 +29,7 @@ from .services.idempotency import Idempotency
 from .services.leases import Leases
 from .services.chain_info import ChainInfo
 from .services.disputes import Disputes
-from .services.metering import ChainTime, Metering
+from .services.metering import ChainTime, Metering, VerifierPool
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
@@ -39,6 +39,7 @@ from .store import Store
 from .workers.indexer import Indexer, IndexerSettings
 from .workers.intake import ReportWriter
 from .workers.relayer import Relayer, RelayerSettings
+from .workers.retention import Retention, RetentionSettings
 
 log = logging.getLogger("api")
 HEARTBEAT_S = 5.0
@@ -106,6 +107,7 @@ class Bridge:
             chain_id=ledger.chain_id, escrow=ledger.deployment.escrow,
             max_samples_per_report=settings.max_samples_per_report,
             chain_time=ChainTime(chain.now, follows=chain.time_travel if chain.backend == "memory" else None),
+            verifier=VerifierPool(settings.verifier_processes) if settings.verifier_processes else None,
         )
         self.leases = Leases(ledger, self.views, self.actor, self.idempotency, store, self.relayer, self.metering)
         self.funds = Funds(ledger, self.views, self.actor, self.idempotency)
@@ -121,6 +123,10 @@ class Bridge:
             chain_time=chain.now,
         )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
+        self.retention = Retention(
+            store, chain.now, ledger.read.challenge_period,
+            RetentionSettings(settings.retention_every_s or 60.0, settings.archive_after_s),
+        )
 
     @property
     def dev_token(self) -> str | None:
@@ -155,7 +161,12 @@ class Bridge:
                     db_url = f"sqlite:///{(tmp_dir / 'bridge.sqlite3').as_posix()}"
                 else:
                     db_url = settings.resolved_database_url()
-            store = Store(db_url)
+            # no archive (no retention) for a database given without a data directory: it would not outlive us
+            home = data_dir or tmp_dir
+            archive_dir = settings.archive_dir or (home / "archive" if home is not None else None)
+            if archive_dir is None:
+                log.warning("no data directory or archive_dir: retention is off, samples stay in the database")
+            store = Store(db_url, archive_dir=archive_dir)
             try:
                 store.migrate()
             except MigrationRefused as e:
@@ -192,6 +203,8 @@ class Bridge:
         if settings.background:
             bridge._spawn("indexer", bridge.indexer.run)
             bridge._spawn("relayer", bridge.relayer.run)
+            if settings.retention_every_s > 0:
+                bridge._spawn("retention", bridge.retention.run)
         return bridge
 
     def _heartbeat(self, stop: threading.Event) -> None:
@@ -217,6 +230,8 @@ class Bridge:
             self.store.idempotency.unregister()
         except Exception:
             log.exception("could not unregister this bridge")
+        if self.metering.verifier is not None:
+            self.metering.verifier.close()
         self.store.close()
         if self.owns_chain:
             self.chain.close()

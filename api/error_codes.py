@@ -58,6 +58,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
     ("no_key", 500, "the bridge holds no key for this account"),
     ("key_unreadable", 500, "the account's key cannot be decrypted (server secret changed?)"),
     ("store_unavailable", 503, "the bridge's database did not answer: retry"),
+    ("intake_unavailable", 503, "metering: the bridge's report verifier failed: retry"),
     ("chain_unavailable", 503, "the chain did not answer: retry"),
 )
 

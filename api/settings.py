@@ -51,8 +51,31 @@ class Settings(BaseSettings):
     relayer_batch_max: int = Field(default=100, ge=1, le=1000)
     relayer_tx_timeout_s: float = Field(default=60.0, gt=0)
     background: bool = Field(default=True, description="run the indexer and relayer loops in the background")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    archive_dir: Path | None = Field(
+        default=None, description="the samples archive (default <data_dir>/archive, or beside a temporary store)"
+    )
+    retention_every_s: float = Field(default=60.0, ge=0, description="how often retention runs (0: never)")
+    archive_after_s: int | None = Field(
+        default=None, ge=0,
+        description="archive a settled report's samples this long after its settlement (default: the escrow's "
+        "challenge period)",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest metering report body (it carries the samples)"
+    )
+    max_request_bytes: int = Field(default=512 * 1024, ge=1024, description="largest body of every other request")
+    verifier_processes: int = Field(
+        default=2, ge=0, le=64,
+        description="processes that parse and verify large report bodies off the event loop (0: on the loop)",
+    )
     max_samples_per_report: int = Field(default=100_000, ge=1)
+    # per-client (IP) token buckets: a burst, then so many a second (0: no limit)
+    rate_accounts_burst: float = Field(default=20, ge=1)
+    rate_accounts_per_s: float = Field(default=1.0, ge=0)
+    rate_faucet_burst: float = Field(default=20, ge=1)
+    rate_faucet_per_s: float = Field(default=1.0, ge=0)
+    rate_reports_burst: float = Field(default=1000, ge=1)
+    rate_reports_per_s: float = Field(default=200.0, ge=0)
     faucet_wei: int = Field(default=10**20, ge=0)
     dev_token: bool = Field(default=True, description="memory/anvil: deploy a test ERC-20 the faucet mints")
     host: str = "127.0.0.1"

@@ -20,6 +20,7 @@ word (:meth:`auditor.core.Settlement.of_ckpt`). The wire formats are parsed in :
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import random
 import time
@@ -459,22 +460,26 @@ def write_archive(out: Path | IO[str], entries: Iterable[SignedReport | Mapping[
 
 
 class ArchiveSource:
-    """Reports and samples from a JSON-lines archive, grouped by lease in file order."""
+    """Reports and samples from a JSON-lines archive, grouped by lease in file order. ``path``: one file (gzip
+    when it ends in ``.gz``) or a directory of them (a bridge's archive directory, api/AUDIT_API.md §5: every
+    ``*.jsonl`` and ``*.jsonl.gz`` below it, in name order: a lease's segments are named by their seqs)."""
 
     def __init__(self, path: Path) -> None:
         self._by_lease: dict[int, list[SignedReport]] = {}
-        try:
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        sr = report_from_json(safejson.loads(line))
-                    except (*_MALFORMED, AuditSourceError) as e:
-                        raise AuditSourceError(f"{path.name}:{lineno}: {e}") from e
-                    self._by_lease.setdefault(sr.report.leaseId, []).append(sr)
-        except OSError as e:
-            raise AuditSourceError(f"cannot read archive {path}: {e}") from e
+        files = sorted([*path.rglob("*.jsonl"), *path.rglob("*.jsonl.gz")]) if path.is_dir() else [path]
+        for f in files:
+            try:
+                with (gzip.open(f, "rt", encoding="utf-8") if f.name.endswith(".gz") else f.open(encoding="utf-8")) as fh:
+                    for lineno, line in enumerate(fh, start=1):
+                        if not line.strip():
+                            continue
+                        try:
+                            sr = report_from_json(safejson.loads(line))
+                        except (*_MALFORMED, AuditSourceError) as e:
+                            raise AuditSourceError(f"{f.name}:{lineno}: {e}") from e
+                        self._by_lease.setdefault(sr.report.leaseId, []).append(sr)
+            except (OSError, EOFError) as e:
+                raise AuditSourceError(f"cannot read archive {f}: {e}") from e
 
     def lease_ids(self) -> list[int]:
         return sorted(self._by_lease)

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS, safejson
+from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS
 from ledger.protocol.samples import SAMPLE_FIELDS
 
 from ..deps import MeteringDep
-from ..errors import ApiError, ErrorResponse, READ_RESPONSES
+from ..errors import ErrorResponse, READ_RESPONSES
 from ..services.metering import MAX_PROOFS_PER_REQUEST, SampleProof
 
 router = APIRouter(tags=["metering"])
@@ -113,12 +113,7 @@ def _e(description: str) -> dict[str, Any]:
 )
 async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse:
     """Submit one signed report with its raw samples (the attestor authenticates by its signature)."""
-    raw = await request.body()
-    try:
-        body = safejson.loads(raw)
-    except safejson.JsonRefused as e:
-        raise ApiError(400, "invalid_report", str(e)) from e
-    res = await metering.accept_async(body)
+    res = await metering.accept_raw_async(await request.body())
     return JSONResponse(
         status_code=200 if res.duplicate else 201,
         content={"accepted": True, "reportHash": res.report_hash, "duplicate": res.duplicate},

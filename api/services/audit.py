@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..store import Store
-from ..store.samples import unpack_samples
+from ..store.archive import archive_entry
 from ..workers.indexer import Indexer
 
 
@@ -37,14 +37,8 @@ class AuditData:
             raise ApiError(404, "unknown_lease", f"lease {lease_id} is unknown to the bridge")
 
         def lines() -> Iterator[bytes]:
-            for r, data, node_id in self._store.reports.archive(lease_id):
-                entry: dict[str, Any] = {
-                    "report": json.loads(r.body),
-                    "signature": r.signature,
-                    "reportHash": r.struct_hash,
-                    "nodeId": node_id,
-                    "samples": [x.to_list() for x in unpack_samples(data)] if data else [],
-                }
+            for r, samples, node_id in self._store.reports.archive(lease_id):
+                entry = archive_entry(r.body, r.signature, r.struct_hash, node_id, samples)
                 yield json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
         return lines()

@@ -5,17 +5,22 @@ refuses early what could never settle, and keeps every report for auditors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
 from ledger.protocol import (
+    safejson,
     MeteringReport,
     domain_separator,
     ProtocolError,
@@ -35,12 +40,16 @@ from ..errors import ApiError
 from ..metrics import Metrics
 from ..store import NewReport, Store
 from ..store.reports import chain_figures
-from ..store.samples import pack_samples, unpack_samples
+from ..store.archive import archive_entry
+from ..store.samples import CODEC_ZLIB_COLUMNS, encode_samples
 from ..workers.indexer import Indexer
 from ..workers.intake import Accepted, PendingReport, ReportWriter
 
 _I64 = 2**63 - 1  # SQL BIGINT; the contract bounds counters to 48 bits anyway
 MAX_PROOFS_PER_REQUEST = 256
+INLINE_BYTES = 64 * 1024
+"""Report bodies up to this size are checked on the event loop (a few ms); larger ones in the verifier
+processes."""
 FUTURE_TOLERANCE_MS = 30_000
 """How far past the chain's current time a report's window may end (clock skew between a node and the
 chain): a later window could never settle (the escrow refuses windows that end after the block), so it is
@@ -106,6 +115,13 @@ def _err(status: int, code: str, message: str) -> ApiError:
 
 def parse_submission(body: Any, max_samples: int) -> tuple[int, MeteringReport, bytes, list[Sample]]:
     """(nodeId, report, signature, samples) or 400 ``invalid_report``."""
+    node_id, report, signature, raw_samples = parse_head(body, max_samples)
+    return node_id, report, signature, parse_samples(raw_samples)
+
+
+def parse_head(body: Any, max_samples: int) -> tuple[int, MeteringReport, bytes, list[Any]]:
+    """Everything of a submission but its samples (the cheap part: a few fields), and the samples still raw
+    (checked to be a list of at most ``max_samples``); 400 ``invalid_report``."""
     if not isinstance(body, dict):
         raise _err(400, "invalid_report", "the body must be a JSON object")
     node_id = body.get("nodeId")
@@ -130,6 +146,14 @@ def parse_submission(body: Any, max_samples: int) -> tuple[int, MeteringReport, 
         raise _err(400, "invalid_report", "samples must be a list")
     if len(raw_samples) > max_samples:
         raise _err(400, "invalid_report", f"at most {max_samples} samples per report")
+    try:
+        check_settleable(report)
+    except ProtocolError as e:
+        raise _err(422, "unsettleable_report", f"the escrow cannot settle this report: {e}") from e
+    return node_id, report, signature, raw_samples
+
+
+def parse_samples(raw_samples: list[Any]) -> list[Sample]:
     samples: list[Sample] = []
     for i, v in enumerate(raw_samples):
         if not isinstance(v, list):
@@ -138,7 +162,190 @@ def parse_submission(body: Any, max_samples: int) -> tuple[int, MeteringReport, 
             samples.append(Sample.from_values(v))
         except ProtocolError as e:
             raise _err(400, "invalid_report", f"samples[{i}]: {e}") from e
-    return node_id, report, signature, samples
+    return samples
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the bridge knows of a report's node and lease: what verifying its body needs (picklable: it goes
+    to the verifier processes with the body)."""
+
+    domain_separator: bytes
+    node_id: int
+    attestor: str
+    lease_node_id: int
+    terms: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A submission whose signature, samples and window figures were checked against :class:`Expected`."""
+
+    report: MeteringReport
+    signature: bytes
+    signer: str
+    struct_hash: bytes
+    packed_samples: bytes
+    sample_count: int
+
+
+def verify_submission(
+    report: MeteringReport, signature: bytes, raw_samples: list[Any], expected: Expected
+) -> Verified:
+    """The expensive checks, in order: samples parsed, signer recovered (403 unless the node's attestor, on the
+    lease's node), samples against sampleCount / samplesRoot, the window's figures re-derived from them."""
+    samples = parse_samples(raw_samples)
+    struct_hash_bytes = report_struct_hash(report)
+    digest = typed_data_digest(expected.domain_separator, struct_hash_bytes)  # = report_digest(report, chainId, escrow)
+    try:
+        signer = recover_signer(digest, signature)
+    except ProtocolError as e:
+        raise _err(400, "invalid_report", f"signature: {e}") from e
+    if expected.lease_node_id != expected.node_id:
+        raise _err(403, "wrong_signer", f"lease {report.leaseId} is not on node {expected.node_id}")
+    if signer != expected.attestor:
+        raise _err(403, "wrong_signer", f"signed by {signer}, node {expected.node_id}'s attestor is {expected.attestor}")
+    if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
+        raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
+    check_window(report, samples, expected.terms)
+    return Verified(report, signature, signer, struct_hash_bytes, encode_samples(samples) if samples else b"", len(samples))
+
+
+_Outcome = tuple[str, Any]  # ("ok", value) | ("error", (status, code, message)): ApiError does not pickle
+
+
+def _outcome_of(fn: Callable[[], Any]) -> _Outcome:
+    try:
+        return "ok", fn()
+    except ApiError as e:
+        return "error", (e.status, e.code, e.message)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return safejson.loads(raw)
+    except safejson.JsonRefused as e:
+        raise _err(400, "invalid_report", str(e)) from e
+
+
+def peek_raw(raw: bytes, max_samples: int) -> _Outcome:
+    """In a verifier process: parse the body and read its head (nodeId, the report); no sample work."""
+    return _outcome_of(lambda: parse_head(_loads(raw), max_samples)[:2])
+
+
+def verify_raw(raw: bytes, max_samples: int, expected: Expected) -> _Outcome:
+    """In a verifier process: parse the body again and run :func:`verify_submission`."""
+
+    def run() -> Verified:
+        _, report, signature, raw_samples = parse_head(_loads(raw), max_samples)
+        return verify_submission(report, signature, raw_samples, expected)
+
+    return _outcome_of(run)
+
+
+def _raise_for(outcome: _Outcome) -> Any:
+    kind, value = outcome
+    if kind == "error":
+        raise _err(*value)
+    return value
+
+
+def check_window(report: MeteringReport, samples: list[Sample], terms: dict[str, Any]) -> None:
+    """The window's own figures re-derived from its samples by the protocol's rule (ledger.protocol.metering):
+    everything that does not depend on earlier reports (the energy delta and the gap from the previous
+    window do; auditors check those from the whole chain). 422 ``figures_mismatch`` names the figure."""
+    if not samples:
+        return
+    end = max(smp.tsMs for smp in samples)
+    if report.windowEndMs != end:
+        raise _err(422, "figures_mismatch", f"windowEndMs {report.windowEndMs} is not the newest sample's time {end}")
+    gpus = {smp.gpuIndex for smp in samples}
+    if len(gpus) > int(terms.get("gpuCount", len(gpus))):
+        raise _err(422, "figures_mismatch", f"samples of {len(gpus)} GPUs; the lease has {terms.get('gpuCount')}")
+    start_ms, end_ms = terms.get("startMs"), terms.get("endMs")
+    try:
+        fig = aggregate_window(
+            samples,
+            report.windowStartMs,
+            report.windowEndMs,
+            1,  # the period only sets the gap tolerance, and gaps are not checked here
+            lease_start_ms=int(start_ms) if start_ms is not None else None,
+            lease_end_ms=int(end_ms) if end_ms is not None else None,
+        )
+    except MeteringError as e:
+        raise _err(422, "figures_mismatch", f"the samples cannot form this window: {e}") from e
+    for name, want in (
+        ("busyMs", fig.busyMs),
+        ("allocatedMs", fig.allocatedMs),
+        ("smActiveMs", fig.smActiveMs),
+        ("tensorActiveMs", fig.tensorActiveMs),
+        ("maxMemUsedMiB", fig.maxMemUsedMiB),
+    ):
+        got = getattr(report, name)
+        if got != want:
+            raise _err(422, "figures_mismatch", f"{name} is {got}; its samples give {want}")
+    missing = fig.flags & REPORT_FLAG_MASK & ~_CARRIED_FLAGS & ~report.flags
+    if missing:
+        raise _err(422, "figures_mismatch", f"flags lack 0x{missing:x}, which its samples carry")
+
+
+
+def _new_report(v: Verified, terms: dict[str, Any]) -> NewReport:
+    report = v.report
+    mode = int(terms.get("billingMode", 0))
+    return NewReport(
+        lease_id=report.leaseId,
+        seq=report.seq,
+        struct_hash="0x" + v.struct_hash.hex(),
+        prev_hash="0x" + report.prevReportHash.hex(),
+        signer=v.signer,
+        signature="0x" + v.signature.hex(),
+        body=json.dumps(report.to_json(), separators=(",", ":")),
+        samples_root="0x" + report.samplesRoot.hex(),
+        packed_samples=v.packed_samples,
+        samples_codec=CODEC_ZLIB_COLUMNS,
+        sample_count=v.sample_count,
+        window_end_ms=min(report.windowEndMs, _I64),
+        chain_figures=chain_figures(report.to_json()),
+        cum_billable=min(
+            billable(mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs, sm_active_ms=report.cumSmActiveMs),
+            _I64,
+        ),
+    )
+
+
+class VerifierPool:
+    """Processes that parse and verify large report bodies: the work is CPU-bound Python (100k samples cost
+    about a second), which in a thread would still hold the event loop's interpreter lock. Started on first
+    use; a pool whose process died is replaced (that request answers 503)."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    async def run(self, fn: Callable[..., _Outcome], *args: Any) -> _Outcome:
+        pool = self._get()
+        try:
+            return await asyncio.wrap_future(pool.submit(fn, *args))
+        except BrokenProcessPool as e:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise _err(503, "intake_unavailable", "a report verifier process died: retry") from e
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _NotCached(Exception):
@@ -170,7 +377,9 @@ class Metering:
         max_samples_per_report: int,
         chain_time: ChainTime,
         future_tolerance_ms: int = FUTURE_TOLERANCE_MS,
+        verifier: VerifierPool | None = None,
     ) -> None:
+        self.verifier = verifier
         self.chain_time = chain_time
         self.future_tolerance_ms = future_tolerance_ms
         self.chain_id = chain_id
@@ -194,6 +403,33 @@ class Metering:
             accepted = self.writer.submit(PendingReport(self.prepare(body)))
         except ApiError as e:
             self._refused(body, e)
+            raise
+        if not accepted.duplicate:
+            self.metrics.reports_accepted.inc()
+        return accepted
+
+    async def accept_raw_async(self, raw: bytes) -> Accepted:
+        """:meth:`accept_async` of a raw body. A body above ``INLINE_BYTES`` is parsed and verified in the
+        verifier processes, never on the event loop: first its head (unknown node or lease: 404 before any
+        sample or signature work), then the rest."""
+        if self.verifier is None or len(raw) <= INLINE_BYTES:
+            return await self.accept_async(_loads(raw))
+        head: tuple[int, MeteringReport] | None = None
+        try:
+            head = _raise_for(await self.verifier.run(peek_raw, raw, self.max_samples))
+            node_id, report = head
+            expected = self._expected(node_id, report.leaseId, cached_only=True)
+            if expected is None:
+                expected = await anyio.to_thread.run_sync(self._expected, node_id, report.leaseId)
+            assert expected is not None
+            verified: Verified = _raise_for(await self.verifier.run(verify_raw, raw, self.max_samples, expected))
+            try:
+                self._check_time(verified.report, cached_only=True)
+            except _NotCached:
+                await anyio.to_thread.run_sync(self._check_time, verified.report, False)
+            accepted = await self.writer.submit_async(PendingReport(_new_report(verified, expected.terms)))
+        except ApiError as e:
+            self._refused({"nodeId": head[0], "report": head[1].to_json()} if head else None, e)
             raise
         if not accepted.duplicate:
             self.metrics.reports_accepted.inc()
@@ -225,95 +461,28 @@ class Metering:
         log.warning("report refused: lease %s seq %s node %s: %s %s", lease, seq,
                     body.get("nodeId") if isinstance(body, dict) else None, e.code, e.message)  # fmt: skip
 
-    def prepare(self, body: Any, *, cached_only: bool = False) -> NewReport:
-        """Everything but the store: parse, signer, samples; raises ApiError with the METERING_API codes."""
-        node_id, report, signature, samples = parse_submission(body, self.max_samples)
-        if cached_only and not (self.indexer.is_cached("node", node_id) and self.indexer.is_cached("lease", report.leaseId)):
-            raise _NotCached
-        try:
-            check_settleable(report)
-        except ProtocolError as e:
-            raise _err(422, "unsettleable_report", f"the escrow cannot settle this report: {e}") from e
+    def _expected(self, node_id: int, lease_id: int, *, cached_only: bool = False) -> Expected | None:
+        """What the store knows of the node and the lease; 404 ``unknown_lease`` for either unknown. None when
+        ``cached_only`` and that would read the store or the chain."""
+        if cached_only and not (self.indexer.is_cached("node", node_id) and self.indexer.is_cached("lease", lease_id)):
+            return None
         node = self.indexer.node_row(node_id)
         if node is None:
             raise _err(404, "unknown_lease", f"node {node_id} is unknown to the bridge")
-        lease = self.indexer.lease_row(report.leaseId) if report.leaseId < 2**63 else None
+        lease = self.indexer.lease_row(lease_id) if lease_id < 2**63 else None
         if lease is None:
-            raise _err(404, "unknown_lease", f"lease {report.leaseId} is unknown to the bridge")
-        struct_hash_bytes = report_struct_hash(report)
-        digest = typed_data_digest(self.domain_separator, struct_hash_bytes)  # = report_digest(report, chainId, escrow)
-        try:
-            signer = recover_signer(digest, signature)
-        except ProtocolError as e:
-            raise _err(400, "invalid_report", f"signature: {e}") from e
-        if lease.node_id != node_id:
-            raise _err(403, "wrong_signer", f"lease {report.leaseId} is not on node {node_id}")
-        if signer != node.attestor:
-            raise _err(403, "wrong_signer", f"signed by {signer}, node {node_id}'s attestor is {node.attestor}")
-        if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
-            raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
-        terms = json.loads(lease.data)
-        self._check_window(report, samples, terms)
-        self._check_time(report, cached_only)
-        mode = int(terms.get("billingMode", 0))
-        return NewReport(
-            lease_id=report.leaseId,
-            seq=report.seq,
-            struct_hash="0x" + struct_hash_bytes.hex(),
-            prev_hash="0x" + report.prevReportHash.hex(),
-            signer=signer,
-            signature="0x" + signature.hex(),
-            body=json.dumps(report.to_json(), separators=(",", ":")),
-            samples_root="0x" + report.samplesRoot.hex(),
-            packed_samples=pack_samples(samples) if samples else b"",
-            sample_count=len(samples),
-            window_end_ms=min(report.windowEndMs, _I64),
-            chain_figures=chain_figures(report.to_json()),
-            cum_billable=min(
-                billable(
-                    mode, busy_ms=report.cumBusyMs, allocated_ms=report.cumAllocatedMs, sm_active_ms=report.cumSmActiveMs
-                ),
-                _I64,
-            ),
-        )
+            raise _err(404, "unknown_lease", f"lease {lease_id} is unknown to the bridge")
+        return Expected(self.domain_separator, node_id, node.attestor, lease.node_id, json.loads(lease.data))
 
-    def _check_window(self, report: MeteringReport, samples: list[Sample], terms: dict[str, Any]) -> None:
-        """The window's own figures re-derived from its samples by the protocol's rule (ledger.protocol.metering):
-        everything that does not depend on earlier reports (the energy delta and the gap from the previous
-        window do; auditors check those from the whole chain). 422 ``figures_mismatch`` names the figure."""
-        if not samples:
-            return
-        end = max(smp.tsMs for smp in samples)
-        if report.windowEndMs != end:
-            raise _err(422, "figures_mismatch", f"windowEndMs {report.windowEndMs} is not the newest sample's time {end}")
-        gpus = {smp.gpuIndex for smp in samples}
-        if len(gpus) > int(terms.get("gpuCount", len(gpus))):
-            raise _err(422, "figures_mismatch", f"samples of {len(gpus)} GPUs; the lease has {terms.get('gpuCount')}")
-        start_ms, end_ms = terms.get("startMs"), terms.get("endMs")
-        try:
-            fig = aggregate_window(
-                samples,
-                report.windowStartMs,
-                report.windowEndMs,
-                1,  # the period only sets the gap tolerance, and gaps are not checked here
-                lease_start_ms=int(start_ms) if start_ms is not None else None,
-                lease_end_ms=int(end_ms) if end_ms is not None else None,
-            )
-        except MeteringError as e:
-            raise _err(422, "figures_mismatch", f"the samples cannot form this window: {e}") from e
-        for name, want in (
-            ("busyMs", fig.busyMs),
-            ("allocatedMs", fig.allocatedMs),
-            ("smActiveMs", fig.smActiveMs),
-            ("tensorActiveMs", fig.tensorActiveMs),
-            ("maxMemUsedMiB", fig.maxMemUsedMiB),
-        ):
-            got = getattr(report, name)
-            if got != want:
-                raise _err(422, "figures_mismatch", f"{name} is {got}; its samples give {want}")
-        missing = fig.flags & REPORT_FLAG_MASK & ~_CARRIED_FLAGS & ~report.flags
-        if missing:
-            raise _err(422, "figures_mismatch", f"flags lack 0x{missing:x}, which its samples carry")
+    def prepare(self, body: Any, *, cached_only: bool = False) -> NewReport:
+        """Everything but the store: parse, signer, samples; raises ApiError with the METERING_API codes."""
+        node_id, report, signature, raw_samples = parse_head(body, self.max_samples)
+        expected = self._expected(node_id, report.leaseId, cached_only=cached_only)
+        if expected is None:
+            raise _NotCached
+        verified = verify_submission(report, signature, raw_samples, expected)
+        self._check_time(report, cached_only)
+        return _new_report(verified, expected.terms)
 
     def _check_time(self, report: MeteringReport, cached_only: bool) -> None:
         """422 ``window_in_future`` for a window that ends after the chain's time (plus the tolerance); on a
@@ -359,17 +528,10 @@ class Metering:
         rows, sets, next_seq = self.store.reports.page(lease_id, from_seq, limit, samples=samples)
         out = []
         for r in rows:
-            entry: dict[str, Any] = {
-                "report": json.loads(r.body),
-                "signature": r.signature,
-                "reportHash": r.struct_hash,
-                "nodeId": lease.node_id,
-                "status": r.status,
-                "reason": r.reason,
-            }
-            if samples:
-                data = sets.get(r.samples_root)
-                entry["samples"] = [smp.to_list() for smp in unpack_samples(data)] if data else []
+            entry = archive_entry(r.body, r.signature, r.struct_hash, lease.node_id, sets.get(r.samples_root))
+            entry["status"], entry["reason"] = r.status, r.reason
+            if not samples:
+                del entry["samples"]
             out.append(entry)
         return out, next_seq
 
@@ -379,8 +541,8 @@ class Metering:
         found = self.store.reports.get(lease_id, seq)
         if found is None:
             raise ApiError(404, "unknown_report", f"no report {seq} of lease {lease_id}")
-        r, data = found
-        smps = unpack_samples(data) if data else []
+        r, stored = found
+        smps = stored or []
         for i in indices:
             if i < 0 or i >= len(smps):
                 raise ApiError(404, "unknown_sample", f"report {seq} has {len(smps)} samples; no index {i}")
@@ -394,12 +556,12 @@ class Metering:
 
     def observed_sample_period_ms(self, lease_id: int) -> int | None:
         """Median interval between consecutive samples of the same GPU in the lease's latest accepted report."""
-        data = self.store.reports.latest_samples(lease_id)
-        if data is None:
+        stored = self.store.reports.latest_samples(lease_id)
+        if stored is None:
             return None
         last: dict[int, int] = {}
         gaps: list[int] = []
-        for smp in sorted(unpack_samples(data), key=lambda x: (x.gpuIndex, x.tsMs)):
+        for smp in sorted(stored, key=lambda x: (x.gpuIndex, x.tsMs)):
             prev = last.get(smp.gpuIndex)
             if prev is not None and smp.tsMs > prev:
                 gaps.append(smp.tsMs - prev)

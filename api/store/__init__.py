@@ -8,7 +8,10 @@ workers call the repositories below.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .accounts import AccountRepo, TokenRepo
+from .archive import SampleArchive
 from .db import Database
 from .idempotency import IdempotencyRepo
 from .index import EventRow, IndexRepo, OfferQuery
@@ -18,16 +21,17 @@ from .reports import NewReport, QueueHead, ReportRepo, SettlementRepo, Stored
 
 
 class Store:
-    """One database and its repositories."""
+    """One database and its repositories; ``archive_dir``: the samples archive (None: no retention)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, archive_dir: Path | None = None) -> None:
         self.db = Database(url)
+        self.archive = SampleArchive(archive_dir) if archive_dir is not None else None
         self.url = url
         self.is_sqlite = self.db.is_sqlite
         self.accounts = AccountRepo(self.db)
         self.tokens = TokenRepo(self.db)
         self.idempotency = IdempotencyRepo(self.db)
-        self.reports = ReportRepo(self.db)
+        self.reports = ReportRepo(self.db, self.archive)
         self.settlements = SettlementRepo(self.db)
         self.index = IndexRepo(self.db)
         self.locks = Locks(self.db)

@@ -84,7 +84,8 @@ class SampleSet(Base):
     __tablename__ = "sample_sets"
     root: Mapped[str] = mapped_column(String(66), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)  # packed samples, see api.metering
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # encoded samples, see api.store.samples
+    codec: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SettlementTx(Base):
@@ -117,9 +118,12 @@ class Report(Base):
     settle_tx_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_txs.id"), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     accepted_ms: Mapped[int] = mapped_column(BigInteger)
+    # the archive segment holding its samples once retention moved them out of sample_sets (api.store.archive)
+    archive: Mapped[str | None] = mapped_column(String(160), nullable=True)
     __table_args__ = (
         UniqueConstraint("lease_id", "seq", name="uq_reports_lease_seq"),
         Index("ix_reports_lease_status", "lease_id", "status"),
+        Index("ix_reports_archive_status", "archive", "status"),
     )
 
 

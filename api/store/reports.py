@@ -12,15 +12,19 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
 from ledger.protocol.crypto import ZERO_HASH
 
+from ledger.protocol import Sample
+
+from .archive import SampleArchive
 from .db import Database, dialect_insert
 from .locks import lock_key
-from .models import LeaseRow, Report, SampleSet, SettlementTx, now_ms
+from .models import ChainEvent, LeaseRow, Report, SampleSet, SettlementTx, now_ms
+from .samples import CODEC_RAW, decode_samples
 
 OPEN_STATUSES = ("accepted", "queued")
 
@@ -37,13 +41,14 @@ class NewReport:
     signature: str
     body: str  # the report's JSON (MeteringReport.to_json)
     samples_root: str
-    packed_samples: bytes
+    packed_samples: bytes  # encoded by api.store.samples with ``samples_codec``
     sample_count: int
     window_end_ms: int
     cum_billable: int
     # what the hash chain must add up to: (windowStartMs, cumulative counters, the window's figures) in the
     # order of CHAIN_SUMS; None skips the arithmetic check (imports of old data)
     chain_figures: tuple[int, ...] | None = None
+    samples_codec: int = CODEC_RAW
 
 
 CHAIN_SUMS: tuple[tuple[str, str], ...] = (
@@ -91,8 +96,21 @@ class QueueHead:
 
 
 class ReportRepo:
-    def __init__(self, db: Database) -> None:
+    """Reports and their samples; ``archive``: where retention moved the samples of old settled reports
+    (reads fall back to it)."""
+
+    def __init__(self, db: Database, archive: SampleArchive | None = None) -> None:
         self._db = db
+        self.archive_files = archive
+
+    def _samples(self, s: Session, r: Report) -> list[Sample] | None:
+        """A report's samples from the live store, else from its archive segment; None when it has none."""
+        ss = s.get(SampleSet, r.samples_root)
+        if ss is not None:
+            return decode_samples(ss.data, ss.codec)
+        if r.archive is not None and self.archive_files is not None:
+            return self.archive_files.samples(r.archive, int(r.seq))
+        return None
 
     # --- intake ------------------------------------------------------------------------------------------
 
@@ -117,9 +135,12 @@ class ReportRepo:
 
     # --- reads -------------------------------------------------------------------------------------------
 
-    def page(self, lease_id: int, from_seq: int, limit: int, *, samples: bool) -> tuple[list[Report], dict[str, bytes], int | None]:
-        """Up to ``limit`` reports of a lease from ``from_seq`` in seq order, their packed samples by root
-        (when ``samples``), and the seq the next page starts at (None: the last page)."""
+    def page(
+        self, lease_id: int, from_seq: int, limit: int, *, samples: bool
+    ) -> tuple[list[Report], dict[str, list[Sample]], int | None]:
+        """Up to ``limit`` reports of a lease from ``from_seq`` in seq order, their samples by root (when
+        ``samples``; archived ones read from their segment), and the seq the next page starts at (None: the
+        last page)."""
         with self._db.session() as s:
             rows = list(
                 s.scalars(
@@ -130,29 +151,33 @@ class ReportRepo:
                 )
             )
             roots = {r.samples_root for r in rows[:limit]} if samples else set()
-            sets = {ss.root: ss.data for ss in s.scalars(select(SampleSet).where(SampleSet.root.in_(roots)))} if roots else {}
+            sets = {
+                ss.root: decode_samples(ss.data, ss.codec)
+                for ss in s.scalars(select(SampleSet).where(SampleSet.root.in_(roots)))
+            } if roots else {}  # fmt: skip
+            for r in rows[:limit] if samples else ():
+                if r.samples_root not in sets and r.archive is not None and self.archive_files is not None:
+                    sets[r.samples_root] = self.archive_files.samples(r.archive, int(r.seq))
         return rows[:limit], sets, rows[limit].seq if len(rows) > limit else None
 
-    def get(self, lease_id: int, seq: int) -> tuple[Report, bytes | None] | None:
-        """A report and its packed samples (None when it has none)."""
+    def get(self, lease_id: int, seq: int) -> tuple[Report, list[Sample] | None] | None:
+        """A report and its samples (None when it has none)."""
         with self._db.session() as s:
             r = s.scalars(select(Report).where(Report.lease_id == lease_id, Report.seq == seq)).first()
             if r is None:
                 return None
-            ss = s.get(SampleSet, r.samples_root)
-        return r, ss.data if ss is not None else None
+            return r, self._samples(s, r)
 
-    def latest_samples(self, lease_id: int) -> bytes | None:
-        """Packed samples of the lease's latest report that was not rejected."""
+    def latest_samples(self, lease_id: int) -> list[Sample] | None:
+        """Samples of the lease's latest report that was not rejected."""
         with self._db.session() as s:
-            root = s.scalar(
-                select(Report.samples_root)
+            r = s.scalars(
+                select(Report)
                 .where(Report.lease_id == lease_id, Report.status != "rejected")
                 .order_by(Report.seq.desc())
                 .limit(1)
-            )
-            ss = s.get(SampleSet, root) if root is not None else None
-        return ss.data if ss is not None else None
+            ).first()
+            return self._samples(s, r) if r is not None else None
 
     def latest_body(self, lease_id: int) -> str | None:
         """The JSON of the lease's latest report that was not rejected."""
@@ -183,17 +208,107 @@ class ReportRepo:
             )
             return {int(lid): int(n) for lid, n in rows}
 
-    def archive(self, lease_id: int | None = None) -> Iterator[tuple[Report, bytes | None, int | None]]:
-        """Every stored report with its packed samples and its lease's node, lease by lease, in seq order
-        (streamed: one session for the whole walk)."""
+    def archive(self, lease_id: int | None = None) -> Iterator[tuple[Report, list[Sample] | None, int | None]]:
+        """Every stored report with its samples and its lease's node, lease by lease, in seq order (streamed:
+        one session for the whole walk)."""
         with self._db.session() as s:
             nodes = {r.lease_id: r.node_id for r in s.scalars(select(LeaseRow))}
             q = select(Report).order_by(Report.lease_id, Report.seq)
             if lease_id is not None:
                 q = q.where(Report.lease_id == lease_id)
             for r in s.scalars(q).yield_per(200):
-                ss = s.get(SampleSet, r.samples_root)
-                yield r, ss.data if ss is not None else None, nodes.get(r.lease_id)
+                yield r, self._samples(s, r), nodes.get(r.lease_id)
+
+    # --- retention -----------------------------------------------------------------------------------------
+
+    def archivable(self, settled_before_s: int, limit: int = 100) -> list[tuple[int, int]]:
+        """(lease, seq) pairs: up to that seq the lease's reports are settled or superseded, and a checkpoint
+        at or above it was settled on chain (an indexed ``CheckpointSettled``) at or before
+        ``settled_before_s``, and their samples are still in the live store; at most ``limit`` leases. Leases
+        with an open dispute are left out."""
+        with self._db.session() as s:
+            lease_ids = list(
+                s.scalars(
+                    select(Report.lease_id)
+                    .where(Report.archive.is_(None), Report.status.in_(("settled", "superseded")))
+                    .distinct()
+                    .limit(limit * 4)
+                )
+            )
+            out: list[tuple[int, int]] = []
+            for lease_id in lease_ids:
+                if len(out) >= limit:
+                    break
+                disputes = dict(
+                    s.execute(
+                        select(ChainEvent.name, func.count())
+                        .where(ChainEvent.lease_id == lease_id, ChainEvent.name.in_(("DisputeOpened", "DisputeResolved")))
+                        .group_by(ChainEvent.name)
+                    ).all()
+                )
+                if disputes.get("DisputeOpened", 0) > disputes.get("DisputeResolved", 0):
+                    continue
+                settled = [
+                    int(json.loads(a)["seq"])
+                    for a in s.scalars(
+                        select(ChainEvent.args).where(
+                            ChainEvent.lease_id == lease_id,
+                            ChainEvent.name == "CheckpointSettled",
+                            ChainEvent.block_ts <= settled_before_s,
+                        )
+                    )
+                ]
+                if not settled:
+                    continue
+                # nothing open below it: an accepted or queued report must stay live until settled
+                open_below = s.scalar(
+                    select(func.min(Report.seq)).where(
+                        Report.lease_id == lease_id, Report.status.in_(("accepted", "queued", "rejected"))
+                    )
+                )
+                upto = max(settled) if open_below is None else min(max(settled), int(open_below) - 1)
+                if upto >= 1:
+                    out.append((lease_id, upto))
+            return out
+
+    def unarchived(
+        self, lease_id: int, upto_seq: int, limit: int = 2000
+    ) -> list[tuple[Report, list[Sample] | None, int | None]]:
+        """The lease's first ``limit`` settled or superseded reports up to ``upto_seq`` whose samples are in the
+        live store, in seq order, with their samples and the lease's node."""
+        with self._db.session() as s:
+            node_id = s.scalar(select(LeaseRow.node_id).where(LeaseRow.lease_id == lease_id))
+            rows = s.scalars(
+                select(Report)
+                .where(
+                    Report.lease_id == lease_id,
+                    Report.seq <= upto_seq,
+                    Report.archive.is_(None),
+                    Report.status.in_(("settled", "superseded")),
+                )
+                .order_by(Report.seq)
+                .limit(limit)
+            ).all()
+            return [(r, self._samples(s, r), node_id) for r in rows]
+
+    def mark_archived(self, report_ids: Sequence[int], segment: str) -> int:
+        """Point the reports at their segment and drop the sample sets no live report still needs; how many
+        sample sets were dropped."""
+        with self._db.write() as s:
+            roots = set(s.scalars(select(Report.samples_root).where(Report.id.in_(list(report_ids)))))
+            s.execute(
+                update(Report)
+                .where(Report.id.in_(list(report_ids)))
+                .values(archive=segment)
+                .execution_options(synchronize_session=False)
+            )
+            still = set(
+                s.scalars(select(Report.samples_root).where(Report.samples_root.in_(roots), Report.archive.is_(None)))
+            )
+            gone = roots - still
+            if gone:
+                s.execute(delete(SampleSet).where(SampleSet.root.in_(gone)))
+            return len(gone)
 
     # --- the settlement queue -------------------------------------------------------------------------------
 
@@ -312,7 +427,8 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
         _check_sums(item.chain_figures, chain_figures(json.loads(head[2])) if head else None, last_seq)
     if item.sample_count and conn.execute(select(SampleSet.root).where(SampleSet.root == item.samples_root)).first() is None:
         conn.execute(dialect_insert(conn, SampleSet).values(root=item.samples_root, count=item.sample_count,
-                                                             data=item.packed_samples).on_conflict_do_nothing())
+                                                             data=item.packed_samples, codec=item.samples_codec)
+                     .on_conflict_do_nothing())
     conn.execute(
         insert(Report).values(
             lease_id=item.lease_id,

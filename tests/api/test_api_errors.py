@@ -88,9 +88,13 @@ def test_validation_errors_name_the_field_and_bodies_are_bounded(bridge: TestCli
     assert r.status_code == 422 and r.json()["detail"]["field"] == "limit"
     r = client.post("/v1/accounts", json={"roles": ["buyer"], "extra": 1})
     assert r.status_code == 422 and r.json()["detail"]["field"] == "extra"
-    limit = services(client).settings.max_body_bytes
+    limit = services(client).settings.max_request_bytes
     r = client.post("/v1/accounts", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["detail"]["code"] == "body_too_large"
+    assert r.json()["detail"]["message"] == f"the request body is above {limit:,} bytes, the most /v1/accounts takes"
+    # reports carry their samples: the metering route takes more (then refuses the body as not JSON)
+    r = client.post("/v1/metering/reports", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"]["code"] == "invalid_report"
     assert _code(client.get("/v1/leases/12345")) == (404, "unknown_lease")
     assert _code(client.get("/v1/nodes/77")) == (404, "unknown_node")
     assert _code(client.get("/v1/offers/77")) == (404, "unknown_offer")

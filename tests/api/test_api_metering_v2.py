@@ -5,6 +5,7 @@ lease's page shows its usage."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,13 +26,17 @@ def _resign(att: object, report: object) -> bytes:
     return sign_digest(report_digest(report, att.chain_id, att.escrow), att.key)  # type: ignore[attr-defined, arg-type]
 
 
+def _lease_with_attestor(client: TestClient, uuids: list[str], billing_mode: str, idem: str) -> tuple[int, int, Any]:
+    """(node id, lease id, the node's signing attestor) of a fresh provider's node leased by a fresh buyer."""
+    prov = setup_provider(client, uuids, PRICE, billing_mode=billing_mode)
+    _, bkey = new_account(client, "buyer")
+    lease_id = open_and_activate(client, bkey, prov, idem)
+    return prov["nodeId"], lease_id, attestor_for(client, prov, lease_id)
+
+
 def test_intake_refuses_figures_its_samples_do_not_support(bridge: TestClient) -> None:
     client = bridge
-    prov = setup_provider(client, ["GPU-v2-1", "GPU-v2-2"], PRICE, billing_mode="metered")
-    _, bkey = new_account(client, "buyer")
-    lease_id = open_and_activate(client, bkey, prov, "v2-figures")
-    att = attestor_for(client, prov, lease_id)
-    node = prov["nodeId"]
+    node, lease_id, att = _lease_with_attestor(client, ["GPU-v2-1", "GPU-v2-2"], "metered", "v2-figures")
     r1, _, s1 = att.next_report()
     # busy time ten times what the samples show, signed by the node's real key: refused, nothing stored
     inflated = r1.replace(busyMs=r1.busyMs * 10, cumBusyMs=r1.cumBusyMs * 10)
@@ -111,3 +116,42 @@ def test_a_refused_report_is_logged_with_its_reason(bridge: TestClient, caplog: 
     bad = r.replace(busyMs=r.busyMs + 1, cumBusyMs=r.cumBusyMs + 1)
     assert bridge.post("/v1/metering/reports", json=submission(prov["nodeId"], bad, _resign(att, bad), smp)).status_code == 422
     assert f"report refused: lease {lease_id} seq 1" in caplog.text and "figures_mismatch" in caplog.text
+
+
+def test_every_untrue_figure_is_refused_and_nothing_is_written(bridge: TestClient) -> None:
+    """Finding 8 of issue 13, case by case: signed by the node's real key, each report below says something its
+    samples or its chain do not, and each is refused with the figure named; the true reports then go in."""
+    client = bridge
+    node, lease_id, att = _lease_with_attestor(client, ["GPU-v2-u1", "GPU-v2-u2"], "sm_active", "v2-untrue")
+
+    def refused(report: object, samples: list[object], code: str, names: str) -> None:
+        resp = client.post("/v1/metering/reports", json=submission(node, report, _resign(att, report), samples))
+        assert _code(resp) == (422, code), (names, resp.text)
+        assert names in resp.json()["detail"]["message"], resp.text
+
+    r1, _, s1 = att.next_report()
+    # window figures the samples do not support (each window figure, inflated and shrunk, its total with it)
+    for win, cum in (("busyMs", "cumBusyMs"), ("allocatedMs", "cumAllocatedMs"), ("smActiveMs", "cumSmActiveMs")):
+        for factor in (10, 0):
+            bad = r1.replace(**{win: getattr(r1, win) * factor, cum: getattr(r1, cum) * factor})
+            refused(bad, s1, "figures_mismatch", win)
+    for name in ("tensorActiveMs", "maxMemUsedMiB"):
+        refused(r1.replace(**{name: getattr(r1, name) * 10 + 1}), s1, "figures_mismatch", name)
+    # a first report's totals are its window's figures
+    for cum in ("cumBusyMs", "cumAllocatedMs", "cumSmActiveMs", "cumEnergyMj"):
+        refused(r1.replace(**{cum: getattr(r1, cum) + 1}), s1, "figures_mismatch", cum)
+    # samples that are not the committed ones, or fewer than the report counts
+    refused(r1.replace(sampleCount=r1.sampleCount + 1), s1, "samples_mismatch", "sampleCount")
+    refused(r1, s1[:-1], "samples_mismatch", "sampleCount")
+    assert ok(client.get(f"/v1/leases/{lease_id}/reports"))["reports"] == []
+    ok(client.post("/v1/metering/reports", json=submission(node, r1, _resign(att, r1), s1)), 201)
+
+    r2, _, s2 = att.next_report()
+    # every cumulative counter going backwards (the window figures true, the totals not)
+    for cum in ("cumBusyMs", "cumAllocatedMs", "cumSmActiveMs", "cumEnergyMj"):
+        refused(r2.replace(**{cum: getattr(r1, cum) - 1}), s2, "figures_mismatch", cum)
+        refused(r2.replace(**{cum: getattr(r2, cum) + 1}), s2, "figures_mismatch", cum)  # or jumping ahead
+    # a window that does not start where the previous one ended
+    refused(r2.replace(windowStartMs=r2.windowStartMs - 1000), s2, "figures_mismatch", "windowStartMs")
+    assert len(ok(client.get(f"/v1/leases/{lease_id}/reports"))["reports"]) == 1
+    ok(client.post("/v1/metering/reports", json=submission(node, r2, _resign(att, r2), s2)), 201)

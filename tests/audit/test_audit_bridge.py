@@ -18,6 +18,8 @@ with warnings.catch_warnings():  # starlette's TestClient warns about its httpx 
     from fastapi.testclient import TestClient  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from api.store.models import Report, SampleSet  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from auditor.core import verify_lease  # noqa: E402
 from auditor.sources import ApiSource, ArchiveSource, AuditSourceError, ChainLeaseReader, ChainSource  # noqa: E402
@@ -175,3 +177,41 @@ def test_bridge_archive_plus_chain_agrees_with_the_api(bridge_lease: Any, tmp_pa
     assert chain_inp.terms.attestors == api_inp.terms.attestors
     v = verify_lease(chain_inp)
     assert v.ok, v.failures
+
+
+def test_audit_passes_after_retention_moved_the_samples_to_the_archive(bridge_lease: Any) -> None:
+    """Storage with a budget (issue 13): once the challenge period has passed after a lease's settlements, the
+    retention worker moves its samples out of the live store into an archive segment; the bridge still serves
+    them (reports, proofs, the archive download) and the audit, from the API or from the segment plus the
+    chain, still passes. Kept last in the module: the lease's samples are archived from here on."""
+    client, lease_id, fake, (chain, ledger_client) = bridge_lease
+    svc = client.app.state.bridge  # type: ignore[attr-defined]
+    before = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id)
+
+    def live_sets() -> int:
+        with svc.store.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(SampleSet)) or 0)
+
+    assert live_sets() == 6
+    assert svc.retention.run_once() == 0  # the challenge period has not passed
+    period = ledger_client.ledger.read.challenge_period()
+    chain.time_travel(chain.now() + period + 1)
+    assert svc.retention.run_once() == 6 and live_sets() == 0
+    assert svc.retention.run_once() == 0  # nothing twice
+    with svc.store.db.session() as s:
+        segments = set(s.scalars(select(Report.archive).where(Report.lease_id == lease_id)))
+    assert segments == {f"lease-{lease_id}/000000000001-000000000006.jsonl.gz"}
+    assert svc.store.archive is not None and (svc.store.archive.root / segments.pop()).is_file()
+
+    after = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id)
+    assert after.reports == before.reports == fake.input.reports
+    v = verify_lease(after)
+    assert v.ok, v.failures
+    spot = ApiSource(client=client, chain=ledger_client.ledger).load(lease_id, spot_check_k=5)
+    assert verify_lease(spot, spot_check_k=5).ok
+    # the archive directory, copied anywhere, is what an auditor needs besides the chain
+    from_files = ChainSource(ChainLeaseReader(ledger_client.ledger), ArchiveSource(svc.store.archive.root)).load(lease_id)
+    assert from_files.reports == before.reports
+    assert verify_lease(from_files).ok
+    download = client.get("/v1/audit/archive", params={"leaseId": lease_id})
+    assert download.status_code == 200 and len(download.content.splitlines()) == 6
