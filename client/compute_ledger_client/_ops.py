@@ -95,8 +95,10 @@ def _write(
 
 
 def _submit_signed(wallet: LocalAccount, unsigned_tx: dict[str, Any]) -> Program[Action]:
+    # a key of this call: its retries get the first answer; a later call (the same bytes, say, once a
+    # challenge period is over) is judged anew, not answered with an old refusal
     signed = sign_unsigned(wallet, unsigned_tx)
-    return (yield from submit_transaction(Session(), signed.raw_transaction, idempotency_key="tx-" + signed.tx_hash))
+    return (yield from submit_transaction(Session(), signed.raw_transaction, idempotency_key=new_idempotency_key("tx")))
 
 
 def _me_address(s: Session) -> Program[str]:
@@ -174,7 +176,8 @@ def submit_transaction(
     s: Session, raw_transaction: str | bytes, *, idempotency_key: str | None = None
 ) -> Program[Action]:
     """Relay a signed transaction (``POST /v1/tx``) and wait for it to be mined. The key defaults to one per
-    transaction, so a retry after a lost answer gets the first answer instead of a nonce error."""
+    signed transaction (its hash), so sending the same bytes again, after a lost answer or a crash, gets the
+    first answer instead of a nonce error."""
     raw = raw_transaction if isinstance(raw_transaction, str) else "0x" + bytes(raw_transaction).hex()
     if idempotency_key is None:
         idempotency_key = "tx-0x" + keccak(hexstr=raw).hex()
