@@ -3,7 +3,6 @@ routes, retries that never move money twice, typed errors, and a wallet that sig
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import httpx
@@ -95,10 +94,17 @@ def test_every_role_through_the_client_from_account_to_money_withdrawn(bridge: T
     meter(bridge, prov, att, 3)
     with pytest.raises(WaitTimeout):
         buyer.wait_for_settlement(lease_id, timeout_s=0.3, poll_s=0.1)
-    timer = threading.Timer(0.3, svc.relayer.flush)
-    timer.start()
-    settled = buyer.wait_for_settlement(lease_id, timeout_s=30, poll_s=0.1)
-    timer.join()
+    polls: list[int] = []
+
+    def relayer_runs_at_the_third_poll(req: httpx.Request, n: int) -> None:
+        if req.url.path == f"/v1/leases/{lease_id}":
+            polls.append(n)
+            if n == 2:  # the relayer's batch lands while the client is waiting (in line with the polls)
+                svc.relayer.flush()
+
+    waiter, _ = client_over(bridge, relayer_runs_at_the_third_poll, api_key=b.api_key)
+    settled = waiter.wait_for_settlement(lease_id, timeout_s=30, poll_s=0.05)
+    assert polls == [0, 1, 2]
     assert settled.checkpoint.last_seq == 3 and settled.usage is not None and settled.usage.reports == 3
     assert settled.checkpoint.charged == PRICE * att.cum["busy"] // 1000 > 0
     assert [r.status for r in anon.reports(lease_id).reports][-1] == "settled"
