@@ -16,6 +16,7 @@ from compute_ledger_client import (
     ComputeLedger,
     Conflict,
     Forbidden,
+    IdempotencyConflict,
     InsufficientFunds,
     NotFound,
     OutcomeUnknown,
@@ -290,3 +291,28 @@ def test_a_wallet_signs_locally_and_pays_in_eth_and_in_an_erc20_after_approving(
     again = watcher.submit_transaction(bytes(raw))  # the same signed bytes: the first answer, nothing resent
     assert again.replayed and again.tx_hash == mined.tx_hash
     assert anon.lease(opened.lease_id).state == "Closed"
+
+
+def test_a_busy_key_is_asked_again_with_the_same_key_and_an_abandoned_one_is_raised(bridge: TestClient) -> None:
+    anon = ComputeLedger(http=bridge)
+    b = anon.create_account(["buyer"])
+    anon.faucet(b.address)
+    busy = {"detail": {"code": "idempotency_in_progress", "message": "still running: retry"}}
+    abandoned = {"detail": {"code": "idempotency_abandoned", "message": "cut off by a restart"}}
+
+    def fault(req: httpx.Request, n: int) -> str | httpx.Response | None:
+        if req.url.path == "/v1/withdraw" and n == 0:
+            return httpx.Response(409, json=busy)
+        if req.url.path.endswith("/top-up"):
+            return httpx.Response(409, json=abandoned)
+        return None
+
+    buyer, seen = client_over(bridge, fault, api_key=b.api_key, retry=FAST)
+    with pytest.raises(Conflict) as nothing:  # asked again with the same key; then the contract's answer
+        buyer.withdraw()
+    assert nothing.value.contract_error == "LeaseEscrowNothingToWithdraw"
+    keys = [a.idempotency_key for a in seen.attempts("POST", "/v1/withdraw")]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+    with pytest.raises(IdempotencyConflict) as cut:
+        buyer.top_up(1, 10**9)
+    assert cut.value.code == "idempotency_abandoned" and len(seen.attempts("POST", "/v1/leases/1/top-up")) == 1
