@@ -120,10 +120,8 @@ def _caller(
     ] = None,
     x_wallet_address: Annotated[
         str | None,
-        Header(
-            description="a wallet user's address: write endpoints answer an unsigned transaction",
-            pattern=r"^0x[0-9a-fA-F]{40}$",
-        ),
+        Header(description="a wallet user's address (0x + 40 hex digits; else 401): write endpoints answer an "
+               "unsigned transaction"),
     ] = None,
 ) -> Caller | None:
     return _bridge(request).accounts.caller(authorization, x_wallet_address)

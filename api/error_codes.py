@@ -11,7 +11,8 @@ from __future__ import annotations
 
 ERROR_CODES: tuple[tuple[str, int, str], ...] = (
     ("invalid_report", 400, "metering wire: the body, a report field, a sample or the signature is malformed"),
-    ("unauthorized", 401, "no API key (Authorization: Bearer …) or X-Wallet-Address, or an unknown key"),
+    ("unauthorized", 401, "no API key (Authorization: Bearer …) or X-Wallet-Address, an unknown key, or a "
+     "malformed key or address"),
     ("insufficient_funds", 402, "the sender cannot pay value + gas, or the escrow or rights needed (fund the "
      "account: dev chains POST /v1/faucet)"),
     ("forbidden", 403, "not yours: another party's lease, node or offer, or the contract's access rule"),

@@ -1,7 +1,8 @@
 """``compute-ledger demo``: the whole story end to end, on the embedded chain, through the real HTTP API.
 
 1. a chain (memory by default, ``--backend anvil`` for a real node) and the contract suite;
-2. the bridge (FastAPI + uvicorn) in this process, on a free 127.0.0.1 port;
+2. the bridge (FastAPI + uvicorn) in this process, on a free 127.0.0.1 port, which every party reaches over
+   HTTP through the Python client (``compute_ledger_client``), as users do;
 3. a provider, through the API, registers a simulated 8×H100 node (the attestor's own NVML code over the
    simulated driver, an H200-like model) and publishes three offers: reserved on GPUs 0-3 (pay for the
    time), metered on GPUs 4-5 (pay for busy time), SM-active on GPUs 6-7 (pay for the compute used);
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import httpx
 from pydantic import SecretStr
 
 from api.app import create_app
@@ -54,6 +54,7 @@ from auditor.cli import run as audit_run
 from auditor.core import AuditError
 from auditor.report_html import render_html
 from auditor.sources import ApiSource
+from compute_ledger_client import ApiError, ComputeLedger, LedgerClientError, format_eth
 from ledger.chain.backends import connect, free_port
 from ledger.chain.deploy import deploy_suite
 from ledger.chain.signing import new_account
@@ -122,18 +123,8 @@ def _step(n: int, text: str) -> None:
     print(f"[{n}/{STEPS}] {text}", file=sys.stderr, flush=True)
 
 
-def _ok(resp: httpx.Response, what: str, status: tuple[int, ...] = (200, 201)) -> Any:
-    if resp.status_code not in status:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise DemoError(f"{what}: HTTP {resp.status_code}: {detail}")
-    return resp.json()
-
-
 def _eth(wei: int) -> str:
-    return f"{wei / 10**18:.6f} ETH"
+    return format_eth(wei, 6)
 
 
 class _Server:
@@ -187,35 +178,23 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
         port = free_port()
         with _Server(app, port):
             base = f"http://127.0.0.1:{port}"
-            http = httpx.Client(base_url=base, timeout=60)
+            http = ComputeLedger(base)  # anyone: accounts, the faucet, public reads
             services = app.state.bridge
-            _step(2, f"bridge listening on {base} (FastAPI, in this process)")
+            _step(2, f"bridge listening on {base} (FastAPI, in this process; parties use the Python client)")
 
             # --- provider ---------------------------------------------------------------------------
-            prov = _ok(http.post("/v1/accounts", json={"roles": ["provider"]}), "create provider account")
-            pauth = {"Authorization": f"Bearer {prov['apiKey']}"}
-            _ok(http.post("/v1/faucet", json={"address": prov["address"], "amountWei": 10**19}), "faucet")
-            _ok(http.post("/v1/providers", json={"metadataURI": "https://provider.example/gpu-farm"}, headers=pauth), "register provider")
+            prov = http.create_account(["provider"])
+            pcl = http.with_api_key(prov.api_key)
+            pcl.faucet(prov.address, 10**19)
+            pcl.register_provider("https://provider.example/gpu-farm")
             source = node.source
             caps = source.capabilities()
             attestor_key = new_account()
-            registered = _ok(
-                http.post(
-                    "/v1/nodes",
-                    json={
-                        "attestor": attestor_key.address,
-                        "gpuModel": source.model_names[0],
-                        "gpuUuids": list(source.uuids),
-                        "vramMiB": caps[0].vram_mib or 1,
-                        "maxPowerMwPerGpu": caps[0].power_limit_mw or 1_000_000,
-                        "region": "eu-west",
-                        "gpm": all(c.gpm for c in caps),
-                    },
-                    headers=pauth,
-                ),
-                "register node",
-            )
-            node_id = int(registered["result"]["nodeId"])
+            node_id = pcl.register_node(
+                attestor_key.address, source.model_names[0], caps[0].vram_mib or 1,
+                caps[0].power_limit_mw or 1_000_000, "eu-west", gpu_uuids=list(source.uuids),
+                gpm=all(c.gpm for c in caps),
+            ).node_id  # fmt: skip
             now = chain.now()
             plan: tuple[tuple[str, list[int], int, str], ...]
             if node.real:
@@ -225,59 +204,37 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
                 plan = SIM_OFFERS
             offers: dict[str, int] = {}
             for mode, gpus, price, _ in plan:
-                o = _ok(
-                    http.post(
-                        "/v1/offers",
-                        json={
-                            "nodeId": node_id,
-                            "gpuIndices": gpus,
-                            "pricePerGpuSecondWei": price,
-                            "billingMode": mode,
-                            "validFrom": now,
-                            "validUntil": now + 7 * 86_400,
-                        },
-                        headers=pauth,
-                    ),
-                    f"publish {mode} offer",
-                )
-                offers[mode] = int(o["result"]["offerId"])
+                published = pcl.publish_offer(node_id, gpus, price, now, now + 7 * 86_400, billing_mode=mode)  # type: ignore[arg-type]
+                offers[mode] = published.offer_id
             what = f"{len(caps)}x {source.model_names[0]}, real GPUs" if node.real else f"{GPU_SPEC}, simulated"
-            _step(3, f"provider {prov['address']} registered node {node_id} ({what}) and offers {offers}")
+            _step(3, f"provider {prov.address} registered node {node_id} ({what}) and offers {offers}")
 
             # --- buyers ---------------------------------------------------------------------------
-            listing = _ok(http.get("/v1/offers", params={"sort": "price"}), "list offers")["offers"]
+            listing = http.offers(sort="price").offers
             print("      buyers compare offers (GET /v1/offers?sort=price):", file=sys.stderr)
             for o in listing:
                 print(
-                    f"        offer {o['offerId']}: {o['gpuCount']}x {o.get('gpuModel', '?')} {o['billingMode']:<9} "
-                    f"{int(o['pricePerGpuHour']) / 10**18:.6f} ETH per GPU-hour, region {o.get('region', '?')}",
+                    f"        offer {o.offer_id}: {o.gpu_count}x {o.gpu_model} {o.billing_mode:<9} "
+                    f"{_eth(o.price_per_gpu_hour)} per GPU-hour, region {o.region}",
                     file=sys.stderr,
                 )
             # A pays only for busy time, B takes the cheaper reserved rate, C pays for the SMs' work only.
             leases: list[dict[str, Any]] = []
             for mode, gpus, _, name in plan:
-                b = _ok(http.post("/v1/accounts", json={"roles": ["buyer"]}), "create buyer account")
-                _ok(http.post("/v1/faucet", json={"address": b["address"], "amountWei": 10**19}), "faucet")
-                b["auth"] = {"Authorization": f"Bearer {b['apiKey']}"}
-                b["name"] = name
-                opened = _ok(
-                    http.post(
-                        "/v1/leases",
-                        json={"offerId": offers[mode], "durationS": LEASE_S},
-                        headers={**b["auth"], "Idempotency-Key": f"demo-open-{name}"},
-                    ),
-                    f"open lease for buyer {name}",
-                )
-                lease_id = int(opened["result"]["leaseId"])
-                _ok(http.post(f"/v1/leases/{lease_id}/activate", headers=pauth), "activate lease")
-                lease = _ok(http.get(f"/v1/leases/{lease_id}"), "get lease")
-                summary.escrowed += int(lease["money"]["escrow"])
-                summary.fee += int(lease["money"].get("fee", 0))
+                acct = http.create_account(["buyer"])
+                bcl = http.with_api_key(acct.api_key)
+                bcl.faucet(acct.address, 10**19)
+                b: dict[str, Any] = {"address": acct.address, "client": bcl, "name": name}
+                # the client sends an Idempotency-Key and reuses it on every retry: the lease is escrowed once
+                lease_id = bcl.open_lease(offers[mode], LEASE_S, idempotency_key=f"demo-open-{name}").lease_id
+                pcl.activate_lease(lease_id)
+                lease = bcl.lease(lease_id)
+                summary.escrowed += lease.money.escrow
+                summary.fee += lease.money.fee
                 leases.append({"id": lease_id, "buyer": b, "mode": mode, "doc": lease, "gpus": gpus})
                 print(
-                    f"      buyer {name} {b['address']} opened lease {lease_id} ({mode}): escrow "
-                    f"{_eth(int(lease['money']['escrow']))} + fee {_eth(int(lease['money'].get('fee', 0)))} "
-                    f"for {LEASE_S} s x {len(gpus)} GPUs",
+                    f"      buyer {name} {acct.address} opened lease {lease_id} ({mode}): escrow "
+                    f"{_eth(lease.money.escrow)} + fee {_eth(lease.money.fee)} for {LEASE_S} s x {len(gpus)} GPUs",
                     file=sys.stderr,
                 )
             _step(4, f"{len(leases)} buyer(s) without wallets opened leases {[x['id'] for x in leases]} with escrow via the API")
@@ -319,15 +276,13 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
             # --- close, release, withdraw, rate ----------------------------------------------------
             for x in leases:
                 b = x["buyer"]
-                closed = _ok(
-                    http.post(f"/v1/leases/{x['id']}/close", headers={**b["auth"], "Idempotency-Key": f"demo-close-{b['name']}"}),
-                    "close lease",
-                )
-                ev = next(e for e in closed["events"] if e["name"] == "LeaseClosed")
-                x["charged"], x["refund"] = int(ev["args"]["charged"]), int(ev["args"]["refund"])
+                closed = b["client"].close_lease(x["id"], idempotency_key=f"demo-close-{b['name']}")
+                (ev,) = closed.events_named("LeaseClosed")
+                x["charged"], x["refund"] = ev.int_arg("charged"), ev.int_arg("refund")
                 summary.paid += x["charged"]
                 summary.refunded += x["refund"]
-                usage = _ok(http.get(f"/v1/leases/{x['id']}"), "get lease").get("usage", {})
+                doc_usage = http.lease(x["id"]).usage
+                usage = doc_usage.model_dump(by_alias=True) if doc_usage is not None else {}
                 print(
                     f"      buyer {b['name']} closed lease {x['id']} ({x['mode']}): charged {_eth(x['charged'])}, "
                     f"unused escrow refunded {_eth(x['refund'])}; {_usage_line(usage)}",
@@ -335,22 +290,21 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
                 )
             chain.time_travel(chain.now() + int(deployment.challenge_period_s) + 1)
             for x in leases:
-                _ok(http.post(f"/v1/leases/{x['id']}/release-earnings", headers=pauth), "release earnings")
-            earned = int(_ok(http.get(f"/v1/balances/{prov['address']}"), "balance")["withdrawableWei"])
-            _ok(http.post("/v1/withdraw", json={}, headers={**pauth, "Idempotency-Key": "demo-wd-p"}), "provider withdraw")
+                pcl.release_earnings(x["id"])
+            earned = pcl.balance(prov.address).withdrawable_wei
+            pcl.withdraw(idempotency_key="demo-wd-p")
             for x in leases:
                 b = x["buyer"]
-                refund = int(_ok(http.get(f"/v1/balances/{b['address']}"), "balance")["withdrawableWei"])
-                _ok(http.post("/v1/withdraw", json={}, headers={**b["auth"], "Idempotency-Key": f"demo-wd-{b['name']}"}), "buyer withdraw")
-                _ok(http.post(f"/v1/leases/{x['id']}/rate", json={"stars": 4 if x["mode"] == "reserved" else 5}, headers=b["auth"]), "rate")
-                money = _ok(http.get(f"/v1/leases/{x['id']}"), "get lease")["money"]
-                summary.fee_refunded += int(money.get("feeRefund", 0))
+                refund = http.balance(b["address"]).withdrawable_wei
+                b["client"].withdraw(idempotency_key=f"demo-wd-{b['name']}")
+                b["client"].rate(x["id"], 4 if x["mode"] == "reserved" else 5)
+                summary.fee_refunded += http.lease(x["id"]).money.fee_refund
                 print(f"      buyer {b['name']} withdrew {_eth(refund)} (escrow and fee refunds) and rated the provider", file=sys.stderr)
-            rep = _ok(http.get(f"/v1/reputation/{prov['address']}"), "reputation")
+            rep = http.reputation(prov.address)
             _step(
                 7,
                 f"challenge period passed: provider withdrew {_eth(earned)}; "
-                f"provider score {rep.get('scoreBps')} bps from {rep.get('counts')}",
+                f"provider score {rep.score_bps} bps from {rep.counts}",
             )
 
             # --- audit ------------------------------------------------------------------------------
@@ -393,29 +347,29 @@ def _usage_line(usage: dict[str, Any]) -> str:
     return line
 
 
-def _settle_now(services: Any, http: httpx.Client, leases: list[dict[str, Any]], summary: Summary, label: str) -> None:
+def _settle_now(services: Any, http: ComputeLedger, leases: list[dict[str, Any]], summary: Summary, label: str) -> None:
     n = services.relayer.flush()
     if n:
         summary.batches += 1
     summary.checkpoints += n
-    cps = [_ok(http.get(f"/v1/leases/{x['id']}"), "get lease")["checkpoint"] for x in leases]
+    cps = [http.lease(x["id"]).checkpoint for x in leases]
     print(
         f"      {label}: relayer settled {n} checkpoint(s) in one settleBatch; charged so far "
-        + ", ".join(f"lease {x['id']} {_eth(int(c['charged']))}" for x, c in zip(leases, cps)),
+        + ", ".join(f"lease {x['id']} {_eth(c.charged)}" for x, c in zip(leases, cps)),
         file=sys.stderr,
     )
 
 
 def _meter_simulated(
     att: Attestor, node: DemoNode, leases: list[dict[str, Any]], windows: int, chain: Any, services: Any,
-    http: httpx.Client, summary: Summary,
+    http: ComputeLedger, summary: Summary,
 ) -> None:  # fmt: skip
     """The attestor's own loop steps, on the demo's accelerated clock: a collect every sampling period (the
     simulated driver answers for the time that passed), a report per lease every window."""
     clock = node.clock
     assert isinstance(clock, ManualClock)
     policy = node.policy
-    clock.set_us(max(clock(), max(int(x["doc"]["startMs"]) for x in leases) * 1000 + 1_000))
+    clock.set_us(max(clock(), max(x["doc"].start_ms for x in leases) * 1000 + 1_000))
     att.watcher.poll_once()
     att.refresh_leases()
     att.collect()  # the leases just started: their first samples begin here
@@ -439,7 +393,7 @@ def _meter_simulated(
 
 def _meter_real(
     att: Attestor, node: DemoNode, leases: list[dict[str, Any]], windows: int, chain: Any, services: Any,
-    http: httpx.Client, summary: Summary,
+    http: ComputeLedger, summary: Summary,
 ) -> str:  # fmt: skip
     """The attestor's daemon loop in real time on this machine's GPUs, with a built-in load where PyTorch is
     importable; returns the table of each window's busy time next to the driver's own figures."""
@@ -461,8 +415,7 @@ def _meter_real(
     try:
         while time.monotonic() < deadline:
             watch.poll()
-            done = _ok(http.get(f"/v1/leases/{lease['id']}/reports", params={"limit": 1000}), "reports")["reports"]
-            if len(done) >= windows:
+            if len(http.reports(lease["id"], limit=1000, samples=False).reports) >= windows:
                 break
             time.sleep(1.0)
         else:
@@ -472,10 +425,10 @@ def _meter_real(
         t.join(30)
         if load is not None:
             load.stop()
-    summary.reports = len(_ok(http.get(f"/v1/leases/{lease['id']}/reports", params={"limit": 1000}), "reports")["reports"])
+    summary.reports = len(http.reports(lease["id"], limit=1000, samples=False).reports)
     _settle_now(services, http, leases, summary, "after metering")
-    entries = _ok(http.get(f"/v1/leases/{lease['id']}/reports", params={"limit": 1000}), "reports")["reports"]
-    return watch.table([e["report"] for e in entries], lease["gpus"], load)
+    entries = http.reports(lease["id"], limit=1000, samples=False).reports
+    return watch.table([e.report for e in entries], lease["gpus"], load)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -509,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = run_demo(args.backend, args.windows, args.out, node)
     except DemoError as e:
         print(f"demo failed: {e}", file=sys.stderr)
+        return 1
+    except LedgerClientError as e:  # the bridge refused a step, or could not be reached
+        where = f"{e.method} {e.path}: " if isinstance(e, ApiError) else ""
+        print(f"demo failed: {where}{e}", file=sys.stderr)
         return 1
     finally:
         if node is not None:

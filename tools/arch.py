@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("compute_ledger", "ledger", "api", "attestor", "auditor")
+PACKAGES = ("compute_ledger", "ledger", "api", "attestor", "auditor", "client/compute_ledger_client")
 EXTERNAL = {"web3": ("web3", "eth_tester"), "sqlalchemy": ("sqlalchemy", "alembic"), "pynvml": ("pynvml",), "httpx": ("httpx",)}
 
 
@@ -27,7 +27,9 @@ _CHAIN_CALL = re.compile(r"\.functions\.|(?<![\w.])w3\.eth|\.w3\.eth")
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    # a package in a folder of its own (client/compute_ledger_client) is named from that folder
+    base = ROOT / "client" if path.is_relative_to(ROOT / "client") else ROOT
+    parts = list(path.relative_to(base).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)

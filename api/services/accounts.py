@@ -8,7 +8,7 @@ from eth_utils import is_address, to_checksum_address
 
 from ledger.chain.signing import new_account
 
-from ..errors import Forbidden, Invalid, NotFound, Unauthorized
+from ..errors import Forbidden, NotFound, Unauthorized
 from ..keys import KeyBox, new_api_key, parse_api_key, secret_matches
 from ..store import Store
 from .caller import Caller
@@ -69,7 +69,7 @@ class Accounts:
                 raise Forbidden("this account has no managed key")
             return Caller(address=acct.address, roles=roles, account=local)
         if wallet is not None:
-            if not is_address(wallet.strip()):
-                raise Invalid("X-Wallet-Address is not an address", field="X-Wallet-Address")
+            if not is_address(wallet.strip()):  # a credential that is not one: 401, as a malformed API key
+                raise Unauthorized("X-Wallet-Address must be an address: 0x followed by 40 hex digits")
             return Caller(address=to_checksum_address(wallet.strip()), roles=frozenset(), account=None)
         return None

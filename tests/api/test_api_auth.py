@@ -246,3 +246,12 @@ def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_c
             assert fresh.status_code == 200
     finally:
         chain.revert(snap)
+
+
+def test_a_malformed_wallet_address_is_an_invalid_credential_401_not_a_422(bridge: TestClient) -> None:
+    """As a malformed API key: what schemathesis's invalid-credentials check sends (it was 422 validation_error)."""
+    for value in ("junk", "", "0x1234", "0x" + "zz" * 20):
+        for r in (bridge.get("/v1/accounts/me", headers={"X-Wallet-Address": value}),
+                  bridge.post("/v1/providers", json={}, headers={"X-Wallet-Address": value})):  # fmt: skip
+            assert r.status_code == 401 and r.json()["detail"]["code"] == "unauthorized", (value, r.text)
+            assert "X-Wallet-Address" in r.json()["detail"]["message"]

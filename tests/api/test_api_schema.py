@@ -32,10 +32,15 @@ def test_openapi_document_holds_for_generated_requests(memory_chain: tuple[Chain
     failures: list[str] = []
     try:
         app = create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)
-        with TestClient(app):  # runs the lifespan: the services stay up while schemathesis calls the app
-            config = SchemathesisConfig.from_dict(
-                {"checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED_REFUSALS}}}
-            )
+        with TestClient(app) as client:  # runs the lifespan: the services stay up while schemathesis calls the app
+            # the security schemes as the document declares them: schemathesis authenticates with a funded managed
+            # account of every role (so writes run past 401), and checks that invalid credentials get 401
+            acct = client.post("/v1/accounts", json={"roles": ["provider", "buyer", "arbiter"]}).json()
+            client.post("/v1/faucet", json={"address": acct["address"], "amountWei": 10**21})
+            config = SchemathesisConfig.from_dict({
+                "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED_REFUSALS}},
+                "auth": {"openapi": {"apiKey": {"bearer": acct["apiKey"]}}},
+            })
             schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
             operations = [r.ok() for r in schema.get_all_operations()]
             assert len(operations) >= 30
@@ -54,11 +59,15 @@ def test_openapi_document_holds_for_generated_requests(memory_chain: tuple[Chain
                 except BaseException as e:  # collect every operation's failure, then report them all
                     failures.append(f"{op.method.upper()} {op.path}: {str(e)[:1500]}")
             statuses: dict[str, float] = {}
+            authenticated_writes: set[str] = set()  # routes that took the API key and did something
             for metric in app.state.bridge.metrics.requests.collect():
                 for sample in metric.samples:
                     if sample.name.endswith("_total"):
                         code = sample.labels["status"]
                         statuses[code] = statuses.get(code, 0) + sample.value
+                        if sample.labels["method"] == "POST" and code.startswith("2"):
+                            authenticated_writes.add(sample.labels["route"])
+            assert {"/v1/providers", "/v1/nodes"} <= authenticated_writes, authenticated_writes
             assert sum(statuses.values()) >= 10 * len(operations)
             assert statuses.get("200", 0) + statuses.get("201", 0) > 0
             assert not any(code.startswith("5") for code in statuses), statuses
