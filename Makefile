@@ -14,8 +14,9 @@ SLITHER_VERSION := 0.11.6
 
 install: system-packages $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
-# Debian packages the README's walkthrough (and its test) use: apt-get update once, then install what is missing.
-DEB_PACKAGES := jq curl
+# Debian packages the README's walkthrough (and its test) use, and the browser the web tests drive (chromium):
+# apt-get update once, then install what is missing.
+DEB_PACKAGES := jq curl chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 system-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

@@ -27,12 +27,14 @@ from .services.funds import Faucet, Funds, Relay
 from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
+from .services.market import Market
 from .services.chain_info import ChainInfo
 from .services.disputes import Disputes
 from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
+from .services.web_sessions import WebSessions
 from .settings import Settings
 from .store.migrations.runner import MigrationRefused
 from .store import Store
@@ -120,6 +122,11 @@ class Bridge:
             chain_time=chain.now,
         )
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
+        self.market = Market(
+            store, self.indexer, self.views, self.leases, self.metering, self.tokens,
+            chain_now=chain.now, challenge_period_s=int(ledger.deployment.challenge_period_s),
+        )  # fmt: skip
+        self.web_sessions = WebSessions(settings.server_secret.get_secret_value())
 
     @property
     def dev_token(self) -> str | None:

@@ -16,6 +16,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
      "account: dev chains POST /v1/faucet)"),
     ("forbidden", 403, "not yours: another party's lease, node or offer, or the contract's access rule"),
     ("missing_role", 403, "the account lacks the role (provider, buyer, arbiter; auditors only read)"),
+    ("csrf", 403, "web pages: the form's CSRF token is missing or stale, or it was sent from another site"),
     ("wrong_signer", 403, "metering: the report is not signed by the node's attestor, or the lease is not on that node"),
     ("not_found", 404, "the contract knows no such id"),
     ("unknown_account", 404, "no such account"),
