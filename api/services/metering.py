@@ -116,7 +116,12 @@ class ChainTime:
 
 
 def _int_or_none(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    """An id as a submission spells it (a number, or a decimal string as report JSON has them), else None."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.isdigit() and len(v) < 20:
+        return int(v)
+    return None
 
 
 def _err(status: int, code: str, message: str) -> ApiError:
