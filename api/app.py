@@ -37,6 +37,7 @@ from .error_codes import ERROR_CODES, markdown_table
 from .errors import ApiError, from_chain
 from .routers import ALL_ROUTERS, faucet, web
 from .routers.offers import OffersFastPath
+from .services.web_audit import WebAuditor
 from .settings import Settings
 
 log = logging.getLogger("api")
@@ -49,9 +50,11 @@ def create_app(
     *,
     chain: Chain | None = None,
     deployment: Deployment | None = None,
+    auditor: WebAuditor | None = None,
 ) -> FastAPI:
     """Build the app. ``chain``/``deployment`` share an existing chain with the caller; the app then never
-    closes that chain."""
+    closes that chain. ``auditor`` runs the web audit page's audits (``compute_ledger.web_audit``: the bridge
+    does not import the auditor itself); without it the page says how to run the CLI."""
     settings = settings or Settings()
     settings.check_secret()
 
@@ -80,6 +83,7 @@ def create_app(
     )
     _offline_docs(app)
     app.state.settings = settings
+    app.state.web_auditor = auditor
     _install_error_handlers(app)
     for router in ALL_ROUTERS:
         app.include_router(router)

@@ -34,6 +34,7 @@ from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
+from .services.web_audit import AuditBook
 from .services.web_sessions import WebSessions
 from .settings import Settings
 from .store.migrations.runner import MigrationRefused
@@ -127,6 +128,7 @@ class Bridge:
             chain_now=chain.now, challenge_period_s=int(ledger.deployment.challenge_period_s),
         )  # fmt: skip
         self.web_sessions = WebSessions(settings.server_secret.get_secret_value())
+        self.audit_book = AuditBook()
 
     @property
     def dev_token(self) -> str | None:

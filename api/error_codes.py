@@ -60,6 +60,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
     ("key_unreadable", 500, "the account's key cannot be decrypted (server secret changed?)"),
     ("store_unavailable", 503, "the bridge's database did not answer: retry"),
     ("chain_unavailable", 503, "the chain did not answer: retry"),
+    ("auditor_unavailable", 503, "web audit page: the bridge was started without the auditor (run the audit CLI)"),
 )
 
 STATUS_OF: dict[str, int] = {code: status for code, status, _ in ERROR_CODES}

@@ -24,7 +24,9 @@ from fastapi.templating import Jinja2Templates
 from eth_utils import to_checksum_address
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import AccountsDep, LeasesDep, MarketDep, OffersDep, WebSessionsDep
+from ..deps import (
+    AccountsDep, AuditBookDep, AuditDep, ChainHandleDep, LeasesDep, MarketDep, OffersDep, WebAuditorDep, WebSessionsDep,
+)  # fmt: skip
 from ..errors import ApiError
 from ..schemas import ADDRESS_PATTERN
 from ..services.caller import Caller
@@ -397,3 +399,62 @@ async def logout(request: Request, sessions: WebSessionsDep) -> Response:
     resp = RedirectResponse("/web/offers", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/web")
     return resp
+
+
+# --- auditor ---------------------------------------------------------------------------------------------
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request, audit: AuditDep, book: AuditBookDep, auditor: WebAuditorDep, accounts: AccountsDep,
+    sessions: WebSessionsDep, lease: int | None = None,
+) -> HTMLResponse:  # fmt: skip
+    _, account = _caller(request, accounts, sessions)
+    listing, _ = audit.leases(None, 200)
+    ctx = {"leases": listing, "outcome": book.get(lease) if lease is not None else None, "lease": lease,
+           "enabled": auditor is not None}  # fmt: skip
+    return _render(request, sessions, "audit.html", ctx, account=account)
+
+
+@router.post("/audit")
+async def run_audit(
+    request: Request, book: AuditBookDep, auditor: WebAuditorDep, chain: ChainHandleDep, market: MarketDep,
+    leases: LeasesDep, sessions: WebSessionsDep,
+) -> Response:  # fmt: skip
+    try:
+        form = await _form(request, sessions)
+        if auditor is None:
+            raise ApiError(503, "auditor_unavailable", "this bridge was started without the auditor: run "
+                           "`compute-ledger audit lease N --api URL` instead")  # fmt: skip
+        try:
+            lease_id = int(form.get("leaseId", ""))
+        except ValueError:
+            raise ApiError(422, "validation_error", "the lease id must be a number") from None
+        lease = await run_in_threadpool(leases.require, lease_id)
+        k = form.get("spotCheck", "").strip()
+        spot = int(k) if k.isdigit() and int(k) > 0 else None
+        base = str(request.base_url).rstrip("/")
+        outcome = await run_in_threadpool(auditor, base, chain, lease_id, spot)
+    except ApiError as e:
+        return _error(request, sessions, e.status, e.message)
+    book.put(outcome)
+    market.record_audit(lease["provider"], lease_id, outcome.status)
+    return RedirectResponse(f"/web/audit?lease={lease_id}", status_code=303)
+
+
+@router.get("/audit/{leaseId}/verdict.json")
+def audit_verdict(leaseId: IdPath, book: AuditBookDep) -> Response:
+    outcome = book.get(leaseId)
+    if outcome is None:
+        raise ApiError(404, "not_found", f"lease {leaseId} was not audited from this page yet")
+    return Response(json.dumps(outcome.verdict, indent=2), media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="audit-lease-{leaseId}.json"'})  # fmt: skip
+
+
+@router.get("/audit/{leaseId}/report.html")
+def audit_report(leaseId: IdPath, book: AuditBookDep) -> Response:
+    outcome = book.get(leaseId)
+    if outcome is None:
+        raise ApiError(404, "not_found", f"lease {leaseId} was not audited from this page yet")
+    return Response(outcome.html, media_type="text/html",
+                    headers={"Content-Disposition": f'attachment; filename="audit-lease-{leaseId}.html"'})  # fmt: skip

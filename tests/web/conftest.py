@@ -19,6 +19,7 @@ from api.app import create_app  # noqa: E402
 from ledger.chain.backends import Chain, connect  # noqa: E402
 from ledger.chain.deploy import deploy_suite  # noqa: E402
 from tests.support.serve import served  # noqa: E402
+from compute_ledger.web_audit import web_auditor  # noqa: E402
 
 CHROMIUM = os.environ.get("LEDGER_CHROMIUM", "/usr/bin/chromium")
 
@@ -59,7 +60,7 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     chain = connect("memory")
     dep = deploy_suite(chain, chain.accounts[0])
-    app = create_app(web_settings(tmp_path_factory.mktemp("web")), chain=chain, deployment=dep)
+    app = create_app(web_settings(tmp_path_factory.mktemp("web")), chain=chain, deployment=dep, auditor=web_auditor)
     try:
         with served(app, start_timeout_s=60) as url, ApiClient(base_url=url, timeout=60) as client:
             client.app = app
