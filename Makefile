@@ -10,7 +10,7 @@ TOOLS_VENV := .venv-tools
 STAMP_TOOLS := $(TOOLS_VENV)/.installed
 SLITHER_VERSION := 0.11.6
 
-.PHONY: install system-packages demo test compile check-artifacts bench clean
+.PHONY: install system-packages demo test compile check-artifacts bench screenshots clean
 
 install: system-packages $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
@@ -56,6 +56,10 @@ check-artifacts: install
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# screenshots of the web market for the README (docs/img), taken in headless chromium from a live bridge
+screenshots: install
+	@$(PY) tools/web_screenshots.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) contracts/node_modules contracts/out contracts/cache .data

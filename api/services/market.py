@@ -31,6 +31,9 @@ PAGE_SIZE = 50
 ALERT_WITHIN_S = 3600
 """The lease page warns when escrow runs out within this many seconds at the current burn rate."""
 
+PARSED_KEPT = 200_000
+"""Report figures kept parsed (about 200 bytes each)."""
+
 BOOK_SORTS = ("price", "vram", "gpuModel", "region", "reputation", "gpuCount", "validUntil", "billingMode", "uptime")
 
 
@@ -75,6 +78,7 @@ class _Folds:
     key: tuple[int, int]
     bands: dict[BandKey, PriceBand] = field(default_factory=dict)
     nodes: dict[int, NodeStats] = field(default_factory=dict)
+    provider_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Market:
         self._folds: _Folds | None = None
         self._units: dict[str, Unit] = {ETH: Unit("ETH", 18)}
         self._audits: dict[str, AuditMark] = {}  # provider -> last web audit of one of its leases
+        self._parsed: dict[str, dict[str, int]] = {}  # report struct hash -> its window figures
 
     # --- units -------------------------------------------------------------------------------------------
 
@@ -241,7 +246,9 @@ class Market:
         unit = self.unit(r.token)
         price_h = int(d["pricePerGpuHour"])
         band = folds.bands.get((r.gpu_model, r.region, r.token))
-        counts = self._provider_counts(r.provider)
+        counts = folds.provider_counts.get(r.provider)
+        if counts is None:
+            counts = folds.provider_counts[r.provider] = self._provider_counts(r.provider)
         mark = self._audits.get(r.provider)
         return {
             "offerId": r.offer_id,
@@ -280,16 +287,11 @@ class Market:
         usage for the charts, and the reports with their status."""
         doc = self._leases.document(lease_id)
         unit = self.unit(doc["token"])
-        rows, _, _ = self._store.reports.page(lease_id, 0, 100_000, samples=False)
         windows: list[dict[str, Any]] = []
-        for r in rows:
-            rep = json.loads(r.body)
-            windows.append({
-                "seq": int(rep["seq"]), "startMs": int(rep["windowStartMs"]), "endMs": int(rep["windowEndMs"]),
-                "busyMs": int(rep["busyMs"]), "allocatedMs": int(rep["allocatedMs"]), "energyMj": int(rep["energyMj"]),
-                "smActiveMs": int(rep["smActiveMs"]), "status": r.status, "reason": r.reason, "hash": r.struct_hash,
-                "cumBillable": int(r.cum_billable),
-            })  # fmt: skip
+        for seq, struct_hash, status, reason, cum_billable, body in self._store.reports.window_rows(lease_id):
+            fig = self._figures(struct_hash, body)
+            windows.append({**fig, "seq": seq, "status": status, "reason": reason, "hash": struct_hash,
+                            "cumBillable": cum_billable})  # fmt: skip
         price = int(doc["pricePerGpuSecond"])
         money = doc["money"]
         escrow_total = int(money["escrow"]) + sum(int(t["amount"]) for t in money["topUps"])
@@ -318,6 +320,19 @@ class Market:
             "refunded": int(money["refund"]) + int(money["feeRefund"]),
         }
 
+    def _figures(self, struct_hash: str, body: str) -> dict[str, int]:
+        """A report's window figures, parsed once (a report's body never changes: its hash names it)."""
+        fig = self._parsed.get(struct_hash)
+        if fig is None:
+            rep = json.loads(body)
+            fig = {"startMs": int(rep["windowStartMs"]), "endMs": int(rep["windowEndMs"]), "busyMs": int(rep["busyMs"]),
+                   "allocatedMs": int(rep["allocatedMs"]), "energyMj": int(rep["energyMj"]),
+                   "smActiveMs": int(rep["smActiveMs"])}  # fmt: skip
+            if len(self._parsed) >= PARSED_KEPT:
+                self._parsed.clear()
+            self._parsed[struct_hash] = fig
+        return fig
+
     @staticmethod
     def _burn_per_s(doc: dict[str, Any], live: list[dict[str, Any]], price: int) -> int:
         """Base units per second at the current rate: the billable GPU-time of the latest windows (up to ten)
@@ -334,6 +349,48 @@ class Market:
         return int(billable * price // span_ms)
 
     # --- a provider ----------------------------------------------------------------------------------------
+
+    def _availability_days(self, leases: list[tuple[int, dict[str, Any], str]], now_s: int, days: int = 14) -> list[dict[str, Any]]:
+        """Per UTC day of the last ``days``: GPU time the provider's attestors reported allocated over the GPU
+        time its started leases ran that day (the per-day attested availability bars)."""
+        first_day = now_s // 86_400 - days + 1
+        leased = [0] * days
+        attested = [0] * days
+        now_ms = now_s * 1000
+
+        def spread(into: list[int], start_ms: int, end_ms: int, gpus: int) -> None:
+            t = start_ms
+            while t < end_ms:
+                day = t // 86_400_000
+                nxt = min(end_ms, (day + 1) * 86_400_000)
+                if day >= first_day:
+                    into[day - first_day] += (nxt - t) * gpus
+                t = nxt
+
+        for lease_id, d, status in leases:
+            start = int(d.get("startMs") or 0)
+            if not start:
+                continue
+            rows, _, _ = self._store.reports.page(lease_id, 0, 100_000, samples=False)
+            windows = [json.loads(r.body) for r in rows if r.status != "rejected"]
+            end = int(d.get("endMs") or 0) or now_ms
+            through = min(now_ms, end)
+            if status not in ("Open", "Active") and windows:
+                through = min(through, int(windows[-1]["windowEndMs"]))
+            spread(leased, start, through, int(d["gpuCount"]))
+            for w in windows:
+                ws, we = int(w["windowStartMs"]), int(w["windowEndMs"])
+                if we > ws:  # the window's allocated GPU time, spread evenly over it
+                    share = int(w["allocatedMs"]) / (we - ws)
+                    t = ws
+                    while t < we:
+                        day = t // 86_400_000
+                        nxt = min(we, (day + 1) * 86_400_000)
+                        if day >= first_day:
+                            attested[day - first_day] += int((nxt - t) * share)
+                        t = nxt
+        return [{"day": (first_day + i) * 86_400, "pct": None if not leased[i] else min(100.0, 100 * attested[i] / leased[i])}
+                for i in range(days)]  # fmt: skip
 
     def provider_page(self, address: str) -> dict[str, Any]:
         """Nodes with their uptime, offers, leases with earnings, balances, refusals and failed settlements."""
@@ -368,7 +425,15 @@ class Market:
         balances = {tok: self._views.withdrawable(address, tok) for tok in tokens}
         node_ids = {n["nodeId"] for n in nodes}
         refusals: list[Refusal] = self._metering.refusals(node_ids)
-        rejected = self._store.reports.with_reason([r.lease_id for r in lease_rows])
+        lease_ids = [r.lease_id for r in lease_rows]
+        rejected = self._store.reports.with_reason(lease_ids)
+        token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
+        history: list[dict[str, Any]] = []  # ratings and dispute outcomes, in chain order
+        for e in self._store.index.events_named(["Rated", "DisputeOpened", "DisputeResolved"]):
+            if e.lease_id not in token_of:
+                continue
+            history.append({"at": e.block_ts, "leaseId": e.lease_id, "event": e.name, "args": json.loads(e.args),
+                            "tx": e.tx_hash, "unit": self.unit(token_of[e.lease_id])})  # fmt: skip
         return {
             "address": address,
             "nodes": nodes,
@@ -378,6 +443,8 @@ class Market:
             "withdrawable": {tok: self.unit(tok).show(v) for tok, v in balances.items()},
             "refusals": refusals,
             "rejected": rejected,
+            "history": history,
+            "days": self._availability_days([(r.lease_id, json.loads(r.data), r.status) for r in lease_rows], chain_now),
             "now": chain_now,
             "audit": self._audits.get(address),
         }

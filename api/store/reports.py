@@ -175,6 +175,17 @@ class ReportRepo:
             )
             return {int(lid): str(body) for lid, body in rows}
 
+    def window_rows(self, lease_id: int) -> list[tuple[int, str, str, str | None, int, str]]:
+        """(seq, struct hash, status, reason, cumulative billable GPU-ms, body) of every report of a lease, by seq:
+        the columns the lease page reads, without loading whole rows."""
+        with self._db.session() as s:
+            rows = s.execute(
+                select(Report.seq, Report.struct_hash, Report.status, Report.reason, Report.cum_billable, Report.body)
+                .where(Report.lease_id == lease_id)
+                .order_by(Report.seq)
+            )
+            return [(int(a), str(b), str(c), d, int(e), str(f)) for a, b, c, d, e, f in rows]
+
     def with_reason(self, lease_ids: Sequence[int], limit: int = 100) -> list[Report]:
         """Reports of these leases that carry a reason (rejected at settlement, say), newest first."""
         if not lease_ids:

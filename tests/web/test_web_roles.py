@@ -33,6 +33,8 @@ def test_provider_sees_a_refused_reports_reason(live: Live, page: Page) -> None:
     expect(row.locator("td").nth(2)).to_have_text(str(lease_id))
     expect(page.locator("#nodes tbody tr")).to_have_count(1)
     expect(page.locator("#leases tbody tr")).to_contain_text(f"#{lease_id}")
+    expect(page.locator("#days rect")).to_have_count(14)  # per-day attested availability, the last 14 days
+    expect(page.locator("#days rect title").last).to_contain_text("%")  # today a lease ran; its report attested it
 
 
 # An EIP-1193 provider injected before any page script: accounts from the test, eth_sendTransaction forwarded
