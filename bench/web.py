@@ -75,20 +75,24 @@ class Timed:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
+        body = _BodyBytes(send)
         t0 = time.perf_counter()
-        size = 0
-
-        async def counting(message: Message) -> None:
-            nonlocal size
-            if message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, receive, counting)
+        await self.app(scope, receive, body.send)
         qs = scope.get("query_string", b"").decode()
-        self.samples[scope["path"] + ("?" + qs if qs else "")].append((time.perf_counter() - t0, size))
+        self.samples[scope["path"] + ("?" + qs if qs else "")].append((time.perf_counter() - t0, body.size))
+
+
+class _BodyBytes:
+    """Passes an answer on, counting its body bytes."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self.size = 0
+
+    async def send(self, message: Message) -> None:
+        self.size += len(message.get("body", b"")) if message["type"] == "http.response.body" else 0
+        await self._send(message)
 
 
 def pct(values: list[float], q: float) -> float:
