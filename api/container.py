@@ -125,7 +125,7 @@ class Bridge:
         self.health = Health(ledger, self.indexer, self.relayer, self.metrics)
         self.market = Market(
             store, self.indexer, self.views, self.leases, self.metering, self.tokens,
-            chain_now=chain.now, challenge_period_s=int(ledger.deployment.challenge_period_s),
+            chain_now=chain.now, chain_block=chain.block_number, challenge_period_s=int(ledger.deployment.challenge_period_s),
         )  # fmt: skip
         self.web_sessions = WebSessions(settings.server_secret.get_secret_value())
         self.audit_book = AuditBook()

@@ -93,7 +93,7 @@ class BookQuery:
 class Market:
     def __init__(
         self, store: Store, indexer: Indexer, views: ChainViews, leases: Leases, metering: Metering, tokens: Tokens,
-        *, chain_now: Callable[[], int], challenge_period_s: int,
+        *, chain_now: Callable[[], int], chain_block: Callable[[], int], challenge_period_s: int,
     ) -> None:  # fmt: skip
         self._store = store
         self._indexer = indexer
@@ -102,6 +102,8 @@ class Market:
         self._metering = metering
         self._tokens = tokens
         self._now = chain_now
+        self._block = chain_block
+        self._docs: dict[int, tuple[tuple[int, str | None], dict[str, Any]]] = {}
         self._challenge_period_s = challenge_period_s
         self._lock = threading.Lock()
         self._folds: _Folds | None = None
@@ -285,13 +287,13 @@ class Market:
     def lease_page(self, lease_id: int) -> dict[str, Any]:
         """The lease document plus what the buyer watches: accrued charge, burn rate, time left, per-window
         usage for the charts, and the reports with their status."""
-        doc = self._leases.document(lease_id)
-        unit = self.unit(doc["token"])
         windows: list[dict[str, Any]] = []
         for seq, struct_hash, status, reason, cum_billable, body in self._store.reports.window_rows(lease_id):
             fig = self._figures(struct_hash, body)
             windows.append({**fig, "seq": seq, "status": status, "reason": reason, "hash": struct_hash,
                             "cumBillable": cum_billable})  # fmt: skip
+        doc = self._document(lease_id, windows[-1]["hash"] if windows else None)
+        unit = self.unit(doc["token"])
         price = int(doc["pricePerGpuSecond"])
         money = doc["money"]
         escrow_total = int(money["escrow"]) + sum(int(t["amount"]) for t in money["topUps"])
@@ -319,6 +321,19 @@ class Market:
             "alert": time_left is not None and time_left < ALERT_WITHIN_S,
             "refunded": int(money["refund"]) + int(money["feeRefund"]),
         }
+
+    def _document(self, lease_id: int, last_report: str | None) -> dict[str, Any]:
+        """The lease document, read again when a block was mined or a report arrived since (it reads the chain
+        at its head and the latest report; a page polled every few seconds by many viewers reads it once)."""
+        key = (self._block(), last_report)
+        cached = self._docs.get(lease_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        doc = self._leases.document(lease_id)
+        if len(self._docs) >= 1000:
+            self._docs.clear()
+        self._docs[lease_id] = (key, doc)
+        return doc
 
     def _figures(self, struct_hash: str, body: str) -> dict[str, int]:
         """A report's window figures, parsed once (a report's body never changes: its hash names it)."""
