@@ -10,13 +10,14 @@ TOOLS_VENV := .venv-tools
 STAMP_TOOLS := $(TOOLS_VENV)/.installed
 SLITHER_VERSION := 0.11.6
 
-.PHONY: install system-packages demo test compile check-artifacts bench clean
+.PHONY: install system-packages demo test compile check-artifacts bench screenshots clean
 
 install: system-packages $(STAMP_PY) $(STAMP_NPM) $(STAMP_TOOLS)
 
-# Debian packages the README's walkthrough (and its test) use: apt-get update once, then install what is missing.
+# Debian packages the README's walkthrough (and its test) use, and the browser the web tests drive (chromium):
+# apt-get update once, then install what is missing.
 # postgresql: the tests start a private server (initdb + pg_ctl, found in /usr/lib/postgresql/<major>/bin).
-DEB_PACKAGES := jq curl postgresql
+DEB_PACKAGES := jq curl postgresql chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 system-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -58,6 +59,10 @@ check-artifacts: install
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# screenshots of the web market for the README (docs/img), taken in headless chromium from a live bridge
+screenshots: install
+	@$(PY) tools/web_screenshots.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) contracts/node_modules contracts/out contracts/cache .data

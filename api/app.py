@@ -35,9 +35,10 @@ from .container import Bridge
 from .deps import _caller, _required_caller
 from .error_codes import ERROR_CODES, markdown_table
 from .errors import ApiError, from_chain
-from .routers import ALL_ROUTERS, faucet
+from .routers import ALL_ROUTERS, faucet, web
 from .ratelimit import Limit, RateLimitMiddleware
 from .routers.offers import OffersFastPath
+from .services.web_audit import WebAuditor
 from .settings import Settings
 
 log = logging.getLogger("api")
@@ -50,9 +51,11 @@ def create_app(
     *,
     chain: Chain | None = None,
     deployment: Deployment | None = None,
+    auditor: WebAuditor | None = None,
 ) -> FastAPI:
     """Build the app. ``chain``/``deployment`` share an existing chain with the caller; the app then never
-    closes that chain."""
+    closes that chain. ``auditor`` runs the web audit page's audits (``compute_ledger.web_audit``: the bridge
+    does not import the auditor itself); without it the page says how to run the CLI."""
     settings = settings or Settings()
     settings.check_secret()
 
@@ -81,15 +84,21 @@ def create_app(
     )
     _offline_docs(app)
     app.state.settings = settings
+    app.state.web_auditor = auditor
     _install_error_handlers(app)
     for router in ALL_ROUTERS:
         app.include_router(router)
     if settings.chain_backend in ("memory", "anvil"):
         app.include_router(faucet.router)
+    # the web market (docs/web.md): pages under /web, their assets from the package under /web/static
+    app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")
+    app.include_router(web.router)
+    app.include_router(web.root_router)
     app.add_middleware(OffersFastPath)
     # the metering wire (api/METERING_API.md) answers every malformed body 400 invalid_report
     app.add_middleware(
-        JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH, refusals={"/v1/metering/": (400, "invalid_report")}
+        JsonDepthMiddleware, max_depth=safejson.MAX_DEPTH, refusals={"/v1/metering/": (400, "invalid_report")},
+        forms=("/web/",),  # the web pages post HTML forms (api.routers.web), bounded by BodyLimitMiddleware
     )
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_request_bytes, by_path={"/v1/metering/reports": settings.max_body_bytes}
@@ -285,13 +294,21 @@ class JsonDepthMiddleware:
 
     OFF_LOOP_BYTES = 64 * 1024
 
-    def __init__(self, app: ASGIApp, max_depth: int, refusals: dict[str, tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_depth: int, refusals: dict[str, tuple[int, str]] | None = None,
+        forms: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.app = app
         self.max_depth = max_depth
         self.refusals = refusals or {}  # path prefix -> (status, code) where a wire contract fixes them
+        self.forms = forms  # path prefixes that take HTML form posts (the web pages), not JSON
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope.get("method") in ("GET", "HEAD", "OPTIONS")
+            or str(scope.get("path", "")).startswith(self.forms)
+        ):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .services.web_audit import WebAuditor
 from .settings import Settings
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, auditor: "WebAuditor | None" = None) -> int:
     """Settings come from LEDGER_API_* environment variables, overridden by the flags."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, auditor=auditor)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
     return 0
 

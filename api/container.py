@@ -27,12 +27,15 @@ from .services.funds import Faucet, Funds, Relay
 from .services.health import Health
 from .services.idempotency import Idempotency
 from .services.leases import Leases
+from .services.market import Market
 from .services.chain_info import ChainInfo
 from .services.disputes import Disputes
 from .services.metering import ChainTime, Metering, VerifierPool
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
+from .services.web_audit import AuditBook
+from .services.web_sessions import WebSessions
 from .settings import Settings
 from .store.migrations.runner import MigrationRefused
 from .store import Store
@@ -127,6 +130,12 @@ class Bridge:
             store, chain.now, ledger.read.challenge_period,
             RetentionSettings(settings.retention_every_s or 60.0, settings.archive_after_s),
         )
+        self.market = Market(
+            store, self.indexer, self.views, self.leases, self.metering, self.tokens,
+            chain_now=chain.now, chain_block=chain.block_number, challenge_period_s=int(ledger.deployment.challenge_period_s),
+        )  # fmt: skip
+        self.web_sessions = WebSessions(settings.server_secret.get_secret_value())
+        self.audit_book = AuditBook()
 
     @property
     def dev_token(self) -> str | None:

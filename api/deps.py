@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from .services.funds import Faucet, Funds, Relay
     from .services.health import Health
     from .services.leases import Leases
+    from .services.market import Market
     from .services.metering import Metering
     from .services.offers import Offers
     from .services.providers import Nodes, Providers
     from .services.tokens import Tokens
+    from .services.web_audit import AuditBook, WebAuditor
+    from .services.web_sessions import WebSessions
 
 
 def _bridge(request: Request) -> "Bridge":
@@ -92,6 +95,28 @@ def get_health(request: Request) -> "Health":
     return _bridge(request).health
 
 
+def get_market(request: Request) -> "Market":
+    return _bridge(request).market
+
+
+def get_web_sessions(request: Request) -> "WebSessions":
+    return _bridge(request).web_sessions
+
+
+def get_audit_book(request: Request) -> "AuditBook":
+    return _bridge(request).audit_book
+
+
+def get_web_auditor(request: Request) -> "WebAuditor | None":
+    auditor: WebAuditor | None = request.app.state.web_auditor
+    return auditor
+
+
+def get_chain_handle(request: Request) -> object:
+    """The bridge's chain (``LedgerChain``), opaque here: for the web auditor, which reads it directly."""
+    return _bridge(request).ledger
+
+
 def get_after_write(request: Request) -> object:
     return _bridge(request).after_write
 
@@ -111,6 +136,11 @@ AuditDep = Annotated["AuditData", Depends(get_audit)]
 HealthDep = Annotated["Health", Depends(get_health)]
 ChainInfoDep = Annotated["ChainInfo", Depends(get_chain_info)]
 DisputesDep = Annotated["Disputes", Depends(get_disputes)]
+MarketDep = Annotated["Market", Depends(get_market)]
+WebSessionsDep = Annotated["WebSessions", Depends(get_web_sessions)]
+AuditBookDep = Annotated["AuditBook", Depends(get_audit_book)]
+WebAuditorDep = Annotated["WebAuditor | None", Depends(get_web_auditor)]
+ChainHandleDep = Annotated[object, Depends(get_chain_handle)]
 
 
 def _caller(

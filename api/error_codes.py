@@ -17,6 +17,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
      "account: dev chains POST /v1/faucet)"),
     ("forbidden", 403, "not yours: another party's lease, node or offer, or the contract's access rule"),
     ("missing_role", 403, "the account lacks the role (provider, buyer, arbiter; auditors only read)"),
+    ("csrf", 403, "web pages: the form's CSRF token is missing or stale, or it was sent from another site"),
     ("wrong_signer", 403, "metering: the report is not signed by the node's attestor, or the lease is not on that node"),
     ("not_found", 404, "the contract knows no such id"),
     ("unknown_account", 404, "no such account"),
@@ -61,6 +62,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
     ("store_unavailable", 503, "the bridge's database did not answer: retry"),
     ("intake_unavailable", 503, "metering: the bridge's report verifier failed: retry"),
     ("chain_unavailable", 503, "the chain did not answer: retry"),
+    ("auditor_unavailable", 503, "web audit page: the bridge was started without the auditor (run the audit CLI)"),
 )
 
 STATUS_OF: dict[str, int] = {code: status for code, status, _ in ERROR_CODES}

@@ -26,7 +26,7 @@ log = logging.getLogger("compute_ledger")
 # Subcommands implemented in other packages: name -> (module, help). Each module has main(argv) -> int.
 DELEGATED: dict[str, tuple[str, str]] = {
     "demo": ("compute_ledger.demo", "run the whole story end to end on the embedded chain"),
-    "serve": ("api.cli", "run the HTTP bridge"),
+    "serve": ("compute_ledger.serve", "run the HTTP bridge (and its web market)"),
     "attest": ("attestor.cli", "run the metering daemon of a GPU node"),
     "audit": ("auditor.cli", "verify metering proofs and payments"),
 }

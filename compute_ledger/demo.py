@@ -40,6 +40,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
+from compute_ledger.web_audit import web_auditor
 from attestor.bridge import BridgeClient, BridgeLeases
 from attestor.clock import Clock, SystemClock
 from attestor.daemon import Attestor
@@ -174,7 +175,7 @@ def run_demo(backend: str, windows: int, out_dir: Path, node: DemoNode | None = 
             settle_threshold_wei=10**30,
             server_secret=SecretStr("demo-only-secret-" + chain.accounts[2]),
         )
-        app = create_app(settings, chain=chain, deployment=deployment)
+        app = create_app(settings, chain=chain, deployment=deployment, auditor=web_auditor)
         port = free_port()
         with _Server(app, port):
             base = f"http://127.0.0.1:{port}"

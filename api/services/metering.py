@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -59,6 +60,20 @@ refused at intake."""
 _CARRIED_FLAGS = int(ReportFlag.SAMPLE_GAP | ReportFlag.ENERGY_RESET)
 
 log = logging.getLogger(__name__)
+REFUSALS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A report the bridge refused at intake, with the reason it answered (kept in memory for the provider's
+    page: the attestor only sees it in its spool's last error)."""
+
+    at_ms: int
+    node_id: int | None
+    lease_id: int | None
+    seq: int | None
+    code: str
+    message: str
 
 
 class ChainTime:
@@ -107,6 +122,15 @@ class ChainTime:
             if target_s * 1000 > self._block_ms:
                 self._follow(target_s)
                 self._block_ms = target_s * 1000
+
+
+def _int_or_none(v: Any) -> int | None:
+    """An id as a submission spells it (a number, or a decimal string as report JSON has them), else None."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.isdigit() and len(v) < 20:
+        return int(v)
+    return None
 
 
 def _err(status: int, code: str, message: str) -> ApiError:
@@ -390,6 +414,7 @@ class Metering:
         self.metrics = metrics
         self.domain_separator = domain_separator(chain_id, escrow)
         self.max_samples = max_samples_per_report
+        self._refusals: deque[Refusal] = deque(maxlen=REFUSALS_KEPT)
 
     def domain(self) -> tuple[int, str]:
         """(chainId, verifyingContract) of the EIP-712 domain reports are signed under."""
@@ -458,8 +483,14 @@ class Metering:
         self.metrics.reports_rejected.labels(e.code).inc()
         report = body.get("report") if isinstance(body, dict) else None
         lease, seq = (report.get("leaseId"), report.get("seq")) if isinstance(report, dict) else (None, None)
-        log.warning("report refused: lease %s seq %s node %s: %s %s", lease, seq,
-                    body.get("nodeId") if isinstance(body, dict) else None, e.code, e.message)  # fmt: skip
+        node = body.get("nodeId") if isinstance(body, dict) else None
+        log.warning("report refused: lease %s seq %s node %s: %s %s", lease, seq, node, e.code, e.message)
+        self._refusals.append(Refusal(int(time.time() * 1000), _int_or_none(node), _int_or_none(lease),
+                                      _int_or_none(seq), e.code, e.message))  # fmt: skip
+
+    def refusals(self, node_ids: set[int]) -> list[Refusal]:
+        """The latest refusals of reports naming one of these nodes, newest first."""
+        return [r for r in reversed(self._refusals) if r.node_id in node_ids]
 
     def _expected(self, node_id: int, lease_id: int, *, cached_only: bool = False) -> Expected | None:
         """What the store knows of the node and the lease; 404 ``unknown_lease`` for either unknown. None when

@@ -48,6 +48,7 @@ class OfferQuery:
     provider: str | None = None
     min_provider_score_bps: int | None = None
     available_at: int | None = None  # unix s: only offers a lease can be opened on then
+    node_ids: frozenset[int] | None = None  # only offers on these nodes (the web book's uptime and audit filters)
 
 
 OFFER_SORTS: dict[str, Any] = {
@@ -57,6 +58,8 @@ OFFER_SORTS: dict[str, Any] = {
     "region": OfferRow.region,
     "reputation": OfferRow.provider_score_bps,
     "gpuCount": OfferRow.gpu_count,
+    "validUntil": OfferRow.valid_until,
+    "billingMode": OfferRow.billing_mode,
 }
 
 
@@ -231,7 +234,40 @@ class IndexRepo:
     def offers(self, q: OfferQuery, sort: str, limit: int, offset: int) -> tuple[int, list[OfferRow]]:
         """(total matching, one page) of offers; ``sort`` is a key of :data:`OFFER_SORTS`, '-' for descending,
         ties broken by offer id."""
-        stmt = select(OfferRow)
+        stmt = self._offer_filter(select(OfferRow), q)
+        desc = sort.startswith("-")
+        col = OFFER_SORTS[sort.lstrip("-")]
+        with self._db.session() as s:
+            total = int(s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+            rows = s.scalars(
+                stmt.order_by(col.desc() if desc else col.asc(), OfferRow.offer_id.asc()).limit(limit).offset(offset)
+            ).all()
+        return total, list(rows)
+
+    def offer_nodes(self, q: OfferQuery) -> list[tuple[int, int]]:
+        """(offer id, node id) of every matching offer, by offer id: for orders SQL does not hold (uptime)."""
+        stmt = self._offer_filter(select(OfferRow.offer_id, OfferRow.node_id), q).order_by(OfferRow.offer_id)
+        with self._db.session() as s:
+            return [(int(o), int(n)) for o, n in s.execute(stmt)]
+
+    def offers_by_id(self, ids: Sequence[int]) -> list[OfferRow]:
+        """The offers with these ids, in the order given."""
+        with self._db.session() as s:
+            found = {r.offer_id: r for r in s.scalars(select(OfferRow).where(OfferRow.offer_id.in_(list(ids))))}
+        return [found[i] for i in ids if i in found]
+
+    def nodes_of(self, provider: str) -> list[NodeRow]:
+        with self._db.session() as s:
+            return list(s.scalars(select(NodeRow).where(NodeRow.provider == provider).order_by(NodeRow.node_id)))
+
+    def offer_facets(self) -> tuple[list[str], list[str]]:
+        """The GPU models and regions some indexed offer has (the web book's filter choices)."""
+        with self._db.session() as s:
+            models = sorted(str(m) for m in s.scalars(select(OfferRow.gpu_model).distinct()))
+            regions = sorted(str(r) for r in s.scalars(select(OfferRow.region).distinct()))
+        return models, regions
+
+    def _offer_filter(self, stmt: Any, q: OfferQuery) -> Any:
         if q.gpu_model is not None:  # case-insensitive, any part: "h100" finds "NVIDIA H100 80GB HBM3"
             pattern = "%" + q.gpu_model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             stmt = stmt.where(func.lower(OfferRow.gpu_model).like(pattern, escape="\\"))
@@ -253,14 +289,9 @@ class IndexRepo:
             stmt = stmt.where(OfferRow.provider_score_bps >= q.min_provider_score_bps)
         if q.available_at is not None:
             stmt = stmt.where(OfferRow.active.is_(True), OfferRow.live_lease_id == 0, OfferRow.valid_until > q.available_at)
-        desc = sort.startswith("-")
-        col = OFFER_SORTS[sort.lstrip("-")]
-        with self._db.session() as s:
-            total = int(s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
-            rows = s.scalars(
-                stmt.order_by(col.desc() if desc else col.asc(), OfferRow.offer_id.asc()).limit(limit).offset(offset)
-            ).all()
-        return total, list(rows)
+        if q.node_ids is not None:
+            stmt = stmt.where(OfferRow.node_id.in_(sorted(q.node_ids)))
+        return stmt
 
     def offer_tokens(self) -> list[str]:
         """Token addresses some indexed offer is priced in."""

@@ -190,6 +190,41 @@ class ReportRepo:
             )
         return None if body is None else str(body)
 
+    def latest_bodies(self, lease_ids: Sequence[int]) -> dict[int, str]:
+        """The JSON of each lease's latest report that was not rejected (leases without one are left out)."""
+        if not lease_ids:
+            return {}
+        with self._db.session() as s:
+            top = (
+                select(Report.lease_id, func.max(Report.seq).label("seq"))
+                .where(Report.lease_id.in_(list(lease_ids)), Report.status != "rejected")
+                .group_by(Report.lease_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(Report.lease_id, Report.body).join(top, (Report.lease_id == top.c.lease_id) & (Report.seq == top.c.seq))
+            )
+            return {int(lid): str(body) for lid, body in rows}
+
+    def window_rows(self, lease_id: int) -> list[tuple[int, str, str, str | None, int, str]]:
+        """(seq, struct hash, status, reason, cumulative billable GPU-ms, body) of every report of a lease, by seq:
+        the columns the lease page reads, without loading whole rows."""
+        with self._db.session() as s:
+            rows = s.execute(
+                select(Report.seq, Report.struct_hash, Report.status, Report.reason, Report.cum_billable, Report.body)
+                .where(Report.lease_id == lease_id)
+                .order_by(Report.seq)
+            )
+            return [(int(a), str(b), str(c), d, int(e), str(f)) for a, b, c, d, e, f in rows]
+
+    def with_reason(self, lease_ids: Sequence[int], limit: int = 100) -> list[Report]:
+        """Reports of these leases that carry a reason (rejected at settlement, say), newest first."""
+        if not lease_ids:
+            return []
+        with self._db.session() as s:
+            q = select(Report).where(Report.lease_id.in_(list(lease_ids)), Report.reason.is_not(None))
+            return list(s.scalars(q.order_by(Report.accepted_ms.desc()).limit(limit)))
+
     def roots_by_hash(self, struct_hashes: Iterable[str]) -> dict[str, str]:
         """samplesRoot of stored reports by their struct hash."""
         hashes = set(struct_hashes)

@@ -8,15 +8,12 @@ import io
 import json
 import logging
 import random
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from auditor.core import AuditInput, BillingMode, LeaseMoney, LeaseTerms, Settlement, lease_usage, verify_lease
 from auditor.cli import ProgressBar, format_table, format_usage, main
@@ -37,6 +34,7 @@ from ledger.chain.backends import free_port
 from attestor.simdriver import Full, TinyKernels
 from tests.audit.fakebridge import FixtureChain, chain_json, create_fake_bridge, lease_json
 from tests.audit.fakegpu import make_lease
+from tests.support.serve import served as served_app
 
 
 def leases_42() -> AuditInput:
@@ -57,18 +55,8 @@ def leases() -> dict[int, AuditInput]:
 def served(leases: dict[int, AuditInput]) -> Iterator[tuple[str, Counter[str]]]:
     """The fake bridge over real HTTP on 127.0.0.1, with its request counter."""
     app, hits = create_fake_bridge(leases)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("fake bridge did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", hits
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_app(app, start_timeout_s=10) as url:
+        yield url, hits
 
 
 @pytest.fixture()

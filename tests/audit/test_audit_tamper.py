@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 import api.app  # noqa: F401  (an import error here must fail the suite, not skip it)
@@ -47,6 +44,7 @@ from ledger.protocol import gpu_uuid_hash, report_digest  # noqa: E402
 from ledger.protocol.errors import LedgerError  # noqa: E402
 from tests.audit.fakegpu import ATTESTOR_KEY, OTHER_KEY, FakeLease, make_lease  # noqa: E402
 from tests.support.ledger_client import LedgerClient  # noqa: E402
+from tests.support.serve import served  # noqa: E402
 
 UUIDS = [f"GPU-tamper-{i:04d}" for i in range(10)]
 PRICE = 10**9
@@ -531,20 +529,6 @@ def test_audit_over_json_rpc_finds_the_chain_through_the_bridge(
         chain.close()
 
 
-@contextlib.contextmanager
-def _served(app: Any) -> Iterator[str]:
+def _served(app: Any) -> contextlib.AbstractContextManager[str]:
     """``app`` served by uvicorn on 127.0.0.1 (a free port) while the block runs."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the bridge did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    return served(app)
