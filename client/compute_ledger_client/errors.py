@@ -20,6 +20,7 @@ ERROR_CODES: dict[str, int] = {
     "forbidden": 403,
     "missing_role": 403,
     "wrong_signer": 403,
+    "csrf": 403,
     "not_found": 404,
     "unknown_account": 404,
     "unknown_lease": 404,
@@ -60,6 +61,8 @@ ERROR_CODES: dict[str, int] = {
     "key_unreadable": 500,
     "store_unavailable": 503,
     "chain_unavailable": 503,
+    "intake_unavailable": 503,
+    "auditor_unavailable": 503,
 }
 
 

@@ -3,6 +3,6 @@ through httpx transports (the app's TestClient for the sync client, ASGI for the
 
 from __future__ import annotations
 
-from tests.api.conftest import bridge, bridge_settings, memory_chain
+from tests.api.conftest import bridge, bridge_settings, database_url, memory_chain, pg_server
 
-__all__ = ["bridge", "bridge_settings", "memory_chain"]
+__all__ = ["bridge", "bridge_settings", "database_url", "memory_chain", "pg_server"]

@@ -5,11 +5,13 @@ downloadable, and the same verdict as the audit CLI's run over the same sources.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from playwright.sync_api import Page, expect
 from sqlalchemy import select, update
 
 from api.store.models import Report, SampleSet
+from api.store.samples import CODEC_ZLIB_COLUMNS, decode_samples, encode_samples
 from auditor.cli import run
 from auditor.sources import ApiSource
 from bridge_helpers import new_account, ok, submission
@@ -55,9 +57,10 @@ def test_auditor_sees_a_tampered_lease_fail(live: Live, page: Page) -> None:
     store = live.bridge.store
     with store.db.write() as s:
         root = s.scalar(select(Report.samples_root).where(Report.lease_id == lease_id, Report.seq == 2))
-        data = bytearray(s.scalar(select(SampleSet.data).where(SampleSet.root == root)))
-        data[-1] ^= 0xFF
-        s.execute(update(SampleSet).where(SampleSet.root == root).values(data=bytes(data)))
+        data, codec = s.execute(select(SampleSet.data, SampleSet.codec).where(SampleSet.root == root)).one()
+        samples = decode_samples(data, codec)
+        samples[-1] = replace(samples[-1], busyMs=samples[-1].busyMs ^ 1)  # one figure of one sample changed
+        s.execute(update(SampleSet).where(SampleSet.root == root).values(data=encode_samples(samples), codec=CODEC_ZLIB_COLUMNS))
     audit_in_browser(page, live, lease_id)
     expect(page.locator("#verdict-status")).to_have_text("FAILED")
     failed = page.locator("#checks tbody tr.fail")
