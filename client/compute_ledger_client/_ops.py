@@ -435,6 +435,17 @@ def sample_proofs(s: Session, lease_id: int, seq: int, indices: Sequence[int]) -
     return [SampleProof.model_validate(x) for x in body["proofs"]]
 
 
+def sample_proof(s: Session, lease_id: int, seq: int, index: int) -> Program[SampleProof]:
+    """One raw sample of a report with its Merkle proof against the report's samples root."""
+    path = f"/v1/leases/{int(lease_id)}/reports/{int(seq)}/samples/{int(index)}/proof"
+    return SampleProof.model_validate((yield from _read(path)))
+
+
+def chain_abi(s: Session, name: str) -> Program[list[dict[str, Any]]]:
+    """The ABI a deployed contract answers to (``LeaseEscrow``, ``CapacityRegistry``, ...), to read the chain."""
+    return list((yield from _read(f"/v1/chain/abi/{name}")))
+
+
 def archive(s: Session, lease_id: int | None = None) -> Program[list[ReportEntry]]:
     """The samples archive (every stored report with its samples), for an audit without the bridge."""
     reply: Reply = yield Request("GET", "/v1/audit/archive", params={"leaseId": lease_id}, repeatable=True, raw=True)

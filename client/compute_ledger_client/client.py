@@ -108,6 +108,8 @@ class _Api(Generic[H]):
     audit_leases = _Op(_ops.audit_leases)
     reports = _Op(_ops.reports)
     sample_proofs = _Op(_ops.sample_proofs)
+    sample_proof = _Op(_ops.sample_proof)
+    chain_abi = _Op(_ops.chain_abi)
     archive = _Op(_ops.archive)
     metering_domain = _Op(_ops.metering_domain)
     # waiting

@@ -159,6 +159,8 @@ def test_every_role_through_the_client_from_account_to_money_withdrawn(bridge: T
     assert [int(r.report["seq"]) for r in page.reports] == [1, 2, 3] and page.reports[0].samples
     proofs = anon.sample_proofs(lease_id, 1, [0, 1])
     assert [p.index for p in proofs] == [0, 1] and proofs[0].root == page.reports[0].report["samplesRoot"]
+    assert anon.sample_proof(lease_id, 1, 1) == proofs[1]
+    assert any(x.get("name") == "settleBatch" for x in anon.chain_abi("LeaseEscrow"))
     assert len(anon.archive(lease_id)) == 3
     assert anon.metering_domain().verifying_contract == svc.deployment.escrow
     assert anon.leases(buyer=b.address).total == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from eth_account import Account
 import pytest
 from fastapi.testclient import TestClient
 
@@ -57,3 +58,27 @@ def test_async_client_opens_once_through_a_lost_answer_and_reads_typed_documents
             assert (await buyer.wait_for_state(opened.lease_id, "Closed", timeout_s=5)).money.refund > 0
 
     asyncio.run(story())
+
+
+def test_async_wallet_approves_the_erc20_then_opens_signing_locally(bridge: TestClient) -> None:
+    """The approval asked with a 409 is signed and relayed, then the lease itself: the same program as the sync
+    client's, run by asyncio."""
+    anon = ComputeLedger(http=bridge)
+    token = anon.tokens().dev_token
+    assert token is not None
+    prov = provider_with_offer(anon, PRICE, uuids=("GPU-async-1",), token=token)
+    key = Account.create()
+    anon.faucet(key.address)
+    anon.faucet(key.address, 10**20, token)
+
+    async def story() -> int:
+        transport = httpx.ASGITransport(app=bridge.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url="http://testserver", transport=transport) as http:
+            wallet = AsyncComputeLedger(http=http, wallet=key)
+            opened = await wallet.open_lease(prov.offer_id, HOUR)
+            assert opened.status == "mined" and not opened.replayed
+            return opened.lease_id
+
+    lease = anon.lease(asyncio.run(story()))
+    assert lease.buyer == key.address and lease.token == token
+    assert anon.balance(key.address, token).wallet_balance_wei == 10**20 - lease.money.escrow - lease.money.fee
