@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ledger.protocol.crypto import ZERO_HASH
 
+from .. import faults
 from .db import Database, dialect_insert
 from .locks import lock_key
 from .models import LeaseRow, Report, SampleSet, SettlementTx, now_ms
@@ -113,6 +114,7 @@ class ReportRepo:
                         out.append(_store_one(conn, item))
                 except _Refused as e:
                     out.append(Stored(e.code, e.message))
+            faults.reach("intake.commit")
         return out
 
     # --- reads -------------------------------------------------------------------------------------------
