@@ -224,3 +224,53 @@ def test_kill_at_a_point_loses_nothing_and_pays_once(tmp_path: Path, fault: str)
     finally:
         bridge.stop()
     assert _anvils_of(d) == [] and not pid_alive(bridge.proc.pid)
+
+
+def test_chain_killed_under_a_running_bridge_is_restarted_and_reconciled(tmp_path: Path) -> None:
+    """Finding 3: the anvil child is SIGKILLed right after settlements (its state file is up to 5 s old): the
+    bridge starts it again, the relayer reconciles with the chain it finds, and the lease is paid in full."""
+    d = tmp_path / "data"
+    bridge = _start(d)
+    try:
+        lease = _setup(bridge.base)
+        time.sleep(5.5)  # the lease is in the state file the chain restarts from
+        for _ in range(3):
+            body = _next(lease)
+            _wait_for_chain_time(bridge.base, lease.att.last_end_ms)
+            assert _post_report(bridge.base, lease, body) == 201
+        deadline = time.monotonic() + 30
+        while _last_seq(bridge.base, lease.lease_id) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        old = int((d / PID_FILE).read_text())
+        os.kill(old, 9)  # settled a moment ago: most likely not in the state file yet
+        deadline = time.monotonic() + 30
+        while not (d / PID_FILE).exists() or int((d / PID_FILE).read_text()) == old or \
+                httpx.get(f"{bridge.base}/v1/health", timeout=10).status_code != 200:  # fmt: skip
+            assert time.monotonic() < deadline, "the chain did not come back"
+            time.sleep(0.2)
+        assert _anvils_of(d) == [int((d / PID_FILE).read_text())]
+        metrics = httpx.get(f"{bridge.base}/metrics", timeout=10).text
+        assert "ledger_api_chain_restarts_total 1.0" in metrics
+        for _ in range(3, N_REPORTS):
+            body = _next(lease)
+            _wait_for_chain_time(bridge.base, lease.att.last_end_ms)
+            assert _post_report(bridge.base, lease, body) == 201
+        deadline = time.monotonic() + 45
+        while _last_seq(bridge.base, lease.lease_id) < N_REPORTS:
+            assert time.monotonic() < deadline, f"not settled: lastSeq {_last_seq(bridge.base, lease.lease_id)}"
+            time.sleep(0.3)
+        chain, ledger = _ledger(d, bridge.base)
+        try:
+            settled = Counter(int(e.args["seq"]) for e in ledger.events.read("CheckpointSettled")
+                              if int(e.args["leaseId"]) == lease.lease_id)  # fmt: skip
+            assert max(settled.values()) == 1, settled
+        finally:
+            chain.close()
+        ok(httpx.post(f"{bridge.base}/v1/leases/{lease.lease_id}/close", headers={**lease.buyer, "Idempotency-Key": "close"},
+                      timeout=60))  # fmt: skip
+        assert audit_main(["lease", str(lease.lease_id), "--api", bridge.base, "--quiet"]) == 0
+        assert bridge.alive()
+    finally:
+        bridge.stop()
+    assert _anvils_of(d) == []
