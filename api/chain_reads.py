@@ -52,6 +52,17 @@ class ChainViews:
         except ChainError as e:
             raise from_chain(e) from e
 
+    def _checkpoint(self, lease_id: int) -> Any:
+        """The lease's checkpoint view, read with its current state: a settlement mined between the state read
+        and the call (``LeaseEscrowStaleState``) is read again with the new state."""
+        for attempt in range(3):
+            try:
+                return self._read.checkpoint(lease_id, self._ledger.states.state(lease_id))
+            except ContractRevert as e:
+                if attempt == 2 or e.name != "LeaseEscrowStaleState":
+                    raise
+        raise AssertionError("unreachable")
+
     def now(self) -> int:
         """The chain's clock: timestamp (unix s) of the latest block."""
         return int(self._call(self._read.now))
@@ -127,7 +138,7 @@ class ChainViews:
         v = self._known("lease", lease_id, lambda: self._read.lease(lease_id))
         if v.status == LeaseStatus.NONE:
             raise NotFound("lease", lease_id)
-        cp = self._call(lambda: self._read.checkpoint(lease_id, self._ledger.states.state(lease_id)))
+        cp = self._call(lambda: self._checkpoint(lease_id))
         return {
             "leaseId": lease_id,
             "offerId": v.offer_id,

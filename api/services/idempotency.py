@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,8 @@ class Idempotency:
         self._records = store.idempotency
         self._ledger = ledger
         self.wait_s = wait_s  # how long a retry waits for its twin running on another bridge
+        self._running: set[tuple[str, str]] = set()  # (principal, key) of requests running in this process
+        self._running_lock = threading.Lock()
         self.receipt_wait_s = receipt_wait_s  # how long a failed attempt looks for its transactions' receipts
 
     def abandon_pending(self) -> int:
@@ -94,6 +97,15 @@ class Idempotency:
         first, rec = self._records.begin(principal, key, request_hash)
         if not first:
             return self._retry(principal, key, request_hash, status_code)
+        with self._running_lock:
+            self._running.add((principal, key))
+        try:
+            return self._first(principal, key, action, status_code)
+        finally:
+            with self._running_lock:
+                self._running.discard((principal, key))
+
+    def _first(self, principal: str, key: str, action: Callable[[], BaseModel], status_code: int) -> Answer:
         with TxSender.track_broadcasts(on_sent=lambda h: self._records.add_tx(principal, key, h)) as sent:
             try:
                 result = _run(action)
@@ -137,7 +149,10 @@ class Idempotency:
                 self._records.mark_abandoned(principal, key)
                 continue
             if rec.state == "pending":
-                if time.monotonic() >= deadline:
+                here = rec.owner == self._records.instance
+                with self._running_lock:
+                    gone = here and (principal, key) not in self._running  # ours, and no thread runs it
+                if gone or time.monotonic() >= deadline:
                     raise Conflict("idempotency_in_progress", "a request with this Idempotency-Key is being processed")
                 time.sleep(0.05)  # its twin runs on this or another bridge: wait for its answer
                 continue

@@ -26,6 +26,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        if not self.is_sqlite:
+            # room for every request thread (uvicorn's pool: 40) to hold a cross-process lock (api.store.locks)
+            # on a connection of its own while it reads and writes on another
+            kwargs.update(pool_size=20, max_overflow=40, pool_pre_ping=True)
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if url in ("sqlite://", "sqlite:///:memory:"):

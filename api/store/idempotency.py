@@ -7,10 +7,14 @@ so a ``pending`` record tells whether the process running it is still there."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+
+from ledger.chain.backends import pid_alive
 
 from .db import Database
 from .models import BridgeInstance, IdempotencyRecord, now_ms
@@ -21,7 +25,8 @@ HEARTBEAT_STALE_MS = 30_000  # a bridge silent this long is taken for dead
 class IdempotencyRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.instance = str(uuid.uuid4())  # this process; registered by ``register``
+        # this process (host, pid, random part); registered by ``register``
+        self.instance = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     # --- live bridge processes -----------------------------------------------------------------------
 
@@ -40,6 +45,10 @@ class IdempotencyRepo:
     def _owner_alive(self, owner: str | None) -> bool:
         if owner is None:
             return False
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname()[:30] and pid.isdigit() and not pid_alive(int(pid)):
+            return False  # a process of this machine that is gone (killed): no heartbeat to wait out
         with self._db.session() as s:
             inst = s.get(BridgeInstance, owner)
             return inst is not None and now_ms() - int(inst.heartbeat_ms) < HEARTBEAT_STALE_MS
@@ -108,10 +117,7 @@ class IdempotencyRepo:
     def abandon_pending(self) -> int:
         """Mark ``abandoned`` every ``pending`` record whose bridge process is gone; how many."""
         with self._db.session() as s:
-            live = {
-                i.id for i in s.scalars(select(BridgeInstance))
-                if now_ms() - int(i.heartbeat_ms) < HEARTBEAT_STALE_MS and i.id != self.instance
-            }  # fmt: skip
+            live = {i.id for i in s.scalars(select(BridgeInstance)) if i.id != self.instance and self._owner_alive(i.id)}
         with self._db.write() as s:
             rows = s.scalars(select(IdempotencyRecord).where(IdempotencyRecord.state == "pending")).all()
             n = 0
@@ -120,3 +126,4 @@ class IdempotencyRepo:
                     rec.state = "abandoned"
                     n += 1
             return n
+

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from .. import faults
 from .db import Database, dialect_insert, upsert
 from .models import ChainEvent, Checkpoint, IndexedBlock, LeaseRow, NodeRow, OfferRow, ProviderRow, Report, pad_uint
 
@@ -99,6 +100,7 @@ class IndexRepo:
                 upsert(s, IndexedBlock, {"number": n, "hash": h, "parent_hash": parent}, ["number"])
             upsert(s, Checkpoint, {"name": name, "block_number": end[0], "block_hash": end[1]}, ["name"])
             s.execute(delete(IndexedBlock).where(IndexedBlock.number < end[0] - keep_blocks))
+            faults.reach("index.store")
 
     def known_blocks(self, at_or_below: int) -> list[tuple[int, str]]:
         """Stored (number, hash) of indexed blocks, newest first."""

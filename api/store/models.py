@@ -67,7 +67,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
-    owner: Mapped[str | None] = mapped_column(String(36), nullable=True)  # the bridge instance running it
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the bridge instance running it
     tx_hashes: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list, written as each is broadcast
 
 
@@ -75,7 +75,7 @@ class BridgeInstance(Base):
     """A live bridge process (one per ``Bridge.start``), with a heartbeat."""
 
     __tablename__ = "bridge_instances"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     started_ms: Mapped[int] = mapped_column(BigInteger)
     heartbeat_ms: Mapped[int] = mapped_column(BigInteger)
 

@@ -16,10 +16,10 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
+from ledger.protocol import Sample
 from ledger.protocol.crypto import ZERO_HASH
 
-from ledger.protocol import Sample
-
+from .. import faults
 from .archive import SampleArchive
 from .db import Database, dialect_insert
 from .locks import lock_key
@@ -131,6 +131,7 @@ class ReportRepo:
                         out.append(_store_one(conn, item))
                 except _Refused as e:
                     out.append(Stored(e.code, e.message))
+            faults.reach("intake.commit")
         return out
 
     # --- reads -------------------------------------------------------------------------------------------
@@ -370,13 +371,17 @@ class ReportRepo:
             )
 
     def settled_heads(self) -> dict[int, int]:
-        """Per lease, the highest seq the store takes for paid (settled or superseded)."""
+        """Per lease still open or active (as indexed; or not indexed), the highest seq the store takes for paid
+        (settled or superseded). Ended leases take no more checkpoints: they are left out, so the walk stays
+        as small as the live leases."""
         with self._db.session() as s:
             rows = s.execute(
                 select(Report.lease_id, func.max(Report.seq))
-                .where(Report.status.in_(("settled", "superseded")))
+                .outerjoin(LeaseRow, LeaseRow.lease_id == Report.lease_id)
+                .where(Report.status.in_(("settled", "superseded")),
+                       (LeaseRow.status.is_(None)) | LeaseRow.status.in_(("Open", "Active")))
                 .group_by(Report.lease_id)
-            )
+            )  # fmt: skip
             return {int(lid): int(seq) for lid, seq in rows}
 
     def reopen_above(self, lease_id: int, chain_seq: int) -> int:

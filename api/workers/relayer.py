@@ -54,6 +54,7 @@ from ledger.protocol import MeteringReport, ProtocolError
 from ledger.protocol.economics import charge_for
 from ledger.protocol.settlement import LeaseState, encode_entry
 
+from .. import faults
 from ..errors import from_chain
 from ..metrics import Metrics
 from ..chain_reads import ChainViews
@@ -311,6 +312,7 @@ class Relayer:
             raise from_chain(e) from e
 
     def _stage(self, name: str) -> None:
+        faults.reach("relayer." + name)
         if self.crash_at == name:
             raise RelayerCrash(f"simulated crash after {name}")
 

@@ -13,7 +13,7 @@ on ``rpc`` there are none: keys come from keystores.
 
 The anvil child is supervised (:class:`AnvilSupervisor`): it is spawned by a thread of this process that
 lives as long as the chain, with ``PR_SET_PDEATHSIG`` (SIGTERM) so it dies with that thread's process (even
-on SIGKILL), in this process's group; if it dies, it is started again on the same port from its state file
+on SIGKILL), in a process group of its own (Ctrl-C stops the bridge, which stops the chain); if it dies, it is started again on the same port from its state file
 and ``Chain.on_restart`` runs. One process owns a data directory's state file: an ``anvil.lock`` (flock)
 refuses a second owner, and an ``anvil.pid`` left by an owner that died is used to stop its anvil before a
 new one loads the file.
@@ -245,7 +245,10 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """In the anvil child: SIGTERM when the thread that spawned it dies (its process killed, even by SIGKILL)."""
+    """In the anvil child: SIGTERM when the thread that spawned it dies (its process killed, even by SIGKILL).
+    Its own process group: a terminal's Ctrl-C reaches the bridge alone, which stops its chain after its last
+    request (in the bridge's group, the supervisor would restart a chain the terminal had just interrupted)."""
+    os.setpgid(0, 0)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except OSError:
@@ -254,7 +257,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         os._exit(1)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -281,9 +285,9 @@ def _stop_orphan(data_dir: Path) -> None:
     log.warning("stopping anvil %d left running on %s by a bridge that died", pid, data_dir)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from bridge_helpers import auth, new_account, ok, submission
 from test_api_flow import HOUR, PRICE, attestor_for, open_and_activate, services, setup_provider
 
+BOTH_STORES = True  # the Idempotency-Key tests run on SQLite and on PostgreSQL (conftest)
+
 
 def _world(client: TestClient) -> dict[str, Any]:
     owner = setup_provider(client, ["GPU-own-1"], PRICE)
@@ -211,7 +213,9 @@ def test_wallet_user_gets_unsigned_tx_and_relays_it_signed(bridge: TestClient) -
     assert r.status_code == 422 and r.json()["detail"]["code"] == "foreign_destination"
 
 
-def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_chain: Any, tmp_path: Any, monkeypatch: Any) -> None:
+def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(
+    memory_chain: Any, tmp_path: Any, monkeypatch: Any, database_url: str | None
+) -> None:
     """A bridge that dies while a keyed request runs leaves its record ``pending``; the next start marks it
     ``abandoned``: a retry is neither told "in progress" forever nor run again (it may have paid)."""
     from api.app import create_app
@@ -221,7 +225,7 @@ def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_c
     chain, dep = memory_chain
     snap = chain.snapshot()
     try:
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             svc = services(client)
             prov = setup_provider(client, ["GPU-idem-crash-1"], PRICE)
             _, key = new_account(client, "buyer")
@@ -238,7 +242,7 @@ def test_request_cut_off_by_a_restart_answers_abandoned_not_in_progress(memory_c
             again = client.post("/v1/leases", json=body, headers=headers)
             assert again.status_code == 409 and again.json()["detail"]["code"] == "idempotency_in_progress"
             monkeypatch.undo()
-        with TestClient(create_app(bridge_settings(tmp_path), chain=chain, deployment=dep)) as client:
+        with TestClient(create_app(bridge_settings(tmp_path, database_url=database_url), chain=chain, deployment=dep)) as client:
             retry = client.post("/v1/leases", json=body, headers=headers)
             assert retry.status_code == 409 and retry.json()["detail"]["code"] == "idempotency_abandoned", retry.text
             assert services(client).ledger.events.read("LeaseOpened") == []  # never run again

@@ -3,7 +3,9 @@ that passes with time is retried, and health says when the chain is gone (SQLite
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,17 @@ from sqlalchemy import select
 from api.app import create_app
 from api.store.models import Report
 from api.workers import relayer as relayer_mod
+from api.workers.relayer import RelayerCrash
 from bridge_helpers import checkpoint, new_account, ok, submission
 from conftest import bridge_settings
-from ledger.chain.backends import Chain
+from ledger.chain.backends import ANVIL_BIN, Chain, connect
+from ledger.chain.deploy import deploy_suite
 from ledger.chain.deployment import Deployment
 from ledger.chain.errors import ChainUnavailable
 from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
 
 BOTH_STORES = True
+SECRET = "reconcile-test-secret-0123456789"
 
 
 def _statuses(client: TestClient, lease_id: int) -> list[tuple[int, str]]:
@@ -113,3 +118,47 @@ def test_a_window_in_the_chains_future_is_queued_again_not_rejected(
     assert svc.relayer.flush() == 1
     assert _statuses(bridge, lease_id) == [(1, "settled")]
     assert checkpoint(svc, lease_id).last_seq == 1
+
+
+@pytest.fixture(scope="module")
+def anvil_chain() -> Iterator[tuple[Chain, Deployment]]:
+    if not ANVIL_BIN.exists():
+        pytest.skip("anvil binary not installed (npm ci in contracts/)")
+    chain = connect("anvil")
+    try:
+        yield chain, deploy_suite(chain, chain.accounts[0])
+    finally:
+        chain.close()
+
+
+@pytest.mark.anvil
+def test_a_nonce_gap_is_filled_not_waited_on(
+    anvil_chain: tuple[Chain, Deployment], tmp_path: Path, database_url: str | None
+) -> None:
+    """The chain lost a relayer transaction below a sent settlement (its nonce is free again): recovery fills
+    the gap with a replacement and the settlement is mined, in seconds, not after the receipt timeout."""
+    chain, dep = anvil_chain
+    snap = chain.snapshot()
+    try:
+        settings = bridge_settings(tmp_path, database_url=database_url, chain_backend="anvil", server_secret=SECRET,
+                                   relayer_tx_timeout_s=60.0)  # fmt: skip
+        with TestClient(create_app(settings, chain=chain, deployment=dep)) as client:
+            svc = services(client)
+            lease_id = _lease_with_reports(client, "gap", 2)
+            relayer = svc.relayer_account
+            before = chain.snapshot()
+            svc.ledger.sender.send_eth(relayer, relayer.address, 0)  # nonce k, lost below
+            svc.relayer.crash_at = "sent"  # nonce k + 1: broadcast (and mined), then the process "dies"
+            with pytest.raises(RelayerCrash):
+                svc.relayer.flush()
+            svc.relayer.crash_at = None
+            chain.revert(before)  # nonce k and k + 1 are gone from the chain: k + 1 waits behind a gap
+            assert checkpoint(svc, lease_id).last_seq == 0
+            started = time.monotonic()
+            svc.relayer.recover()
+            assert time.monotonic() - started < 15
+            assert checkpoint(svc, lease_id).last_seq == 2
+            assert _statuses(client, lease_id) == [(1, "superseded"), (2, "settled")]
+            assert _settled(client) == Counter({(lease_id, 2): 1})
+    finally:
+        chain.revert(snap)

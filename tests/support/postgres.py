@@ -89,7 +89,8 @@ def start_server() -> PgServer:
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found: `make test` installs Debian's postgresql")
     run_as: str | None = None
-    root = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
+    # as root the server runs as postgres, who must reach its directory: /tmp, not a TMPDIR under /root
+    root = Path(tempfile.mkdtemp(prefix="ledger-pg-", dir="/tmp" if os.geteuid() == 0 else None))
     if os.geteuid() == 0:  # postgres refuses root: run it as the postgres user, who must own its directory
         run_as = "postgres"
         pw = pwd.getpwnam(run_as)

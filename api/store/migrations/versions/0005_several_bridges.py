@@ -24,10 +24,10 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('idempotency') as b:
-        b.add_column(sa.Column('owner', sa.String(length=36), nullable=True))
+        b.add_column(sa.Column('owner', sa.String(length=64), nullable=True))
         b.add_column(sa.Column('tx_hashes', sa.Text(), nullable=True))
     op.create_table('bridge_instances',
-    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('started_ms', sa.BigInteger(), nullable=False),
     sa.Column('heartbeat_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id')
