@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from .db import Database
 from .models import ChainEvent, Checkpoint, IndexedBlock, LeaseRow, NodeRow, OfferRow, ProviderRow, Report, pad_uint
@@ -83,23 +83,17 @@ class IndexRepo:
         """One indexed range in one transaction: its events, its blocks' (number, hash, parent hash), the new
         checkpoint ``end``, and block hashes older than ``keep_blocks`` below it pruned."""
         with self._db.write() as s:
-            for e in events:
-                s.add(
-                    ChainEvent(
-                        block_number=e.block_number,
-                        block_hash=e.block_hash,
-                        block_ts=e.block_ts,
-                        tx_hash=e.tx_hash,
-                        log_index=e.log_index,
-                        record_index=e.record_index,
-                        contract=e.contract,
-                        name=e.name,
-                        args=json.dumps(e.args, **_DUMP),  # type: ignore[arg-type]
-                        lease_id=e.lease_id,
-                        node_id=e.node_id,
-                        offer_id=e.offer_id,
-                    )
-                )
+            if events:  # one executemany, not an ORM object per event: a fresh start-up writes millions
+                s.execute(
+                    insert(ChainEvent),
+                    [
+                        {"block_number": e.block_number, "block_hash": e.block_hash, "block_ts": e.block_ts,
+                         "tx_hash": e.tx_hash, "log_index": e.log_index, "record_index": e.record_index,
+                         "contract": e.contract, "name": e.name, "args": json.dumps(e.args, **_DUMP),  # type: ignore[arg-type]
+                         "lease_id": e.lease_id, "node_id": e.node_id, "offer_id": e.offer_id}
+                        for e in events
+                    ],
+                )  # fmt: skip
             for n, h, parent in blocks:
                 s.merge(IndexedBlock(number=n, hash=h, parent_hash=parent))
             s.merge(Checkpoint(name=name, block_number=end[0], block_hash=end[1]))
