@@ -269,6 +269,12 @@ class IndexRepo:
             ).all()
         return total, list(rows)
 
+    def offer_expiries(self) -> list[int]:
+        """The distinct ``validUntil`` of indexed offers, ascending: the only times an offer list changes by
+        itself."""
+        with self._db.session() as s:
+            return [int(t) for t in s.scalars(select(OfferRow.valid_until).distinct().order_by(OfferRow.valid_until))]
+
     def offer_tokens(self) -> list[str]:
         """Token addresses some indexed offer is priced in."""
         with self._db.session() as s:
