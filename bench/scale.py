@@ -30,6 +30,7 @@ import json
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -190,10 +191,23 @@ def indexer(leases: int, rounds: int, tmp: Path) -> dict[str, float]:
         chain.close()
 
 
+def served(stored: int, clients: int, duration: float) -> dict[str, Any]:
+    """bench/api.py's served bridge over anvil, on a store prefilled with ``stored`` reports, ``clients``
+    clients, a block mined every second during the offer-list phase: its figures (one JSON object)."""
+    cmd = [sys.executable, str(REPO / "bench" / "api.py"), "--prefill", str(stored), "--clients", str(clients),
+           "--block-every", "1", "--duration", str(duration), "--leases", "64", "--reports", "24", "--rounds", "1",
+           "--json"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("parts", nargs="*", default=["storage", "intake", "indexer", "offers"])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--stored", type=int, default=1_000_000, help="intake: reports already stored (default 1M)")
+    ap.add_argument("--clients", type=int, default=16, help="intake and offers: HTTP clients (default 16)")
+    ap.add_argument("--duration", type=float, default=8.0, help="intake and offers: seconds per phase")
     ap.add_argument("--leases", type=int, default=50, help="indexer: leases on the chain (default 50)")
     ap.add_argument("--rounds", type=int, default=60, help="indexer: settleBatch rounds (default 60)")
     args = ap.parse_args(argv)
@@ -211,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                           f"retention, {fig['live_mb_per_gpu_month_before_retention']:.2f} MB before; archive "
                           f"{fig['archive_mb_per_gpu_month']:.2f} MB; the samples as 54-byte records alone "
                           f"{fig['raw_54_byte_samples_mb_per_gpu_month']:.2f} MB")  # fmt: skip
+        if "intake" in args.parts or "offers" in args.parts:
+            log(f"intake and offers: bench/api.py on a store of {args.stored:,} reports, {args.clients} clients")
+            fig = served(args.stored, args.clients, args.duration)
+            result["served"] = fig
+            if not args.json:
+                print(f"intake with {fig['stored_reports'] or 0:,} reports stored (bulk-inserted in {fig['prefill_s']} s): "
+                      f"{fig['reports_accepted_per_s']:,.0f} reports/s accepted over HTTP, 60 samples each "
+                      f"(target >= 300 at 1M)")
+                print(f"offers list, {args.clients} clients, a new block every second: {fig['offers_rps']:,.0f} req/s, "
+                      f"p50 {fig['offers_p50_ms']:.1f} ms, p99 {fig['offers_p99_ms']:.1f} ms")  # fmt: skip
         if "indexer" in args.parts:
             log("indexer: a fresh start-up over a chain of settled leases (anvil)")
             fig = indexer(args.leases, args.rounds, tmp)

@@ -313,12 +313,15 @@ class ReportRepo:
             tops = select(Report.lease_id, func.max(Report.seq).label("top")).where(Report.lease_id.in_(leases))
             top = tops.group_by(Report.lease_id).subquery()
             heads = set(s.scalars(select(Report.id).join(top, (Report.lease_id == top.c.lease_id) & (Report.seq == top.c.top))))
-            s.execute(
-                update(Report)
-                .where(Report.id.in_([i for i in ids if i not in heads]))
-                .values(body="", signature="")
-                .execution_options(synchronize_session=False)
-            )
+            # rewritten, not updated in place: a row shrunk where it stands leaves its page as large as before
+            # (SQLite never moves other rows into the gap), while deleted rows free whole pages of old rows,
+            # which new reports then reuse; the compact copy goes at the end
+            slim = [i for i in ids if i not in heads]
+            cols = [c for c in Report.__table__.columns if c.name != "id"]
+            rows = s.execute(select(*cols).where(Report.id.in_(slim)).order_by(Report.id)).mappings().all()
+            s.execute(delete(Report).where(Report.id.in_(slim)).execution_options(synchronize_session=False))
+            if rows:
+                s.execute(insert(Report), [{**r, "body": "", "signature": ""} for r in rows])
             still = set(
                 s.scalars(select(Report.samples_root).where(Report.samples_root.in_(roots), Report.archive.is_(None)))
             )
