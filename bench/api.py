@@ -1,6 +1,6 @@
 """Bridge benchmark: offer-list throughput, metering reports accepted, checkpoints settled on anvil.
 
-    python bench/api.py [--duration 8] [--clients 32] [--leases 64] [--json]
+    python bench/api.py [--duration 8] [--clients 32] [--leases 64] [--prefill N] [--block-every S] [--json]
 
 Starts an anvil node and the bridge (``compute-ledger serve`` on 127.0.0.1, rpc backend against that
 anvil) in a subprocess, sets up a provider with one offer per GPU and a buyer with ``--leases`` active
@@ -12,7 +12,10 @@ leases over HTTP, then measures with ``--clients`` concurrent HTTP clients, each
 3. the server is stopped and the relayer runs in this process on the same store: rounds of one new report
    per lease, each round settled by ``flush()`` in ``settleBatch`` transactions on anvil: checkpoints/s.
 
-Prints the figures (or one JSON object with ``--json``). Figures, not assertions.
+``--prefill N`` first bulk-inserts N settled reports of other leases into the store (intake on a big store);
+``--block-every S`` mines a block every S seconds during phase 1 (a live chain's blocks). The per-client rate
+limits are turned off: all the load comes from one address. Prints the figures (or one JSON object with
+``--json``). Figures, not assertions.
 """
 
 from __future__ import annotations
