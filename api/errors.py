@@ -233,6 +233,11 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "the state does not allow it (closed lease, key reuse, ...)"},
     413: {"model": ErrorResponse, "description": "request body too large"},
     422: {"model": ErrorResponse, "description": "invalid request: the field is named"},
+    429: {
+        "model": ErrorResponse,
+        "description": "rate_limited: too many requests from this client; the Retry-After header says when to retry",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+    },
     503: {"model": ErrorResponse, "description": "the chain is unreachable"},
 }
 MONEY_RESPONSES: dict[int | str, dict[str, Any]] = dict(COMMON_RESPONSES)

@@ -1,6 +1,6 @@
 """Bridge benchmark: offer-list throughput, metering reports accepted, checkpoints settled on anvil.
 
-    python bench/api.py [--duration 8] [--clients 32] [--leases 64] [--json]
+    python bench/api.py [--duration 8] [--clients 32] [--leases 64] [--prefill N] [--block-every S] [--json]
 
 Starts an anvil node and the bridge (``compute-ledger serve`` on 127.0.0.1, rpc backend against that
 anvil) in a subprocess, sets up a provider with one offer per GPU and a buyer with ``--leases`` active
@@ -12,7 +12,10 @@ leases over HTTP, then measures with ``--clients`` concurrent HTTP clients, each
 3. the server is stopped and the relayer runs in this process on the same store: rounds of one new report
    per lease, each round settled by ``flush()`` in ``settleBatch`` transactions on anvil: checkpoints/s.
 
-Prints the figures (or one JSON object with ``--json``). Figures, not assertions.
+``--prefill N`` first bulk-inserts N settled reports of other leases into the store (intake on a big store);
+``--block-every S`` mines a block every S seconds during phase 1 (a live chain's blocks). The per-client rate
+limits are turned off: all the load comes from one address. Prints the figures (or one JSON object with
+``--json``). Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +143,44 @@ async def reports_load(base: str, clients: int, queues: list[list[bytes]], durat
     return accepted / elapsed, accepted, errors
 
 
+def prefill(db: Path, n: int) -> float:
+    """Bulk-insert ``n`` settled reports of other leases, with their samples, into the bridge's SQLite store
+    (migrated first): rows of the real shape and size (a 60-sample report's body, signature, compressed
+    samples), unique hashes; minutes for 1M where the API would take hours. Seconds taken."""
+    import random
+    import sqlite3
+
+    from api.store import Store
+    from api.store.samples import CODEC_ZLIB_COLUMNS, encode_samples
+    from bridge_helpers import busy_node_samples
+
+    t0 = time.perf_counter()
+    store = Store(f"sqlite:///{db.as_posix()}")
+    store.migrate()
+    store.close()
+    rng = random.Random(13)
+    blob = encode_samples(busy_node_samples(rng, 1_764_000_000_000, gpus=1, per_gpu=60, period_ms=1000))
+    att = SigningAttestor(key=b"\x01" * 32, chain_id=1, escrow="0x" + "00" * 20, lease_id=1, gpu_indices=[0],
+                          gpu_set_hash=b"\x02" * 32, lease_start_ms=1_764_000_000_000)
+    body = json.dumps(att.next_report()[0].to_json(), separators=(",", ":"))
+    sig = "0x" + rng.randbytes(65).hex()
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA synchronous=OFF")
+        for lo in range(0, n, 50_000):
+            ids = range(lo, min(n, lo + 50_000))
+            c.executemany("INSERT INTO sample_sets (root, count, data, codec) VALUES (?, 60, ?, ?)",
+                          [("0x%064x" % (2**255 + i), blob, CODEC_ZLIB_COLUMNS) for i in ids])
+            c.executemany(
+                "INSERT INTO reports (lease_id, seq, struct_hash, signer, signature, body, samples_root, "
+                "window_end_ms, cum_billable, status, accepted_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'settled', ?)",
+                [(10**12 + i // 100, i % 100 + 1, "0x%064x" % (2**254 + i), "0x" + "ab" * 20, sig, body,
+                  "0x%064x" % (2**255 + i), 1_764_000_000_000 + i, i, 1_764_000_000_000) for i in ids],
+            )
+            c.commit()
+            log(f"  prefill: {min(n, lo + 50_000):,} reports stored")
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=8.0, help="seconds per load phase")
@@ -146,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leases", type=int, default=64, help="active leases (one GPU each)")
     p.add_argument("--reports", type=int, default=24, help="reports per lease submitted over HTTP")
     p.add_argument("--rounds", type=int, default=8, help="settlement rounds (one checkpoint per lease each)")
+    p.add_argument("--prefill", type=int, default=0, help="reports already in the store (bulk-inserted first)")
+    p.add_argument("--block-every", type=float, default=0.0,
+                   help="mine a block every so many seconds during the offer-list phase (0: none)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.leases > 255 or args.reports + args.rounds + 2 > 110:
@@ -159,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         w3 = chain.w3
         dep = deploy_suite(chain, chain.accounts[0])
         dep.save(tmp / "deployment.json")
+        if args.prefill:
+            log(f"prefill: {args.prefill:,} reports bulk-inserted into the store")
+            result.update(prefill_s=round(prefill(tmp / "bridge.sqlite3", args.prefill), 1), stored_reports=args.prefill)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {
@@ -168,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             "LEDGER_API_SETTLE_EVERY_S": "1000000000",
             "LEDGER_API_SETTLE_THRESHOLD_WEI": str(10**40),
             "LEDGER_API_INDEXER_POLL_S": "0.2",
+            # many attestors and buyers behind one address here: the per-client limits would measure themselves
+            "LEDGER_API_RATE_REPORTS_PER_S": "0",
+            "LEDGER_API_RATE_ACCOUNTS_PER_S": "0",
         }
         server_cmd = [
             sys.executable, "-m", "api.cli", "--backend", "rpc", "--rpc-url", str(chain.rpc_url),
@@ -228,7 +279,19 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- 1. offer list -----------------------------------------------------------------------------
         cpu0 = cpu_seconds(server.pid)
+        stop_blocks = threading.Event()
+
+        def blocks() -> None:  # new blocks keep coming, as on a live chain
+            while not stop_blocks.wait(args.block_every):
+                chain.mine()
+
+        miner = threading.Thread(target=blocks, daemon=True)
+        if args.block_every > 0:
+            miner.start()
         rps, p50, p99, errs = asyncio.run(offers_load(base, args.clients, args.duration))
+        stop_blocks.set()
+        if miner.is_alive():
+            miner.join()
         log(f"server CPU during offers: {cpu_seconds(server.pid) - cpu0:.1f} s over {args.duration:.0f} s")
         result.update(offers_rps=round(rps, 1), offers_p50_ms=round(p50, 2), offers_p99_ms=round(p99, 2))
         log(f"offers: {rps:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, {errs} errors")
@@ -283,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.kill()
         chain.close()
     if args.json:
-        print(json.dumps({k: result.get(k) for k in ("offers_rps", "offers_p99_ms", "reports_accepted_per_s",
-                                                     "checkpoints_settled_per_s")}))
+        print(json.dumps({k: result.get(k) for k in ("offers_rps", "offers_p50_ms", "offers_p99_ms", "reports_accepted_per_s",
+                                                     "checkpoints_settled_per_s", "stored_reports", "prefill_s")}))
     else:
         for k, v in result.items():
             print(f"{k:28s} {v}")

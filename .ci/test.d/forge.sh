@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../contracts"
 start=$(date +%s)
-node_modules/.bin/forge test --color never
+log=$(mktemp)
+node_modules/.bin/forge test --color never | tee "$log"
+# the fuzzing budget actually spent: invariant handler calls and fuzz runs, summed over the tests
+awk '/\(runs: [0-9]+, calls: [0-9]+/ { sub(/.*calls: /, ""); sub(/,.*/, ""); calls += $0 }
+     /\(runs: [0-9]+, μ:/ { sub(/.*runs: /, ""); sub(/,.*/, ""); runs += $0 }
+     END { printf "forge: %d invariant handler calls, %d fuzz runs\n", calls, runs }' "$log"
+rm -f "$log"
 node tools/storage-layout.js LeaseEscrow LeaseEscrowExtension
 echo "forge: $(( $(date +%s) - start )) s"

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
     "",
     status_code=201,
     response_model=AccountCreated,
-    responses={413: COMMON_RESPONSES[413], 422: COMMON_RESPONSES[422]},
+    responses={413: COMMON_RESPONSES[413], 422: COMMON_RESPONSES[422], 429: COMMON_RESPONSES[429]},
 )
 def create_account(body: AccountIn, accounts: AccountsDep, disputes: DisputesDep) -> AccountCreated:
     """Create a managed account with the given roles. The API key is shown once; keep it. New accounts hold no

@@ -16,7 +16,8 @@ router = APIRouter(prefix="/v1/faucet", tags=["faucet"])
 @router.post(
     "",
     response_model=ActionOut,
-    responses={409: COMMON_RESPONSES[409], 413: COMMON_RESPONSES[413], 422: COMMON_RESPONSES[422], 503: COMMON_RESPONSES[503]},
+    responses={409: COMMON_RESPONSES[409], 413: COMMON_RESPONSES[413], 422: COMMON_RESPONSES[422],
+               429: COMMON_RESPONSES[429], 503: COMMON_RESPONSES[503]},
 )
 def faucet(body: FaucetIn, faucet: FaucetDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Send test ETH to an address, or mint the dev token (``token``, see ``GET /v1/tokens``) to it (dev

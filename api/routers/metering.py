@@ -13,7 +13,7 @@ from ledger.protocol import DOMAIN_VERSION, REPORT_FIELDS
 from ledger.protocol.samples import SAMPLE_FIELDS
 
 from ..deps import MeteringDep
-from ..errors import ErrorResponse, READ_RESPONSES
+from ..errors import COMMON_RESPONSES, ErrorResponse, READ_RESPONSES
 from ..services.metering import MAX_PROOFS_PER_REQUEST, SampleProof
 
 router = APIRouter(tags=["metering"])
@@ -105,10 +105,12 @@ def _e(description: str) -> dict[str, Any]:
         404: _e("unknown_lease: node or lease unknown (indexer lag: retry)"),
         409: _e("seq_conflict | seq_gap | chain_mismatch"),
         413: _e("body too large"),
+        429: COMMON_RESPONSES[429],
         422: _e(
             "samples_mismatch | figures_mismatch (the window's figures are not what its samples give) | "
             "window_in_future (the window ends after the chain's time + 30 s) | unsettleable_report"
         ),
+        503: _e("intake_unavailable | store_unavailable: retry"),
     },
 )
 async def submit_report(request: Request, metering: MeteringDep) -> JSONResponse:

@@ -146,9 +146,10 @@ async def list_offers(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     """Compare offers by price per GPU-hour, GPU model, VRAM, region and provider reputation."""
-    generation, now_s = offers.cache_key()
+    generation, epoch = offers.cache_key()
+    now_s = offers.now_s()
     key = (
-        generation, now_s, gpuModel, region, minVramMiB, minGpuCount, maxPricePerGpuHourWei,
+        generation, epoch, gpuModel, region, minVramMiB, minGpuCount, maxPricePerGpuHourWei,
         token, billingMode, provider, minProviderScoreBps, available, sort, limit, offset,
     )
     cached = offers.cached_list(key)
@@ -161,7 +162,7 @@ async def list_offers(
         )
         cached = await run_in_threadpool(offers.list_json, key, filters, sort, limit, offset, now_s)
     # the raw query string of a request that validated answers the same bytes next time (OffersFastPath)
-    offers.remember(request.scope.get("query_string", b""), (generation, now_s), cached)
+    offers.remember(request.scope.get("query_string", b""), (generation, epoch), cached)
     return Response(cached, media_type="application/json")
 
 

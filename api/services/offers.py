@@ -7,6 +7,7 @@ string of a request that validated is cached too, for the HTTP fast path (``api.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections import OrderedDict
@@ -88,6 +89,9 @@ class Offers:
         self._store = store
         self._indexer = indexer
         self._cache = _Cache()
+        self._expiries: list[int] = []
+        self._expiries_generation = -1
+        self._expiries_lock = threading.Lock()
         self.raw_cache = _Cache(size=2048)
 
     def publish(
@@ -145,8 +149,18 @@ class Offers:
                            "totalSupply); price offers in ETH or a token the escrow can pull", field="token") from None
 
     def cache_key(self) -> tuple[int, int]:
-        """(projection generation, chain time of the last indexed block): what an offer list depends on."""
-        return self._indexer.generation, self._indexer.head_ts
+        """(projection generation, how many offer expiries the chain's time has passed): what an offer list
+        depends on. Not the time itself: a new block changes no list unless an offer expired at it."""
+        generation = self._indexer.generation
+        with self._expiries_lock:
+            if self._expiries_generation != generation:
+                self._expiries = self._store.index.offer_expiries()
+                self._expiries_generation = generation
+            return generation, bisect.bisect_right(self._expiries, self._indexer.head_ts)
+
+    def now_s(self) -> int:
+        """The chain's time as the list judges availability (the last indexed block's)."""
+        return self._indexer.head_ts
 
     def fast(self, raw_query: bytes) -> bytes | None:
         """The cached answer to a raw query string that validated before under the same cache key."""

@@ -87,15 +87,19 @@ class IndexRepo:
         """One indexed range in one transaction: its events, its blocks' (number, hash, parent hash), the new
         checkpoint ``end``, and block hashes older than ``keep_blocks`` below it pruned."""
         with self._db.write() as s:
-            # idempotent: two indexers (two bridges on one database) may store the same range
+            # idempotent (two indexers, two bridges on one database, may store the same range), and one
+            # executemany, not an ORM object per event: a fresh start-up writes millions
             if events:
-                s.execute(dialect_insert(s, ChainEvent).values([
-                    dict(block_number=e.block_number, block_hash=e.block_hash, block_ts=e.block_ts, tx_hash=e.tx_hash,
-                         log_index=e.log_index, record_index=e.record_index, contract=e.contract, name=e.name,
-                         args=json.dumps(e.args, **_DUMP), lease_id=e.lease_id, node_id=e.node_id,  # type: ignore[arg-type]
-                         offer_id=e.offer_id)
-                    for e in events
-                ]).on_conflict_do_nothing())  # fmt: skip
+                s.execute(
+                    dialect_insert(s, ChainEvent).on_conflict_do_nothing(),
+                    [
+                        {"block_number": e.block_number, "block_hash": e.block_hash, "block_ts": e.block_ts,
+                         "tx_hash": e.tx_hash, "log_index": e.log_index, "record_index": e.record_index,
+                         "contract": e.contract, "name": e.name, "args": json.dumps(e.args, **_DUMP),  # type: ignore[arg-type]
+                         "lease_id": e.lease_id, "node_id": e.node_id, "offer_id": e.offer_id}
+                        for e in events
+                    ],
+                )  # fmt: skip
             for n, h, parent in sorted(blocks):
                 upsert(s, IndexedBlock, {"number": n, "hash": h, "parent_hash": parent}, ["number"])
             upsert(s, Checkpoint, {"name": name, "block_number": end[0], "block_hash": end[1]}, ["name"])
@@ -294,6 +298,12 @@ class IndexRepo:
         if q.node_ids is not None:
             stmt = stmt.where(OfferRow.node_id.in_(sorted(q.node_ids)))
         return stmt
+
+    def offer_expiries(self) -> list[int]:
+        """The distinct ``validUntil`` of indexed offers, ascending: the only times an offer list changes by
+        itself."""
+        with self._db.session() as s:
+            return [int(t) for t in s.scalars(select(OfferRow.valid_until).distinct().order_by(OfferRow.valid_until))]
 
     def offer_tokens(self) -> list[str]:
         """Token addresses some indexed offer is priced in."""

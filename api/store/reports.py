@@ -112,6 +112,19 @@ class ReportRepo:
             return self.archive_files.samples(r.archive, int(r.seq))
         return None
 
+    def _whole(self, s: Session, rows: Sequence[Report]) -> list[Report]:
+        """Rows with their body and signature: an archived report's live row keeps neither (its segment
+        does), except the lease's latest, which the next report's chain check reads."""
+        out = []
+        for r in rows:
+            if r.archive is not None and not r.body and self.archive_files is not None:
+                entry = self.archive_files.segment(r.archive)[int(r.seq)]
+                s.expunge(r)
+                r.body = json.dumps(entry["report"], separators=(",", ":"))
+                r.signature = str(entry["signature"])
+            out.append(r)
+        return out
+
     # --- intake ------------------------------------------------------------------------------------------
 
     def store_batch(self, items: Sequence[NewReport]) -> list[Stored]:
@@ -143,13 +156,14 @@ class ReportRepo:
         ``samples``; archived ones read from their segment), and the seq the next page starts at (None: the
         last page)."""
         with self._db.session() as s:
-            rows = list(
+            rows = self._whole(
+                s,
                 s.scalars(
                     select(Report)
                     .where(Report.lease_id == lease_id, Report.seq >= from_seq)
                     .order_by(Report.seq)
                     .limit(limit + 1)
-                )
+                ).all(),
             )
             roots = {r.samples_root for r in rows[:limit]} if samples else set()
             sets = {
@@ -253,7 +267,7 @@ class ReportRepo:
             if lease_id is not None:
                 q = q.where(Report.lease_id == lease_id)
             for r in s.scalars(q).yield_per(200):
-                yield r, self._samples(s, r), nodes.get(r.lease_id)
+                yield self._whole(s, [r])[0], self._samples(s, r), nodes.get(r.lease_id)
 
     # --- retention -----------------------------------------------------------------------------------------
 
@@ -325,19 +339,31 @@ class ReportRepo:
                 .order_by(Report.seq)
                 .limit(limit)
             ).all()
-            return [(r, self._samples(s, r), node_id) for r in rows]
+            return [(r, self._samples(s, r), node_id) for r in self._whole(s, rows)]
 
     def mark_archived(self, report_ids: Sequence[int], segment: str) -> int:
-        """Point the reports at their segment and drop the sample sets no live report still needs; how many
-        sample sets were dropped."""
+        """Point the reports at their segment, leave their body and signature to it (but for each lease's
+        latest report), and drop the sample sets no live report still needs; how many sample sets were
+        dropped."""
+        ids = list(report_ids)
         with self._db.write() as s:
-            roots = set(s.scalars(select(Report.samples_root).where(Report.id.in_(list(report_ids)))))
+            roots = set(s.scalars(select(Report.samples_root).where(Report.id.in_(ids))))
             s.execute(
-                update(Report)
-                .where(Report.id.in_(list(report_ids)))
-                .values(archive=segment)
-                .execution_options(synchronize_session=False)
+                update(Report).where(Report.id.in_(ids)).values(archive=segment).execution_options(synchronize_session=False)
             )
+            leases = set(s.scalars(select(Report.lease_id).where(Report.id.in_(ids))))
+            tops = select(Report.lease_id, func.max(Report.seq).label("top")).where(Report.lease_id.in_(leases))
+            top = tops.group_by(Report.lease_id).subquery()
+            heads = set(s.scalars(select(Report.id).join(top, (Report.lease_id == top.c.lease_id) & (Report.seq == top.c.top))))
+            # rewritten, not updated in place: a row shrunk where it stands leaves its page as large as before
+            # (SQLite never moves other rows into the gap), while deleted rows free whole pages of old rows,
+            # which new reports then reuse; the compact copy goes at the end
+            slim = [i for i in ids if i not in heads]
+            cols = [c for c in Report.__table__.columns if c.name != "id"]
+            rows = s.execute(select(*cols).where(Report.id.in_(slim)).order_by(Report.id)).mappings().all()
+            s.execute(delete(Report).where(Report.id.in_(slim)).execution_options(synchronize_session=False))
+            if rows:
+                s.execute(insert(Report), [{**r, "body": "", "signature": ""} for r in rows])
             still = set(
                 s.scalars(select(Report.samples_root).where(Report.samples_root.in_(roots), Report.archive.is_(None)))
             )

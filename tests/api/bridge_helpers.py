@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,3 +131,22 @@ def checkpoint(svc: Any, lease_id: int) -> Any:
     """The escrow's checkpoint view of a lease (``ledger.chain.views.CheckpointInfo``), read by the bridge's
     chain collaborators."""
     return svc.ledger.read.checkpoint(lease_id, svc.ledger.states.state(lease_id))
+
+
+def busy_node_samples(rng: random.Random, t0_ms: int, gpus: int = 8, per_gpu: int = 10, period_ms: int = 18_000) -> list[Sample]:
+    """One window of a busy node's samples at the attestor's default policy (a sample per GPU every 18 s, the
+    energy counter read at the window's end), with utilization, power and memory varying as on a real GPU:
+    no two samples alike, so compression is not flattered."""
+    out = []
+    for k in range(per_gpu):
+        ts = t0_ms + (k + 1) * period_ms
+        read = k == per_gpu - 1
+        for g in range(gpus):
+            iv = period_ms + rng.randint(-40, 40)
+            polls = max(1, iv // 200)
+            busy = min(iv, sum(rng.choice((0, 37, 84, 100, 100)) for _ in range(polls)) * iv // (100 * polls))
+            sm = busy * rng.randint(60, 97) // 100
+            out.append(Sample(g, ts + rng.randint(0, 30), iv, iv, busy, polls, sm, sm // 3, rng.randint(250_000, 690_000),
+                              polls * 10, 10**9 + ts if read else 0, 40_000 + rng.randint(0, 2000),
+                              0 if read else int(SampleField.ENERGY_UNREAD)))  # fmt: skip
+    return out

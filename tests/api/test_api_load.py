@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from bridge_helpers import new_account, submission
+from bridge_helpers import new_account, ok, submission
 from conftest import bridge_settings
-from test_api_flow import PRICE, attestor_for, open_and_activate, setup_provider
+from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
 
 from api.app import create_app
 from ledger.chain.backends import Chain, free_port
@@ -157,3 +157,24 @@ def test_rate_limits_answer_429_with_retry_after(memory_chain: tuple[Chain, Depl
             assert client.post("/v1/accounts", json={"roles": ["buyer"]}).status_code == 201
     finally:
         chain.revert(snap)
+
+
+def test_offer_list_cache_survives_new_blocks_until_an_offer_expires(bridge: TestClient) -> None:
+    """The list's cache is keyed by the projections' generation and by how many offer expiries the chain's
+    time has passed: a block that changes nothing keeps it; an expiry changes the answer at once."""
+    client = bridge
+    svc = services(client)
+    prov = setup_provider(client, ["GPU-cache-1"], PRICE)
+    first = client.get("/v1/offers")
+    assert [o["offerId"] for o in first.json()["offers"]] == [prov["offerId"]]
+    key = svc.offers.cache_key()
+    valid_until = ok(client.get(f"/v1/offers/{prov['offerId']}"))["validUntil"]
+    svc.chain.time_travel(svc.chain.now() + 60)  # a new block, one minute later
+    svc.indexer.sync_once()
+    assert svc.offers.cache_key() == key
+    assert client.get("/v1/offers").content == first.content
+    svc.chain.time_travel(valid_until + 1)  # the offer expires
+    svc.indexer.sync_once()
+    assert svc.offers.cache_key() != key
+    assert client.get("/v1/offers").json()["offers"] == []
+    assert [o["available"] for o in client.get("/v1/offers", params={"available": "false"}).json()["offers"]] == [False]

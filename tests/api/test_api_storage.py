@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from bridge_helpers import new_account, submission
+from bridge_helpers import busy_node_samples, new_account, submission
 from test_api_flow import PRICE, attestor_for, open_and_activate, services, setup_provider
 
 from alembic import command
@@ -20,23 +20,10 @@ from api.store.migrations.runner import alembic_config
 from api.store.models import SampleSet
 from api.store.samples import CODEC_RAW, CODEC_ZLIB_COLUMNS, decode_samples, encode_samples, pack_samples
 from ledger.protocol import Sample
-from ledger.protocol.samples import SampleField
 
 
 def _busy_node_samples(rng: random.Random, reports: int = 1) -> list[Sample]:
-    """8 GPUs, a sample every 18 s, utilization, power and memory all varying (no two samples alike)."""
-    out = []
-    for k in range(10 * reports):
-        ts = 1_764_000_000_000 + (k + 1) * 18_000
-        for g in range(8):
-            iv = 18_000 + rng.randint(-40, 40)
-            busy = min(iv, sum(rng.choice((0, 37, 84, 100, 100)) for _ in range(90)) * 2)
-            sm = busy * rng.randint(60, 97) // 100
-            read = k % 10 == 9
-            out.append(Sample(g, ts + rng.randint(0, 30), iv, iv, busy, 90, sm, sm // 3, rng.randint(250_000, 690_000),
-                              900, 10**9 + ts if read else 0, 40_000 + rng.randint(0, 2000),
-                              0 if read else int(SampleField.ENERGY_UNREAD)))  # fmt: skip
-    return out
+    return [s for k in range(reports) for s in busy_node_samples(rng, 1_764_000_000_000 + k * 180_000)]
 
 
 def test_codec_round_trips_every_value_and_compresses_a_busy_report() -> None:

@@ -200,6 +200,8 @@ def test_audit_passes_after_retention_moved_the_samples_to_the_archive(bridge_le
     assert svc.retention.run_once() == 0  # nothing twice
     with svc.store.db.session() as s:
         segments = set(s.scalars(select(Report.archive).where(Report.lease_id == lease_id)))
+        kept = [r.body != "" for r in s.scalars(select(Report).where(Report.lease_id == lease_id).order_by(Report.seq))]
+    assert kept == [False] * 5 + [True]  # the segment holds them; the latest stays whole for the next link
     assert segments == {f"lease-{lease_id}/000000000001-000000000006.jsonl.gz"}
     assert svc.store.archive is not None and (svc.store.archive.root / segments.pop()).is_file()
 
