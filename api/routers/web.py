@@ -297,14 +297,17 @@ def _answered(answer: Answer) -> dict[str, Any]:
 
 @router.get("/leases/{leaseId}", response_class=HTMLResponse)
 def lease_page(
-    request: Request, leaseId: IdPath, market: MarketDep, accounts: AccountsDep,
+    request: Request, leaseId: IdPath, market: MarketDep, accounts: AccountsDep, book: AuditBookDep,
     sessions: WebSessionsDep,
 ) -> HTMLResponse:  # fmt: skip
     def build(caller: Caller | None) -> tuple[str, dict[str, Any]]:
         page = market.lease_page(leaseId)
         mine = caller is not None and caller.address == page["doc"]["buyer"]
         partial = request.headers.get("hx-request") == "true"  # htmx polls the live figures only
-        return "lease_live.html" if partial else "lease.html", {"p": page, "mine": mine, "idem": secrets.token_urlsafe(16)}
+        audit = book.get(leaseId)
+        failed = {r["reportSeq"] for r in audit.verdict["results"] if r["status"] == "FAIL"} if audit else set()
+        ctx = {"p": page, "mine": mine, "idem": secrets.token_urlsafe(16), "audit": audit, "auditFailed": failed}
+        return "lease_live.html" if partial else "lease.html", ctx
 
     return _page(request, accounts, sessions, build)
 

@@ -307,6 +307,7 @@ class Market:
         end_left = None
         if active and doc["endMs"]:
             end_left = max(0, doc["endMs"] // 1000 - self._now())
+        stops = min((x for x in (time_left, end_left) if x is not None), default=None)
         return {
             "doc": doc,
             "unit": unit,
@@ -318,7 +319,10 @@ class Market:
             "burnPerS": burn,
             "timeLeftS": time_left,
             "endLeftS": end_left,
-            "alert": time_left is not None and time_left < ALERT_WITHIN_S,
+            # the lease stops at its end or when escrow runs out, whichever comes first: top-ups extend both
+            "stopsInS": stops,
+            "stopsAtEnd": stops is not None and stops == end_left,
+            "alert": stops is not None and stops < ALERT_WITHIN_S,
             "refunded": int(money["refund"]) + int(money["feeRefund"]),
         }
 

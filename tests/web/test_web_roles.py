@@ -88,6 +88,15 @@ def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> N
     expect(page.locator("#lease-state")).to_have_text("Open")
     expect(page.locator("#acting")).to_contain_text(wallet.address)  # the wallet still acts on the lease page
 
+    # the provider starts it; the wallet closes it from the lease page: a second transaction signed in the wallet
+    ok(c.post(f"/v1/leases/{lease_id}/activate", headers={"Authorization": f"Bearer {prov['key']}"}))
+    page.reload()
+    expect(page.locator("#lease-state")).to_have_text("Active")
+    page.get_by_role("button", name="Close lease").click()
+    expect(page.locator("#lease-state")).to_have_text("Closed", timeout=15_000)
+    assert len(sent) == 2 and ok(c.get(f"/v1/leases/{lease_id}"))["state"] == "Closed"
+    expect(page.locator("#refund")).to_contain_text("ETH")
+
 
 CONTRAST_JS = """
 () => {
