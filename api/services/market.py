@@ -445,6 +445,12 @@ class Market:
         node_ids = {n["nodeId"] for n in nodes}
         refusals: list[Refusal] = self._metering.refusals(node_ids)
         lease_ids = [r.lease_id for r in lease_rows]
+        last_window: dict[int, int] = {}  # node -> end (ms) of the latest window its attestor reported
+        for lid, body in self._store.reports.latest_bodies(lease_ids).items():
+            node_of = next(r.node_id for r in lease_rows if r.lease_id == lid)
+            last_window[node_of] = max(last_window.get(node_of, 0), int(json.loads(body)["windowEndMs"]))
+        for view in nodes:
+            view["lastWindowEndMs"] = last_window.get(view["nodeId"])
         rejected = self._store.reports.with_reason(lease_ids)
         token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
         history: list[dict[str, Any]] = []  # ratings and dispute outcomes, in chain order

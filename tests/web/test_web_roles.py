@@ -32,6 +32,7 @@ def test_provider_sees_a_refused_reports_reason(live: Live, page: Page) -> None:
     expect(row).to_contain_text(reason["message"])
     expect(row.locator("td").nth(2)).to_have_text(str(lease_id))
     expect(page.locator("#nodes tbody tr")).to_have_count(1)
+    expect(page.locator("#nodes tbody tr")).to_contain_text("none yet")  # its only report was refused
     expect(page.locator("#leases tbody tr")).to_contain_text(f"#{lease_id}")
     expect(page.locator("#days rect")).to_have_count(14)  # per-day attested availability, the last 14 days
     expect(page.locator("#days rect title").last).to_contain_text("%")  # today a lease ran; its report attested it
