@@ -97,7 +97,8 @@ def _caller(request: Request, accounts: Any, sessions: Any) -> tuple[Caller | No
     except ApiError:  # revoked since login
         sessions.close(request.cookies.get(SESSION_COOKIE))
         return None, None
-    return caller, accounts.me(caller)
+    # the header needs who and which roles; the balance (a chain read) only on the account page
+    return caller, {"address": caller.address, "roles": sorted(caller.roles)}
 
 
 def _render(
@@ -365,6 +366,7 @@ def account_page(request: Request, leases: LeasesDep, accounts: AccountsDep, ses
     caller, account = _caller(request, accounts, sessions)
     mine: list[dict[str, Any]] = []
     if caller is not None:
+        account = accounts.me(caller)
         _, mine = leases.list(buyer=caller.address, limit=200)
     return _render(request, sessions, "account.html", {"leases": mine}, account=account)
 
