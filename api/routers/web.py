@@ -44,7 +44,6 @@ root_router = APIRouter(include_in_schema=False)
 SESSION_COOKIE = "cl_session"
 CSRF_COOKIE = "cl_csrf"
 BILLING = {"reserved": 0, "metered": 1, "sm_active": 2}
-WEI_PER_ETH = 10**18
 IdPath = Annotated[int, Path(ge=0, lt=2**63)]
 
 
@@ -199,16 +198,19 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
     if token is not None and not re.fullmatch(ADDRESS_PATTERN, token):
         problems.append("token is not an address (ignored)")
         token = None
+    hours = num("minHours", "available for at least (hours)")
     q = OfferFilters(
         gpu_model=(params.get("gpuModel") or "").strip()[:64] or None,
         region=(params.get("region") or "").strip()[:16] or None,
         min_vram_mib=None if (g := num("minVramGiB", "minimum VRAM")) is None else g * 1024,
         min_gpu_count=num("minGpus", "minimum GPUs"),
-        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(WEI_PER_ETH)),
+        # in the chosen token's units (ETH's 18 decimals when none is chosen)
+        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(10) ** (market.unit(token).decimals if token else 18)),
         token=token,
         billing_mode=None if billing is None else BILLING[billing],
         min_provider_score_bps=None if (s := num("minScore", "minimum score", Decimal(100))) is None else min(s, 10_000),
         available_at=market.now_head() if params.get("all") != "1" else None,
+        min_valid_until=None if hours is None else market.now_head() + hours * 3600,
     )
     return BookQuery(q, None if min_uptime is None else float(min_uptime), params.get("audited") == "1"), sort, page, problems
 
@@ -219,6 +221,7 @@ async def offer_book(request: Request, market: MarketDep, accounts: AccountsDep,
     q, sort, page, problems = _book_query(params, market)
     total, rows = await run_in_threadpool(market.book, q, sort, page)
     models, regions = await run_in_threadpool(market.facets)
+    tokens = await run_in_threadpool(market.token_choices)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     kept = {k: v for k, v in params.items() if v and k != "page"}
 
@@ -227,7 +230,8 @@ async def offer_book(request: Request, market: MarketDep, accounts: AccountsDep,
 
     _, account = await run_in_threadpool(_caller, request, accounts, sessions)
     ctx = {"rows": rows, "total": total, "page": page, "pages": pages, "params": params, "sort": sort,
-           "problems": problems, "models": models, "regions": regions, "link": link, "sorts": BOOK_SORTS}  # fmt: skip
+           "problems": problems, "models": models, "regions": regions, "tokens": tokens, "link": link,
+           "sorts": BOOK_SORTS}  # fmt: skip
     partial = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "book"
     return _render(request, sessions, "offers_table.html" if partial else "offers.html", ctx, account=account)
 

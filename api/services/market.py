@@ -217,6 +217,10 @@ class Market:
     def facets(self) -> tuple[list[str], list[str]]:
         return self._store.index.offer_facets()
 
+    def token_choices(self) -> list[tuple[str, str]]:
+        """(address, symbol) of the tokens offers are priced in, ETH first."""
+        return [(t, self.unit(t).symbol) for t in sorted(self._store.index.offer_tokens(), key=lambda t: t != ETH)]
+
     def book(self, q: BookQuery, sort: str, page: int) -> tuple[int, list[dict[str, Any]]]:
         """(total, one page of offers as the book shows them)."""
         folds = self._fold()

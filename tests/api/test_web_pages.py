@@ -70,6 +70,12 @@ def test_unreadable_filters_are_said_and_ignored(bridge: TestClient) -> None:
                  "minimum GPUs: '-1' is not a number"):  # fmt: skip
         assert said in htmllib.unescape(r.text)
     assert "1 offer" in r.text
+    # the availability window and the token are filters too
+    assert "1 offer" in bridge.get("/web/offers", params={"minHours": "47"}).text  # valid 48 h (setup_provider)
+    assert "0 offers" in bridge.get("/web/offers", params={"minHours": "49"}).text
+    eth = "0x" + "00" * 20
+    assert "1 offer" in bridge.get("/web/offers", params={"token": eth, "maxPrice": "0.0000036"}).text
+    assert "0 offers" in bridge.get("/web/offers", params={"token": eth, "maxPrice": "0.0000035"}).text
     assert bridge.get("/web/leases/999999").status_code == 404
     assert bridge.get("/web/providers/nobody").status_code == 422
 
