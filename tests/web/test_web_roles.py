@@ -104,6 +104,8 @@ def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> N
     expect(page.locator("#lease-state")).to_have_text("Closed", timeout=15_000)
     assert len(sent) == 2 and ok(c.get(f"/v1/leases/{lease_id}"))["state"] == "Closed"
     expect(page.locator("#refund")).to_contain_text("ETH")
+    page.goto(f"{live.url}/web/account")  # the wallet's leases, listed from the JSON API
+    expect(page.locator("#wallet-leases")).to_contain_text(f"Lease #{lease_id} on offer #{prov['offerId']}: Closed")
 
 
 def test_wallet_approves_the_token_then_opens_an_erc20_lease(live: Live, page: Page) -> None:

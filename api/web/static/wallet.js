@@ -145,8 +145,28 @@ async function onWalletSubmit(form) {
   }
 }
 
+/** The account page, for a wallet: its leases as a buyer, from the JSON API. */
+async function listWalletLeases() {
+  const box = document.getElementById("wallet-leases");
+  const from = walletAddress();
+  if (!box || !from) return;
+  const list = await (await fetch(`/v1/leases?buyer=${from}&limit=500`)).json();
+  box.textContent = list.leases.length ? "" : "This wallet has no lease yet.";
+  const ul = document.createElement("ul");
+  for (const l of /** @type {{ leaseId: number, state: string, offerId: number }[]} */ (list.leases)) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/web/leases/${l.leaseId}`;
+    a.textContent = `Lease #${l.leaseId}`;
+    li.append(a, ` on offer #${l.offerId}: ${l.state}`);
+    ul.append(li);
+  }
+  box.append(ul);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   showActing();
+  listWalletLeases().catch((e) => say(String(e.message ?? e)));
   document.getElementById("wallet-connect")?.addEventListener("click", () => { connect().catch((e) => say(String(e.message ?? e))); });
   for (const form of document.querySelectorAll("form[data-wallet-action]")) {
     form.addEventListener("submit", (/** @type {Event} */ ev) => {
