@@ -249,6 +249,7 @@ def offer_page(
             "priceText": unit.show(int(offer["pricePerGpuHour"])), "node": market.node_view(offer["nodeId"]),
             "uptime": market.node_stats(offer["nodeId"]).uptime_pct, "provider": market.provider_summary(offer["provider"]),
             "caller": caller, "idem": secrets.token_urlsafe(16),
+            "track": market.offer_track_record(offer["nodeId"], offer["provider"]),
         }  # fmt: skip
 
     return _page(request, accounts, sessions, build)

@@ -373,6 +373,23 @@ class Market:
 
     # --- a provider ----------------------------------------------------------------------------------------
 
+    def offer_track_record(self, node_id: int, provider: str) -> dict[str, Any]:
+        """For an offer's page: the node's per-day attested availability, the provider's ratings and disputes."""
+        _, node_leases = self._store.index.leases(node_id=node_id, limit=500)
+        _, provider_leases = self._store.index.leases(provider=provider, limit=500)
+        days = self._availability_days([(r.lease_id, json.loads(r.data), r.status) for r in node_leases], self._now())
+        return {"days": days, "history": self._history(provider_leases)}
+
+    def _history(self, lease_rows: list[Any]) -> list[dict[str, Any]]:
+        """Ratings and dispute outcomes of these leases, in chain order, amounts in their token."""
+        token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
+        history: list[dict[str, Any]] = []
+        for e in self._store.index.events_named(["Rated", "DisputeOpened", "DisputeResolved"]):
+            if e.lease_id in token_of:
+                history.append({"at": e.block_ts, "leaseId": e.lease_id, "event": e.name, "args": json.loads(e.args),
+                                "tx": e.tx_hash, "unit": self.unit(token_of[e.lease_id])})  # fmt: skip
+        return history
+
     def _availability_days(self, leases: list[tuple[int, dict[str, Any], str]], now_s: int, days: int = 14) -> list[dict[str, Any]]:
         """Per UTC day of the last ``days``: GPU time the provider's attestors reported allocated over the GPU
         time its started leases ran that day (the per-day attested availability bars)."""
@@ -456,13 +473,6 @@ class Market:
         for view in nodes:
             view["lastWindowEndMs"] = last_window.get(view["nodeId"])
         rejected = self._store.reports.with_reason(lease_ids)
-        token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
-        history: list[dict[str, Any]] = []  # ratings and dispute outcomes, in chain order
-        for e in self._store.index.events_named(["Rated", "DisputeOpened", "DisputeResolved"]):
-            if e.lease_id not in token_of:
-                continue
-            history.append({"at": e.block_ts, "leaseId": e.lease_id, "event": e.name, "args": json.loads(e.args),
-                            "tx": e.tx_hash, "unit": self.unit(token_of[e.lease_id])})  # fmt: skip
         return {
             "address": address,
             "nodes": nodes,
@@ -472,8 +482,9 @@ class Market:
             "withdrawable": {tok: self.unit(tok).show(v) for tok, v in balances.items()},
             "refusals": refusals,
             "rejected": rejected,
-            "history": history,
+            "history": self._history(lease_rows),
             "days": self._availability_days([(r.lease_id, json.loads(r.data), r.status) for r in lease_rows], chain_now),
+            "symbols": {tok: self.unit(tok).symbol for tok in tokens},
             "now": chain_now,
             "audit": self._audits.get(address),
         }
