@@ -138,13 +138,14 @@ async def _form(request: Request, sessions: Any) -> dict[str, str]:
     return form
 
 
-def _decimal(text: str, what: str) -> Decimal:
+def _decimal(text: str, what: str, most: int = 10**9) -> Decimal:
+    """A number a person typed (``1.5``), at most ``most``; 422 with the field's name otherwise."""
     try:
         v = Decimal(text.strip())
     except InvalidOperation:
-        raise ApiError(422, "validation_error", f"{what}: {text!r} is not a number") from None
-    if not v.is_finite() or v < 0:
-        raise ApiError(422, "validation_error", f"{what} must be a number ≥ 0")
+        raise ApiError(422, "validation_error", f"{what}: {text[:40]!r} is not a number") from None
+    if not v.is_finite() or v < 0 or v.adjusted() > 40 or v > most:  # bounded before int(): no huge expansion
+        raise ApiError(422, "validation_error", f"{what} must be a number from 0 to {most:,}")
     return v
 
 
@@ -171,17 +172,18 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
     """The book's filters from the query string; unreadable values are dropped and said (never a 422 page)."""
     problems: list[str] = []
 
-    def num(name: str, label: str, scale: Decimal = Decimal(1)) -> int | None:
+    def num(name: str, label: str, scale: Decimal = Decimal(1), most: int = 2**62) -> int | None:
         raw = params.get(name, "").strip()
         if not raw:
             return None
         try:
-            v = Decimal(raw)
-            if not v.is_finite() or v < 0:
+            v = Decimal(raw[:80])
+            # bounded before any arithmetic: 1e999999999 is neither multiplied nor expanded
+            if not v.is_finite() or v < 0 or v.adjusted() > 80 or v * scale > most:
                 raise InvalidOperation
             return int(v * scale)
         except InvalidOperation:
-            problems.append(f"{label}: {raw!r} is not a number ≥ 0 (ignored)")
+            problems.append(f"{label}: {raw[:40]!r} is not a number from 0 to {most // int(scale):,} (ignored)")
             return None
 
     billing = params.get("billing") or None
@@ -193,7 +195,7 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
     if sort.lstrip("-") not in BOOK_SORTS:
         problems.append(f"sort {sort!r} is unknown: sorted by price")
         sort = "price"
-    page = num("page", "page") or 1
+    page = num("page", "page", most=1_000_000) or 1
     token = params.get("token") or None
     if token is not None and not re.fullmatch(ADDRESS_PATTERN, token):
         problems.append("token is not an address (ignored)")
@@ -205,7 +207,8 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
         min_vram_mib=None if (g := num("minVramGiB", "minimum VRAM")) is None else g * 1024,
         min_gpu_count=num("minGpus", "minimum GPUs"),
         # in the chosen token's units (ETH's 18 decimals when none is chosen)
-        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(10) ** (market.unit(token).decimals if token else 18)),
+        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(10) ** (market.unit(token).decimals if token else 18),
+                                   most=2**255),
         token=token,
         billing_mode=None if billing is None else BILLING[billing],
         min_provider_score_bps=None if (s := num("minScore", "minimum score", Decimal(100))) is None else min(s, 10_000),
@@ -274,8 +277,10 @@ async def open_lease(request: Request, leases: LeasesDep, accounts: AccountsDep,
         form = await _form(request, sessions)
         if caller is None:
             raise ApiError(401, "unauthorized", "log in with your API key to open a lease (or use a wallet)")
-        offer_id = int(form.get("offerId", "-1"))
-        hours = _decimal(form.get("hours", ""), "hours")
+        offer_id = int(form.get("offerId", "-1")[:20])
+        if not 0 <= offer_id < 2**63:
+            raise ApiError(404, "not_found", "no such offer")
+        hours = _decimal(form.get("hours", ""), "hours", most=24 * 365 * 10)
         duration_s = int(hours * 3600)
         if duration_s <= 0:
             raise ApiError(422, "validation_error", "the lease needs at least one second")
@@ -334,7 +339,7 @@ async def lease_action(
             _answered(await run_in_threadpool(leases.close, caller, leaseId, key))
         elif action == "top-up":
             lease = await run_in_threadpool(leases.require, leaseId)
-            hours = _decimal(form.get("hours", ""), "hours")
+            hours = _decimal(form.get("hours", ""), "hours", most=24 * 365 * 10)
             amount = int(lease["pricePerGpuSecond"]) * int(lease["gpuCount"]) * int(hours * 3600)
             if amount <= 0:
                 raise ApiError(422, "validation_error", "top up at least one second")
@@ -342,7 +347,7 @@ async def lease_action(
         elif action == "dispute":
             await run_in_threadpool(leases.dispute, caller, leaseId)
         elif action == "rate":
-            stars = int(form.get("stars", "0"))
+            stars = int(form.get("stars", "0")[:3])
             if not 1 <= stars <= 5:
                 raise ApiError(422, "validation_error", "stars: 1 to 5")
             await run_in_threadpool(leases.rate, caller, leaseId, stars)
@@ -437,12 +442,12 @@ async def run_audit(
             raise ApiError(503, "auditor_unavailable", "this bridge was started without the auditor: run "
                            "`compute-ledger audit lease N --api URL` instead")  # fmt: skip
         try:
-            lease_id = int(form.get("leaseId", ""))
+            lease_id = int(form.get("leaseId", "")[:20])
         except ValueError:
             raise ApiError(422, "validation_error", "the lease id must be a number") from None
         lease = await run_in_threadpool(leases.require, lease_id)
         k = form.get("spotCheck", "").strip()
-        spot = int(k) if k.isdigit() and int(k) > 0 else None
+        spot = min(int(k), 1000) if k[:6].isdigit() and len(k) <= 6 and int(k) > 0 else None
         base = str(request.base_url).rstrip("/")
         outcome = await run_in_threadpool(auditor, base, chain, lease_id, spot)
     except ApiError as e:
