@@ -13,6 +13,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -66,6 +67,7 @@ def make_market(c: _Client, chain: object) -> dict[str, int | str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    ap.add_argument("--png", action="store_true", help="lossless PNG instead of JPEG (larger files)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"screenshots need Debian's chromium at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
@@ -80,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         with served(app, start_timeout_s=60) as url, _Client(base_url=url, timeout=60) as c, sync_playwright() as p:
             c.app = app
             m = make_market(c, chain)
+            def shoot(pg: Any, stem: Path, full_page: bool = False) -> None:
+                path = stem.with_suffix(".png" if args.png else ".jpg")
+                if args.png:
+                    pg.screenshot(path=str(path), full_page=full_page)
+                else:
+                    pg.screenshot(path=str(path), type="jpeg", quality=70, full_page=full_page)
+                print(f"wrote {path}")
+
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1360, "height": 900})
             page.goto(f"{url}/web/audit")
@@ -95,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, path in shots.items():
                 page.goto(url + path)
-                page.screenshot(path=str(args.out / f"{name}.jpg"), type="jpeg", quality=70)
-                print(f"wrote {args.out / (name + '.jpg')}")
+                shoot(page, args.out / name)
             page.goto(f"{url}/web/login")
             page.get_by_label("API key").fill(str(m["buyerKey"]))
             page.get_by_role("button", name="Log in").click()
             page.goto(f"{url}/web/leases/{m['lease']}")
-            page.screenshot(path=str(args.out / "web-lease.jpg"), type="jpeg", quality=70, full_page=True)
-            print(f"wrote {args.out / 'web-lease.jpg'}")
+            shoot(page, args.out / "web-lease", full_page=True)
             browser.close()
     finally:
         chain.close()

@@ -44,7 +44,6 @@ root_router = APIRouter(include_in_schema=False)
 SESSION_COOKIE = "cl_session"
 CSRF_COOKIE = "cl_csrf"
 BILLING = {"reserved": 0, "metered": 1, "sm_active": 2}
-WEI_PER_ETH = 10**18
 IdPath = Annotated[int, Path(ge=0, lt=2**63)]
 
 
@@ -97,7 +96,8 @@ def _caller(request: Request, accounts: Any, sessions: Any) -> tuple[Caller | No
     except ApiError:  # revoked since login
         sessions.close(request.cookies.get(SESSION_COOKIE))
         return None, None
-    return caller, accounts.me(caller)
+    # the header needs who and which roles; the balance (a chain read) only on the account page
+    return caller, {"address": caller.address, "roles": sorted(caller.roles)}
 
 
 def _render(
@@ -138,13 +138,14 @@ async def _form(request: Request, sessions: Any) -> dict[str, str]:
     return form
 
 
-def _decimal(text: str, what: str) -> Decimal:
+def _decimal(text: str, what: str, most: int = 10**9) -> Decimal:
+    """A number a person typed (``1.5``), at most ``most``; 422 with the field's name otherwise."""
     try:
         v = Decimal(text.strip())
     except InvalidOperation:
-        raise ApiError(422, "validation_error", f"{what}: {text!r} is not a number") from None
-    if not v.is_finite() or v < 0:
-        raise ApiError(422, "validation_error", f"{what} must be a number ≥ 0")
+        raise ApiError(422, "validation_error", f"{what}: {text[:40]!r} is not a number") from None
+    if not v.is_finite() or v < 0 or v.adjusted() > 40 or v > most:  # bounded before int(): no huge expansion
+        raise ApiError(422, "validation_error", f"{what} must be a number from 0 to {most:,}")
     return v
 
 
@@ -171,17 +172,18 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
     """The book's filters from the query string; unreadable values are dropped and said (never a 422 page)."""
     problems: list[str] = []
 
-    def num(name: str, label: str, scale: Decimal = Decimal(1)) -> int | None:
+    def num(name: str, label: str, scale: Decimal = Decimal(1), most: int = 2**62) -> int | None:
         raw = params.get(name, "").strip()
         if not raw:
             return None
         try:
-            v = Decimal(raw)
-            if not v.is_finite() or v < 0:
+            v = Decimal(raw[:80])
+            # bounded before any arithmetic: 1e999999999 is neither multiplied nor expanded
+            if not v.is_finite() or v < 0 or v.adjusted() > 80 or v * scale > most:
                 raise InvalidOperation
             return int(v * scale)
         except InvalidOperation:
-            problems.append(f"{label}: {raw!r} is not a number ≥ 0 (ignored)")
+            problems.append(f"{label}: {raw[:40]!r} is not a number from 0 to {most // int(scale):,} (ignored)")
             return None
 
     billing = params.get("billing") or None
@@ -193,21 +195,25 @@ def _book_query(params: dict[str, str], market: Any) -> tuple[BookQuery, str, in
     if sort.lstrip("-") not in BOOK_SORTS:
         problems.append(f"sort {sort!r} is unknown: sorted by price")
         sort = "price"
-    page = num("page", "page") or 1
+    page = num("page", "page", most=1_000_000) or 1
     token = params.get("token") or None
     if token is not None and not re.fullmatch(ADDRESS_PATTERN, token):
         problems.append("token is not an address (ignored)")
         token = None
+    hours = num("minHours", "available for at least (hours)")
     q = OfferFilters(
         gpu_model=(params.get("gpuModel") or "").strip()[:64] or None,
         region=(params.get("region") or "").strip()[:16] or None,
         min_vram_mib=None if (g := num("minVramGiB", "minimum VRAM")) is None else g * 1024,
         min_gpu_count=num("minGpus", "minimum GPUs"),
-        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(WEI_PER_ETH)),
+        # in the chosen token's units (ETH's 18 decimals when none is chosen)
+        max_price_per_gpu_hour=num("maxPrice", "maximum price", Decimal(10) ** (market.unit(token).decimals if token else 18),
+                                   most=2**255),
         token=token,
         billing_mode=None if billing is None else BILLING[billing],
         min_provider_score_bps=None if (s := num("minScore", "minimum score", Decimal(100))) is None else min(s, 10_000),
         available_at=market.now_head() if params.get("all") != "1" else None,
+        min_valid_until=None if hours is None else market.now_head() + hours * 3600,
     )
     return BookQuery(q, None if min_uptime is None else float(min_uptime), params.get("audited") == "1"), sort, page, problems
 
@@ -218,6 +224,7 @@ async def offer_book(request: Request, market: MarketDep, accounts: AccountsDep,
     q, sort, page, problems = _book_query(params, market)
     total, rows = await run_in_threadpool(market.book, q, sort, page)
     models, regions = await run_in_threadpool(market.facets)
+    tokens = await run_in_threadpool(market.token_choices)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     kept = {k: v for k, v in params.items() if v and k != "page"}
 
@@ -226,7 +233,8 @@ async def offer_book(request: Request, market: MarketDep, accounts: AccountsDep,
 
     _, account = await run_in_threadpool(_caller, request, accounts, sessions)
     ctx = {"rows": rows, "total": total, "page": page, "pages": pages, "params": params, "sort": sort,
-           "problems": problems, "models": models, "regions": regions, "link": link, "sorts": BOOK_SORTS}  # fmt: skip
+           "problems": problems, "models": models, "regions": regions, "tokens": tokens, "link": link,
+           "sorts": BOOK_SORTS}  # fmt: skip
     partial = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "book"
     return _render(request, sessions, "offers_table.html" if partial else "offers.html", ctx, account=account)
 
@@ -244,6 +252,7 @@ def offer_page(
             "priceText": unit.show(int(offer["pricePerGpuHour"])), "node": market.node_view(offer["nodeId"]),
             "uptime": market.node_stats(offer["nodeId"]).uptime_pct, "provider": market.provider_summary(offer["provider"]),
             "caller": caller, "idem": secrets.token_urlsafe(16),
+            "track": market.offer_track_record(offer["nodeId"], offer["provider"]),
         }  # fmt: skip
 
     return _page(request, accounts, sessions, build)
@@ -268,8 +277,10 @@ async def open_lease(request: Request, leases: LeasesDep, accounts: AccountsDep,
         form = await _form(request, sessions)
         if caller is None:
             raise ApiError(401, "unauthorized", "log in with your API key to open a lease (or use a wallet)")
-        offer_id = int(form.get("offerId", "-1"))
-        hours = _decimal(form.get("hours", ""), "hours")
+        offer_id = int(form.get("offerId", "-1")[:20])
+        if not 0 <= offer_id < 2**63:
+            raise ApiError(404, "not_found", "no such offer")
+        hours = _decimal(form.get("hours", ""), "hours", most=24 * 365 * 10)
         duration_s = int(hours * 3600)
         if duration_s <= 0:
             raise ApiError(422, "validation_error", "the lease needs at least one second")
@@ -297,14 +308,17 @@ def _answered(answer: Answer) -> dict[str, Any]:
 
 @router.get("/leases/{leaseId}", response_class=HTMLResponse)
 def lease_page(
-    request: Request, leaseId: IdPath, market: MarketDep, accounts: AccountsDep,
+    request: Request, leaseId: IdPath, market: MarketDep, accounts: AccountsDep, book: AuditBookDep,
     sessions: WebSessionsDep,
 ) -> HTMLResponse:  # fmt: skip
     def build(caller: Caller | None) -> tuple[str, dict[str, Any]]:
         page = market.lease_page(leaseId)
         mine = caller is not None and caller.address == page["doc"]["buyer"]
         partial = request.headers.get("hx-request") == "true"  # htmx polls the live figures only
-        return "lease_live.html" if partial else "lease.html", {"p": page, "mine": mine, "idem": secrets.token_urlsafe(16)}
+        audit = book.get(leaseId)
+        failed = {r["reportSeq"] for r in audit.verdict["results"] if r["status"] == "FAIL"} if audit else set()
+        ctx = {"p": page, "mine": mine, "idem": secrets.token_urlsafe(16), "audit": audit, "auditFailed": failed}
+        return "lease_live.html" if partial else "lease.html", ctx
 
     return _page(request, accounts, sessions, build)
 
@@ -325,7 +339,7 @@ async def lease_action(
             _answered(await run_in_threadpool(leases.close, caller, leaseId, key))
         elif action == "top-up":
             lease = await run_in_threadpool(leases.require, leaseId)
-            hours = _decimal(form.get("hours", ""), "hours")
+            hours = _decimal(form.get("hours", ""), "hours", most=24 * 365 * 10)
             amount = int(lease["pricePerGpuSecond"]) * int(lease["gpuCount"]) * int(hours * 3600)
             if amount <= 0:
                 raise ApiError(422, "validation_error", "top up at least one second")
@@ -333,7 +347,7 @@ async def lease_action(
         elif action == "dispute":
             await run_in_threadpool(leases.dispute, caller, leaseId)
         elif action == "rate":
-            stars = int(form.get("stars", "0"))
+            stars = int(form.get("stars", "0")[:3])
             if not 1 <= stars <= 5:
                 raise ApiError(422, "validation_error", "stars: 1 to 5")
             await run_in_threadpool(leases.rate, caller, leaseId, stars)
@@ -362,6 +376,7 @@ def account_page(request: Request, leases: LeasesDep, accounts: AccountsDep, ses
     caller, account = _caller(request, accounts, sessions)
     mine: list[dict[str, Any]] = []
     if caller is not None:
+        account = accounts.me(caller)
         _, mine = leases.list(buyer=caller.address, limit=200)
     return _render(request, sessions, "account.html", {"leases": mine}, account=account)
 
@@ -427,12 +442,12 @@ async def run_audit(
             raise ApiError(503, "auditor_unavailable", "this bridge was started without the auditor: run "
                            "`compute-ledger audit lease N --api URL` instead")  # fmt: skip
         try:
-            lease_id = int(form.get("leaseId", ""))
+            lease_id = int(form.get("leaseId", "")[:20])
         except ValueError:
             raise ApiError(422, "validation_error", "the lease id must be a number") from None
         lease = await run_in_threadpool(leases.require, lease_id)
         k = form.get("spotCheck", "").strip()
-        spot = int(k) if k.isdigit() and int(k) > 0 else None
+        spot = min(int(k), 1000) if k[:6].isdigit() and len(k) <= 6 and int(k) > 0 else None
         base = str(request.base_url).rstrip("/")
         outcome = await run_in_threadpool(auditor, base, chain, lease_id, spot)
     except ApiError as e:

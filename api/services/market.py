@@ -217,6 +217,10 @@ class Market:
     def facets(self) -> tuple[list[str], list[str]]:
         return self._store.index.offer_facets()
 
+    def token_choices(self) -> list[tuple[str, str]]:
+        """(address, symbol) of the tokens offers are priced in, ETH first."""
+        return [(t, self.unit(t).symbol) for t in sorted(self._store.index.offer_tokens(), key=lambda t: t != ETH)]
+
     def book(self, q: BookQuery, sort: str, page: int) -> tuple[int, list[dict[str, Any]]]:
         """(total, one page of offers as the book shows them)."""
         folds = self._fold()
@@ -307,6 +311,7 @@ class Market:
         end_left = None
         if active and doc["endMs"]:
             end_left = max(0, doc["endMs"] // 1000 - self._now())
+        stops = min((x for x in (time_left, end_left) if x is not None), default=None)
         return {
             "doc": doc,
             "unit": unit,
@@ -318,7 +323,10 @@ class Market:
             "burnPerS": burn,
             "timeLeftS": time_left,
             "endLeftS": end_left,
-            "alert": time_left is not None and time_left < ALERT_WITHIN_S,
+            # the lease stops at its end or when escrow runs out, whichever comes first: top-ups extend both
+            "stopsInS": stops,
+            "stopsAtEnd": stops is not None and stops == end_left,
+            "alert": stops is not None and stops < ALERT_WITHIN_S,
             "refunded": int(money["refund"]) + int(money["feeRefund"]),
         }
 
@@ -364,6 +372,23 @@ class Market:
         return int(billable * price // span_ms)
 
     # --- a provider ----------------------------------------------------------------------------------------
+
+    def offer_track_record(self, node_id: int, provider: str) -> dict[str, Any]:
+        """For an offer's page: the node's per-day attested availability, the provider's ratings and disputes."""
+        _, node_leases = self._store.index.leases(node_id=node_id, limit=500)
+        _, provider_leases = self._store.index.leases(provider=provider, limit=500)
+        days = self._availability_days([(r.lease_id, json.loads(r.data), r.status) for r in node_leases], self._now())
+        return {"days": days, "history": self._history(provider_leases)}
+
+    def _history(self, lease_rows: list[Any]) -> list[dict[str, Any]]:
+        """Ratings and dispute outcomes of these leases, in chain order, amounts in their token."""
+        token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
+        history: list[dict[str, Any]] = []
+        for e in self._store.index.events_named(["Rated", "DisputeOpened", "DisputeResolved"]):
+            if e.lease_id in token_of:
+                history.append({"at": e.block_ts, "leaseId": e.lease_id, "event": e.name, "args": json.loads(e.args),
+                                "tx": e.tx_hash, "unit": self.unit(token_of[e.lease_id])})  # fmt: skip
+        return history
 
     def _availability_days(self, leases: list[tuple[int, dict[str, Any], str]], now_s: int, days: int = 14) -> list[dict[str, Any]]:
         """Per UTC day of the last ``days``: GPU time the provider's attestors reported allocated over the GPU
@@ -441,14 +466,13 @@ class Market:
         node_ids = {n["nodeId"] for n in nodes}
         refusals: list[Refusal] = self._metering.refusals(node_ids)
         lease_ids = [r.lease_id for r in lease_rows]
+        last_window: dict[int, int] = {}  # node -> end (ms) of the latest window its attestor reported
+        for lid, body in self._store.reports.latest_bodies(lease_ids).items():
+            node_of = next(r.node_id for r in lease_rows if r.lease_id == lid)
+            last_window[node_of] = max(last_window.get(node_of, 0), int(json.loads(body)["windowEndMs"]))
+        for view in nodes:
+            view["lastWindowEndMs"] = last_window.get(view["nodeId"])
         rejected = self._store.reports.with_reason(lease_ids)
-        token_of = {r.lease_id: str(json.loads(r.data).get("token", ETH)) for r in lease_rows}
-        history: list[dict[str, Any]] = []  # ratings and dispute outcomes, in chain order
-        for e in self._store.index.events_named(["Rated", "DisputeOpened", "DisputeResolved"]):
-            if e.lease_id not in token_of:
-                continue
-            history.append({"at": e.block_ts, "leaseId": e.lease_id, "event": e.name, "args": json.loads(e.args),
-                            "tx": e.tx_hash, "unit": self.unit(token_of[e.lease_id])})  # fmt: skip
         return {
             "address": address,
             "nodes": nodes,
@@ -458,8 +482,9 @@ class Market:
             "withdrawable": {tok: self.unit(tok).show(v) for tok, v in balances.items()},
             "refusals": refusals,
             "rejected": rejected,
-            "history": history,
+            "history": self._history(lease_rows),
             "days": self._availability_days([(r.lease_id, json.loads(r.data), r.status) for r in lease_rows], chain_now),
+            "symbols": {tok: self.unit(tok).symbol for tok in tokens},
             "now": chain_now,
             "audit": self._audits.get(address),
         }

@@ -50,6 +50,7 @@ class OfferQuery:
     min_provider_score_bps: int | None = None
     available_at: int | None = None  # unix s: only offers a lease can be opened on then
     node_ids: frozenset[int] | None = None  # only offers on these nodes (the web book's uptime and audit filters)
+    min_valid_until: int | None = None  # unix s: only offers still valid then (the web book's "available for")
 
 
 OFFER_SORTS: dict[str, Any] = {
@@ -297,6 +298,8 @@ class IndexRepo:
             stmt = stmt.where(OfferRow.active.is_(True), OfferRow.live_lease_id == 0, OfferRow.valid_until > q.available_at)
         if q.node_ids is not None:
             stmt = stmt.where(OfferRow.node_id.in_(sorted(q.node_ids)))
+        if q.min_valid_until is not None:
+            stmt = stmt.where(OfferRow.valid_until >= q.min_valid_until)
         return stmt
 
     def offer_expiries(self) -> list[int]:

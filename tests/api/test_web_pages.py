@@ -55,6 +55,9 @@ def test_login_sets_an_httponly_strict_session_and_forms_need_the_csrf_token(bri
                           follow_redirects=False)  # fmt: skip
     assert foreign.status_code == 403
     good = bridge.post("/web/login", data={"csrf": token, "apiKey": key}, follow_redirects=False)
+    for hours in ("1e999999999", "NaN", "-1", "x"):  # a lease form with a number no one can mean: 422, said
+        r = bridge.post("/web/leases", data={"csrf": token, "offerId": "1", "hours": hours}, follow_redirects=False)
+        assert r.status_code == 422 and "hours" in htmllib.unescape(r.text), (hours, r.status_code)
     assert good.status_code == 303 and good.headers["location"] == "/web/account"
     cookie = good.headers["set-cookie"]
     assert cookie.startswith("cl_session=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -70,6 +73,15 @@ def test_unreadable_filters_are_said_and_ignored(bridge: TestClient) -> None:
                  "minimum GPUs: '-1' is not a number"):  # fmt: skip
         assert said in htmllib.unescape(r.text)
     assert "1 offer" in r.text
+    # numbers far too large are refused before anything expands them
+    huge = bridge.get("/web/offers", params={"minGpus": "1e999999999", "page": "9" * 60, "maxPrice": "1e80"})
+    assert huge.status_code == 200 and htmllib.unescape(huge.text).count("(ignored)") == 3
+    # the availability window and the token are filters too
+    assert "1 offer" in bridge.get("/web/offers", params={"minHours": "47"}).text  # valid 48 h (setup_provider)
+    assert "0 offers" in bridge.get("/web/offers", params={"minHours": "49"}).text
+    eth = "0x" + "00" * 20
+    assert "1 offer" in bridge.get("/web/offers", params={"token": eth, "maxPrice": "0.0000036"}).text
+    assert "0 offers" in bridge.get("/web/offers", params={"token": eth, "maxPrice": "0.0000035"}).text
     assert bridge.get("/web/leases/999999").status_code == 404
     assert bridge.get("/web/providers/nobody").status_code == 422
 

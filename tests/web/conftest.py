@@ -86,6 +86,7 @@ def page(browser: Browser) -> Iterator[Page]:
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.console_errors = errors  # type: ignore[attr-defined]  (a test may take out the ones it expects)
     try:
         yield pg
     finally:

@@ -79,3 +79,9 @@ def test_auditor_sees_a_tampered_lease_fail(live: Live, page: Page) -> None:
     strip = lambda v: [(r["check"], r["status"], r["party"], r["reportSeq"]) for r in v["results"]]  # noqa: E731
     assert strip(web_verdict) == strip(cli_verdict.to_json())
     assert {r[2] for r in rows} <= {"bridge", "attestor"}
+
+    # the lease page marks the report the audit failed
+    page.goto(f"{live.url}/web/leases/{lease_id}")
+    expect(page.locator("#lease-audit")).to_have_text("FAILED")
+    audit_cells = {r.locator("td").nth(0).inner_text(): r.locator("td").nth(4).inner_text() for r in page.locator("#reports tbody tr").all()}
+    assert audit_cells == {"3": "PASS", "2": "FAIL", "1": "PASS"}

@@ -80,3 +80,11 @@ def test_buyer_filters_opens_watches_closes(live: Live, page: Page) -> None:
     shown = page.locator("#refund").inner_text().split()[0]
     assert abs(float(shown) - refund / 10**18) < 1e-6
     assert ok(c.get(f"/v1/balances/{buyer}"))["withdrawableWei"] != "0"
+
+    # rate the provider; the offer page shows it in the provider's history, with the node's availability bars
+    page.get_by_label("Rate the provider (1–5)").select_option("4")
+    page.get_by_role("button", name="Rate").click()
+    page.goto(f"{live.url}/web/offers/{h100['offerId']}")
+    expect(page.locator("#history")).to_contain_text("rated 4 / 5")
+    expect(page.locator("#days rect")).to_have_count(14)
+    assert "100.0 %" in (page.locator("#days rect title").last.text_content() or "")  # every leased GPU-ms attested

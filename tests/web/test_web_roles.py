@@ -32,6 +32,7 @@ def test_provider_sees_a_refused_reports_reason(live: Live, page: Page) -> None:
     expect(row).to_contain_text(reason["message"])
     expect(row.locator("td").nth(2)).to_have_text(str(lease_id))
     expect(page.locator("#nodes tbody tr")).to_have_count(1)
+    expect(page.locator("#nodes tbody tr")).to_contain_text("none yet")  # its only report was refused
     expect(page.locator("#leases tbody tr")).to_contain_text(f"#{lease_id}")
     expect(page.locator("#days rect")).to_have_count(14)  # per-day attested availability, the last 14 days
     expect(page.locator("#days rect title").last).to_contain_text("%")  # today a lease ran; its report attested it
@@ -51,11 +52,9 @@ window.ethereum = {
 """
 
 
-def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> None:
+def injected_wallet(live: Live, page: Page, wallet: Any) -> list[dict[str, Any]]:
+    """Inject the test wallet into ``page``; returns the list of transactions it is asked to send."""
     c = live.client
-    prov = setup_provider(c, ["GPU-wal-1"], PRICE, region="sa-east")
-    wallet = Account.create()
-    ok(c.post("/v1/faucet", json={"address": wallet.address, "amountWei": 10**19}))
     chain_id = int(ok(c.get("/v1/chain"))["chainId"])
     sent: list[dict[str, Any]] = []
 
@@ -75,6 +74,15 @@ def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> N
 
     page.expose_function("__walletSend", wallet_send)
     page.add_init_script(WALLET_JS % {"address": wallet.address, "chain_id": chain_id})
+    return sent
+
+
+def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> None:
+    c = live.client
+    prov = setup_provider(c, ["GPU-wal-1"], PRICE, region="sa-east")
+    wallet = Account.create()
+    ok(c.post("/v1/faucet", json={"address": wallet.address, "amountWei": 10**19}))
+    sent = injected_wallet(live, page, wallet)
     page.goto(f"{live.url}/web/offers/{prov['offerId']}")
     page.get_by_role("button", name="Connect wallet").click()
     expect(page.locator("#acting")).to_contain_text(f"Acting as wallet {wallet.address}")
@@ -87,6 +95,42 @@ def test_wallet_opens_a_lease_signing_in_the_wallet(live: Live, page: Page) -> N
     assert doc["buyer"] == wallet.address and doc["durationS"] == 2 * 3600 and len(sent) == 1
     expect(page.locator("#lease-state")).to_have_text("Open")
     expect(page.locator("#acting")).to_contain_text(wallet.address)  # the wallet still acts on the lease page
+
+    # the provider starts it; the wallet closes it from the lease page: a second transaction signed in the wallet
+    ok(c.post(f"/v1/leases/{lease_id}/activate", headers={"Authorization": f"Bearer {prov['key']}"}))
+    page.reload()
+    expect(page.locator("#lease-state")).to_have_text("Active")
+    page.get_by_role("button", name="Close lease").click()
+    expect(page.locator("#lease-state")).to_have_text("Closed", timeout=15_000)
+    assert len(sent) == 2 and ok(c.get(f"/v1/leases/{lease_id}"))["state"] == "Closed"
+    expect(page.locator("#refund")).to_contain_text("ETH")
+    page.goto(f"{live.url}/web/account")  # the wallet's leases, listed from the JSON API
+    expect(page.locator("#wallet-leases")).to_contain_text(f"Lease #{lease_id} on offer #{prov['offerId']}: Closed")
+
+
+def test_wallet_approves_the_token_then_opens_an_erc20_lease(live: Live, page: Page) -> None:
+    c = live.client
+    token = ok(c.get("/v1/tokens"))["devToken"]
+    prov = setup_provider(c, ["GPU-wal-t1"], PRICE, region="me-south", token=token)
+    wallet = Account.create()
+    ok(c.post("/v1/faucet", json={"address": wallet.address, "amountWei": 10**19}))
+    ok(c.post("/v1/faucet", json={"address": wallet.address, "amountWei": 10**20, "token": token}))
+    sent = injected_wallet(live, page, wallet)
+    page.goto(f"{live.url}/web/offers/{prov['offerId']}")
+    expect(page.locator("#offer-price")).to_have_text("0.0000036 tUSD")  # the token's symbol and decimals
+    page.get_by_role("button", name="Connect wallet").click()
+    page.get_by_label("Duration (hours)").fill("1")
+    page.get_by_role("button", name=re.compile("Open lease")).click()
+    expect(page).to_have_url(re.compile(r"/web/leases/\d+$"), timeout=15_000)
+    lease_id = int(page.url.rsplit("/", 1)[1])
+    assert [tx["to"].lower() for tx in sent][0] == token.lower() and len(sent) == 2  # approve, then openLease
+    doc = ok(c.get(f"/v1/leases/{lease_id}"))
+    assert doc["buyer"] == wallet.address and doc["token"] == token
+    expect(page.locator("#escrow-left")).to_contain_text("tUSD")
+    # the browser logs the bridge's 409 approval_required answer (the approve it carried was signed): expected
+    expected = [e for e in page.console_errors if "status of 409" in e]  # type: ignore[attr-defined]
+    assert len(expected) == 1
+    page.console_errors.remove(expected[0])  # type: ignore[attr-defined]
 
 
 CONTRAST_JS = """

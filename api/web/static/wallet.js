@@ -2,7 +2,8 @@
 // The web market's wallet flow (EIP-1193), the only script of the pages besides the vendored htmx.
 // A wallet user never logs in: the page asks the bridge's JSON API for the transaction (X-Wallet-Address),
 // the wallet signs and sends it (eth_sendTransaction), the page shows the hash and follows the result.
-// Type-checked with `tsc --allowJs --checkJs --noEmit` (JSDoc types below).
+// Type-checked with TypeScript 5.9 (JSDoc types below): tsc --allowJs --checkJs --noEmit --strict
+//   --target es2022 --lib dom,dom.iterable,es2022 api/web/static/wallet.js
 
 /**
  * @typedef {{ request(args: { method: string, params?: unknown[] }): Promise<unknown> }} Eip1193Provider
@@ -81,19 +82,29 @@ function forWallet(tx) {
 }
 
 /**
- * Ask the JSON API for the transaction, have the wallet send it.
+ * Ask the JSON API for the transaction, have the wallet send it. An ERC-20 lease first needs the escrow's
+ * allowance: the bridge answers 409 approval_required with the approve transaction; the wallet sends it, and
+ * the same request (same Idempotency-Key) is asked again.
  * @param {string} path @param {Record<string, unknown>} body @returns {Promise<string>} the transaction hash
  */
 async function walletWrite(path, body) {
   const eth = provider();
   const from = walletAddress();
   if (!eth || !from) throw new Error("connect a wallet first");
-  const resp = await fetch(path, {
+  const key = crypto.randomUUID();
+  const ask = () => fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "X-Wallet-Address": from, "Idempotency-Key": crypto.randomUUID() },
+    headers: { "Content-Type": "application/json", "X-Wallet-Address": from, "Idempotency-Key": key },
     body: JSON.stringify(body),
   });
-  const answer = await resp.json();
+  let resp = await ask();
+  let answer = await resp.json();
+  if (resp.status === 409 && answer?.detail?.code === "approval_required") {
+    say("Approve the token transfer in your wallet first…");
+    await eth.request({ method: "eth_sendTransaction", params: [forWallet(answer.detail.details.unsignedTx)] });
+    resp = await ask();
+    answer = await resp.json();
+  }
   if (!resp.ok) throw new Error(answer?.detail?.message ?? `refused (${resp.status})`);
   if (answer.status !== "unsigned" || !answer.unsignedTx) throw new Error("the bridge did not answer a transaction to sign");
   return /** @type {string} */ (await eth.request({ method: "eth_sendTransaction", params: [forWallet(answer.unsignedTx)] }));
@@ -134,11 +145,31 @@ async function onWalletSubmit(form) {
   }
 }
 
+/** The account page, for a wallet: its leases as a buyer, from the JSON API. */
+async function listWalletLeases() {
+  const box = document.getElementById("wallet-leases");
+  const from = walletAddress();
+  if (!box || !from) return;
+  const list = await (await fetch(`/v1/leases?buyer=${from}&limit=500`)).json();
+  box.textContent = list.leases.length ? "" : "This wallet has no lease yet.";
+  const ul = document.createElement("ul");
+  for (const l of /** @type {{ leaseId: number, state: string, offerId: number }[]} */ (list.leases)) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/web/leases/${l.leaseId}`;
+    a.textContent = `Lease #${l.leaseId}`;
+    li.append(a, ` on offer #${l.offerId}: ${l.state}`);
+    ul.append(li);
+  }
+  box.append(ul);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   showActing();
+  listWalletLeases().catch((e) => say(String(e.message ?? e)));
   document.getElementById("wallet-connect")?.addEventListener("click", () => { connect().catch((e) => say(String(e.message ?? e))); });
   for (const form of document.querySelectorAll("form[data-wallet-action]")) {
-    form.addEventListener("submit", (ev) => {
+    form.addEventListener("submit", (/** @type {Event} */ ev) => {
       if (!walletAddress() || document.body.dataset.managed === "1") return; // a managed session posts the form
       ev.preventDefault();
       onWalletSubmit(/** @type {HTMLFormElement} */ (form)).catch((e) => say(`Refused: ${e.message ?? e}`));
