@@ -33,6 +33,7 @@ from .services.metering import ChainTime, Metering
 from .services.offers import Offers
 from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
+from .services.vouchers import Vouchers
 from .settings import Settings
 from .store.migrations.runner import MigrationRefused
 from .store import Store
@@ -114,6 +115,10 @@ class Bridge:
         admin_key = chain.private_keys.get(ledger.deployment.admin) if dev_chain and chain.private_keys else None
         self.disputes = Disputes(
             ledger, store, self.actor, self.leases, account_from_key(admin_key) if admin_key else None
+        )
+        self.vouchers = Vouchers(
+            ledger, self.views, store, self.actor, self.idempotency, self.leases,
+            account_from_key(admin_key) if admin_key else None,
         )
         self.chain_info = ChainInfo(
             ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,

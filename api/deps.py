@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .services.offers import Offers
     from .services.providers import Nodes, Providers
     from .services.tokens import Tokens
+    from .services.vouchers import Vouchers
 
 
 def _bridge(request: Request) -> "Bridge":
@@ -76,6 +77,10 @@ def get_tokens(request: Request) -> "Tokens":
     return _bridge(request).tokens
 
 
+def get_vouchers(request: Request) -> "Vouchers":
+    return _bridge(request).vouchers
+
+
 def get_audit(request: Request) -> "AuditData":
     return _bridge(request).audit
 
@@ -111,6 +116,7 @@ AuditDep = Annotated["AuditData", Depends(get_audit)]
 HealthDep = Annotated["Health", Depends(get_health)]
 ChainInfoDep = Annotated["ChainInfo", Depends(get_chain_info)]
 DisputesDep = Annotated["Disputes", Depends(get_disputes)]
+VouchersDep = Annotated["Vouchers", Depends(get_vouchers)]
 
 
 def _caller(

@@ -6,6 +6,7 @@
   serve                        the HTTP bridge (FastAPI)
   attest ...                   the metering daemon for a GPU node
   audit ...                    verify metering proofs and payments independently
+  vouchers report ...          a compute-voucher programme's redemption report, from the chain alone
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "serve": ("api.cli", "run the HTTP bridge"),
     "attest": ("attestor.cli", "run the metering daemon of a GPU node"),
     "audit": ("auditor.cli", "verify metering proofs and payments"),
+    "vouchers": ("compute_ledger.vouchers_cli", "compute-voucher reports from the chain alone"),
 }
 
 
