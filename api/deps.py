@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .services.providers import Nodes, Providers
     from .services.tokens import Tokens
     from .services.vouchers import Vouchers
+    from .services.price_index import PriceIndex
 
 
 def _bridge(request: Request) -> "Bridge":
@@ -77,6 +78,10 @@ def get_tokens(request: Request) -> "Tokens":
     return _bridge(request).tokens
 
 
+def get_price_index(request: Request) -> "PriceIndex":
+    return _bridge(request).price_index
+
+
 def get_vouchers(request: Request) -> "Vouchers":
     return _bridge(request).vouchers
 
@@ -117,6 +122,7 @@ HealthDep = Annotated["Health", Depends(get_health)]
 ChainInfoDep = Annotated["ChainInfo", Depends(get_chain_info)]
 DisputesDep = Annotated["Disputes", Depends(get_disputes)]
 VouchersDep = Annotated["Vouchers", Depends(get_vouchers)]
+PriceIndexDep = Annotated["PriceIndex", Depends(get_price_index)]
 
 
 def _caller(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ from ledger.chain.suite import LedgerChain
 def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc-url", required=True, metavar="URL", help="an EVM JSON-RPC URL of the chain")
     p.add_argument("--deployment", required=True, type=Path, metavar="FILE", help="deployment record (JSON) of the contracts")
+    p.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
+
+
+def emit(text: str, out: Path | None) -> int:
+    """Write the command's output to ``out`` or stdout; exit status 0."""
+    if out is not None:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 @dataclass

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ledger.protocol.vouchers import Evt, redemption_report
 
-from .chain_events import add_source_args, read_chain
+from .chain_events import add_source_args, emit, read_chain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("programme", type=int, help="the programme id")
     add_source_args(r)
     r.add_argument("--format", choices=("json", "csv"), default="json")
-    r.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     args = p.parse_args(argv)
     data = read_chain(args.rpc_url, args.deployment)
     try:
@@ -41,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         text = rep.to_csv() if args.format == "csv" else json.dumps(rep.to_json(), indent=2) + "\n"
     finally:
         data.close()
-    if args.out is not None:
-        args.out.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from . import (accounts, audit, balances, chain, disputes, faucet, health, leases, metering, nodes, offers, providers,
-               tokens, tx, vouchers)
+               price_index, tokens, tx, vouchers)
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -17,6 +17,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     leases.router,
     disputes.router,
     vouchers.router,
+    price_index.router,
     metering.router,
     balances.router,
     audit.router,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .economics import BPS, as_int
+from .settlement import Checkpoint
 
 # VoucherVaultIneligibleOffer's rule numbers
 ELIGIBILITY_RULES: tuple[str, ...] = ("token", "gpuModel", "region", "provider")
@@ -85,14 +86,13 @@ class RedemptionRow:
     @property
     def billable_hint(self) -> dict[str, int]:
         """The last settled checkpoint's cumulative counters (GPU-ms; energy mJ)."""
-        ck = self.last_ckpt
-        mask = (1 << 48) - 1
+        ck = Checkpoint.of(self.last_ckpt)
         return {
-            "seq": ck & 0xFFFFFFFF,
-            "cumBusyMs": (ck >> 32) & mask,
-            "cumAllocatedMs": (ck >> 80) & mask,
-            "cumEnergyMj": (ck >> 128) & mask,
-            "cumSmActiveMs": (ck >> 176) & mask,
+            "seq": ck.seq,
+            "cumBusyMs": ck.cum_busy_ms,
+            "cumAllocatedMs": ck.cum_allocated_ms,
+            "cumEnergyMj": ck.cum_energy_mj,
+            "cumSmActiveMs": ck.cum_sm_active_ms,
         }
 
 
