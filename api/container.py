@@ -36,6 +36,8 @@ from .services.providers import Nodes, Providers
 from .services.tokens import DEV_BACKENDS, Tokens
 from .services.web_audit import AuditBook
 from .services.web_sessions import WebSessions
+from .services.vouchers import Vouchers
+from .services.price_index import PriceIndex
 from .settings import Settings
 from .store.migrations.runner import MigrationRefused
 from .store import Store
@@ -121,6 +123,11 @@ class Bridge:
         self.disputes = Disputes(
             ledger, store, self.actor, self.leases, account_from_key(admin_key) if admin_key else None
         )
+        self.vouchers = Vouchers(
+            ledger, self.views, store, self.actor, self.idempotency, self.leases,
+            account_from_key(admin_key) if admin_key else None,
+        )
+        self.price_index = PriceIndex(store)
         self.chain_info = ChainInfo(
             ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,
             chain_time=chain.now,

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .services.tokens import Tokens
     from .services.web_audit import AuditBook, WebAuditor
     from .services.web_sessions import WebSessions
+    from .services.vouchers import Vouchers
+    from .services.price_index import PriceIndex
 
 
 def _bridge(request: Request) -> "Bridge":
@@ -77,6 +79,14 @@ def get_relay(request: Request) -> "Relay":
 
 def get_tokens(request: Request) -> "Tokens":
     return _bridge(request).tokens
+
+
+def get_price_index(request: Request) -> "PriceIndex":
+    return _bridge(request).price_index
+
+
+def get_vouchers(request: Request) -> "Vouchers":
+    return _bridge(request).vouchers
 
 
 def get_audit(request: Request) -> "AuditData":
@@ -141,6 +151,8 @@ WebSessionsDep = Annotated["WebSessions", Depends(get_web_sessions)]
 AuditBookDep = Annotated["AuditBook", Depends(get_audit_book)]
 WebAuditorDep = Annotated["WebAuditor | None", Depends(get_web_auditor)]
 ChainHandleDep = Annotated[object, Depends(get_chain_handle)]
+VouchersDep = Annotated["Vouchers", Depends(get_vouchers)]
+PriceIndexDep = Annotated["PriceIndex", Depends(get_price_index)]
 
 
 def _caller(

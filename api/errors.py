@@ -103,10 +103,10 @@ class ErrorResponse(BaseModel):
 _REVERT_STATUS: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
     (re.compile(p), s, c)
     for p, s, c in (
-        (r"Unauthorized|NotBuyer|NotProvider|NotOwner|NotNodeOwner|NotLeaseBuyer|NotLeaseProvider|NotProviderSide|BuyerScoreTooLow|NotEnded|AccessControl|NotHolder|NotAttestor|NotArbiter|NotPayout|Forbidden|OnlyBuyer|OnlyProvider|CallerNot|WrongCaller|NotAuthori[sz]ed|SelfRating|BuyerIsProvider", 403, "forbidden"),
+        (r"Unauthorized|NotBuyer|NotProvider|NotOwner|NotNodeOwner|NotLeaseBuyer|NotLeaseProvider|NotProviderSide|BuyerScoreTooLow|NotEnded|AccessControl|NotHolder|NotAttestor|NotArbiter|NotPayout|Forbidden|OnlyBuyer|OnlyProvider|CallerNot|WrongCaller|NotAuthori[sz]ed|SelfRating|BuyerIsProvider|NotBeneficiary|NotIssuer|RelatedParty", 403, "forbidden"),
         (r"Unknown|NotFound|Nonexistent|DoesNotExist|NoSuch", 404, "not_found"),
         (r"InsufficientBalance|InsufficientFunds|InsufficientEscrow|InsufficientPayment|InsufficientRights|Insufficient", 402, "insufficient_funds"),
-        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|DisputeOpen|NoDispute|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy", 409, "conflict"),
+        (r"Closed|NotActive|NotOpen|Inactive|Already|Expired|Exhausted|Paused|EnforcedPause|Disputed|DisputeOpen|NoDispute|Status|State|Unbonding|OpenLeases|Nothing|NoDispute|NotRateable|Busy|Stale|AlreadyOffered|TooEarly|TooLate|Period|Reentrancy|NotFinal|NotExpired", 409, "conflict"),
     )
 )
 
@@ -175,6 +175,22 @@ _EXPLAIN: dict[str, str] = {
     "LeaseEscrowTotalAboveMax": "the lease costs {total} in total, above maxTotalWei {maxTotal}",
     "LeaseEscrowTopUpNotWholeSeconds": "amountWei must be a multiple of price × gpuCount ({unit})",
     "LeaseEscrowBeyondOffer": "lease {leaseId} would end at {endS} (unix s), after its offer's validUntil {validUntil}",
+    "VoucherVaultNotBeneficiary": "{caller} is not voucher {voucherId}'s beneficiary",
+    "VoucherVaultNotIssuer": "{caller} is not programme {programmeId}'s issuer",
+    "VoucherVaultRelatedParty": "{account} is the beneficiary or a related party of voucher {voucherId}'s programme: "
+    "it may neither redeem nor be paid by a voucher lease",
+    "VoucherVaultExpired": "voucher {voucherId} expired at {expiry} (unix s)",
+    "VoucherVaultNotExpired": "voucher {voucherId} expires at {expiry} (unix s), or was already expired",
+    "VoucherVaultExhausted": "voucher {voucherId} has nothing left to pay (or its co-pay share is 100 %)",
+    "VoucherVaultIneligibleOffer": "offer {offerId} is not eligible for voucher {voucherId}'s programme (rule {rule}: "
+    "0 token, 1 GPU model, 2 region, 3 provider)",
+    "VoucherVaultCopayAboveMax": "the co-pay is {copay}, above maxCopayWei {maxCopay}",
+    "VoucherVaultPoolTooSmall": "programme {programmeId}'s unallocated pool is {pool}, less than {wanted}",
+    "VoucherVaultProgrammeClosed": "programme {programmeId} is closed",
+    "VoucherVaultLeaseNotFinal": "lease {leaseId} has not ended with its fees settled yet: reconcile after it closed "
+    "and its earnings were released",
+    "VoucherVaultAlreadyReconciled": "lease {leaseId} was already reconciled",
+    "VoucherVaultNothingToWithdraw": "{account} has nothing to withdraw from the voucher vault in {token}",
     "LeaseEscrowBuyerScoreTooLow": "the offer asks a buyer score of at least {minimum} bps; {buyer} has {score}",
 }
 

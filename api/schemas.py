@@ -110,11 +110,11 @@ class ActionOut(BaseModel):
 
 class AccountIn(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{"roles": ["buyer"], "label": "lab-7"}]})
-    roles: list[Literal["provider", "buyer", "auditor", "arbiter"]] = Field(
+    roles: list[Literal["provider", "buyer", "auditor", "arbiter", "issuer"]] = Field(
         min_length=1,
         max_length=4,
         description="arbiter: resolves disputes (the escrow's ARBITER_ROLE; granted on dev chains, else by the "
-        "escrow's admin)",
+        "escrow's admin); issuer: runs compute-voucher programmes (the voucher vault's ISSUER_ROLE, likewise)",
     )
     label: str = Field(default="", max_length=128)
 

@@ -17,6 +17,13 @@ steady state: each lease already has one settled checkpoint, so its state slot i
 - gas_per_window_hourly: a metered lease reporting one-minute windows, settled hourly inside such batches:
   the hourly checkpoint (seq jumps by 60, so the entry carries the last settled hash too) costs
   ``settle_batch_50_hourly_per_checkpoint``; / 60 windows.
+- voucher_*: the compute-voucher vault (VoucherVault): create / fund a programme, grant a voucher, mark one
+  related party, open a lease paid by a voucher (ETH, 20 % co-pay), close it through the vault, reconcile
+  (close-out: split the escrow's refunds back, pull them from the escrow), withdraw the co-pay refund,
+  expire the voucher, close the programme.
+- settle_single_voucher_lease / settle_single_escrow_lease_same_offer: one steady-state checkpoint of a lease
+  paid by a voucher and of one paid from escrow on an identical offer; ``settle_single_voucher_extra`` is
+  the difference (target ≤ 5,000), ``..._execution`` the same without calldata (the lease ids differ).
 
 Reports are protocol v2 (``ledger.protocol.report``), with the figures a one-GPU lease's attestor derives from
 its samples (as tests/api/bridge_helpers.py ``SigningAttestor.next_report``): allocated = the whole window,
@@ -45,7 +52,8 @@ from ledger.chain.views import LeaseInfo  # noqa: E402
 from ledger.protocol import ZERO_HASH, MeteringReport, gpu_uuid_hash, report_digest, report_struct_hash  # noqa: E402
 from ledger.protocol.economics import ETH, BillingMode, NodeFeature, lease_escrow, quote_lease, top_up_fee  # noqa: E402
 
-TARGETS = {"settle_single": 40_000, "settle_batch_50_per_checkpoint": 15_000, "gas_per_window_hourly": 300}
+TARGETS = {"settle_single": 40_000, "settle_batch_50_per_checkpoint": 15_000, "gas_per_window_hourly": 300,
+           "settle_single_voucher_extra": 5_000}
 PRICE = 10**9  # wei per GPU-second
 GPUS_PER_NODE = 17
 BATCH = 50
@@ -279,7 +287,74 @@ def run() -> dict[str, Any]:
     chain.increase_time(3601)
     out["release_earnings"] = send(relayer, calls.release_earnings(states_of.state(l2))).gas_used
     out["withdraw"] = send(buyer, calls.withdraw(ETH)).gas_used
+    _vouchers(chain, ledger, out, admin, providers[1], attestors[1], acc[9], relayer)
     return out
+
+
+def _vouchers(chain: Chain, ledger: LedgerChain, out: dict[str, Any], issuer: str, prov: str, att: str,
+              beneficiary: str, relayer: str) -> None:
+    """Compute vouchers: the vault's operations, and one steady-state checkpoint of a voucher lease next to
+    one of a lease paid from escrow on an identical offer (same node, price, billing mode)."""
+    calls, read, states_of = ledger.calls, ledger.read, ledger.states
+
+    def send(who: str, call: Any) -> TxOutcome:
+        return ledger.sender.send(who, call)
+
+    now = chain.now()
+    uuids = [gpu_uuid_hash(f"GPU-voucher-{g}") for g in range(2)]
+    node = send(prov, calls.register_node(att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1"))
+    node_id = int(node.event("NodeRegistered").args["nodeId"])
+    offer_ids = [
+        int(send(prov, calls.publish_offer(node_id, 1 << g, PRICE, ETH, BillingMode.METERED, now, now + 30 * 86400))
+            .event("OfferPublished").args["offerId"])
+        for g in range(2)
+    ]
+    res = send(issuer, calls.create_programme(ETH, ["NVIDIA H100 80GB HBM3"], ["eu-west1"], []))
+    out["voucher_create_programme"] = res.gas_used
+    pid = int(res.event("ProgrammeCreated").args["programmeId"])
+    out["voucher_fund_programme"] = send(issuer, calls.fund_programme(pid, 10**18, value=10**18)).gas_used
+    res = send(issuer, calls.grant_voucher(pid, beneficiary, 10**17, now + 20 * 86400, 2_000))
+    out["voucher_grant"] = res.gas_used
+    vid = int(res.event("VoucherGranted").args["voucherId"])
+    out["voucher_set_related_1"] = send(issuer, calls.set_related(pid, [relayer])).gas_used
+
+    q = quote_lease(PRICE, 1, 86400, read.fee_bps_for(prov))
+    copay = q.total - q.total * 8_000 // 10_000
+    res = send(beneficiary, calls.voucher_open_lease(vid, offer_ids[0], prov, 86400, now + 600, copay, value=copay))
+    out["voucher_open_lease_eth"] = res.gas_used
+    v_lease = int(res.event("LeaseOpened").args["leaseId"])
+    res = send(beneficiary, calls.open_lease(offer_ids[1], prov, 86400, now + 600, q.total, value=q.total))
+    e_lease = int(res.event("LeaseOpened").args["leaseId"])
+    key = chain.private_keys[att]
+    lss = []
+    for lid in (v_lease, e_lease):
+        send(prov, calls.activate_lease(lid))
+        info = read.lease(lid)
+        lss.append(LeaseState(info=info, attestor_key=key, end_ms=info.start_ms))
+    gas = []
+    for step in range(2):  # first checkpoint (state slot becomes live), then the measured steady-state one
+        chain.increase_time(60)
+        for ls in lss:
+            r = _report(ls, ls.seq + 1, ls.end_ms + 60_000)
+            sig = sign_digest(report_digest(r, chain.chain_id, ledger.deployment.escrow), ls.attestor_key)
+            res = send(relayer, calls.settle(r, sig, states_of.state(r.leaseId)))
+            assert res.named("CheckpointSettled"), res.named("CheckpointSkipped")
+            _advance(ls, r)
+            if step == 1:
+                gas.append((res.gas_used, res.gas_used - _calldata_gas(chain, res.tx_hash)))
+    (v_total, v_exec), (e_total, e_exec) = gas
+    out["settle_single_voucher_lease"] = v_total
+    out["settle_single_escrow_lease_same_offer"] = e_total
+    out["settle_single_voucher_extra"] = v_total - e_total
+    out["settle_single_voucher_extra_execution"] = v_exec - e_exec
+    out["voucher_close_lease"] = send(beneficiary, calls.voucher_close_lease(states_of.state(v_lease))).gas_used
+    chain.increase_time(3601)
+    send(relayer, calls.release_earnings(states_of.state(v_lease)))
+    out["voucher_reconcile"] = send(relayer, calls.reconcile_voucher_lease(states_of.state(v_lease))).gas_used
+    out["voucher_withdraw"] = send(beneficiary, calls.vault_withdraw(ETH)).gas_used
+    chain.increase_time(20 * 86400)
+    out["voucher_expire"] = send(relayer, calls.expire_voucher(vid)).gas_used
+    out["voucher_close_programme"] = send(issuer, calls.close_programme(pid)).gas_used
 
 
 ORDER = (
@@ -306,6 +381,20 @@ ORDER = (
     "resolve_dispute",
     "release_earnings",
     "rate",
+    "voucher_create_programme",
+    "voucher_fund_programme",
+    "voucher_grant",
+    "voucher_set_related_1",
+    "voucher_open_lease_eth",
+    "settle_single_voucher_lease",
+    "settle_single_escrow_lease_same_offer",
+    "settle_single_voucher_extra",
+    "settle_single_voucher_extra_execution",
+    "voucher_close_lease",
+    "voucher_reconcile",
+    "voucher_withdraw",
+    "voucher_expire",
+    "voucher_close_programme",
 )
 
 

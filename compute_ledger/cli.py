@@ -6,6 +6,8 @@
   serve                        the HTTP bridge (FastAPI)
   attest ...                   the metering daemon for a GPU node
   audit ...                    verify metering proofs and payments independently
+  vouchers report ...          a compute-voucher programme's redemption report, from the chain alone
+  price-index ...              the verified price index, recomputed from the chain alone
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "serve": ("compute_ledger.serve", "run the HTTP bridge (and its web market)"),
     "attest": ("attestor.cli", "run the metering daemon of a GPU node"),
     "audit": ("auditor.cli", "verify metering proofs and payments"),
+    "vouchers": ("compute_ledger.vouchers_cli", "compute-voucher reports from the chain alone"),
+    "price-index": ("compute_ledger.price_index_cli", "the verified price index from the chain alone"),
 }
 
 

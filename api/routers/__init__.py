@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import accounts, audit, balances, chain, disputes, faucet, health, leases, metering, nodes, offers, providers, tokens, tx
+from . import (accounts, audit, balances, chain, disputes, faucet, health, leases, metering, nodes, offers, providers,
+               price_index, tokens, tx, vouchers)
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -15,6 +16,8 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     offers.router,
     leases.router,
     disputes.router,
+    vouchers.router,
+    price_index.router,
     metering.router,
     balances.router,
     audit.router,

@@ -29,10 +29,12 @@ ID_EVENTS: dict[str, tuple[str, str]] = {
     "NodeRegistered": ("nodeId", "nodeId"),
     "OfferPublished": ("offerId", "offerId"),
     "LeaseOpened": ("leaseId", "leaseId"),
+    "ProgrammeCreated": ("programmeId", "programmeId"),
+    "VoucherGranted": ("voucherId", "voucherId"),
 }
 # custom errors of the ledger's own contracts: a refusal for these reasons is final, an approval won't help
 SUITE_ERROR_PREFIXES = ("LeaseEscrow", "CapacityRegistry", "Reputation", "AccessControl", "EnforcedPause",
-                        "ReentrancyGuard")
+                        "ReentrancyGuard", "VoucherVault")
 
 
 class ApprovalRequired(ApiError):

@@ -51,7 +51,9 @@ class Calls:
 
     def call(self, contract: str, function: str, *args: Any, value: int = 0) -> Call:
         """Any function of "registry", "escrow" or "reputation" by name (the typed builders below use it)."""
-        c = self.contracts.by_name[contract]
+        c = self.contracts.by_name.get(contract)
+        if c is None:
+            raise ProtocolError(f"this deployment has no {contract} contract")
         data = c.encode_abi(function, args=list(args))
         return Call(c.address, bytes.fromhex(data[2:]), int(value), f"{contract}.{function}")
 
@@ -246,3 +248,62 @@ class Calls:
 
     def set_treasury(self, treasury: str) -> Call:
         return self.call("escrow", "setTreasury", to_checksum_address(treasury))
+
+    # --- VoucherVault ------------------------------------------------------------------------------------
+
+    def create_programme(
+        self,
+        token: str,
+        gpu_models: Sequence[bytes | str] = (),
+        regions: Sequence[bytes | str] = (),
+        providers: Sequence[str] = (),
+    ) -> Call:
+        """A voucher programme paying in ``token``; empty eligibility lists allow any GPU model, region,
+        provider (models and regions as the registry stores them: padded labels)."""
+        return self.call(
+            "vault",
+            "createProgramme",
+            to_checksum_address(token),
+            [pad_bytes(m, 32, "gpuModel") for m in gpu_models],
+            [pad_bytes(r, 8, "region") for r in regions],
+            [to_checksum_address(a) for a in providers],
+        )
+
+    def fund_programme(self, programme_id: int, amount: int, *, value: int = 0) -> Call:
+        """``value`` = ``amount`` for an ETH programme, 0 for an ERC-20 one (pulled: approve the vault first)."""
+        return self.call("vault", "fundProgramme", programme_id, amount, value=value)
+
+    def set_related(self, programme_id: int, accounts: Sequence[str], related: bool = True) -> Call:
+        return self.call("vault", "setRelated", programme_id, [to_checksum_address(a) for a in accounts], related)
+
+    def grant_voucher(self, programme_id: int, beneficiary: str, face_value: int, expiry: int, copay_bps: int = 0) -> Call:
+        return self.call("vault", "grantVoucher", programme_id, to_checksum_address(beneficiary), face_value, expiry, copay_bps)
+
+    def close_programme(self, programme_id: int) -> Call:
+        return self.call("vault", "closeProgramme", programme_id)
+
+    def voucher_open_lease(
+        self, voucher_id: int, offer_id: int, holder: str, duration_s: int, start_by: int, max_copay: int, *, value: int = 0
+    ) -> Call:
+        """Open a lease paid by a voucher; ``value`` = the co-pay for an ETH offer (0 for an ERC-20: pulled)."""
+        return self.call(
+            "vault", "openLease", voucher_id, offer_id, to_checksum_address(holder), duration_s, start_by, max_copay, value=value
+        )
+
+    def voucher_close_lease(self, state: LeaseState) -> Call:
+        return self.call("vault", "closeLease", state.lease_id, state.ckpt, state.last_hash)
+
+    def voucher_dispute(self, state: LeaseState) -> Call:
+        return self.call("vault", "dispute", state.lease_id, state.ckpt, state.last_hash)
+
+    def voucher_rate(self, lease_id: int, stars: int) -> Call:
+        return self.call("vault", "rate", lease_id, stars)
+
+    def reconcile_voucher_lease(self, state: LeaseState) -> Call:
+        return self.call("vault", "reconcile", state.lease_id, state.ckpt, state.last_hash)
+
+    def expire_voucher(self, voucher_id: int) -> Call:
+        return self.call("vault", "expireVoucher", voucher_id)
+
+    def vault_withdraw(self, token: str) -> Call:
+        return self.call("vault", "withdraw", to_checksum_address(token))

@@ -19,7 +19,7 @@ from .deployment import Deployment
 ABI = list[dict[str, Any]]
 
 # what each deployed address answers to, by the name the events and the bridge use
-SUITE_NAMES: tuple[str, ...] = ("registry", "escrow", "reputation")
+SUITE_NAMES: tuple[str, ...] = ("registry", "escrow", "reputation", "vault")
 
 
 @lru_cache(maxsize=None)
@@ -48,6 +48,7 @@ def address_abis() -> dict[str, tuple[dict[str, Any], ...]]:
         "Reputation": contract_abi("Reputation"),
         "LeaseEscrow": escrow_abi(),
         "LeaseEscrowExtension": contract_abi("LeaseEscrowExtension"),
+        "VoucherVault": contract_abi("VoucherVault"),
     }
 
 
@@ -60,7 +61,8 @@ def erc20_abi() -> tuple[dict[str, Any], ...]:
 
 
 class Contracts:
-    """web3 bindings of one deployment's three contracts, and of any ERC-20 on demand."""
+    """web3 bindings of one deployment's contracts (registry, escrow, reputation and, when deployed, the
+    voucher vault), and of any ERC-20 on demand."""
 
     def __init__(self, w3: Web3, deployment: Deployment) -> None:
         self.w3 = w3
@@ -69,6 +71,10 @@ class Contracts:
         self.escrow = self._bind(deployment.escrow, contract_abi("LeaseEscrow"))
         self.reputation = self._bind(deployment.reputation, contract_abi("Reputation"))
         self.by_name: dict[str, Contract] = {"registry": self.registry, "escrow": self.escrow, "reputation": self.reputation}
+        # the compute-voucher vault (absent from deployment records older than vouchers)
+        self.vault: Contract | None = None
+        if deployment.voucher_vault is not None:
+            self.vault = self.by_name["vault"] = self._bind(deployment.voucher_vault, contract_abi("VoucherVault"))
         self.name_of: dict[str, str] = {str(c.address): n for n, c in self.by_name.items()}
         self._erc20: dict[str, Contract] = {}
 
@@ -77,7 +83,7 @@ class Contracts:
 
     @property
     def addresses(self) -> list[str]:
-        return [str(self.registry.address), str(self.escrow.address), str(self.reputation.address)]
+        return [str(c.address) for c in self.by_name.values()]
 
     def erc20(self, token: str) -> Contract:
         addr = to_checksum_address(token)

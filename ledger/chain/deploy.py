@@ -26,7 +26,7 @@ from .backends import Chain, connect
 from .calls import Calls
 from .compiler import load_artifact
 from .contracts import Contracts
-from .deployment import ARBITER_ROLE, ESCROW_ROLE, PAUSER_ROLE, Deployment, DeploymentError
+from .deployment import ARBITER_ROLE, ESCROW_ROLE, ISSUER_ROLE, PAUSER_ROLE, Deployment, DeploymentError
 from .events import ChainEvent, EventDecoder
 from .sender import TxSender
 
@@ -38,13 +38,14 @@ def deploy_suite(
     treasury: str | None = None,
     arbiter: str | None = None,
     pauser: str | None = None,
+    issuer: str | None = None,
     challenge_period_s: int = 3600,
     unbonding_delay_s: int = 7 * 86400,
     base_fee_bps: int = 250,
     keys: Mapping[str, bytes] | None = None,
 ) -> Deployment:
-    """Deploy CapacityRegistry, Reputation, LeaseEscrowExtension and LeaseEscrow from ``admin`` and wire
-    their roles. ``keys`` maps addresses to private keys (default: the chain's dev keys; on the ``rpc``
+    """Deploy CapacityRegistry, Reputation, LeaseEscrowExtension, LeaseEscrow and the compute-voucher
+    VoucherVault from ``admin`` and wire their roles (``issuer``, default ``admin``, gets ISSUER_ROLE). ``keys`` maps addresses to private keys (default: the chain's dev keys; on the ``rpc``
     backend the admin's key must be given). Raises :class:`DeploymentError` (or
     :class:`ledger.chain.reverts.ContractRevert`) on failure."""
     w3 = chain.w3
@@ -52,6 +53,7 @@ def deploy_suite(
     treasury = to_checksum_address(treasury or admin)
     arbiter = to_checksum_address(arbiter or admin)
     pauser = to_checksum_address(pauser or admin)
+    issuer = to_checksum_address(issuer or admin)
     if not 0 <= base_fee_bps <= 10_000:
         raise DeploymentError(f"base_fee_bps {base_fee_bps} is outside 0..10000")
     lock = chain.lock
@@ -65,6 +67,7 @@ def deploy_suite(
         load_artifact("LeaseEscrow"),
         [admin, registry_addr, reputation_addr, treasury, challenge_period_s, base_fee_bps, ext_addr],
     )
+    vault_addr, _ = sender.deploy(admin, load_artifact("VoucherVault"), [admin, escrow_addr])
     dep = Deployment(
         chain_id=sender.chain_id,
         block=created.block_number,
@@ -79,12 +82,15 @@ def deploy_suite(
         challenge_period_s=challenge_period_s,
         unbonding_delay_s=unbonding_delay_s,
         base_fee_bps=base_fee_bps,
+        voucher_vault=vault_addr,
+        issuer=issuer,
     )
     calls = Calls(Contracts(w3, dep))
     sender.send(admin, calls.set_registry_escrow(escrow_addr))
     sender.send(admin, calls.grant_role("reputation", ESCROW_ROLE, escrow_addr))
     sender.send(admin, calls.grant_role("escrow", ARBITER_ROLE, arbiter))
     sender.send(admin, calls.grant_role("escrow", PAUSER_ROLE, pauser))
+    sender.send(admin, calls.grant_role("vault", ISSUER_ROLE, issuer))
     return dep
 
 

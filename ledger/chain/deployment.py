@@ -21,9 +21,10 @@ from .backends import save_json
 ESCROW_ROLE = keccak(text="ESCROW_ROLE")
 ARBITER_ROLE = keccak(text="ARBITER_ROLE")
 PAUSER_ROLE = keccak(text="PAUSER_ROLE")
+ISSUER_ROLE = keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 
-SUITE: tuple[str, ...] = ("CapacityRegistry", "Reputation", "LeaseEscrowExtension", "LeaseEscrow")
+SUITE: tuple[str, ...] = ("CapacityRegistry", "Reputation", "LeaseEscrowExtension", "LeaseEscrow", "VoucherVault")
 
 
 class DeploymentError(LedgerError):
@@ -47,9 +48,13 @@ class Deployment:
     challenge_period_s: int
     unbonding_delay_s: int
     base_fee_bps: int
+    # the compute-voucher vault (VoucherVault) and the holder of its ISSUER_ROLE at deployment; None in records
+    # written before vouchers existed
+    voucher_vault: str | None = None
+    issuer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "chainId": self.chain_id,
             "block": self.block,
             "addresses": {
@@ -70,6 +75,10 @@ class Deployment:
                 "baseFeeBps": self.base_fee_bps,
             },
         }
+        if self.voucher_vault is not None:
+            doc["addresses"]["VoucherVault"] = self.voucher_vault
+            doc["roles"]["issuer"] = self.issuer
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Deployment":
@@ -89,6 +98,8 @@ class Deployment:
                 challenge_period_s=int(c["challengePeriodS"]),
                 unbonding_delay_s=int(c["unbondingDelayS"]),
                 base_fee_bps=int(c["baseFeeBps"]),
+                voucher_vault=to_checksum_address(a["VoucherVault"]) if a.get("VoucherVault") else None,
+                issuer=to_checksum_address(r["issuer"]) if r.get("issuer") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DeploymentError(f"malformed deployment record: {e!r}") from e

@@ -77,12 +77,15 @@ class EventDecoder:
     def __init__(self, contracts: Contracts) -> None:
         self.contracts = contracts
         self.topics: dict[bytes, tuple[Contract, str, str]] = {}
+        # by (address, topic): contracts share events (AccessControl's RoleGranted, ...)
+        self._at: dict[tuple[str, bytes], tuple[Contract, str, str]] = {}
         for cname, contract in contracts.by_name.items():
             abi: list[dict[str, Any]] = cast(Any, contract.abi)
             for item in abi:
                 if item.get("type") == "event" and not item.get("anonymous"):
                     sig = f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
-                    self.topics[keccak(text=sig)] = (contract, cname, str(item["name"]))
+                    topic = keccak(text=sig)
+                    self.topics[topic] = self._at[(str(contract.address), topic)] = (contract, cname, str(item["name"]))
 
     def topics_of(self, names: Iterable[str]) -> list[str]:
         """0x topic hashes of the named events (``CheckpointSettled`` includes ``CheckpointsSettled``)."""
@@ -100,12 +103,10 @@ class EventDecoder:
             address = to_checksum_address(log["address"])
             if address not in self.contracts.name_of or not log["topics"]:
                 continue
-            found = self.topics.get(bytes(log["topics"][0]))
+            found = self._at.get((address, bytes(log["topics"][0])))
             if found is None:
                 continue
             contract, cname, name = found
-            if address != contract.address:
-                continue
             data = contract.events[name]().process_log(log)
             base: dict[str, Any] = {
                 "contract": cname,

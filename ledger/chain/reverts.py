@@ -39,6 +39,7 @@ ARTIFACT_NAMES: tuple[str, ...] = (
     "LeaseEscrow",
     "LeaseEscrowExtension",
     "Reputation",
+    "VoucherVault",
     "MockERC20",
     "ReentrantToken",
     "RevertingReceiver",

@@ -155,6 +155,46 @@ class FeeConfig:
     challenge_period_s: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProgrammeInfo:
+    """A voucher programme (VoucherVault): issuer, token, eligibility flags and its money so far."""
+
+    programme_id: int
+    issuer: str
+    token: str
+    closed: bool
+    any_model: bool
+    any_region: bool
+    any_provider: bool
+    pool: int
+    granted: int
+    spent: int
+    returned: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherInfo:
+    voucher_id: int
+    programme_id: int
+    beneficiary: str
+    expiry: int
+    copay_bps: int
+    expired: bool
+    face_value: int
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherLeaseInfo:
+    """The vault's record of a lease (voucher_id 0: not a voucher lease)."""
+
+    lease_id: int
+    voucher_id: int
+    reconciled: bool
+    voucher_paid: int
+    copay_paid: int
+
+
 def report_tuple(report: MeteringReport) -> tuple[Any, ...]:
     """The full ``MeteringReport`` struct as the ABI tuple (for the digest views)."""
     return tuple(bytes(v) if isinstance(v, (bytes, bytearray)) else v for v in report.values())
@@ -410,6 +450,48 @@ class ChainReader:
     def counts_of(self, account: str) -> ReputationCounts:
         v = self.call(self.reputation.functions.countsOf(to_checksum_address(account)))
         return ReputationCounts(*(int(x) for x in v))
+
+    # --- VoucherVault ------------------------------------------------------------------------------------
+
+    @property
+    def vault(self) -> Any:
+        """The vault's binding; :class:`ChainUnavailable` on a deployment without one."""
+        if self.contracts.vault is None:
+            raise ChainUnavailable("this deployment has no VoucherVault (redeploy to use compute vouchers)")
+        return self.contracts.vault
+
+    def programme(self, programme_id: int) -> ProgrammeInfo:
+        v = self.call(self.vault.functions.programme(programme_id))
+        return ProgrammeInfo(programme_id, str(v[0]), str(v[1]), *(bool(x) for x in v[2:6]), *(int(x) for x in v[6:]))
+
+    def voucher(self, voucher_id: int) -> VoucherInfo:
+        v = self.call(self.vault.functions.voucher(voucher_id))
+        return VoucherInfo(voucher_id, int(v[0]), str(v[1]), int(v[2]), int(v[3]), bool(v[4]), int(v[5]), int(v[6]))
+
+    def voucher_lease(self, lease_id: int) -> VoucherLeaseInfo:
+        v = self.call(self.vault.functions.voucherLease(lease_id))
+        return VoucherLeaseInfo(lease_id, int(v[0]), bool(v[1]), int(v[2]), int(v[3]))
+
+    def voucher_eligible(self, programme_id: int, offer_id: int) -> tuple[bool, int]:
+        """(eligible, the failed rule: 0 token, 1 GPU model, 2 region, 3 provider)."""
+        ok, rule = self.call(self.vault.functions.eligible(programme_id, offer_id))
+        return bool(ok), int(rule)
+
+    def is_related(self, programme_id: int, account: str) -> bool:
+        return bool(self.call(self.vault.functions.isRelated(programme_id, to_checksum_address(account))))
+
+    def vault_withdrawable(self, account: str, token: str = ETH) -> int:
+        fn = self.vault.functions.withdrawable(to_checksum_address(account), to_checksum_address(token))
+        return int(self.call(fn))
+
+    def vault_liabilities(self, token: str = ETH) -> int:
+        return int(self.call(self.vault.functions.liabilities(to_checksum_address(token))))
+
+    def programme_count(self) -> int:
+        return int(self.call(self.vault.functions.programmeCount()))
+
+    def voucher_count(self) -> int:
+        return int(self.call(self.vault.functions.voucherCount()))
 
     def rated(self, lease_id: int) -> bool:
         return bool(self.call(self.reputation.functions.rated(lease_id)))

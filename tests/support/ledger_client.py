@@ -45,6 +45,7 @@ from ledger.protocol.economics import (
     top_up_fee,
 )
 from ledger.protocol.report import MeteringReport
+from ledger.protocol.vouchers import voucher_split
 from ledger.protocol.settlement import LeaseState, encode_entries
 
 TxResult = TxOutcome
@@ -328,3 +329,74 @@ class LedgerClient:
 
     def set_treasury(self, sender: str, treasury: str) -> TxOutcome:
         return self._send(self.calls.set_treasury(treasury), sender)
+
+    # --- VoucherVault ------------------------------------------------------------------------------------
+
+    @property
+    def vault(self) -> Any:
+        return self.read.vault
+
+    def create_programme(self, sender: str, token: str = ETH, gpu_models: Sequence[bytes | str] = (),
+                         regions: Sequence[bytes | str] = (), providers: Sequence[str] = ()) -> Created:
+        res = self._send(self.calls.create_programme(token, gpu_models, regions, providers), sender)
+        return Created(int(res.event("ProgrammeCreated").args["programmeId"]), res)
+
+    def fund_programme(self, sender: str, programme_id: int, amount: int, *, approve: bool = True) -> TxOutcome:
+        token = self.read.programme(programme_id).token
+        if to_checksum_address(token) == ETH:
+            return self._send(self.calls.fund_programme(programme_id, amount, value=amount), sender)
+        if approve:
+            self._ensure_allowance(sender, token, self.deployment.voucher_vault or "", amount)
+        return self._send(self.calls.fund_programme(programme_id, amount), sender)
+
+    def set_related(self, sender: str, programme_id: int, accounts: Sequence[str], related: bool = True) -> TxOutcome:
+        return self._send(self.calls.set_related(programme_id, accounts, related), sender)
+
+    def grant_voucher(self, sender: str, programme_id: int, beneficiary: str, face_value: int, expiry: int,
+                      copay_bps: int = 0) -> Created:
+        res = self._send(self.calls.grant_voucher(programme_id, beneficiary, face_value, expiry, copay_bps), sender)
+        return Created(int(res.event("VoucherGranted").args["voucherId"]), res)
+
+    def close_programme(self, sender: str, programme_id: int) -> TxOutcome:
+        return self._send(self.calls.close_programme(programme_id), sender)
+
+    def voucher_quote(self, voucher_id: int, offer_id: int, duration_s: int) -> tuple[int, int]:
+        """(paid by the voucher, co-pay) of a lease opened now."""
+        v = self.read.voucher(voucher_id)
+        q = self.quote_lease(offer_id, duration_s)
+        return voucher_split(q.total, v.copay_bps, v.balance)
+
+    def voucher_open_lease(self, sender: str, voucher_id: int, offer_id: int, holder: str, duration_s: int,
+                           start_by: int, max_copay: int | None = None, *, value: int | None = None,
+                           approve: bool = True) -> Created:
+        """Open a lease through the vault paying the quoted co-pay (ETH value, or an ERC-20 approved first)."""
+        o = self.read.offer(offer_id)
+        _, copay = self.voucher_quote(voucher_id, offer_id, duration_s)
+        cap = copay if max_copay is None else max_copay
+        if to_checksum_address(o.token) == ETH:
+            call = self.calls.voucher_open_lease(voucher_id, offer_id, holder, duration_s, start_by, cap,
+                                                 value=copay if value is None else value)
+        else:
+            if approve and copay:
+                self._ensure_allowance(sender, o.token, self.deployment.voucher_vault or "", copay)
+            call = self.calls.voucher_open_lease(voucher_id, offer_id, holder, duration_s, start_by, cap)
+        res = self._send(call, sender)
+        return Created(int(res.event("LeaseOpened").args["leaseId"]), res)
+
+    def voucher_close_lease(self, sender: str, lease_id: int) -> TxOutcome:
+        return self._send(self.calls.voucher_close_lease(self.lease_state(lease_id)), sender)
+
+    def voucher_dispute(self, sender: str, lease_id: int) -> TxOutcome:
+        return self._send(self.calls.voucher_dispute(self.lease_state(lease_id)), sender)
+
+    def voucher_rate(self, sender: str, lease_id: int, stars: int) -> TxOutcome:
+        return self._send(self.calls.voucher_rate(lease_id, stars), sender)
+
+    def reconcile(self, sender: str, lease_id: int) -> TxOutcome:
+        return self._send(self.calls.reconcile_voucher_lease(self.lease_state(lease_id)), sender)
+
+    def expire_voucher(self, sender: str, voucher_id: int) -> TxOutcome:
+        return self._send(self.calls.expire_voucher(voucher_id), sender)
+
+    def vault_withdraw(self, sender: str, token: str = ETH) -> TxOutcome:
+        return self._send(self.calls.vault_withdraw(token), sender)
