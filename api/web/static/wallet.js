@@ -2,7 +2,7 @@
 // The web market's wallet flow (EIP-1193), the only script of the pages besides the vendored htmx.
 // A wallet user never logs in: the page asks the bridge's JSON API for the transaction (X-Wallet-Address),
 // the wallet signs and sends it (eth_sendTransaction), the page shows the hash and follows the result.
-// Type-checked with TypeScript 5.9 (JSDoc types below): tsc --allowJs --checkJs --noEmit --strict
+// Type-checked in CI (.ci/test.d/wallet-types.sh, TypeScript pinned in contracts/package.json): tsc --allowJs --checkJs --noEmit --strict
 //   --target es2022 --lib dom,dom.iterable,es2022 api/web/static/wallet.js
 
 /**
