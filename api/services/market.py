@@ -16,7 +16,9 @@ from typing import Any
 
 from ledger.protocol import MeteringReport
 from ledger.protocol.economics import ETH, BillingMode
-from ledger.protocol.pricing import BandKey, PaidRate, PriceBand, format_units, reference_price_bands
+from ledger.protocol.pricing import (
+    BandKey, PaidRate, PriceBand, format_units, price_per_pflop_hour, reference_price_bands, spec_bf16_tflops,
+)
 from ledger.protocol.settlement import Checkpoint
 
 from ..chain_reads import ChainViews
@@ -34,7 +36,9 @@ ALERT_WITHIN_S = 3600
 PARSED_KEPT = 200_000
 """Report figures kept parsed (about 200 bytes each)."""
 
-BOOK_SORTS = ("price", "vram", "gpuModel", "region", "reputation", "gpuCount", "validUntil", "billingMode", "uptime")
+BOOK_SORTS = (
+    "price", "vram", "gpuModel", "region", "reputation", "gpuCount", "validUntil", "billingMode", "uptime", "perf",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,19 @@ class Market:
             pairs.sort(key=lambda p: (folds.nodes.get(p[1], NodeStats()).uptime_pct or -1.0) * (-1 if desc else 1))
             total = len(pairs)
             rows = self._store.index.offers_by_id([o for o, _ in pairs[offset : offset + PAGE_SIZE]])
+        elif key == "perf":  # price per PFLOP-hour of the model's datasheet figure; models without one last
+            desc = sort.startswith("-")
+            known, unknown = [], []
+            for offer_id, model, price in self._store.index.offer_models_prices(sq):
+                tflops = spec_bf16_tflops(model)
+                if tflops is None:
+                    unknown.append(offer_id)
+                else:
+                    known.append((price_per_pflop_hour(price, tflops), offer_id))
+            known.sort(key=lambda t: (-t[0] if desc else t[0], t[1]))
+            ordered = [o for _, o in known] + unknown
+            total = len(ordered)
+            rows = self._store.index.offers_by_id(ordered[offset : offset + PAGE_SIZE])
         else:
             total, rows = self._store.index.offers(sq, sort, PAGE_SIZE, offset)
         now = self._indexer.head_ts
@@ -252,6 +269,7 @@ class Market:
         unit = self.unit(r.token)
         price_h = int(d["pricePerGpuHour"])
         band = folds.bands.get((r.gpu_model, r.region, r.token))
+        tflops = spec_bf16_tflops(r.gpu_model)
         counts = folds.provider_counts.get(r.provider)
         if counts is None:
             counts = folds.provider_counts[r.provider] = self._provider_counts(r.provider)
@@ -266,6 +284,8 @@ class Market:
             "region": r.region,
             "billing": BillingMode(r.billing_mode).label,
             "priceText": unit.show(price_h),
+            "specTflops": tflops,
+            "perfText": None if tflops is None else unit.show(price_per_pflop_hour(price_h, tflops)),
             "pricePerGpuHour": price_h,
             "validFrom": int(d["validFrom"]),
             "validUntil": r.valid_until,

@@ -257,6 +257,13 @@ class IndexRepo:
         with self._db.session() as s:
             return [(int(o), int(n)) for o, n in s.execute(stmt)]
 
+    def offer_models_prices(self, q: OfferQuery) -> list[tuple[int, str, int]]:
+        """(offer id, GPU model, price per GPU-hour) of every matching offer, by offer id: for the book's
+        price-per-performance order, which needs the model's figure (not a column)."""
+        stmt = self._offer_filter(select(OfferRow.offer_id, OfferRow.gpu_model, OfferRow.price_per_gpu_hour), q)
+        with self._db.session() as s:
+            return [(int(o), str(m), int(p)) for o, m, p in s.execute(stmt.order_by(OfferRow.offer_id))]
+
     def offers_by_id(self, ids: Sequence[int]) -> list[OfferRow]:
         """The offers with these ids, in the order given."""
         with self._db.session() as s:

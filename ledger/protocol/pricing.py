@@ -83,6 +83,36 @@ def reference_price_bands(rates: Iterable[PaidRate]) -> dict[BandKey, PriceBand]
     return out
 
 
+# Peak dense BF16 tensor throughput per GPU from the vendors' datasheets (TFLOPS, without sparsity): the one
+# performance figure an offer's GPU model has before anyone benchmarks it. A peak, not a measurement: memory-bound
+# work sees less, and the offer book says "spec". Matched case-insensitively on the name the driver reports
+# (nvmlDeviceGetName), first pattern that occurs wins, so the more specific names come first.
+SPEC_BF16_TFLOPS: tuple[tuple[str, int], ...] = (
+    ("B200", 2250),
+    ("GH200", 989),
+    ("H200", 989),
+    ("H100 PCIE", 756),
+    ("H100 NVL", 835),
+    ("H100", 989),
+    ("A100", 312),
+    ("L40S", 362),
+    ("L40", 181),
+    ("RTX 4090", 165),
+    ("L4", 121),
+)
+
+
+def spec_bf16_tflops(gpu_model: str) -> int | None:
+    """The datasheet's dense BF16 TFLOPS of ``gpu_model`` (:data:`SPEC_BF16_TFLOPS`), or None when unknown."""
+    name = gpu_model.upper()
+    return next((tflops for pattern, tflops in SPEC_BF16_TFLOPS if pattern in name), None)
+
+
+def price_per_pflop_hour(price_per_gpu_hour: int, tflops: int) -> int:
+    """Token base units per hour of one PFLOPS of peak BF16 (1,000 TFLOPS) at this price per GPU-hour (floored)."""
+    return price_per_gpu_hour * 1000 // tflops
+
+
 def format_units(amount: int, decimals: int, symbol: str, *, places: int = 6, significant: int = 4) -> str:
     """``amount`` base units as a person reads it: ``1.25 ETH``, ``0.0000036 ETH`` (at most ``places`` decimals
     for amounts of one unit or more; below one unit, ``significant`` significant digits, so a small price never

@@ -102,3 +102,27 @@ def test_reference_band_of_settled_leases_shows_in_the_book(bridge: TestClient) 
     html = bridge.get("/web/offers", params={"gpuModel": "h100"}).text
     row = html[html.index(f'data-offer="{again["offerId"]}"'):]
     assert "0.0000036 ETH – 0.0000036 ETH" in row[: row.index("</tr>")] and "above" in row[: row.index("</tr>")]
+
+
+def test_price_per_performance_uses_the_models_datasheet_figure_and_sorts_the_book(bridge: TestClient) -> None:
+    """An H100 at twice an A100's price is still cheaper per PFLOP-hour (989 vs 312 TFLOPS BF16); a model with no
+    figure says so and sorts last either way."""
+    h100 = setup_provider(bridge, ["GPU-p-1"], 2 * PRICE, region="us-east", model="NVIDIA H100 80GB HBM3")
+    a100 = setup_provider(bridge, ["GPU-p-2"], PRICE, region="us-east", model="NVIDIA A100-SXM4-80GB")
+    other = setup_provider(bridge, ["GPU-p-3"], PRICE, region="us-east", model="Unknown Accelerator 9000")
+
+    def order(sort: str) -> list[int]:
+        html = bridge.get("/web/offers", params={"region": "us-east", "sort": sort}).text
+        return [int(i) for i in re.findall(r'<tr data-offer="(\d+)"', html)]
+
+    ids = [h100["offerId"], a100["offerId"], other["offerId"]]
+    assert order("perf") == ids
+    assert order("-perf") == [a100["offerId"], h100["offerId"], other["offerId"]]
+    assert order("price")[-1] == h100["offerId"]  # the dearest per GPU-hour
+    html = bridge.get("/web/offers", params={"region": "us-east"}).text
+    row = html[html.index(f'data-offer="{h100["offerId"]}"'):]
+    row = row[: row.index("</tr>")]
+    # 2 × PRICE wei/GPU-s = 0.0000072 ETH per GPU-hour; per PFLOP-hour × 1000 / 989
+    assert "(989 TFLOPS)" in row and "0.00000728 ETH" in row
+    row = html[html.index(f'data-offer="{other["offerId"]}"'):]
+    assert "no figure" in row[: row.index("</tr>")]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from ledger.protocol.pricing import PaidRate, format_units, nearest_rank, reference_price_bands
+from ledger.protocol.pricing import (
+    PaidRate, format_units, nearest_rank, price_per_pflop_hour, reference_price_bands, spec_bf16_tflops,
+)
 
 ETH = "0x" + "00" * 20
 
@@ -43,3 +45,13 @@ def test_format_units_never_shows_a_small_amount_as_zero() -> None:
     assert format_units(0, 18, "ETH") == "0 ETH"
     assert format_units(1, 18, "ETH") == "0.000000000000000001 ETH"
     assert format_units(1_500_000, 6, "USDC") == "1.5 USDC"
+
+
+def test_spec_figure_matches_the_drivers_names_most_specific_first() -> None:
+    assert spec_bf16_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert spec_bf16_tflops("NVIDIA H100 PCIe") == 756
+    assert spec_bf16_tflops("NVIDIA GH200 480GB") == 989
+    assert spec_bf16_tflops("NVIDIA L40S") == 362 and spec_bf16_tflops("NVIDIA L4") == 121
+    assert spec_bf16_tflops("nvidia a100-sxm4-80gb") == 312
+    assert spec_bf16_tflops("Some Other GPU") is None
+    assert price_per_pflop_hour(3_600_000, 989) == 3_640_040  # floored
