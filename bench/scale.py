@@ -47,6 +47,7 @@ from api.store.samples import RECORD_BYTES, CODEC_ZLIB_COLUMNS, encode_samples  
 from api.workers.retention import Retention, RetentionSettings  # noqa: E402
 from bridge_helpers import busy_node_samples  # noqa: E402
 from ledger.protocol import ZERO_HASH, MeteringReport, report_struct_hash, samples_root  # noqa: E402
+from ledger.protocol.metering import energy_split  # noqa: E402
 
 MONTH_S = 30 * 86_400
 WINDOW_MS = 180_000
@@ -94,6 +95,7 @@ def month_of_reports(lease_id: int, gpus: int, t0_ms: int, rng: random.Random) -
                 body=json.dumps(report.to_json(), separators=(",", ":")), samples_root="0x" + report.samplesRoot.hex(),
                 packed_samples=encode_samples(samples), samples_codec=CODEC_ZLIB_COLUMNS, sample_count=len(samples),
                 window_end_ms=report.windowEndMs, cum_billable=cum,
+                energy=energy_split(samples, 0),  # its counters are stored for the next report, as at intake
             ),
             len(samples) * RECORD_BYTES,
         ))  # fmt: skip

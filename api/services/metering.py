@@ -32,7 +32,7 @@ from ledger.protocol import (
     typed_data_digest,
 )
 from ledger.protocol.economics import billable
-from ledger.protocol.metering import REPORT_FLAG_MASK, MeteringError, aggregate_window
+from ledger.protocol.metering import REPORT_FLAG_MASK, EnergySplit, MeteringError, aggregate_window, energy_split
 from ledger.protocol.report import ReportFlag
 from ledger.protocol.samples import SAMPLE_FIELDS, MerkleTree, sample_leaf
 from ledger.protocol.settlement import check_settleable
@@ -211,6 +211,7 @@ class Verified:
     struct_hash: bytes
     packed_samples: bytes
     sample_count: int
+    energy: EnergySplit | None = None  # what the samples say of energyMj, to finish with the previous report's
 
 
 def verify_submission(
@@ -231,8 +232,10 @@ def verify_submission(
         raise _err(403, "wrong_signer", f"signed by {signer}, node {expected.node_id}'s attestor is {expected.attestor}")
     if len(samples) != report.sampleCount or samples_root(samples) != report.samplesRoot:
         raise _err(422, "samples_mismatch", "the samples do not match sampleCount / samplesRoot")
-    check_window(report, samples, expected.terms)
-    return Verified(report, signature, signer, struct_hash_bytes, encode_samples(samples) if samples else b"", len(samples))
+    energy = check_window(report, samples, expected.terms)
+    return Verified(
+        report, signature, signer, struct_hash_bytes, encode_samples(samples) if samples else b"", len(samples), energy
+    )
 
 
 _Outcome = tuple[str, Any]  # ("ok", value) | ("error", (status, code, message)): ApiError does not pickle
@@ -274,12 +277,14 @@ def _raise_for(outcome: _Outcome) -> Any:
     return value
 
 
-def check_window(report: MeteringReport, samples: list[Sample], terms: dict[str, Any]) -> None:
+def check_window(report: MeteringReport, samples: list[Sample], terms: dict[str, Any]) -> EnergySplit | None:
     """The window's own figures re-derived from its samples by the protocol's rule (ledger.protocol.metering):
-    everything that does not depend on earlier reports (the energy delta and the gap from the previous
-    window do; auditors check those from the whole chain). 422 ``figures_mismatch`` names the figure."""
+    everything that does not depend on earlier reports (the gap from the previous window does: auditors check
+    it from the whole chain). 422 ``figures_mismatch`` names the figure. The energy delta depends on the
+    previous report's counters: its part from these samples is returned, and the store finishes the check
+    where it holds the previous report (``api.store.reports``)."""
     if not samples:
-        return
+        return None
     end = max(smp.tsMs for smp in samples)
     if report.windowEndMs != end:
         raise _err(422, "figures_mismatch", f"windowEndMs {report.windowEndMs} is not the newest sample's time {end}")
@@ -311,6 +316,7 @@ def check_window(report: MeteringReport, samples: list[Sample], terms: dict[str,
     missing = fig.flags & REPORT_FLAG_MASK & ~_CARRIED_FLAGS & ~report.flags
     if missing:
         raise _err(422, "figures_mismatch", f"flags lack 0x{missing:x}, which its samples carry")
+    return energy_split(samples, fig.energyMj)
 
 
 
@@ -328,6 +334,7 @@ def _new_report(v: Verified, terms: dict[str, Any]) -> NewReport:
         samples_root="0x" + report.samplesRoot.hex(),
         packed_samples=v.packed_samples,
         samples_codec=CODEC_ZLIB_COLUMNS,
+        energy=v.energy,
         sample_count=v.sample_count,
         window_end_ms=min(report.windowEndMs, _I64),
         chain_figures=chain_figures(report.to_json()),

@@ -120,6 +120,8 @@ class Report(Base):
     accepted_ms: Mapped[int] = mapped_column(BigInteger)
     # the archive segment holding its samples once retention moved them out of sample_sets (api.store.archive)
     archive: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    # each GPU's last valid energy counter after this report ({"gpu": counter}, JSON): the next report's baseline
+    energy_carry: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (
         UniqueConstraint("lease_id", "seq", name="uq_reports_lease_seq"),
         Index("ix_reports_lease_status", "lease_id", "status"),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ledger.protocol import Sample
 from ledger.protocol.crypto import ZERO_HASH
+from ledger.protocol.metering import EnergySplit
 
 from .. import faults
 from .archive import SampleArchive
@@ -49,6 +50,9 @@ class NewReport:
     # order of CHAIN_SUMS; None skips the arithmetic check (imports of old data)
     chain_figures: tuple[int, ...] | None = None
     samples_codec: int = CODEC_RAW
+    # the window's energy as its samples give it, finished here with the previous report's counters (its
+    # ``energy_carry``); None skips the check (no samples, imports of old data)
+    energy: EnergySplit | None = None
 
 
 CHAIN_SUMS: tuple[tuple[str, str], ...] = (
@@ -58,6 +62,7 @@ CHAIN_SUMS: tuple[tuple[str, str], ...] = (
     ("cumEnergyMj", "energyMj"),
 )
 """Each cumulative counter of report n is report n − 1's plus report n's window figure."""
+_ENERGY_AT = 3 + 2 * [win for _, win in CHAIN_SUMS].index("energyMj")  # energyMj's place in chain_figures
 
 
 def chain_figures(report_json: dict[str, object]) -> tuple[int, ...]:
@@ -479,7 +484,7 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
             return Stored("duplicate")
         raise _Refused("seq_conflict", f"seq {item.seq} of lease {item.lease_id} is stored with another hash")
     head = conn.execute(
-        select(Report.seq, Report.struct_hash, Report.body)
+        select(Report.seq, Report.struct_hash, Report.body, Report.energy_carry)
         .where(Report.lease_id == item.lease_id)
         .order_by(Report.seq.desc())
         .limit(1)
@@ -491,6 +496,7 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
         raise _Refused("chain_mismatch", f"prevReportHash is not the hash of report {last_seq}")
     if item.chain_figures is not None:
         _check_sums(item.chain_figures, chain_figures(json.loads(head[2])) if head else None, last_seq)
+    carry = _check_energy(item, head[3] if head else "{}", last_seq)
     if item.sample_count and conn.execute(select(SampleSet.root).where(SampleSet.root == item.samples_root)).first() is None:
         conn.execute(dialect_insert(conn, SampleSet).values(root=item.samples_root, count=item.sample_count,
                                                              data=item.packed_samples, codec=item.samples_codec)
@@ -508,9 +514,27 @@ def _store_one(conn: Connection, item: NewReport) -> Stored:
             cum_billable=item.cum_billable,
             status="accepted",
             accepted_ms=now_ms(),
+            energy_carry=carry,
         )
     )
     return Stored("stored")
+
+
+def _check_energy(item: NewReport, before: str | None, last_seq: int) -> str | None:
+    """``energyMj`` is what the samples give from the previous report's energy counters (rule 8 of
+    ``ledger.protocol.metering``), when both are known; the counters after this report (JSON), or None when
+    unknown (a chain begun before revision 0006)."""
+    if before is None:
+        return None
+    baseline = {int(g): int(c) for g, c in json.loads(before).items()}
+    if item.energy is None:
+        return before
+    if item.chain_figures is not None:
+        want, got = item.energy.energy_mj(baseline), item.chain_figures[_ENERGY_AT]
+        if got != want:
+            raise _Refused("figures_mismatch", f"energyMj is {got}; its samples give {want} from report {last_seq}'s "
+                           "energy counters")  # fmt: skip
+    return json.dumps({**baseline, **item.energy.last}, separators=(",", ":"), sort_keys=True)
 
 
 def _check_sums(new: tuple[int, ...], prev: tuple[int, ...] | None, last_seq: int) -> None:

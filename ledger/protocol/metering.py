@@ -76,6 +76,8 @@ __all__ = [
     "WindowFigures",
     "aggregate_window",
     "energy_baseline_after",
+    "EnergySplit",
+    "energy_split",
 ]
 
 
@@ -236,3 +238,38 @@ def energy_baseline_after(samples: Sequence[Sample], baseline: Mapping[int, int]
         if not s.flags & _ENERGY_INVALID:
             out[s.gpuIndex] = s.energyMj
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class EnergySplit:
+    """Rule 8 split at the window's start, for a reader that learns the baseline later (the bridge at intake
+    holds the previous report's, not its samples): ``within_mj`` is what the window adds without a baseline
+    (each GPU's first valid counter only sets ``last``), ``first`` each GPU's first valid counter in the
+    window, ``last`` its last one (the next window's baseline)."""
+
+    within_mj: int
+    first: Mapping[int, int]
+    last: Mapping[int, int]
+
+    def energy_mj(self, baseline: Mapping[int, int]) -> int:
+        """The window's ``energyMj`` given the baseline before it: exactly :func:`aggregate_window`'s with
+        ``energy_baseline=baseline`` (a first counter below the baseline is a new epoch: it adds nothing)."""
+        return self.within_mj + sum(
+            c - baseline[g] for g, c in self.first.items() if g in baseline and c >= baseline[g]
+        )
+
+
+def energy_split(samples: Iterable[Sample], within_mj: int) -> EnergySplit:
+    """:class:`EnergySplit` of a window's samples; ``within_mj``: :func:`aggregate_window`'s ``energyMj`` for
+    them without a baseline."""
+    first: dict[int, tuple[int, int]] = {}
+    last: dict[int, tuple[int, int]] = {}
+    for s in samples:
+        if s.flags & _ENERGY_INVALID:
+            continue
+        g = s.gpuIndex
+        if g not in first or s.tsMs < first[g][0]:
+            first[g] = (s.tsMs, s.energyMj)
+        if g not in last or s.tsMs > last[g][0]:
+            last[g] = (s.tsMs, s.energyMj)
+    return EnergySplit(within_mj, {g: c for g, (_, c) in first.items()}, {g: c for g, (_, c) in last.items()})

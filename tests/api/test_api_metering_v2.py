@@ -137,6 +137,8 @@ def test_every_untrue_figure_is_refused_and_nothing_is_written(bridge: TestClien
             refused(bad, s1, "figures_mismatch", win)
     for name in ("tensorActiveMs", "maxMemUsedMiB"):
         refused(r1.replace(**{name: getattr(r1, name) * 10 + 1}), s1, "figures_mismatch", name)
+    # energy the counters do not show (its total with it, so the chain's arithmetic holds)
+    refused(r1.replace(energyMj=r1.energyMj + 1, cumEnergyMj=r1.cumEnergyMj + 1), s1, "figures_mismatch", "energyMj")
     # a first report's totals are its window's figures
     for cum in ("cumBusyMs", "cumAllocatedMs", "cumSmActiveMs", "cumEnergyMj"):
         refused(r1.replace(**{cum: getattr(r1, cum) + 1}), s1, "figures_mismatch", cum)
@@ -151,6 +153,10 @@ def test_every_untrue_figure_is_refused_and_nothing_is_written(bridge: TestClien
     for cum in ("cumBusyMs", "cumAllocatedMs", "cumSmActiveMs", "cumEnergyMj"):
         refused(r2.replace(**{cum: getattr(r1, cum) - 1}), s2, "figures_mismatch", cum)
         refused(r2.replace(**{cum: getattr(r2, cum) + 1}), s2, "figures_mismatch", cum)  # or jumping ahead
+    # the energy since the previous report's counters, ten times over
+    assert r2.energyMj > 0
+    more = r2.replace(energyMj=r2.energyMj * 10, cumEnergyMj=r1.cumEnergyMj + r2.energyMj * 10)
+    refused(more, s2, "figures_mismatch", "energyMj")
     # a window that does not start where the previous one ended
     refused(r2.replace(windowStartMs=r2.windowStartMs - 1000), s2, "figures_mismatch", "windowStartMs")
     assert len(ok(client.get(f"/v1/leases/{lease_id}/reports"))["reports"]) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from ledger.protocol import ReportFlag, Sample
-from ledger.protocol.metering import MeteringError, SampleField, aggregate_window
+from ledger.protocol.metering import MeteringError, SampleField, aggregate_window, energy_split
 
 P = 1_000  # sampling period (ms)
 W0 = 100_000  # window start
@@ -201,3 +203,25 @@ def test_aggregate_a_lease_gpu_without_any_sample_is_a_gap() -> None:
     assert f.flags & ReportFlag.SAMPLE_GAP and f.allocatedMs == 3 * P
     short = aggregate_window([s(0, W0 + 400, interval=400)], W0, W0 + 400, P, gpu_indices=[0, 1])
     assert not short.flags & ReportFlag.SAMPLE_GAP  # a window shorter than the tolerance: nothing missed
+
+
+def test_energy_split_finishes_to_the_rule_for_any_baseline() -> None:
+    """The bridge checks a window's energyMj at intake from its samples and the previous report's counters
+    (api.store.reports): ``energy_split`` + ``energy_mj(baseline)`` must be rule 8 exactly, resets, unread and
+    lost readings included."""
+    rng = random.Random(3)
+    invalid = (0, 0, 0, int(SampleField.ENERGY_UNREAD), int(SampleField.ENERGY), int(ReportFlag.GPU_LOST))
+    for _ in range(300):
+        samples, counters = [], {g: rng.randint(0, 10**6) for g in range(3)}
+        for k in range(rng.randint(1, 6)):
+            for g in range(3):
+                if rng.random() < 0.2:
+                    continue
+                counters[g] = rng.randint(0, 10**5) if rng.random() < 0.1 else counters[g] + rng.randint(0, 10**4)
+                flags = rng.choice(invalid)
+                samples.append(Sample(g, 1000 * (k + 1), 1000, 1000, 0, 5, 0, 0, 1, 1, counters[g], 1, flags))
+        baseline = {g: rng.randint(0, 2 * 10**6) for g in range(3) if rng.random() < 0.7}
+        alone = aggregate_window(samples, 0, 6000, 1000)
+        split = energy_split(samples, alone.energyMj)
+        assert split.energy_mj(baseline) == aggregate_window(samples, 0, 6000, 1000, energy_baseline=baseline).energyMj
+        assert dict(split.last) == {g: c for g, c in alone.energy_baseline.items()}

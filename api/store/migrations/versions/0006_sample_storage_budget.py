@@ -1,5 +1,6 @@
 """storage with a budget: samples stored compressed (``sample_sets.codec``), and a report whose samples moved to
-the archive names its segment (``reports.archive``)
+the archive names its segment (``reports.archive``); each report keeps its GPUs' energy counters
+(``reports.energy_carry``) for the next report's energy check
 
 Existing sample sets keep codec 0 (packed records), which the bridge still reads; new ones are codec 1.
 
@@ -24,6 +25,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('codec', sa.Integer(), server_default='0', nullable=False))
     with op.batch_alter_table('reports', schema=None) as batch_op:
         batch_op.add_column(sa.Column('archive', sa.String(length=160), nullable=True))
+        batch_op.add_column(sa.Column('energy_carry', sa.Text(), nullable=True))
         batch_op.create_index('ix_reports_archive_status', ['archive', 'status'], unique=False)
 
 
@@ -42,6 +44,7 @@ def downgrade() -> None:
         raise MigrationRefused(f'{compressed} sample sets are compressed: revision 0005 cannot read them')
     with op.batch_alter_table('reports', schema=None) as batch_op:
         batch_op.drop_index('ix_reports_archive_status')
+        batch_op.drop_column('energy_carry')
         batch_op.drop_column('archive')
     with op.batch_alter_table('sample_sets', schema=None) as batch_op:
         batch_op.drop_column('codec')
