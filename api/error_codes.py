@@ -15,7 +15,7 @@ ERROR_CODES: tuple[tuple[str, int, str], ...] = (
     ("insufficient_funds", 402, "the sender cannot pay value + gas, or the escrow or rights needed (fund the "
      "account: dev chains POST /v1/faucet)"),
     ("forbidden", 403, "not yours: another party's lease, node or offer, or the contract's access rule"),
-    ("missing_role", 403, "the account lacks the role (provider, buyer, arbiter; auditors only read)"),
+    ("missing_role", 403, "the account lacks the role (provider, buyer, arbiter, issuer; auditors only read)"),
     ("wrong_signer", 403, "metering: the report is not signed by the node's attestor, or the lease is not on that node"),
     ("not_found", 404, "the contract knows no such id"),
     ("unknown_account", 404, "no such account"),
