@@ -4,7 +4,7 @@ projection and cached, ``api.services.offers``)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -77,6 +77,12 @@ class OfferOut(BaseModel):
     gpuSetHash: str
     available: bool = Field(description="node active, no live lease, not expired")
     liveLeaseId: int
+    priceBand: dict[str, Any] | None = Field(
+        default=None,
+        description="the GPU model's reference band in the offer's token (source operator | index; low, high per "
+        "GPU-hour) and where this offer's price stands: below | within | above. A flag: offers outside are listed "
+        "and leasable. null without a band",
+    )
 
 
 class OfferList(BaseModel):
