@@ -139,6 +139,22 @@ class Offers:
         )
         return self._actor.act(caller, call)
 
+    def list_rights(self, caller: Caller, offer_id: int, price_per_gpu_second: int) -> ActionOut:
+        """Resale: the caller's ask for its rights of the offer (0 withdraws it)."""
+        self._views.offer(offer_id)
+        return self._actor.act(caller, self._calls.list_rights(offer_id, price_per_gpu_second))
+
+    def ask(self, offer_id: int, holder: str) -> dict[str, Any]:
+        self._views.offer(offer_id)
+        read = self._ledger.read
+        return {
+            "offerId": offer_id,
+            "holder": holder,
+            "askPerGpuSecond": str(read.ask_of(offer_id, holder)),
+            "leasePricePerGpuSecond": str(self._views.lease_price(offer_id, holder)),
+            "rights": read.rights_balance(holder, offer_id),
+        }
+
     def _require_erc20(self, token: str) -> None:
         """422 unless ``token`` is a contract answering ERC-20 ``balanceOf`` and ``totalSupply``: the escrow must be
         able to pull and pay it."""
