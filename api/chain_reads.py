@@ -87,6 +87,10 @@ class ChainViews:
             "gpuUuidHashes": [_hex(h) for h in n.gpu_uuid_hashes],
         }
 
+    def lease_price(self, offer_id: int, holder: str) -> int:
+        """Price per GPU-second of a lease locking ``holder``'s rights: its resale ask, else the offer's."""
+        return int(self._call(lambda: self._read.lease_price(offer_id, holder)))
+
     def offer(self, offer_id: int) -> dict[str, Any]:
         if not 0 <= offer_id < 2**256:
             raise NotFound("offer", offer_id)

@@ -106,7 +106,8 @@ class Bridge:
         self.accounts = Accounts(store, keybox, self.views)
         self.providers = Providers(ledger, self.views, self.actor, self.idempotency)
         self.nodes = Nodes(ledger, self.views, self.actor, store, self.indexer)
-        self.offers = Offers(ledger, self.views, self.actor, store, self.indexer)
+        self.price_index = PriceIndex(store, settings.price_bands)
+        self.offers = Offers(ledger, self.views, self.actor, store, self.indexer, self.price_index)
         self.metering = Metering(
             store, self.indexer, self.writer, self.metrics,
             chain_id=ledger.chain_id, escrow=ledger.deployment.escrow,
@@ -127,7 +128,6 @@ class Bridge:
             ledger, self.views, store, self.actor, self.idempotency, self.leases,
             account_from_key(admin_key) if admin_key else None,
         )
-        self.price_index = PriceIndex(store)
         self.chain_info = ChainInfo(
             ledger.deployment, chain.backend, local_rpc_url=chain.rpc_url, public_rpc_url=settings.public_rpc_url,
             chain_time=chain.now,

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     rate_reports_per_s: float = Field(default=200.0, ge=0)
     faucet_wei: int = Field(default=10**20, ge=0)
     dev_token: bool = Field(default=True, description="memory/anvil: deploy a test ERC-20 the faucet mints")
+    price_bands: dict[str, tuple[int, int]] = Field(
+        default_factory=dict,
+        description="operator-set reference price bands, (low, high) in base units per GPU-hour, by GPU model (ETH "
+        "offers) or 'GPU model|token address' (ERC-20 offers); they take precedence over the index's band. "
+        'Environment: LEDGER_API_PRICE_BANDS=\'{"NVIDIA H100": [1000, 2000]}\'',
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

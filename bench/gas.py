@@ -24,6 +24,7 @@ steady state: each lease already has one settled checkpoint, so its state slot i
 - settle_single_voucher_lease / settle_single_escrow_lease_same_offer: one steady-state checkpoint of a lease
   paid by a voucher and of one paid from escrow on an identical offer; ``settle_single_voucher_extra`` is
   the difference (target ≤ 5,000), ``..._execution`` the same without calldata (the lease ids differ).
+- list_rights / open_lease_from_listing: resale of capacity rights: a holder's ask, and a lease priced by it.
 
 Reports are protocol v2 (``ledger.protocol.report``), with the figures a one-GPU lease's attestor derives from
 its samples (as tests/api/bridge_helpers.py ``SigningAttestor.next_report``): allocated = the whole window,
@@ -301,7 +302,7 @@ def _vouchers(chain: Chain, ledger: LedgerChain, out: dict[str, Any], issuer: st
         return ledger.sender.send(who, call)
 
     now = chain.now()
-    uuids = [gpu_uuid_hash(f"GPU-voucher-{g}") for g in range(2)]
+    uuids = [gpu_uuid_hash(f"GPU-voucher-{g}") for g in range(3)]
     node = send(prov, calls.register_node(att, "NVIDIA H100 80GB HBM3", uuids, 81_559, 700_000, "eu-west1"))
     node_id = int(node.event("NodeRegistered").args["nodeId"])
     offer_ids = [
@@ -356,6 +357,15 @@ def _vouchers(chain: Chain, ledger: LedgerChain, out: dict[str, Any], issuer: st
     out["voucher_expire"] = send(relayer, calls.expire_voucher(vid)).gas_used
     out["voucher_close_programme"] = send(issuer, calls.close_programme(pid)).gas_used
 
+    # resale: the holder of an offer's rights (here its provider) lists them at its own ask; a lease of them
+    o3 = send(prov, calls.publish_offer(node_id, 0b100, PRICE, ETH, BillingMode.METERED, chain.now(), chain.now() + 86400))
+    oid3 = int(o3.event("OfferPublished").args["offerId"])
+    out["list_rights"] = send(prov, calls.list_rights(oid3, 2 * PRICE)).gas_used
+    q = quote_lease(2 * PRICE, 1, 3600, read.fee_bps_for(prov))
+    res = send(beneficiary, calls.open_lease(oid3, prov, 3600, chain.now() + 600, q.total, value=q.total))
+    assert read.lease(int(res.event("LeaseOpened").args["leaseId"])).price_per_gpu_second == 2 * PRICE
+    out["open_lease_from_listing"] = res.gas_used
+
 
 ORDER = (
     "register_provider",
@@ -395,6 +405,8 @@ ORDER = (
     "voucher_withdraw",
     "voucher_expire",
     "voucher_close_programme",
+    "list_rights",
+    "open_lease_from_listing",
 )
 
 

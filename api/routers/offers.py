@@ -4,7 +4,7 @@ projection and cached, ``api.services.offers``)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -77,6 +77,12 @@ class OfferOut(BaseModel):
     gpuSetHash: str
     available: bool = Field(description="node active, no live lease, not expired")
     liveLeaseId: int
+    priceBand: dict[str, Any] | None = Field(
+        default=None,
+        description="the GPU model's reference band in the offer's token (source operator | index; low, high per "
+        "GPU-hour) and where this offer's price stands: below | within | above. A flag: offers outside are listed "
+        "and leasable. null without a band",
+    )
 
 
 class OfferList(BaseModel):
@@ -169,3 +175,30 @@ async def list_offers(
 @router.get("/{offerId}", response_model=OfferOut, responses=READ_RESPONSES)
 def get_offer(offerId: OfferId, offers: OffersDep) -> Response:
     return Response(json.dumps(offers.get(offerId)), media_type="application/json")
+
+
+class ListingIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"pricePerGpuSecondWei": "1500000000"}]})
+    pricePerGpuSecondWei: int = Field(ge=0, lt=2**96, description="the caller's ask for its rights of the offer; 0 withdraws it")
+
+
+class AskOut(BaseModel):
+    offerId: int
+    holder: str
+    askPerGpuSecond: str = Field(description="0: no ask (a lease of these rights pays the offer's price)")
+    leasePricePerGpuSecond: str = Field(description="what a lease locking these rights pays per GPU-second now")
+    rights: int = Field(description="the holder's unlocked rights of the offer, GPU-seconds")
+
+
+@router.post("/{offerId}/listing", response_model=ActionOut, responses=COMMON_RESPONSES)
+def list_rights(offerId: OfferId, body: ListingIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """Resale of capacity rights: the caller, holding some of the offer's rights (ERC-1155), sets the price per
+    GPU-second a lease locking its rights pays it (``POST /v1/leases`` with ``holder`` = the caller). The price
+    is fixed at the lease's opening; rights a lease locked cannot be leased, moved or listed again."""
+    return offers.list_rights(caller, offerId, body.pricePerGpuSecondWei)
+
+
+@router.get("/{offerId}/asks/{holder}", response_model=AskOut, responses=READ_RESPONSES)
+def ask(offerId: OfferId, holder: Address, offers: OffersDep) -> AskOut:
+    """A holder's ask for the offer's rights, what a lease of them pays now, and how many it holds."""
+    return AskOut(**offers.ask(offerId, holder))

@@ -79,7 +79,8 @@ def reference_band(index: PriceIndexDep, gpuModel: Annotated[str, Query(min_leng
                    region: Annotated[str | None, Query(max_length=8)] = None,
                    token: Annotated[Address | None, Query()] = None,
                    days: Annotated[int, Query(ge=1, le=90)] = BAND_DAYS) -> BandOut:
-    """The reference band of a GPU model (optionally one region and token) from the index: the volume-weighted
-    10th–90th percentiles of what was paid per GPU-hour over the last ``days`` days with usage. 404 without
-    settled usage."""
+    """The band of a GPU model (optionally one region and token) from the index: the volume-weighted 10th–90th
+    percentiles of what was paid per GPU-hour over the last ``days`` days with usage. 404 without settled usage.
+    The band offers are flagged against (``priceBand`` in the offer list) is the operator's when it set one
+    (``LEDGER_API_PRICE_BANDS``), else this one over 7 days."""
     return BandOut.model_validate(index.band(gpuModel, region, token, days))

@@ -246,8 +246,9 @@ class Leases:
 
         def action() -> ActionOut:
             offer = self._views.offer(offer_id)
-            q = quote_lease(offer["pricePerGpuSecond"], offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
             who = holder or self._views.provider(offer["provider"])["payout"]
+            price = self._views.lease_price(offer_id, who)  # a reseller's ask, else the offer's price
+            q = quote_lease(price, offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
             now = self._views.now()
             valid_from, valid_until = int(offer["validFrom"]), int(offer["validUntil"])
             if valid_until <= now:

@@ -28,6 +28,7 @@ from ..workers.indexer import Indexer
 from .actions import Actor
 from .caller import Caller
 from ..chain_reads import ChainViews
+from .price_index import PriceIndex
 
 
 OfferFilters = OfferQuery
@@ -54,9 +55,10 @@ class _Cache:
                 self.data.popitem(last=False)
 
 
-def offer_out(row: OfferRow, now_s: int) -> dict[str, Any]:
-    """An offer as the API lists it (api ``OfferOut``)."""
+def offer_out(row: OfferRow, now_s: int, bands: PriceIndex | None = None) -> dict[str, Any]:
+    """An offer as the API lists it (api ``OfferOut``); ``bands``: flag its price against its reference band."""
     d = json.loads(row.data)
+    band = None if bands is None else bands.flag(row.gpu_model, row.token, int(d["pricePerGpuHour"]))
     return {
         "offerId": row.offer_id,
         "provider": row.provider,
@@ -77,12 +79,15 @@ def offer_out(row: OfferRow, now_s: int) -> dict[str, Any]:
         "gpuSetHash": d["gpuSetHash"],
         "available": bool(row.active and row.live_lease_id == 0 and row.valid_until > now_s),
         "liveLeaseId": row.live_lease_id,
+        "priceBand": band,
     }
 
 
 class Offers:
-    def __init__(self, ledger: LedgerChain, views: ChainViews, actor: Actor, store: Store, indexer: Indexer) -> None:
+    def __init__(self, ledger: LedgerChain, views: ChainViews, actor: Actor, store: Store, indexer: Indexer,
+                 bands: PriceIndex | None = None) -> None:
         self._ledger = ledger
+        self._bands = bands
         self._calls = ledger.calls
         self._views = views
         self._actor = actor
@@ -138,6 +143,22 @@ class Offers:
         )
         return self._actor.act(caller, call)
 
+    def list_rights(self, caller: Caller, offer_id: int, price_per_gpu_second: int) -> ActionOut:
+        """Resale: the caller's ask for its rights of the offer (0 withdraws it)."""
+        self._views.offer(offer_id)
+        return self._actor.act(caller, self._calls.list_rights(offer_id, price_per_gpu_second))
+
+    def ask(self, offer_id: int, holder: str) -> dict[str, Any]:
+        self._views.offer(offer_id)
+        read = self._ledger.read
+        return {
+            "offerId": offer_id,
+            "holder": holder,
+            "askPerGpuSecond": str(read.ask_of(offer_id, holder)),
+            "leasePricePerGpuSecond": str(self._views.lease_price(offer_id, holder)),
+            "rights": read.rights_balance(holder, offer_id),
+        }
+
     def _require_erc20(self, token: str) -> None:
         """422 unless ``token`` is a contract answering ERC-20 ``balanceOf`` and ``totalSupply``: the escrow must be
         able to pull and pay it."""
@@ -175,7 +196,7 @@ class Offers:
     def list_json(self, key: tuple[Any, ...], q: OfferQuery, sort: str, limit: int, offset: int, now_s: int) -> bytes:
         """The offer list as JSON bytes (cached under ``key``)."""
         total, rows = self._store.index.offers(q, sort, limit, offset)
-        body = {"offers": [offer_out(r, now_s) for r in rows], "total": total, "limit": limit, "offset": offset}
+        body = {"offers": [offer_out(r, now_s, self._bands) for r in rows], "total": total, "limit": limit, "offset": offset}
         data = json.dumps(body, separators=(",", ":")).encode()
         self._cache.put(key, data)
         return data
@@ -187,4 +208,4 @@ class Offers:
             row = self._store.index.offer(offer_id)
         if row is None:
             raise NotFound("offer", offer_id)
-        return offer_out(row, self._indexer.head_ts)
+        return offer_out(row, self._indexer.head_ts, self._bands)

@@ -147,9 +147,10 @@ class Vouchers:
                 raise ApiError(403, "forbidden", f"voucher {voucher_id} belongs to {v['beneficiary']}")
             views = self._views
             offer = views.offer(offer_id)
-            q = quote_lease(offer["pricePerGpuSecond"], offer["gpuCount"], duration_s, views.fee_bps(offer["provider"]))
-            from_voucher, copay = voucher_split(q.total, int(v["copayBps"]), int(v["balanceWei"]))
             who = holder or views.provider(offer["provider"])["payout"]
+            price = views.lease_price(offer_id, who)
+            q = quote_lease(price, offer["gpuCount"], duration_s, views.fee_bps(offer["provider"]))
+            from_voucher, copay = voucher_split(q.total, int(v["copayBps"]), int(v["balanceWei"]))
             now = views.now()
             by = start_by if start_by is not None else min(max(now, int(offer["validFrom"])) + DEFAULT_START_WINDOW_S,
                                                           int(offer["validUntil"]) - duration_s)

@@ -38,6 +38,7 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
     uint256 private _offerCount;
     address private _escrow;
     uint64 private _unbondingDelay;
+    mapping(uint256 offerId => mapping(address holder => uint256 price)) private _asks;
 
     constructor(address admin, uint64 unbondingDelaySeconds) ERC1155("") {
         if (admin == address(0)) revert CapacityRegistryZeroAddress();
@@ -277,7 +278,32 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         emit RightsBurned(offerId, amount);
     }
 
+    /// @inheritdoc ICapacityRegistry
+    function listRights(uint256 offerId, uint256 pricePerGpuSecond) external {
+        if (_offers[offerId].provider == address(0)) revert CapacityRegistryUnknownOffer(offerId);
+        if (pricePerGpuSecond >= 2 ** 96) revert CapacityRegistryBadPrice(pricePerGpuSecond);
+        // an ask needs rights to sell (withdrawing one does not)
+        if (pricePerGpuSecond != 0 && balanceOf(msg.sender, offerId) == 0) {
+            revert CapacityRegistryInsufficientRights(msg.sender, offerId, 1, 0);
+        }
+        _asks[offerId][msg.sender] = pricePerGpuSecond;
+        emit RightsListed(msg.sender, offerId, pricePerGpuSecond);
+    }
+
     // --- views --------------------------------------------------------------------------------------
+
+    /// @inheritdoc ICapacityRegistry
+    function askOf(uint256 offerId, address holder) external view returns (uint256) {
+        return _asks[offerId][holder];
+    }
+
+    /// @inheritdoc ICapacityRegistry
+    function offerFor(uint256 offerId, address holder) external view returns (Offer memory o) {
+        o = _offers[offerId];
+        if (o.provider == address(0)) revert CapacityRegistryUnknownOffer(offerId);
+        uint256 ask = _asks[offerId][holder];
+        if (ask != 0) o.pricePerGpuSecond = uint128(ask);
+    }
 
     /// @inheritdoc ICapacityRegistry
     function provider(address account) external view returns (Provider memory) {

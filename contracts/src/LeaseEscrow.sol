@@ -215,7 +215,8 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         whenNotPaused
         returns (uint256 leaseId)
     {
-        ICapacityRegistry.Offer memory o = _registry.offer(offerId);
+        // priced for the holder whose rights the lease locks: its resale ask, else the offer's price
+        ICapacityRegistry.Offer memory o = _registry.offerFor(offerId, holder);
         {
             uint256 live = _liveLease[offerId];
             if (live != 0) revert LeaseEscrowOfferBusy(offerId, live);
@@ -230,9 +231,8 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
             if (score < o.minBuyerScoreBps) revert LeaseEscrowBuyerScoreTooLow(msg.sender, score, o.minBuyerScoreBps);
         }
         uint16 feeBps = feeBpsFor(o.provider);
-        // Resale hook: a lease's price is fixed per lease (stored in its terms) and comes from here, so a later
-        // resale market only has to return a holder's own ask for its rights instead of the offer price.
-        uint256 price = _leasePrice(o, holder);
+        // a lease's price is fixed per lease (stored in its terms): the holder's ask or the offer's price
+        uint256 price = o.pricePerGpuSecond;
         if (price > TERMS_PRICE_MASK) revert LeaseEscrowAmountTooLarge(price); // the terms' 96-bit price field
         uint256 escrowed = price * o.gpuCount * durationS;
         if (escrowed > type(uint128).max) revert LeaseEscrowAmountTooLarge(escrowed);
@@ -930,13 +930,6 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = IERC20(token).balanceOf(address(this)) - before;
         if (received != amount) revert LeaseEscrowFeeOnTransferToken(token, amount, received);
-    }
-
-    /// @dev Price per GPU-second a lease on `o` pays to `holder`: today the offer's price (resale: the
-    /// holder's ask, bounded to 96 bits like offer prices).
-    function _leasePrice(ICapacityRegistry.Offer memory o, address holder) private pure returns (uint256) {
-        holder;
-        return o.pricePerGpuSecond;
     }
 
     /// @dev Copies a node's attestor and power cap from the registry; returns whether the node is active.

@@ -359,7 +359,7 @@ contract VoucherVault is IVoucherVault, AccessControl, ReentrancyGuardTransient 
         view
         returns (ICapacityRegistry.Offer memory o)
     {
-        o = _registry.offer(offerId);
+        o = _registry.offerFor(offerId, holder); // priced as the escrow will price it (a reseller's ask)
         (bool ok, uint8 rule) = _eligible(programmeId, o);
         if (!ok) revert VoucherVaultIneligibleOffer(voucherId, offerId, rule);
         _checkUnrelated(voucherId, programmeId, o, holder);

@@ -158,6 +158,10 @@ class Calls:
         """ERC-1155 ``safeTransferFrom`` (sent by the holder or an approved operator)."""
         return self.call("registry", "safeTransferFrom", to_checksum_address(holder), to_checksum_address(to), offer_id, amount, b"")
 
+    def list_rights(self, offer_id: int, price_per_gpu_second: int) -> Call:
+        """Resale: the sender's ask for leases locking its rights of the offer (0 withdraws it)."""
+        return self.call("registry", "listRights", offer_id, price_per_gpu_second)
+
     def set_rights_approval(self, operator: str, approved: bool) -> Call:
         return self.call("registry", "setApprovalForAll", to_checksum_address(operator), approved)
 

@@ -230,3 +230,10 @@ def to_csv(cells: Iterable[Cell]) -> str:
         j = c.to_json()
         w.writerow(["" if j[k] is None else j[k] for k in CSV_COLUMNS])
     return out.getvalue()
+
+
+def band_status(price_per_gpu_hour: int, low: int, high: int) -> str:
+    """Where a price stands against a band: ``below``, ``within`` (bounds included) or ``above``."""
+    if price_per_gpu_hour < low:
+        return "below"
+    return "above" if price_per_gpu_hour > high else "within"

@@ -1,5 +1,6 @@
 """The price index the bridge serves is the one recomputed from the chain's events alone (the same fold over
-``ledger.chain`` events read from the node), for history, latest, band and CSV."""
+``ledger.chain`` events read from the node), for history, latest, band and CSV; offers are flagged against the
+reference band (the index's, or the operator's when set), not refused."""
 
 from __future__ import annotations
 
@@ -61,3 +62,32 @@ def test_served_index_equals_the_chain_recomputed(bridge: TestClient) -> None:
     assert list(csv.DictReader(io.StringIO(r.text)))[0]["pricePerGpuHour"] == cell["pricePerGpuHour"]
     assert bridge.get("/v1/price-index/band", params={"gpuModel": "NVIDIA L4"}).status_code == 404
     assert bridge.get("/v1/price-index", params={"since": "yesterday"}).status_code == 422
+
+    # the offer book flags prices against the band (p10..p90 of what was paid: PRICE..1.1 PRICE per second)
+    offer_ids = [cl.lease(lid).offer_id for lid in leases]
+    flags = {o: ok(bridge.get(f"/v1/offers/{o}"))["priceBand"] for o in offer_ids}
+    assert [flags[o]["status"] for o in offer_ids] == ["within", "within", "above"]
+    assert flags[offer_ids[0]]["source"] == "index" and flags[offer_ids[0]]["low"] == str(PRICE * 3600)
+
+
+def test_operator_band_takes_precedence(memory_chain, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from api.app import create_app
+    from conftest import bridge_settings
+
+    chain, dep = memory_chain
+    snap = chain.snapshot()
+    try:
+        cl = LedgerClient(chain, dep)
+        provider, attestor = chain.accounts[1], chain.accounts[2]
+        cl.register_provider(provider, provider, "ipfs://p")
+        node = cl.register_node(provider, attestor, "NVIDIA L4", [gpu_uuid_hash("GPU-op-0")], 23_034, 72_000, "us-east1").id
+        t0 = chain.now()
+        cheap = cl.publish_offer(provider, node, 1, PRICE // 10, ETH, BillingMode.RESERVED, t0, t0 + 86_400).id
+        band = {"NVIDIA L4": (PRICE * 3600 // 2, PRICE * 3600)}
+        with TestClient(create_app(bridge_settings(tmp_path, price_bands=band), chain=chain, deployment=dep)) as client:
+            flag = ok(client.get(f"/v1/offers/{cheap}"))["priceBand"]
+            assert flag == {"source": "operator", "low": str(PRICE * 3600 // 2), "high": str(PRICE * 3600), "status": "below"}
+            lease = ok(client.get("/v1/offers", params={"gpuModel": "L4"}))["offers"][0]
+            assert lease["offerId"] == cheap and lease["available"]  # below the band: flagged, not forbidden
+    finally:
+        chain.revert(snap)

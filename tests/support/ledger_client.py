@@ -238,17 +238,22 @@ class LedgerClient:
 
     # --- LeaseEscrow -------------------------------------------------------------------------------------
 
-    def quote_lease(self, offer_id: int, duration_s: int) -> LeaseQuote:
-        """What openLease will charge now: escrow = price × gpuCount × duration, plus the fee."""
+    def quote_lease(self, offer_id: int, duration_s: int, holder: str | None = None) -> LeaseQuote:
+        """What openLease will charge now: escrow = price × gpuCount × duration, plus the fee; the price is
+        ``holder``'s resale ask when it set one (default holder: none, the offer's price)."""
         o = self.read.offer(offer_id)
-        return quote_lease(o.price_per_gpu_second, o.gpu_count, duration_s, self.read.fee_bps_for(o.provider))
+        price = o.price_per_gpu_second if holder is None else self.read.lease_price(offer_id, holder)
+        return quote_lease(price, o.gpu_count, duration_s, self.read.fee_bps_for(o.provider))
+
+    def list_rights(self, sender: str, offer_id: int, price_per_gpu_second: int) -> TxOutcome:
+        return self._send(self.calls.list_rights(offer_id, price_per_gpu_second), sender)
 
     def open_lease(self, sender: str, offer_id: int, holder: str, duration_s: int, start_by: int,
                    max_total: int | None = None, *, approve: bool = True) -> Created:
         """Open a lease as ``sender`` paying the quoted total (ETH value, or an ERC-20 approved first if
         ``approve``). ``max_total`` defaults to the quote."""
         o = self.read.offer(offer_id)
-        q = self.quote_lease(offer_id, duration_s)
+        q = self.quote_lease(offer_id, duration_s, holder)
         cap = q.total if max_total is None else max_total
         if to_checksum_address(o.token) == ETH:
             res = self._send(self.calls.open_lease(offer_id, holder, duration_s, start_by, cap, value=q.total), sender)
@@ -360,10 +365,10 @@ class LedgerClient:
     def close_programme(self, sender: str, programme_id: int) -> TxOutcome:
         return self._send(self.calls.close_programme(programme_id), sender)
 
-    def voucher_quote(self, voucher_id: int, offer_id: int, duration_s: int) -> tuple[int, int]:
+    def voucher_quote(self, voucher_id: int, offer_id: int, duration_s: int, holder: str | None = None) -> tuple[int, int]:
         """(paid by the voucher, co-pay) of a lease opened now."""
         v = self.read.voucher(voucher_id)
-        q = self.quote_lease(offer_id, duration_s)
+        q = self.quote_lease(offer_id, duration_s, holder)
         return voucher_split(q.total, v.copay_bps, v.balance)
 
     def voucher_open_lease(self, sender: str, voucher_id: int, offer_id: int, holder: str, duration_s: int,
@@ -371,7 +376,7 @@ class LedgerClient:
                            approve: bool = True) -> Created:
         """Open a lease through the vault paying the quoted co-pay (ETH value, or an ERC-20 approved first)."""
         o = self.read.offer(offer_id)
-        _, copay = self.voucher_quote(voucher_id, offer_id, duration_s)
+        _, copay = self.voucher_quote(voucher_id, offer_id, duration_s, holder)
         cap = copay if max_copay is None else max_copay
         if to_checksum_address(o.token) == ETH:
             call = self.calls.voucher_open_lease(voucher_id, offer_id, holder, duration_s, start_by, cap,

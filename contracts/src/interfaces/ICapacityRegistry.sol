@@ -235,6 +235,11 @@ interface ICapacityRegistry {
     /// @param offerId offer
     /// @param amount GPU-seconds
     event RightsBurned(uint256 indexed offerId, uint256 amount);
+    /// @notice A holder set (or, with price 0, withdrew) its ask for leases that lock its rights of an offer.
+    /// @param holder the rights holder
+    /// @param offerId offer
+    /// @param pricePerGpuSecond the ask (0: none, leases pay the offer's price)
+    event RightsListed(address indexed holder, uint256 indexed offerId, uint256 pricePerGpuSecond);
     /// @notice The escrow that may lock rights and slash stakes was set.
     /// @param escrow escrow contract
     event EscrowSet(address escrow);
@@ -315,6 +320,26 @@ interface ICapacityRegistry {
 
     /// @notice Burn `amount` locked rights (capacity used). Only ESCROW_ROLE.
     function burnLocked(uint256 offerId, uint256 amount) external;
+
+    /// @notice Resale: the caller (a holder of the offer's rights) sets the price per GPU-second a lease that
+    /// locks its rights pays it (positive, below 2^96; it must hold some of the rights), or withdraws its ask with 0. The lease's price is fixed at
+    /// opening; rights locked by a lease cannot be leased again (lockRights moves them out of the holder's balance).
+    /// @param offerId offer
+    /// @param pricePerGpuSecond the ask, or 0
+    function listRights(uint256 offerId, uint256 pricePerGpuSecond) external;
+
+    /// @notice A holder's ask for an offer's rights (0: none).
+    /// @param offerId offer
+    /// @param holder the rights holder
+    /// @return the price per GPU-second
+    function askOf(uint256 offerId, address holder) external view returns (uint256);
+
+    /// @notice The offer as a lease locking `holder`'s rights sees it: its price is the holder's ask when it set
+    /// one (what `openLease` escrows and fixes in the lease's terms), else the offer's.
+    /// @param offerId offer
+    /// @param holder the rights holder
+    /// @return the offer, priced for that holder
+    function offerFor(uint256 offerId, address holder) external view returns (Offer memory);
 
     // --- views --------------------------------------------------------------------------------------
 
