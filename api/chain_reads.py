@@ -87,9 +87,10 @@ class ChainViews:
             "gpuUuidHashes": [_hex(h) for h in n.gpu_uuid_hashes],
         }
 
-    def lease_price(self, offer_id: int, holder: str) -> int:
-        """Price per GPU-second of a lease locking ``holder``'s rights: its resale ask, else the offer's."""
-        return int(self._call(lambda: self._read.lease_price(offer_id, holder)))
+    def lease_price(self, offer_id: int, holder: str, duration_s: int) -> int:
+        """Price per GPU-second of a lease of ``duration_s`` locking ``holder``'s rights: its resale ask, else the
+        offer's tier for that duration, else the offer's price."""
+        return int(self._call(lambda: self._read.lease_price(offer_id, holder, duration_s)))
 
     def offer(self, offer_id: int) -> dict[str, Any]:
         if not 0 <= offer_id < 2**256:

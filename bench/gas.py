@@ -25,6 +25,7 @@ steady state: each lease already has one settled checkpoint, so its state slot i
   paid by a voucher and of one paid from escrow on an identical offer; ``settle_single_voucher_extra`` is
   the difference (target ≤ 5,000), ``..._execution`` the same without calldata (the lease ids differ).
 - list_rights / open_lease_from_listing: resale of capacity rights: a holder's ask, and a lease priced by it.
+- set_tiers_2: an offer's two price tiers by committed duration.
 
 Reports are protocol v2 (``ledger.protocol.report``), with the figures a one-GPU lease's attestor derives from
 its samples (as tests/api/bridge_helpers.py ``SigningAttestor.next_report``): allocated = the whole window,
@@ -365,6 +366,8 @@ def _vouchers(chain: Chain, ledger: LedgerChain, out: dict[str, Any], issuer: st
     res = send(beneficiary, calls.open_lease(oid3, prov, 3600, chain.now() + 600, q.total, value=q.total))
     assert read.lease(int(res.event("LeaseOpened").args["leaseId"])).price_per_gpu_second == 2 * PRICE
     out["open_lease_from_listing"] = res.gas_used
+    # tiered prices: a committed week is cheaper per GPU-second than an hour
+    out["set_tiers_2"] = send(prov, calls.set_tiers(offer_ids[1], [(3600, PRICE), (7 * 86400, PRICE * 8 // 10)])).gas_used
 
 
 ORDER = (
@@ -407,6 +410,7 @@ ORDER = (
     "voucher_close_programme",
     "list_rights",
     "open_lease_from_listing",
+    "set_tiers_2",
 )
 
 

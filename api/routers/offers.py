@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..deps import CallerDep, OffersDep
-from ..errors import COMMON_RESPONSES, READ_RESPONSES
+from ..errors import COMMON_RESPONSES, READ_RESPONSES, Invalid
 from ..schemas import ETH, ActionOut, Address, Hex32, Strict
 from ..services.offers import OfferFilters
 
@@ -186,7 +186,8 @@ class AskOut(BaseModel):
     offerId: int
     holder: str
     askPerGpuSecond: str = Field(description="0: no ask (a lease of these rights pays the offer's price)")
-    leasePricePerGpuSecond: str = Field(description="what a lease locking these rights pays per GPU-second now")
+    leasePricePerGpuSecond: str = Field(description="what a lease locking these rights pays per GPU-second now (its ask, "
+                                        "else the offer's price for the shortest lease)")
     rights: int = Field(description="the holder's unlocked rights of the offer, GPU-seconds")
 
 
@@ -202,3 +203,42 @@ def list_rights(offerId: OfferId, body: ListingIn, caller: CallerDep, offers: Of
 def ask(offerId: OfferId, holder: Address, offers: OffersDep) -> AskOut:
     """A holder's ask for the offer's rights, what a lease of them pays now, and how many it holds."""
     return AskOut(**offers.ask(offerId, holder))
+
+
+class TierIn(Strict):
+    minDurationS: int = Field(ge=0, lt=2**32, description="the lease must commit to at least this many seconds")
+    pricePerGpuSecondWei: int = Field(gt=0, lt=2**96)
+
+
+class TiersIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tiers": [
+        {"minDurationS": 86400, "pricePerGpuSecondWei": "900000000"},
+        {"minDurationS": 604800, "pricePerGpuSecondWei": "800000000"}]}]})
+    tiers: list[TierIn] = Field(max_length=2, description="at most two, the longer duration second; [] clears")
+
+
+class PriceOut(BaseModel):
+    offerId: int
+    holder: str
+    durationS: int
+    pricePerGpuSecond: str = Field(description="the holder's ask, else the offer's tier for this duration, else its price")
+    escrowWei: str
+    feeWei: str
+    totalWei: str
+
+
+@router.post("/{offerId}/tiers", response_model=ActionOut, responses=COMMON_RESPONSES)
+def set_tiers(offerId: OfferId, body: TiersIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """Tiered prices by committed duration (the offer's provider): a lease committing to at least
+    ``minDurationS`` pays that tier's price, fixed at opening (``GET /v1/offers/{id}/price`` shows it before)."""
+    if len(body.tiers) == 2 and body.tiers[1].minDurationS <= body.tiers[0].minDurationS:
+        raise Invalid("the second tier must ask a longer minimum duration than the first", field="tiers")
+    return offers.set_tiers(caller, offerId, [(t.minDurationS, t.pricePerGpuSecondWei) for t in body.tiers])
+
+
+@router.get("/{offerId}/price", response_model=PriceOut, responses=READ_RESPONSES)
+def lease_price(offerId: OfferId, offers: OffersDep, durationS: Annotated[int, Query(ge=1, lt=2**32)],
+                holder: Annotated[Address | None, Query()] = None) -> PriceOut:
+    """What a lease of ``durationS`` would escrow now (price, escrow, fee, total), shown before opening and fixed at
+    opening: the holder's resale ask, else the offer's tier for that duration, else the offer's price."""
+    return PriceOut(**offers.price(offerId, durationS, holder))

@@ -247,7 +247,7 @@ class Leases:
         def action() -> ActionOut:
             offer = self._views.offer(offer_id)
             who = holder or self._views.provider(offer["provider"])["payout"]
-            price = self._views.lease_price(offer_id, who)  # a reseller's ask, else the offer's price
+            price = self._views.lease_price(offer_id, who, duration_s)  # an ask, a tier, or the offer's price
             q = quote_lease(price, offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
             now = self._views.now()
             valid_from, valid_until = int(offer["validFrom"]), int(offer["validUntil"])

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ledger.chain.suite import LedgerChain
-from ledger.protocol.economics import ETH, BillingMode
+from ledger.protocol.economics import ETH, BillingMode, quote_lease
 
 MAX_OFFER_LEAD_S = 90 * 86_400
 """How far ahead an offer's validity may start: an offer far in the future would be listed long before anyone
@@ -148,6 +148,23 @@ class Offers:
         self._views.offer(offer_id)
         return self._actor.act(caller, self._calls.list_rights(offer_id, price_per_gpu_second))
 
+    def set_tiers(self, caller: Caller, offer_id: int, tiers: list[tuple[int, int]]) -> ActionOut:
+        """Tiered prices by committed duration (the offer's provider)."""
+        caller.require("provider")
+        offer = self._views.offer(offer_id)
+        if caller.managed and offer["provider"] != caller.address:
+            raise ApiError(403, "forbidden", f"offer {offer_id} belongs to another provider")
+        return self._actor.act(caller, self._calls.set_tiers(offer_id, tiers))
+
+    def price(self, offer_id: int, duration_s: int, holder: str | None) -> dict[str, Any]:
+        """What a lease of ``duration_s`` would pay now, before opening it (fixed at opening)."""
+        offer = self._views.offer(offer_id)
+        who = holder or self._views.provider(offer["provider"])["payout"]
+        price = self._views.lease_price(offer_id, who, duration_s)
+        q = quote_lease(price, offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
+        return {"offerId": offer_id, "holder": who, "durationS": duration_s, "pricePerGpuSecond": str(price),
+                "escrowWei": str(q.escrowed), "feeWei": str(q.fee), "totalWei": str(q.total)}
+
     def ask(self, offer_id: int, holder: str) -> dict[str, Any]:
         self._views.offer(offer_id)
         read = self._ledger.read
@@ -155,7 +172,7 @@ class Offers:
             "offerId": offer_id,
             "holder": holder,
             "askPerGpuSecond": str(read.ask_of(offer_id, holder)),
-            "leasePricePerGpuSecond": str(self._views.lease_price(offer_id, holder)),
+            "leasePricePerGpuSecond": str(self._views.lease_price(offer_id, holder, 1)),
             "rights": read.rights_balance(holder, offer_id),
         }
 

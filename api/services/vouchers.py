@@ -148,7 +148,7 @@ class Vouchers:
             views = self._views
             offer = views.offer(offer_id)
             who = holder or views.provider(offer["provider"])["payout"]
-            price = views.lease_price(offer_id, who)
+            price = views.lease_price(offer_id, who, duration_s)
             q = quote_lease(price, offer["gpuCount"], duration_s, views.fee_bps(offer["provider"]))
             from_voucher, copay = voucher_split(q.total, int(v["copayBps"]), int(v["balanceWei"]))
             now = views.now()

@@ -39,6 +39,7 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
     address private _escrow;
     uint64 private _unbondingDelay;
     mapping(uint256 offerId => mapping(address holder => uint256 price)) private _asks;
+    mapping(uint256 offerId => uint256 tiers) private _tiers;
 
     constructor(address admin, uint64 unbondingDelaySeconds) ERC1155("") {
         if (admin == address(0)) revert CapacityRegistryZeroAddress();
@@ -290,6 +291,19 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
         emit RightsListed(msg.sender, offerId, pricePerGpuSecond);
     }
 
+    /// @inheritdoc ICapacityRegistry
+    function setTiers(uint256 offerId, uint256 tiers) external {
+        if (_offers[offerId].provider != msg.sender) revert CapacityRegistryNotProvider(msg.sender);
+        // two tiers of 128 bits (minDurationS << 96 | price), the longer one high; an unused tier is 0
+        uint256 lo = tiers & type(uint128).max;
+        uint256 hi = tiers >> 128;
+        if ((lo != 0 && lo & type(uint96).max == 0) || (hi != 0 && (hi & type(uint96).max == 0 || hi >> 96 <= lo >> 96))) {
+            revert CapacityRegistryBadTiers(tiers);
+        }
+        _tiers[offerId] = tiers;
+        emit TiersSet(offerId, tiers);
+    }
+
     // --- views --------------------------------------------------------------------------------------
 
     /// @inheritdoc ICapacityRegistry
@@ -298,11 +312,18 @@ contract CapacityRegistry is ICapacityRegistry, ERC1155, AccessControl, Reentran
     }
 
     /// @inheritdoc ICapacityRegistry
-    function offerFor(uint256 offerId, address holder) external view returns (Offer memory o) {
+    function offerFor(uint256 offerId, address holder, uint256 durationS) external view returns (Offer memory o) {
         o = _offers[offerId];
         if (o.provider == address(0)) revert CapacityRegistryUnknownOffer(offerId);
         uint256 ask = _asks[offerId][holder];
-        if (ask != 0) o.pricePerGpuSecond = uint128(ask);
+        uint256 tiers = _tiers[offerId];
+        if (ask != 0) {
+            o.pricePerGpuSecond = uint128(ask);
+        } else if (tiers >> 128 != 0 && durationS >= tiers >> 224) {
+            o.pricePerGpuSecond = uint128((tiers >> 128) & type(uint96).max);
+        } else if (uint128(tiers) != 0 && durationS >= uint128(tiers) >> 96) {
+            o.pricePerGpuSecond = uint128(tiers & type(uint96).max);
+        }
     }
 
     /// @inheritdoc ICapacityRegistry

@@ -215,8 +215,8 @@ contract LeaseEscrow is LeaseEscrowBase, ILeaseEscrowCore {
         whenNotPaused
         returns (uint256 leaseId)
     {
-        // priced for the holder whose rights the lease locks: its resale ask, else the offer's price
-        ICapacityRegistry.Offer memory o = _registry.offerFor(offerId, holder);
+        // priced for this lease: the holder's resale ask, else the offer's tier for durationS, else its price
+        ICapacityRegistry.Offer memory o = _registry.offerFor(offerId, holder, durationS);
         {
             uint256 live = _liveLease[offerId];
             if (live != 0) revert LeaseEscrowOfferBusy(offerId, live);

@@ -153,7 +153,7 @@ contract VoucherVault is IVoucherVault, AccessControl, ReentrancyGuardTransient 
         if (v.expired || block.timestamp >= v.expiry) revert VoucherVaultExpired(voucherId, v.expiry);
         uint256 balance = v.balance;
         if (balance == 0) revert VoucherVaultExhausted(voucherId);
-        ICapacityRegistry.Offer memory o = _checkedOffer(voucherId, v.programmeId, offerId, holder);
+        ICapacityRegistry.Offer memory o = _checkedOffer(voucherId, v.programmeId, offerId, holder, durationS);
         (uint256 cost, uint256 fromVoucher) = _split(v, o, durationS, balance);
         if (fromVoucher == 0) revert VoucherVaultExhausted(voucherId);
         if (cost - fromVoucher > maxCopay) revert VoucherVaultCopayAboveMax(cost - fromVoucher, maxCopay);
@@ -354,12 +354,12 @@ contract VoucherVault is IVoucherVault, AccessControl, ReentrancyGuardTransient 
     }
 
     /// @dev The offer, once it is eligible for the programme and nobody it pays is related.
-    function _checkedOffer(uint256 voucherId, uint256 programmeId, uint256 offerId, address holder)
+    function _checkedOffer(uint256 voucherId, uint256 programmeId, uint256 offerId, address holder, uint256 durationS)
         private
         view
         returns (ICapacityRegistry.Offer memory o)
     {
-        o = _registry.offerFor(offerId, holder); // priced as the escrow will price it (a reseller's ask)
+        o = _registry.offerFor(offerId, holder, durationS); // priced as the escrow will price it (ask, tier)
         (bool ok, uint8 rule) = _eligible(programmeId, o);
         if (!ok) revert VoucherVaultIneligibleOffer(voucherId, offerId, rule);
         _checkUnrelated(voucherId, programmeId, o, holder);

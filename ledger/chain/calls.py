@@ -162,6 +162,17 @@ class Calls:
         """Resale: the sender's ask for leases locking its rights of the offer (0 withdraws it)."""
         return self.call("registry", "listRights", offer_id, price_per_gpu_second)
 
+    def set_tiers(self, offer_id: int, tiers: Sequence[tuple[int, int]]) -> Call:
+        """Tiered prices of an offer: up to two (minimum committed duration in s, price per GPU-second), the
+        longer duration second; an empty list clears them."""
+        if len(tiers) > 2:
+            raise ProtocolError("an offer has at most two price tiers")
+        words = [(int(d) << 96) | int(p) for d, p in tiers]
+        if any(not 0 <= d < 2**32 or not 0 < p < 2**96 for d, p in tiers):
+            raise ProtocolError("a tier's minimum duration must fit 32 bits and its price be positive below 2^96")
+        packed = (words[0] if words else 0) | ((words[1] << 128) if len(words) == 2 else 0)
+        return self.call("registry", "setTiers", offer_id, packed)
+
     def set_rights_approval(self, operator: str, approved: bool) -> Call:
         return self.call("registry", "setApprovalForAll", to_checksum_address(operator), approved)
 

@@ -328,10 +328,12 @@ class ChainReader:
         """A holder's resale ask for an offer's rights, wei (or token units) per GPU-second; 0: none."""
         return int(self.call(self.registry.functions.askOf(offer_id, to_checksum_address(holder))))
 
-    def lease_price(self, offer_id: int, holder: str) -> int:
-        """The price per GPU-second a lease locking ``holder``'s rights of the offer pays (``offerFor``: its
-        resale ask, else the offer's price): what ``openLease`` escrows and fixes."""
-        return int(self.call(self.registry.functions.offerFor(offer_id, to_checksum_address(holder)))[4])
+    def lease_price(self, offer_id: int, holder: str, duration_s: int) -> int:
+        """The price per GPU-second a lease of ``duration_s`` locking ``holder``'s rights of the offer pays
+        (``offerFor``: the holder's resale ask, else the offer's tier for that duration, else its price): what
+        ``openLease`` escrows and fixes."""
+        fn = self.registry.functions.offerFor(offer_id, to_checksum_address(holder), duration_s)
+        return int(self.call(fn)[4])
 
     def stake_of(self, provider: str, token: str) -> StakeInfo:
         s = self.call(self.registry.functions.stakeOf(to_checksum_address(provider), to_checksum_address(token)))

@@ -27,3 +27,23 @@ def test_a_listed_ask_prices_the_lease(bridge: TestClient) -> None:
     r = client.post(f"/v1/offers/{oid}/listing", json={"pricePerGpuSecondWei": 1}, headers=auth(bkey))
     assert r.status_code == 402 and r.json()["detail"]["details"]["error"] == "CapacityRegistryInsufficientRights", r.text
     assert client.post(f"/v1/offers/{oid}/listing", json={"pricePerGpuSecondWei": 2**96}, headers=auth(bkey)).status_code == 422
+
+
+def test_tiers_are_shown_before_and_fixed_at_opening(bridge: TestClient) -> None:
+    client = bridge
+    prov = setup_provider(client, ["GPU-t-0"], PRICE)
+    _, bkey = new_account(client, "buyer")
+    oid = prov["offerId"]
+    tiers = [{"minDurationS": 2 * HOUR, "pricePerGpuSecondWei": PRICE // 2}]
+    ok(client.post(f"/v1/offers/{oid}/tiers", json={"tiers": tiers}, headers=auth(prov["key"])))
+    assert ok(client.get(f"/v1/offers/{oid}/price", params={"durationS": HOUR}))["pricePerGpuSecond"] == str(PRICE)
+    shown = ok(client.get(f"/v1/offers/{oid}/price", params={"durationS": 2 * HOUR}))
+    assert shown["pricePerGpuSecond"] == str(PRICE // 2) and shown["escrowWei"] == str(PRICE // 2 * 2 * HOUR)
+    opened = ok(client.post("/v1/leases", json={"offerId": oid, "durationS": 2 * HOUR},
+                            headers={**auth(bkey), "Idempotency-Key": "t-1"}))
+    assert opened["result"]["totalWei"] == shown["totalWei"]
+    # only the offer's provider sets its tiers; tiers out of order are refused with the field named
+    assert client.post(f"/v1/offers/{oid}/tiers", json={"tiers": []}, headers=auth(bkey)).status_code == 403
+    bad = [{"minDurationS": 2 * HOUR, "pricePerGpuSecondWei": 1}, {"minDurationS": HOUR, "pricePerGpuSecondWei": 1}]
+    r = client.post(f"/v1/offers/{oid}/tiers", json={"tiers": bad}, headers=auth(prov["key"]))
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "tiers", r.text

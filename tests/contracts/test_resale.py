@@ -23,8 +23,8 @@ def _resell(world: World, rights: int) -> str:
 
 def test_a_lease_from_a_listing_pays_the_holder_its_ask(world: World) -> None:
     reseller = _resell(world, 2 * 3600)
-    assert world.cl.lease_price(world.offer_reserved, reseller) == RESELLER_ASK
-    assert world.cl.lease_price(world.offer_reserved, world.provider) == PRICE  # the provider's own rights
+    assert world.cl.lease_price(world.offer_reserved, reseller, 3600) == RESELLER_ASK
+    assert world.cl.lease_price(world.offer_reserved, world.provider, 3600) == PRICE  # the provider's own rights
     q = world.cl.quote_lease(world.offer_reserved, 3600, reseller)
     lid = world.cl.open_lease(world.buyer, world.offer_reserved, reseller, 3600, world.chain.now() + 600).id
     lease = world.cl.lease(lid)

@@ -40,6 +40,7 @@ from tests.contracts.conftest import Meter
 from tests.support.ledger_client import ETH, BillingMode, LedgerClient, NodeFeature, TxResult
 
 PRICE = 10**9
+START = 2_000_000_000  # unix s, after any wall clock this runs on
 CHALLENGE_S = 600
 FEE_BPS = 250
 MAX_LEASES = 4
@@ -70,6 +71,9 @@ def world() -> World:
     admin, provider, attestor, b1, b2, relayer, treasury = a[:7]
     dep = deploy_suite(chain, admin, treasury=treasury, challenge_period_s=CHALLENGE_S, base_fee_bps=FEE_BPS)
     cl = LedgerClient(chain, dep)
+    # Block times from a fixed point on: eth-tester stamps a block max(wall clock, parent + 1), so from here
+    # they depend only on the steps taken, and every run replays the same examples.
+    chain.time_travel(START)
     cl.register_provider(provider, provider, "ipfs://p")
     gpus = [gpu_uuid_hash(f"GPU-vm-{i}") for i in range(4)]
     node = cl.register_node(provider, attestor, "NVIDIA H100", gpus, 81_559, 700_000, "eu-west1",
@@ -81,7 +85,6 @@ def world() -> World:
         cl.publish_offer(provider, node, 0b0100, PRICE, ETH, BillingMode.METERED, t0, until).id,
         cl.publish_offer(provider, node, 0b1000, 2 * PRICE, ETH, BillingMode.SM_ACTIVE, t0, until).id,
     )
-    chain.time_travel(t0 + 86_400)  # block times then depend only on the steps taken
     w = World(chain, dep, cl, admin, provider, attestor, (b1, b2), relayer, treasury, offers, None)
     w.sign_ns = SimpleNamespace(chain=chain, dep=dep)
     w.snapshot = chain.snapshot()

@@ -240,10 +240,13 @@ class LedgerClient:
 
     def quote_lease(self, offer_id: int, duration_s: int, holder: str | None = None) -> LeaseQuote:
         """What openLease will charge now: escrow = price × gpuCount × duration, plus the fee; the price is
-        ``holder``'s resale ask when it set one (default holder: none, the offer's price)."""
+        ``holder``'s resale ask when it set one, else the offer's tier for the duration, else its price."""
         o = self.read.offer(offer_id)
-        price = o.price_per_gpu_second if holder is None else self.read.lease_price(offer_id, holder)
+        price = self.read.lease_price(offer_id, holder or ETH, duration_s)
         return quote_lease(price, o.gpu_count, duration_s, self.read.fee_bps_for(o.provider))
+
+    def set_tiers(self, sender: str, offer_id: int, tiers: Sequence[tuple[int, int]]) -> TxOutcome:
+        return self._send(self.calls.set_tiers(offer_id, tiers), sender)
 
     def list_rights(self, sender: str, offer_id: int, price_per_gpu_second: int) -> TxOutcome:
         return self._send(self.calls.list_rights(offer_id, price_per_gpu_second), sender)

@@ -120,6 +120,8 @@ interface ICapacityRegistry {
     error CapacityRegistryBadGpuMask(uint256 gpuMask, uint256 gpuCount);
     /// @notice Price must be positive and fit 96 bits.
     error CapacityRegistryBadPrice(uint256 price);
+    /// @notice A used tier needs a positive price, and the high tier a longer minimum duration than the low one.
+    error CapacityRegistryBadTiers(uint256 tiers);
     /// @notice Validity window is empty, already over, or too long.
     error CapacityRegistryBadWindow(uint256 validFrom, uint256 validUntil);
     /// @notice Minimum buyer score above 10000 bps.
@@ -240,6 +242,10 @@ interface ICapacityRegistry {
     /// @param offerId offer
     /// @param pricePerGpuSecond the ask (0: none, leases pay the offer's price)
     event RightsListed(address indexed holder, uint256 indexed offerId, uint256 pricePerGpuSecond);
+    /// @notice The offer's provider set its price tiers by committed duration (0: none).
+    /// @param offerId offer
+    /// @param tiers two tiers of 128 bits, each minDurationS << 96 | pricePerGpuSecond (see setTiers)
+    event TiersSet(uint256 indexed offerId, uint256 tiers);
     /// @notice The escrow that may lock rights and slash stakes was set.
     /// @param escrow escrow contract
     event EscrowSet(address escrow);
@@ -334,12 +340,23 @@ interface ICapacityRegistry {
     /// @return the price per GPU-second
     function askOf(uint256 offerId, address holder) external view returns (uint256);
 
-    /// @notice The offer as a lease locking `holder`'s rights sees it: its price is the holder's ask when it set
-    /// one (what `openLease` escrows and fixes in the lease's terms), else the offer's.
+    /// @notice Tiered prices: the offer's provider sets the price per GPU-second of leases committing to at least
+    /// a duration, in two tiers of 128 bits: tiers = high << 128 | low, each minDurationS << 96 | price (0:
+    /// unused; the high tier's minimum duration above the low one's; 0 clears both). A lease's price is fixed
+    /// at opening; tiers set later change only later leases.
+    /// @param offerId offer
+    /// @param tiers the two tiers
+    function setTiers(uint256 offerId, uint256 tiers) external;
+
+    /// @notice The offer as a lease of `durationS` locking `holder`'s rights sees it: its price is the holder's
+    /// resale ask when it set one, else the price of the offer's last tier whose minimum duration `durationS`
+    /// reaches, else the offer's price. `openLease` escrows it and fixes it in the lease's terms; anyone reads
+    /// it before opening.
     /// @param offerId offer
     /// @param holder the rights holder
-    /// @return the offer, priced for that holder
-    function offerFor(uint256 offerId, address holder) external view returns (Offer memory);
+    /// @param durationS the lease's committed duration
+    /// @return the offer, priced for that lease
+    function offerFor(uint256 offerId, address holder, uint256 durationS) external view returns (Offer memory);
 
     // --- views --------------------------------------------------------------------------------------
 
