@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             fig = indexer(args.leases, args.rounds, tmp)
             result["indexer"] = fig
             if not args.json:
-                print(f"indexer, fresh start-up: {fig['events']:,} events in {fig['seconds']:.1f} s = "
-                      f"{fig['events_per_s']:,.0f} events/s (target >= 2,000)")  # fmt: skip
+                print(f"indexer, fresh start-up over {args.leases} leases x {args.rounds} checkpoints: {fig['events']:,} "
+                      f"events in {fig['seconds']:.1f} s = {fig['events_per_s']:,.0f} events/s (target >= 2,000)")  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=1))
     return 0
