@@ -58,6 +58,7 @@ OFFER_PAGES = {
     "filter: ≤ 0.005 ETH/GPU-h, ≥ 4 GPUs, ≥ 80 GiB": "/web/offers?maxPrice=0.005&minGpus=4&minVramGiB=80",
     "sort: reputation ↓, page 100": "/web/offers?sort=-reputation&page=100",
     "sort: attested uptime ↓": "/web/offers?sort=-uptime",
+    "sort: price per PFLOP-hour ↑": "/web/offers?sort=perf",
     "htmx fragment (filter change)": "/web/offers?gpuModel=a100&sort=-price",
 }
 Message = MutableMapping[str, Any]

@@ -129,9 +129,8 @@ class Indexer:
 
     def _index_range(self, start: int, end: int) -> int:
         events = self._chain(lambda: self.ledger.events.logs_between(start, end))
-        blocks: dict[int, Any] = {}
-        for n in {e.block_number for e in events} | {end}:
-            blocks[n] = self._chain(lambda n=n: self.ledger.read.block(n))  # type: ignore[misc]
+        numbers = sorted({e.block_number for e in events} | {end})
+        blocks: dict[int, Any] = dict(zip(numbers, self._chain(lambda: self.ledger.read.blocks(numbers))))
         touched = Touched()
         rows = []
         for e in events:

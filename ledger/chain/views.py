@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.exceptions import BadFunctionCallOutput, BlockNotFound
 
 from ..protocol.economics import ETH, BillingMode, LeaseStatus, NodeFeature
@@ -23,6 +23,8 @@ from ..protocol.settlement import LeaseState, encode_entry
 from .contracts import Contracts
 from .errors import ChainUnavailable, UndecodableAnswer
 from .reverts import decode_exception
+
+_BLOCK_BATCH = 500  # blocks per JSON-RPC batch (ChainReader.blocks)
 
 T = TypeVar("T")
 
@@ -239,6 +241,27 @@ class ChainReader:
     def block(self, number: int | str) -> Any:
         """The block (``number`` or a tag such as "latest")."""
         return self._read(lambda: self.w3.eth.get_block(number))  # type: ignore[arg-type]
+
+    def blocks(self, numbers: Sequence[int]) -> list[Any]:
+        """Blocks ``numbers``, in that order: one JSON-RPC batch per 500 over HTTP (a fresh indexer reads a block
+        per block with events: one round trip each cost a third of its start-up), one call each in process."""
+        if not isinstance(self.w3.provider, HTTPProvider):
+            return [self.block(n) for n in numbers]
+        out: list[Any] = []
+        for i in range(0, len(numbers), _BLOCK_BATCH):
+            part = numbers[i : i + _BLOCK_BATCH]
+
+            def batch(part: Sequence[int] = part) -> list[Any]:
+                with self.w3.batch_requests() as b:
+                    for n in part:
+                        b.add(self.w3.eth.get_block(n))
+                    return list(b.execute())
+
+            got = self._read(batch)
+            if len(got) != len(part) or any(int(blk["number"]) != n for blk, n in zip(got, part)):
+                raise ChainUnavailable(f"a batch of {len(part)} blocks came back as {len(got)} other blocks")
+            out.extend(got)
+        return out
 
     def block_or_none(self, number: int) -> Any:
         """Block ``number``, or None when the chain does not have it (a fork dropped it, or not mined yet)."""

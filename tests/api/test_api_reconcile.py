@@ -162,3 +162,28 @@ def test_a_nonce_gap_is_filled_not_waited_on(
             assert _settled(client) == Counter({(lease_id, 2): 1})
     finally:
         chain.revert(snap)
+
+
+@pytest.mark.anvil
+def test_blocks_read_in_one_batch_are_the_blocks_read_one_by_one(anvil_chain: tuple[Chain, Deployment]) -> None:
+    """The indexer reads a range's blocks as JSON-RPC batches over HTTP: the same blocks, in the order asked,
+    whatever the batch size; a block the chain does not have is an error, never a shorter list."""
+    from ledger.chain import views
+    from ledger.chain.suite import LedgerChain
+
+    chain, dep = anvil_chain
+    read = LedgerChain(chain, dep).read
+    head = read.block_number()
+    numbers = [head, 0, *range(1, min(head, 7))]
+    one_by_one = [read.block(n) for n in numbers]
+    batch_size = views._BLOCK_BATCH
+    try:
+        views._BLOCK_BATCH = 2  # several batches
+        batched = read.blocks(numbers)
+    finally:
+        views._BLOCK_BATCH = batch_size
+    assert [(b["number"], b["hash"], b["parentHash"], b["timestamp"]) for b in batched] == [
+        (b["number"], b["hash"], b["parentHash"], b["timestamp"]) for b in one_by_one
+    ]
+    with pytest.raises(ChainUnavailable):
+        read.blocks([head + 1000])
