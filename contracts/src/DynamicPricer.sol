@@ -131,11 +131,7 @@ contract DynamicPricer is IDynamicPricer, ReentrancyGuardTransient {
         _liabilities[token] -= amount;
         emit PricerWithdrawn(msg.sender, token, amount);
         // the earnings may still sit in the escrow (credited to this contract as holder): pull them all first
-        uint256 inEscrow = _escrow.withdrawable(address(this), token);
-        if (inEscrow != 0) {
-            emit EscrowPulled(token, inEscrow);
-            _escrow.withdraw(token);
-        }
+        if (_escrow.withdrawable(address(this), token) != 0) emit EscrowPulled(token, _escrow.withdraw(token));
         if (token == address(0)) Address.sendValue(payable(msg.sender), amount);
         else IERC20(token).safeTransfer(msg.sender, amount);
     }
