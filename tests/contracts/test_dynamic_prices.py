@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from .conftest import CHALLENGE_S, PRICE, World, expect_revert, settle_in_one_batch
+from .conftest import PRICE, World, expect_revert, meter_close_release
 
 FLOOR, CEILING = PRICE, 3 * PRICE
 
@@ -27,16 +27,7 @@ def _put_under_rule(world: World, offer_id: int, floor: int = FLOOR, ceiling: in
 
 def _run_and_release(world: World, lid: int, seconds: int) -> int:
     world.cl.activate_lease(world.provider, lid)
-    lease = world.cl.lease(lid)
-    m = world.meter(lease)
-    world.advance_to_ms(lease.start_ms + seconds * 1000)
-    reps = [m.next(window_ms=seconds * 1000)]
-    settle_in_one_batch(world, [r for r, _ in reps], [s for _, s in reps])
-    world.cl.close_lease(world.buyer, lid)
-    cp = world.cl.checkpoint(lid)
-    world.chain.time_travel(cp.last_settled_at + CHALLENGE_S)
-    world.cl.release_earnings(world.relayer, lid)
-    return cp.charged
+    return meter_close_release(world, lid, lambda i: world.cl.close_lease(world.buyer, i), 1, seconds * 1000)
 
 
 def test_a_lease_at_the_dynamic_price_pays_the_provider_through_the_pricer(world: World) -> None:
