@@ -116,13 +116,13 @@ def test_an_ask_is_never_outside_its_band(world: World, floor: int, spread: int,
     snap = world.chain.snapshot()
     try:
         ceiling = min(floor + spread, 2**96 - 1)
-        offer = world.offer_metered  # 1 GPU: rights = seconds
+        offer = world.offer_metered  # 2 GPUs: a lease of leased_s locks 2 × leased_s GPU-seconds
         pricer = _put_under_rule(world, offer, floor, ceiling)
         assert world.cl.ask_of(offer, pricer) == floor
         world.cl.open_lease(world.buyer, offer, pricer, leased_s, world.chain.now() + 600)
         ev = world.cl.reprice(world.relayer, offer).event("Repriced").args
         price, taken, minted = ev["price"], ev["taken"], ev["minted"]
-        assert taken >= leased_s and minted == world.cl.rights_of(offer).minted
+        assert taken == 2 * leased_s and minted == world.cl.rights_of(offer).minted
         assert price == floor + (ceiling - floor) * taken // minted
         assert floor <= world.cl.ask_of(offer, pricer) == price <= ceiling
     finally:
