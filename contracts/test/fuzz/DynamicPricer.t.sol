@@ -93,6 +93,30 @@ contract DynamicPricerTest is Suite {
         pricer.reprice(offerId);
     }
 
+    /// @notice Adversarial: a rule replaced while every right of the pricer is locked by a lease (so it cannot
+    /// list) must not leave the old ask standing outside the new band: the ask is withdrawn, and when the rights
+    /// come back the next reprice lists them inside the new band. Nobody else can set the pricer's ask.
+    function test_noStaleAskOutsideANewBand() public {
+        uint256 offerId = offers[1];
+        _deposit(offerId, 100, 200);
+        uint32 all = uint32(registry.balanceOf(address(pricer), offerId));
+        (uint256 leaseId,) = _openFromPricer(buyers[0], offerId, all);
+        assertEq(registry.balanceOf(address(pricer), offerId), 0, "every right locked");
+        vm.prank(provider);
+        pricer.setRule(offerId, 1_000, 2_000);
+        assertEq(registry.askOf(offerId, address(pricer)), 0, "the old ask (100, below the new floor) withdrawn");
+        assertEq(registry.offerFor(offerId, address(pricer), 1).pricePerGpuSecond, ETH_PRICE, "no ask: the offer's price");
+        vm.prank(stranger); // listRights only ever sets the caller's own ask (here refused: it holds no rights)
+        vm.expectRevert();
+        registry.listRights(offerId, 1);
+        LeaseState memory s = _state(leaseId);
+        vm.prank(buyers[0]);
+        escrow.closeLease(leaseId, s.ckpt, s.lastHash); // before it started: every right comes back
+        uint256 price = pricer.reprice(offerId);
+        assertEq(price, 1_000, "nothing used: the new floor");
+        assertEq(registry.askOf(offerId, address(pricer)), price, "listed in the new band");
+    }
+
     /// @notice A lease opened from the pricer pays the dynamic ask fixed at opening; the provider is paid
     /// through the pricer; ETH is conserved (paid in = escrow + pricer holdings + withdrawn).
     function test_leaseAtDynamicPricePaysProviderThroughPricer() public {
