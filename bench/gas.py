@@ -26,6 +26,9 @@ steady state: each lease already has one settled checkpoint, so its state slot i
   the difference (target ≤ 5,000), ``..._execution`` the same without calldata (the lease ids differ).
 - list_rights / open_lease_from_listing: resale of capacity rights: a holder's ask, and a lease priced by it.
 - set_tiers_2: an offer's two price tiers by committed duration.
+- dynamic_*: dynamic prices (DynamicPricer): set a rule (floor, ceiling), move an offer's rights to the pricer
+  (it reprices on arrival), ``open_lease_from_pricer`` (a lease at the pricer's ask), reprice after that lease
+  changed the leased share, end the rule (ask withdrawn, unlocked rights returned).
 
 Reports are protocol v2 (``ledger.protocol.report``), with the figures a one-GPU lease's attestor derives from
 its samples (as tests/api/bridge_helpers.py ``SigningAttestor.next_report``): allocated = the whole window,
@@ -368,6 +371,35 @@ def _vouchers(chain: Chain, ledger: LedgerChain, out: dict[str, Any], issuer: st
     out["open_lease_from_listing"] = res.gas_used
     # tiered prices: a committed week is cheaper per GPU-second than an hour
     out["set_tiers_2"] = send(prov, calls.set_tiers(offer_ids[1], [(3600, PRICE), (7 * 86400, PRICE * 8 // 10)])).gas_used
+    _dynamic(chain, ledger, out, prov, att, beneficiary, relayer)
+
+
+def _dynamic(chain: Chain, ledger: LedgerChain, out: dict[str, Any], prov: str, att: str, buyer: str, relayer: str) -> None:
+    """Dynamic prices (DynamicPricer): set a rule, move the offer's rights to the pricer (repriced on arrival),
+    open a lease from the pricer at its ask, reprice after it (the leased share changed), end the rule."""
+    calls, read = ledger.calls, ledger.read
+    pricer = ledger.deployment.dynamic_pricer
+    assert pricer is not None
+
+    def send(who: str, call: Any) -> TxOutcome:
+        return ledger.sender.send(who, call)
+
+    node = send(prov, calls.register_node(att, "NVIDIA H100 80GB HBM3", [gpu_uuid_hash("GPU-dynamic-0")], 81_559,
+                                          700_000, "eu-west1"))
+    node_id = int(node.event("NodeRegistered").args["nodeId"])
+    res = send(prov, calls.publish_offer(node_id, 1, PRICE, ETH, BillingMode.METERED, chain.now(), chain.now() + 86400))
+    oid = int(res.event("OfferPublished").args["offerId"])
+    out["dynamic_set_rule"] = send(prov, calls.set_dynamic_rule(oid, PRICE, 3 * PRICE)).gas_used
+    rights = read.rights_balance(prov, oid)
+    out["dynamic_deposit_rights"] = send(prov, calls.transfer_rights(prov, pricer, oid, rights)).gas_used
+    q = quote_lease(read.lease_price(oid, pricer, 3600), 1, 3600, read.fee_bps_for(prov))
+    res = send(buyer, calls.open_lease(oid, pricer, 3600, chain.now() + 600, q.total, value=q.total))
+    assert read.lease(int(res.event("LeaseOpened").args["leaseId"])).price_per_gpu_second == PRICE
+    out["open_lease_from_pricer"] = res.gas_used
+    res = send(relayer, calls.reprice(oid))
+    assert PRICE < int(res.event("Repriced").args["price"]) <= 3 * PRICE
+    out["dynamic_reprice"] = res.gas_used
+    out["dynamic_end_rule"] = send(prov, calls.end_dynamic_rule(oid)).gas_used
 
 
 ORDER = (
@@ -411,6 +443,11 @@ ORDER = (
     "list_rights",
     "open_lease_from_listing",
     "set_tiers_2",
+    "dynamic_set_rule",
+    "dynamic_deposit_rights",
+    "open_lease_from_pricer",
+    "dynamic_reprice",
+    "dynamic_end_rule",
 )
 
 

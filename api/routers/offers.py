@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..deps import CallerDep, OffersDep
-from ..errors import COMMON_RESPONSES, READ_RESPONSES, Invalid
+from ..deps import CallerDep, OffersDep, OptionalCaller
+from ..errors import COMMON_RESPONSES, MONEY_RESPONSES, READ_RESPONSES, Invalid
 from ..schemas import ETH, ActionOut, Address, Hex32, Strict
 from ..services.offers import OfferFilters
 
@@ -225,6 +225,45 @@ class PriceOut(BaseModel):
     escrowWei: str
     feeWei: str
     totalWei: str
+    dynamic: "DynamicOut | None" = Field(default=None, description="the offer's dynamic price, when it has one in force")
+
+
+class DynamicIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"floorPerGpuSecondWei": "800000000",
+                                                               "ceilingPerGpuSecondWei": "1600000000"}]})
+    floorPerGpuSecondWei: int = Field(gt=0, lt=2**96)
+    ceilingPerGpuSecondWei: int = Field(gt=0, lt=2**96)
+
+    @model_validator(mode="after")
+    def _band(self) -> "DynamicIn":
+        if self.floorPerGpuSecondWei > self.ceilingPerGpuSecondWei:
+            raise ValueError("floorPerGpuSecondWei must not be above ceilingPerGpuSecondWei")
+        return self
+
+
+class DynamicRightsIn(Strict):
+    gpuSeconds: int = Field(gt=0, lt=2**256, description="GPU-seconds of the offer's rights to move to the pricer")
+
+
+class PricerWithdrawIn(Strict):
+    token: Address = Field(default=ETH, description="ETH (zero address) or an ERC-20")
+
+
+class DynamicOut(BaseModel):
+    offerId: int
+    active: bool
+    floorPerGpuSecond: str
+    ceilingPerGpuSecond: str
+    pricer: str = Field(description="the DynamicPricer: lease with holder = this address to pay the dynamic price")
+    owner: str | None = Field(description="who set the rule (the offer's provider or its payout); paid the earnings")
+    rulePricePerGpuSecond: str | None = Field(description="floor + (ceiling - floor) x leased / minted, rounded down")
+    askPerGpuSecond: str = Field(description="the pricer's ask in force: what a lease from the pricer pays if opened now")
+    leasedGpuSeconds: int = Field(description="locked + burned rights of the offer")
+    mintedGpuSeconds: int
+    rights: int = Field(description="the pricer's unlocked rights of the offer, GPU-seconds")
+
+
+PriceOut.model_rebuild()
 
 
 @router.post("/{offerId}/tiers", response_model=ActionOut, responses=COMMON_RESPONSES)
@@ -242,3 +281,49 @@ def lease_price(offerId: OfferId, offers: OffersDep, durationS: Annotated[int, Q
     """What a lease of ``durationS`` would escrow now (price, escrow, fee, total), shown before opening and fixed at
     opening: the holder's resale ask, else the offer's tier for that duration, else the offer's price."""
     return PriceOut(**offers.price(offerId, durationS, holder))
+
+
+@router.get("/{offerId}/dynamic-price", response_model=DynamicOut, responses=READ_RESPONSES)
+def dynamic_price(offerId: OfferId, offers: OffersDep) -> DynamicOut:
+    """The offer's dynamic price: its rule (floor, ceiling per GPU-second), the price the rule gives now from the
+    share of the offer's GPU-seconds leased, and the pricer's ask in force (fixed in a lease at its opening)."""
+    return DynamicOut(**offers.dynamic(offerId))
+
+
+@router.post("/{offerId}/dynamic-price", response_model=ActionOut, responses=COMMON_RESPONSES)
+def set_dynamic_price(offerId: OfferId, body: DynamicIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """Set (or replace) the offer's dynamic price between a floor and a ceiling (its provider or payout address);
+    then move rights to the pricer (``POST .../dynamic-price/rights``). The ask never leaves [floor, ceiling]."""
+    return offers.set_dynamic(caller, offerId, body.floorPerGpuSecondWei, body.ceilingPerGpuSecondWei)
+
+
+@router.post("/{offerId}/dynamic-price/rights", response_model=ActionOut, responses=COMMON_RESPONSES)
+def deposit_dynamic_rights(offerId: OfferId, body: DynamicRightsIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """The rule's owner moves rights of the offer to the pricer, which lists them at the rule's price."""
+    return offers.deposit_dynamic(caller, offerId, body.gpuSeconds)
+
+
+@router.delete("/{offerId}/dynamic-price", response_model=ActionOut, responses=COMMON_RESPONSES)
+def end_dynamic_price(offerId: OfferId, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """End the rule: the pricer's ask is withdrawn and its unlocked rights go back to the owner (again later
+    for rights a running lease gives back)."""
+    return offers.end_dynamic(caller, offerId)
+
+
+@router.post("/{offerId}/dynamic-price/reprice", response_model=ActionOut, responses=COMMON_RESPONSES)
+def reprice(offerId: OfferId, caller: OptionalCaller, offers: OffersDep) -> ActionOut:
+    """Bring the pricer's ask to the rule's price now (anyone, with no key at all)."""
+    return offers.reprice(caller, offerId)
+
+
+@router.post("/dynamic-price/claims/{leaseId}", response_model=ActionOut, responses=MONEY_RESPONSES)
+def claim_dynamic_earnings(leaseId: Annotated[int, Path(ge=1, lt=2**256)], caller: OptionalCaller,
+                           offers: OffersDep) -> ActionOut:
+    """Attribute what the escrow released to the pricer for a lease to the rule's owner (anyone)."""
+    return offers.claim_dynamic(caller, leaseId)
+
+
+@router.post("/dynamic-price/withdrawals", response_model=ActionOut, responses=MONEY_RESPONSES)
+def withdraw_dynamic_earnings(body: PricerWithdrawIn, caller: CallerDep, offers: OffersDep) -> ActionOut:
+    """Pull what the pricer owes the caller in ``token`` (the earnings of its offers' dynamic-price leases)."""
+    return offers.withdraw_dynamic(caller, body.token)

@@ -34,7 +34,7 @@ ID_EVENTS: dict[str, tuple[str, str]] = {
 }
 # custom errors of the ledger's own contracts: a refusal for these reasons is final, an approval won't help
 SUITE_ERROR_PREFIXES = ("LeaseEscrow", "CapacityRegistry", "Reputation", "AccessControl", "EnforcedPause",
-                        "ReentrancyGuard", "VoucherVault")
+                        "ReentrancyGuard", "VoucherVault", "DynamicPricer")
 
 
 class ApprovalRequired(ApiError):

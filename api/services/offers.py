@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from ledger.chain.errors import ChainError
 from ledger.chain.suite import LedgerChain
 from ledger.protocol.economics import ETH, BillingMode, quote_lease
 
@@ -20,7 +21,7 @@ MAX_OFFER_LEAD_S = 90 * 86_400
 """How far ahead an offer's validity may start: an offer far in the future would be listed long before anyone
 can lease it."""
 
-from ..errors import ApiError, NotFound
+from ..errors import ApiError, NotFound, from_chain
 from ..schemas import ActionOut
 from ..store import OfferQuery, Store
 from ..store.models import OfferRow
@@ -157,13 +158,87 @@ class Offers:
         return self._actor.act(caller, self._calls.set_tiers(offer_id, tiers))
 
     def price(self, offer_id: int, duration_s: int, holder: str | None) -> dict[str, Any]:
-        """What a lease of ``duration_s`` would pay now, before opening it (fixed at opening)."""
+        """What a lease of ``duration_s`` would pay now, before opening it (fixed at opening). Without a
+        ``holder``: the dynamic pricer's rights when the offer has a dynamic price and the pricer holds some,
+        else the provider's payout address."""
         offer = self._views.offer(offer_id)
-        who = holder or self._views.provider(offer["provider"])["payout"]
+        dynamic = self.dynamic(offer_id) if self._pricer() is not None else None
+        if dynamic is not None and not dynamic["active"]:
+            dynamic = None
+        who = holder or (dynamic["pricer"] if dynamic and dynamic["rights"] else self._views.provider(offer["provider"])["payout"])
         price = self._views.lease_price(offer_id, who, duration_s)
         q = quote_lease(price, offer["gpuCount"], duration_s, self._views.fee_bps(offer["provider"]))
         return {"offerId": offer_id, "holder": who, "durationS": duration_s, "pricePerGpuSecond": str(price),
-                "escrowWei": str(q.escrowed), "feeWei": str(q.fee), "totalWei": str(q.total)}
+                "escrowWei": str(q.escrowed), "feeWei": str(q.fee), "totalWei": str(q.total), "dynamic": dynamic}
+
+    # --- dynamic prices (DynamicPricer) --------------------------------------------------------------
+
+    def _pricer(self) -> str | None:
+        return self._ledger.deployment.dynamic_pricer
+
+    def _require_pricer(self) -> str:
+        addr = self._pricer()
+        if addr is None:
+            raise ApiError(409, "conflict", "this deployment has no DynamicPricer: redeploy the contracts to use dynamic prices")
+        return addr
+
+    def dynamic(self, offer_id: int) -> dict[str, Any]:
+        """The offer's dynamic-price rule, the price it gives now and the ask in force (what a lease from the
+        pricer pays if opened now; ``POST .../dynamic-price/reprice`` brings the ask to the rule's price)."""
+        pricer = self._require_pricer()
+        self._views.offer(offer_id)
+        read = self._ledger.read
+        try:
+            rule = read.dynamic_rule(offer_id)
+            rights = read.rights_of(offer_id)
+            quote = read.dynamic_quote(offer_id) if rule.active else None
+            ask, held = read.ask_of(offer_id, pricer), read.rights_balance(pricer, offer_id)
+        except ChainError as e:
+            raise from_chain(e) from e
+        return {
+            "offerId": offer_id, "pricer": pricer, "active": rule.active,
+            "owner": None if rule.owner == ETH else rule.owner,
+            "floorPerGpuSecond": str(rule.floor), "ceilingPerGpuSecond": str(rule.ceiling),
+            "rulePricePerGpuSecond": None if quote is None else str(quote.price),
+            "askPerGpuSecond": str(ask),
+            "leasedGpuSeconds": rights.locked + rights.burned, "mintedGpuSeconds": rights.minted, "rights": held,
+        }
+
+    def _require_offer_provider(self, caller: Caller, offer_id: int) -> None:
+        caller.require("provider")
+        offer = self._views.offer(offer_id)
+        if caller.managed and caller.address not in (offer["provider"], self._views.provider(offer["provider"])["payout"]):
+            raise ApiError(403, "forbidden", f"offer {offer_id} belongs to another provider")
+
+    def set_dynamic(self, caller: Caller, offer_id: int, floor: int, ceiling: int) -> ActionOut:
+        self._require_pricer()
+        self._require_offer_provider(caller, offer_id)
+        return self._actor.act(caller, self._calls.set_dynamic_rule(offer_id, floor, ceiling))
+
+    def deposit_dynamic(self, caller: Caller, offer_id: int, gpu_seconds: int) -> ActionOut:
+        """The rule's owner moves rights of the offer to the pricer (repriced on arrival)."""
+        pricer = self._require_pricer()
+        self._require_offer_provider(caller, offer_id)
+        return self._actor.act(caller, self._calls.transfer_rights(caller.address, pricer, offer_id, gpu_seconds))
+
+    def end_dynamic(self, caller: Caller, offer_id: int) -> ActionOut:
+        self._require_pricer()
+        self._require_offer_provider(caller, offer_id)
+        return self._actor.act(caller, self._calls.end_dynamic_rule(offer_id))
+
+    def reprice(self, caller: Caller | None, offer_id: int) -> ActionOut:
+        self._require_pricer()
+        self._views.offer(offer_id)
+        return self._actor.act_public(caller, self._calls.reprice(offer_id))
+
+    def claim_dynamic(self, caller: Caller | None, lease_id: int) -> ActionOut:
+        """Attribute what the escrow released to the pricer for a lease to the rule's owner (anyone)."""
+        self._require_pricer()
+        return self._actor.act_public(caller, self._calls.pricer_claim(self._views.lease_state(lease_id)))
+
+    def withdraw_dynamic(self, caller: Caller, token: str) -> ActionOut:
+        self._require_pricer()
+        return self._actor.act(caller, self._calls.pricer_withdraw(token))
 
     def ask(self, offer_id: int, holder: str) -> dict[str, Any]:
         self._views.offer(offer_id)

@@ -322,3 +322,27 @@ class Calls:
 
     def vault_withdraw(self, token: str) -> Call:
         return self.call("vault", "withdraw", to_checksum_address(token))
+
+    # --- DynamicPricer -----------------------------------------------------------------------------------
+
+    def set_dynamic_rule(self, offer_id: int, floor: int, ceiling: int) -> Call:
+        """The offer's dynamic price between ``floor`` and ``ceiling`` per GPU-second (the offer's provider or its
+        payout address; then move the offer's rights to the pricer with :meth:`transfer_rights`)."""
+        if not 0 < floor <= ceiling < 2**96:
+            raise ProtocolError("a dynamic price needs 0 < floor <= ceiling < 2^96 (per GPU-second)")
+        return self.call("pricer", "setRule", offer_id, floor, ceiling)
+
+    def end_dynamic_rule(self, offer_id: int) -> Call:
+        """End the rule: the pricer's ask is withdrawn and its unlocked rights go back to the rule's owner."""
+        return self.call("pricer", "endRule", offer_id)
+
+    def reprice(self, offer_id: int) -> Call:
+        """Set the pricer's ask to the rule's current price (anyone)."""
+        return self.call("pricer", "reprice", offer_id)
+
+    def pricer_claim(self, state: LeaseState) -> Call:
+        """Attribute what the escrow released to the pricer for a lease to the rule's owner (anyone)."""
+        return self.call("pricer", "claim", state.lease_id, state.ckpt, state.last_hash)
+
+    def pricer_withdraw(self, token: str) -> Call:
+        return self.call("pricer", "withdraw", to_checksum_address(token))

@@ -19,7 +19,7 @@ from .deployment import Deployment
 ABI = list[dict[str, Any]]
 
 # what each deployed address answers to, by the name the events and the bridge use
-SUITE_NAMES: tuple[str, ...] = ("registry", "escrow", "reputation", "vault")
+SUITE_NAMES: tuple[str, ...] = ("registry", "escrow", "reputation", "vault", "pricer")
 
 
 @lru_cache(maxsize=None)
@@ -49,6 +49,7 @@ def address_abis() -> dict[str, tuple[dict[str, Any], ...]]:
         "LeaseEscrow": escrow_abi(),
         "LeaseEscrowExtension": contract_abi("LeaseEscrowExtension"),
         "VoucherVault": contract_abi("VoucherVault"),
+        "DynamicPricer": contract_abi("DynamicPricer"),
     }
 
 
@@ -75,6 +76,10 @@ class Contracts:
         self.vault: Contract | None = None
         if deployment.voucher_vault is not None:
             self.vault = self.by_name["vault"] = self._bind(deployment.voucher_vault, contract_abi("VoucherVault"))
+        # the dynamic pricer (absent from deployment records older than dynamic prices)
+        self.pricer: Contract | None = None
+        if deployment.dynamic_pricer is not None:
+            self.pricer = self.by_name["pricer"] = self._bind(deployment.dynamic_pricer, contract_abi("DynamicPricer"))
         self.name_of: dict[str, str] = {str(c.address): n for n, c in self.by_name.items()}
         self._erc20: dict[str, Contract] = {}
 

@@ -44,8 +44,8 @@ def deploy_suite(
     base_fee_bps: int = 250,
     keys: Mapping[str, bytes] | None = None,
 ) -> Deployment:
-    """Deploy CapacityRegistry, Reputation, LeaseEscrowExtension, LeaseEscrow and the compute-voucher
-    VoucherVault from ``admin`` and wire their roles (``issuer``, default ``admin``, gets ISSUER_ROLE). ``keys`` maps addresses to private keys (default: the chain's dev keys; on the ``rpc``
+    """Deploy CapacityRegistry, Reputation, LeaseEscrowExtension, LeaseEscrow, the compute-voucher
+    VoucherVault and the DynamicPricer (no roles: it is a rights holder like any reseller) from ``admin`` and wire their roles (``issuer``, default ``admin``, gets ISSUER_ROLE). ``keys`` maps addresses to private keys (default: the chain's dev keys; on the ``rpc``
     backend the admin's key must be given). Raises :class:`DeploymentError` (or
     :class:`ledger.chain.reverts.ContractRevert`) on failure."""
     w3 = chain.w3
@@ -68,6 +68,7 @@ def deploy_suite(
         [admin, registry_addr, reputation_addr, treasury, challenge_period_s, base_fee_bps, ext_addr],
     )
     vault_addr, _ = sender.deploy(admin, load_artifact("VoucherVault"), [admin, escrow_addr])
+    pricer_addr, _ = sender.deploy(admin, load_artifact("DynamicPricer"), [escrow_addr])
     dep = Deployment(
         chain_id=sender.chain_id,
         block=created.block_number,
@@ -84,6 +85,7 @@ def deploy_suite(
         base_fee_bps=base_fee_bps,
         voucher_vault=vault_addr,
         issuer=issuer,
+        dynamic_pricer=pricer_addr,
     )
     calls = Calls(Contracts(w3, dep))
     sender.send(admin, calls.set_registry_escrow(escrow_addr))

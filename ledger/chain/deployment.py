@@ -24,7 +24,7 @@ PAUSER_ROLE = keccak(text="PAUSER_ROLE")
 ISSUER_ROLE = keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 
-SUITE: tuple[str, ...] = ("CapacityRegistry", "Reputation", "LeaseEscrowExtension", "LeaseEscrow", "VoucherVault")
+SUITE: tuple[str, ...] = ("CapacityRegistry", "Reputation", "LeaseEscrowExtension", "LeaseEscrow", "VoucherVault", "DynamicPricer")
 
 
 class DeploymentError(LedgerError):
@@ -52,6 +52,8 @@ class Deployment:
     # written before vouchers existed
     voucher_vault: str | None = None
     issuer: str | None = None
+    # the dynamic-price holder of offers' rights (DynamicPricer); None in records written before it existed
+    dynamic_pricer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -78,6 +80,8 @@ class Deployment:
         if self.voucher_vault is not None:
             doc["addresses"]["VoucherVault"] = self.voucher_vault
             doc["roles"]["issuer"] = self.issuer
+        if self.dynamic_pricer is not None:
+            doc["addresses"]["DynamicPricer"] = self.dynamic_pricer
         return doc
 
     @classmethod
@@ -100,6 +104,7 @@ class Deployment:
                 base_fee_bps=int(c["baseFeeBps"]),
                 voucher_vault=to_checksum_address(a["VoucherVault"]) if a.get("VoucherVault") else None,
                 issuer=to_checksum_address(r["issuer"]) if r.get("issuer") else None,
+                dynamic_pricer=to_checksum_address(a["DynamicPricer"]) if a.get("DynamicPricer") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DeploymentError(f"malformed deployment record: {e!r}") from e

@@ -40,6 +40,7 @@ ARTIFACT_NAMES: tuple[str, ...] = (
     "LeaseEscrowExtension",
     "Reputation",
     "VoucherVault",
+    "DynamicPricer",
     "MockERC20",
     "ReentrantToken",
     "RevertingReceiver",

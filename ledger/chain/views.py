@@ -143,6 +143,30 @@ class RightsInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicRule:
+    """An offer's dynamic-price rule at the pricer (floor and ceiling 0: none, or ended; owner kept)."""
+
+    offer_id: int
+    owner: str
+    floor: int
+    ceiling: int
+
+    @property
+    def active(self) -> bool:
+        return self.floor != 0
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicQuote:
+    """What the rule gives now: ``price`` per GPU-second from ``taken`` (locked + burned) of ``minted``
+    GPU-seconds of the offer's rights."""
+
+    price: int
+    taken: int
+    minted: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseInfo:
     lease_id: int
     offer_id: int
@@ -588,6 +612,37 @@ class ChainReader:
 
     def vault_liabilities(self, token: str = ETH) -> int:
         return int(self.call(self.vault.functions.liabilities(to_checksum_address(token))))
+
+    # --- DynamicPricer -----------------------------------------------------------------------------------
+
+    @property
+    def pricer(self) -> Any:
+        """The pricer's binding; :class:`ChainUnavailable` on a deployment without one."""
+        if self.contracts.pricer is None:
+            raise ChainUnavailable("this deployment has no DynamicPricer (redeploy to use dynamic prices)")
+        return self.contracts.pricer
+
+    @property
+    def pricer_address(self) -> str | None:
+        return None if self.contracts.pricer is None else str(self.contracts.pricer.address)
+
+    def dynamic_rule(self, offer_id: int) -> DynamicRule:
+        owner, floor, ceiling = self.call(self.pricer.functions.ruleOf(offer_id))
+        return DynamicRule(offer_id, str(owner), int(floor), int(ceiling))
+
+    def dynamic_quote(self, offer_id: int) -> DynamicQuote:
+        """The rule's price now (reverts DynamicPricerNoRule without a rule)."""
+        price, taken, minted = self.call(self.pricer.functions.quote(offer_id))
+        return DynamicQuote(int(price), int(taken), int(minted))
+
+    def pricer_owed(self, owner: str, token: str = ETH) -> int:
+        return int(self.call(self.pricer.functions.owed(to_checksum_address(owner), to_checksum_address(token))))
+
+    def pricer_liabilities(self, token: str = ETH) -> int:
+        return int(self.call(self.pricer.functions.liabilities(to_checksum_address(token))))
+
+    def pricer_claimed(self, lease_id: int) -> int:
+        return int(self.call(self.pricer.functions.claimed(lease_id)))
 
     def programme_count(self) -> int:
         return int(self.call(self.vault.functions.programmeCount()))

@@ -23,7 +23,8 @@ def test_chain_document_names_the_chain_the_deployment_and_the_domain(bridge: Te
     assert info["rpcUrl"] is None and "memory backend" in info["rpcNote"]  # the chain lives in the bridge
     health = bridge.get("/v1/health").json()
     assert (health["escrow"], health["registry"]) == (dep["addresses"]["LeaseEscrow"], dep["addresses"]["CapacityRegistry"])
-    assert set(info["abis"]) == {"CapacityRegistry", "Reputation", "LeaseEscrow", "LeaseEscrowExtension", "VoucherVault"}
+    assert set(info["abis"]) == {"CapacityRegistry", "Reputation", "LeaseEscrow", "LeaseEscrowExtension", "VoucherVault",
+                                "DynamicPricer"}
     assert set(dep["addresses"]) == set(info["abis"])
     abi = bridge.get(info["abis"]["LeaseEscrow"]).json()
     assert abi == list(escrow_abi())  # the whole escrow interface at its one address, views included

@@ -47,3 +47,42 @@ def test_tiers_are_shown_before_and_fixed_at_opening(bridge: TestClient) -> None
     bad = [{"minDurationS": 2 * HOUR, "pricePerGpuSecondWei": 1}, {"minDurationS": HOUR, "pricePerGpuSecondWei": 1}]
     r = client.post(f"/v1/offers/{oid}/tiers", json={"tiers": bad}, headers=auth(prov["key"]))
     assert r.status_code == 422 and r.json()["detail"]["field"] == "tiers", r.text
+
+
+def test_a_dynamic_price_is_shown_before_and_fixed_at_opening(bridge: TestClient) -> None:
+    client = bridge
+    prov = setup_provider(client, ["GPU-d-0"], PRICE)
+    _, bkey = new_account(client, "buyer")
+    oid = prov["offerId"]
+    floor, ceiling = PRICE, 4 * PRICE
+    # a band upside down is refused, by the API and (past it) by the contract
+    r = client.post(f"/v1/offers/{oid}/dynamic-price", json={"floorPerGpuSecondWei": 2, "ceilingPerGpuSecondWei": 1},
+                    headers=auth(prov["key"]))
+    assert r.status_code == 422 and "floorPerGpuSecondWei must not be above" in r.text, r.text
+    band = {"floorPerGpuSecondWei": floor, "ceilingPerGpuSecondWei": ceiling}
+    assert client.post(f"/v1/offers/{oid}/dynamic-price", json=band, headers=auth(bkey)).status_code == 403
+    ok(client.post(f"/v1/offers/{oid}/dynamic-price", json=band, headers=auth(prov["key"])))
+    ok(client.post(f"/v1/offers/{oid}/dynamic-price/rights", json={"gpuSeconds": 10 * HOUR}, headers=auth(prov["key"])))
+    dyn = ok(client.get(f"/v1/offers/{oid}/dynamic-price"))
+    assert dyn["active"] and dyn["owner"] == prov["address"] and dyn["rights"] == 10 * HOUR
+    assert dyn["askPerGpuSecond"] == dyn["rulePricePerGpuSecond"] == str(floor) and dyn["leasedGpuSeconds"] == 0
+    # shown before opening: without a holder, the price is the pricer's
+    shown = ok(client.get(f"/v1/offers/{oid}/price", params={"durationS": HOUR}))
+    assert shown["holder"] == dyn["pricer"] and shown["pricePerGpuSecond"] == str(floor) and shown["dynamic"]["active"]
+    opened = ok(client.post("/v1/leases", json={"offerId": oid, "durationS": HOUR, "holder": dyn["pricer"]},
+                            headers={**auth(bkey), "Idempotency-Key": "d-1"}))
+    assert opened["result"]["totalWei"] == shown["totalWei"]
+    lid = opened["result"]["leaseId"]
+    # the lease took HOUR of the offer's GPU-seconds: anyone reprices (no key), the ask rises by that share
+    ok(client.post(f"/v1/offers/{oid}/dynamic-price/reprice"))
+    dyn = ok(client.get(f"/v1/offers/{oid}/dynamic-price"))
+    expected = floor + (ceiling - floor) * HOUR // dyn["mintedGpuSeconds"]
+    assert dyn["leasedGpuSeconds"] == HOUR and dyn["askPerGpuSecond"] == dyn["rulePricePerGpuSecond"] == str(expected)
+    assert floor <= expected <= ceiling
+    assert int(ok(client.get(f"/v1/leases/{lid}"))["pricePerGpuSecond"]) == floor  # fixed at opening
+    # nothing released to the pricer yet for this lease: a claim is refused with the contract's reason
+    r = client.post(f"/v1/offers/dynamic-price/claims/{lid}")
+    assert r.status_code in (402, 409) and r.json()["detail"]["details"]["error"] == "DynamicPricerNothingToClaim", r.text
+    ok(client.delete(f"/v1/offers/{oid}/dynamic-price", headers=auth(prov["key"])))
+    dyn = ok(client.get(f"/v1/offers/{oid}/dynamic-price"))
+    assert not dyn["active"] and dyn["askPerGpuSecond"] == "0" and dyn["rights"] == 0

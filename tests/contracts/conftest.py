@@ -218,6 +218,21 @@ def settle_in_one_batch(world: "World", reports: list[MeteringReport], sigs: lis
     return res
 
 
+def meter_close_release(world: "World", lease_id: int, close: Any, windows: int = 3, window_ms: int = 60_000) -> int:
+    """Settle ``windows`` reports of ``window_ms`` in one batch, close the lease with ``close(lease_id)``, and
+    release the earnings after the challenge period; returns what was charged."""
+    lease = world.cl.lease(lease_id)
+    m = world.meter(lease)
+    world.advance_to_ms(lease.start_ms + windows * window_ms)
+    reps = [m.next(window_ms=window_ms) for _ in range(windows)]
+    settle_in_one_batch(world, [r for r, _ in reps], [s for _, s in reps])
+    close(lease_id)
+    cp = world.cl.checkpoint(lease_id)
+    world.chain.time_travel(cp.last_settled_at + CHALLENGE_S)
+    world.cl.release_earnings(world.relayer, lease_id)
+    return int(cp.charged)
+
+
 def expect_revert(name: str, fn: Any, *args: Any, **kwargs: Any) -> ContractRevert:
     """Call ``fn`` and assert it reverts with custom error ``name``; return the decoded revert."""
     with pytest.raises(ContractRevert) as info:

@@ -111,3 +111,22 @@ def test_price_index_from_the_chain_alone(market: dict[str, Any], tmp_path: Path
     assert price_index_cli.main([*src, "--band", "NVIDIA H100", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["low"] == str(PRICE * 3600)
     assert price_index_cli.main([*src, "--band", "NVIDIA L4"]) == 1
+
+
+def test_dynamic_price_on_anvil(market: dict[str, Any]) -> None:
+    """deploy_suite deploys the DynamicPricer on anvil too (recorded in the deployment file); a lease opened from
+    it pays the rule's price, and a reprice after it stays in the band."""
+    chain, cl, dep = market["chain"], market["cl"], market["dep"]
+    pricer = dep.dynamic_pricer
+    assert pricer is not None and json.loads(market["path"].read_text())["addresses"]["DynamicPricer"] == pricer
+    provider, attestor, buyer, relayer = chain.accounts[1], chain.accounts[2], chain.accounts[3], chain.accounts[4]
+    node = cl.register_node(provider, attestor, "NVIDIA H100", [gpu_uuid_hash("GPU-anvil-dyn")], 81_559, 700_000,
+                            "eu-west1").id
+    t = chain.now()
+    oid = cl.publish_offer(provider, node, 1, PRICE, ETH, BillingMode.RESERVED, t, t + 86_400).id
+    cl.set_dynamic_rule(provider, oid, PRICE, 2 * PRICE)
+    cl.transfer_rights(provider, pricer, oid, cl.rights_balance(provider, oid))
+    lid = cl.open_lease(buyer, oid, pricer, 3600, chain.now() + 600).id
+    assert cl.lease(lid).price_per_gpu_second == PRICE
+    price = cl.reprice(relayer, oid).event("Repriced").args["price"]
+    assert price == PRICE + PRICE * 3600 // 86_400 and cl.ask_of(oid, pricer) == price

@@ -14,7 +14,7 @@ from ledger.protocol.settlement import LeaseState
 from ledger.protocol.vouchers import Evt, buyer_return, redemption_report, split_return, voucher_split
 from tests.support.ledger_client import ETH, BillingMode, LeaseStatus
 
-from .conftest import CHALLENGE_S, PRICE, TOKEN_PRICE, World, expect_revert, settle_in_one_batch
+from .conftest import CHALLENGE_S, PRICE, TOKEN_PRICE, World, expect_revert, meter_close_release, settle_in_one_batch
 
 H100 = "NVIDIA H100 80GB HBM3"
 FACE = 10**16  # wei: covers a few GPU-hours at PRICE
@@ -50,16 +50,7 @@ def _voucher(world: World, pid: int, face: int = FACE, copay_bps: int = 2_000, *
 def _meter_and_close(world: World, lease_id: int, windows: int = 3) -> int:
     """Settle ``windows`` one-minute reports, close through the vault, release after the challenge period;
     returns what was charged."""
-    lease = world.cl.lease(lease_id)
-    m = world.meter(lease)
-    world.advance_to_ms(lease.start_ms + windows * 60_000)
-    reps = [m.next() for _ in range(windows)]
-    settle_in_one_batch(world, [r for r, _ in reps], [s for _, s in reps])
-    world.cl.voucher_close_lease(world.buyer, lease_id)
-    cp = world.cl.checkpoint(lease_id)
-    world.chain.time_travel(cp.last_settled_at + CHALLENGE_S)
-    world.cl.release_earnings(world.relayer, lease_id)
-    return cp.charged
+    return meter_close_release(world, lease_id, lambda lid: world.cl.voucher_close_lease(world.buyer, lid), windows)
 
 
 def test_deploy_wires_the_vault(world: World) -> None:

@@ -419,7 +419,7 @@ class VoucherMachine(RuleBasedStateMachine):
 
 
 VoucherMachine.TestCase.settings = settings(
-    max_examples=8,
+    max_examples=10,
     stateful_step_count=30,
     deadline=None,
     derandomize=True,

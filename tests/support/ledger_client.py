@@ -408,3 +408,20 @@ class LedgerClient:
 
     def vault_withdraw(self, sender: str, token: str = ETH) -> TxOutcome:
         return self._send(self.calls.vault_withdraw(token), sender)
+
+    # --- DynamicPricer -------------------------------------------------------------------------------------
+
+    def set_dynamic_rule(self, sender: str, offer_id: int, floor: int, ceiling: int) -> TxOutcome:
+        return self._send(self.calls.set_dynamic_rule(offer_id, floor, ceiling), sender)
+
+    def end_dynamic_rule(self, sender: str, offer_id: int) -> TxOutcome:
+        return self._send(self.calls.end_dynamic_rule(offer_id), sender)
+
+    def reprice(self, sender: str, offer_id: int) -> TxOutcome:
+        return self._send(self.calls.reprice(offer_id), sender)
+
+    def pricer_claim(self, sender: str, lease_id: int) -> TxOutcome:
+        return self._send(self.calls.pricer_claim(self.lease_state(lease_id)), sender)
+
+    def pricer_withdraw(self, sender: str, token: str = ETH) -> TxOutcome:
+        return self._send(self.calls.pricer_withdraw(token), sender)
