@@ -63,6 +63,8 @@ class Database:
         """A session committed on exit (rolled back on error), serialized for SQLite."""
         with self.write_lock():
             with self._sessions() as s:
+                if self.is_sqlite:  # BEGIN IMMEDIATE: the write lock before the first read (see _sqlite_begin)
+                    s.connection(execution_options={"sqlite_immediate": True})
                 try:
                     yield s
                     s.commit()
@@ -91,7 +93,11 @@ def upsert(s: Session | Any, model: Any, values: dict[str, Any], keys: list[str]
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A write session reads then writes (a record fetched, then updated): begun DEFERRED, its read snapshot may
+    # be older than a commit of another connection by the time it writes, and SQLite then answers "database is
+    # locked" at once (SQLITE_BUSY_SNAPSHOT: the busy timeout does not apply). IMMEDIATE takes the write lock
+    # first, and waits for it; read sessions stay DEFERRED (readers never wait).
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
